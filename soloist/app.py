@@ -1,0 +1,180 @@
+"""The App: configuration, the task registry, and the broker and result store it talks to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+
+from .brokers import Broker
+from .brokers import from_url as broker_from_url
+from .brokers.base import DEFAULT_MAX_DELIVERIES
+from .errors import ConfigurationError
+from .hooks import Hooks
+from .message import Message
+from .results import ResultStore
+from .results import from_url as results_from_url
+from .results.base import DEFAULT_TTL
+from .results.handle import Result
+from .serializers import Codec
+from .task import AsyncTask, Task, TaskOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The embedded default: a first run needs no server.
+DEFAULT_URL = "sqlite:///soloist.db"
+#: Messages over this many bytes are refused by producers and dead-lettered by workers.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+class _Decorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+class _BoundDecorator(Protocol):
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Any, P], R]) -> Task[P, R]: ...
+
+
+class App:
+    """A Soloist application.
+
+    `broker` and `results` are URLs (or ready instances); they default to the
+    `SOLOIST_BROKER_URL` and `SOLOIST_RESULT_URL` environment variables, else to
+    `sqlite:///soloist.db` (`memory://` in eager mode). Connections open on first use,
+    so importing the module that defines an app is free and safe before a fork.
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker | None = None,
+        results: str | ResultStore | None = None,
+        *,
+        default_queue: str = "default",
+        serializer: str = "json",
+        accept_pickle: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        result_ttl: float = DEFAULT_TTL,
+        eager: bool = False,
+    ) -> None:
+        self.broker_url = broker if isinstance(broker, str) else None
+        self.result_url = results if isinstance(results, str) else None
+        # Eager mode runs tasks in the producer: nothing needs to reach another process.
+        default = "memory://" if eager else DEFAULT_URL
+        if broker is None:
+            self.broker_url = os.environ.get("SOLOIST_BROKER_URL", default)
+        if results is None:
+            self.result_url = os.environ.get("SOLOIST_RESULT_URL", default)
+        self._broker = broker if isinstance(broker, Broker) else None
+        self._results = results if isinstance(results, ResultStore) else None
+        self.default_queue = default_queue
+        self.codec = Codec(serializer, accept_pickle)
+        self.max_message_size = max_message_size
+        self.max_deliveries = max_deliveries
+        self.result_ttl = result_ttl
+        self.eager = eager
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.hooks = Hooks()
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            assert self.broker_url is not None
+            self._broker = broker_from_url(self.broker_url, self.max_deliveries)
+        return self._broker
+
+    @property
+    def results(self) -> ResultStore:
+        if self._results is None:
+            assert self.result_url is not None
+            self._results = results_from_url(self.result_url)
+        return self._results
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        bind: Literal[True],
+        name: str | None = ...,
+        queue: str | None = ...,
+        priority: int = ...,
+        max_retries: int | None = ...,
+        retry_backoff: float = ...,
+        retry_backoff_max: float = ...,
+        retry_jitter: bool = ...,
+        autoretry_for: tuple[type[BaseException], ...] = ...,
+        time_limit: float | None = ...,
+        soft_time_limit: float | None = ...,
+        ignore_result: bool = ...,
+    ) -> _BoundDecorator: ...
+    @overload
+    def task(
+        self,
+        *,
+        bind: Literal[False] = ...,
+        name: str | None = ...,
+        queue: str | None = ...,
+        priority: int = ...,
+        max_retries: int | None = ...,
+        retry_backoff: float = ...,
+        retry_backoff_max: float = ...,
+        retry_jitter: bool = ...,
+        autoretry_for: tuple[type[BaseException], ...] = ...,
+        time_limit: float | None = ...,
+        soft_time_limit: float | None = ...,
+        ignore_result: bool = ...,
+    ) -> _Decorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(queue=…, max_retries=…)`."""
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+            if options.get("queue") is None:
+                options["queue"] = self.default_queue
+            try:
+                opts = TaskOptions(name=name, **options)
+            except TypeError as exc:
+                raise ConfigurationError(f"bad option for task {name}: {exc}") from None
+            if name in self.tasks and self.tasks[name].fn is not fn:
+                raise ConfigurationError(f"two tasks are named {name!r}")
+            cls = AsyncTask if asyncio.iscoroutinefunction(fn) else Task
+            task: Task[Any, Any] = cls(self, fn, opts)
+            self.tasks[name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def send(self, message: Message, queue: str, *, delay: float = 0, priority: int = 0) -> None:
+        """Encode and publish one message (or run it now, in eager mode)."""
+        body = message.encode(self.codec, self.max_message_size)
+        if self.eager:
+            from .testing import run_eagerly
+
+            run_eagerly(self, message, queue)
+            return
+        self.broker.publish(queue, body, delay=delay, priority=priority)
+
+    def result(self, task_id: str) -> Result[Any]:
+        """The handle of the task call with this id."""
+        return Result(self, task_id)
+
+    def close(self) -> None:
+        """Close the broker and result store connections."""
+        if self._broker is not None:
+            self._broker.close()
+        if self._results is not None:
+            self._results.close()

@@ -1,0 +1,34 @@
+"""Brokers by URL scheme. Each broker is one module implementing `base.Broker`."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery
+
+__all__ = ["Broker", "DeadLetter", "Delivery", "from_url"]
+
+
+def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
+    """Build the broker a URL names, without connecting yet where that can wait."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return MemoryBroker(url, max_deliveries)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBroker
+
+        return SQLiteBroker(url, max_deliveries)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url, max_deliveries)
+    if scheme in ("amqp", "amqps"):
+        from .amqp import AMQPBroker
+
+        return AMQPBroker(url, max_deliveries)
+    raise ConfigurationError(
+        f"unknown broker URL scheme {scheme!r} (use memory://, sqlite:///path, redis://, amqp://)"
+    )

@@ -1,0 +1,140 @@
+"""The broker contract: leased, at-least-once delivery of opaque message bodies.
+
+Every broker implements these methods with the same guarantees, and one contract test
+suite (tests/brokers/test_contract.py) holds each of them to it:
+
+* `publish` is durable once it returns.
+* `fetch` hands out deliveries under a lease; a delivery is invisible to every other
+  consumer until it is settled or its lease lapses.
+* Settling (`ack`, `retry`, `dead_letter`, `release`) is fenced by the delivery's receipt:
+  once the lease lapsed and the message was handed to someone else, the old holder's
+  settle is refused (returns False) and changes nothing.
+* A message whose lease lapsed is delivered again with `delivery_count` raised; once it
+  has been handed out `max_deliveries` times without being settled it is dead-lettered,
+  so a message that kills every worker touching it cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Times a message may be handed out without being settled before it is dead-lettered.
+DEFAULT_MAX_DELIVERIES = 5
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to one consumer under a lease."""
+
+    id: str
+    queue: str
+    body: bytes
+    #: 1 on the first delivery; raised each time a lease lapsed and it was handed out again.
+    delivery_count: int
+    #: How many times the message went through `retry`; 0 on its first run.
+    attempts: int
+    #: The broker's token for this lease; settling with a stale receipt is refused.
+    receipt: Any = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in a queue's dead-letter store."""
+
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    delivery_count: int
+    attempts: int
+    dead_at: float
+
+
+def poison_reason(count: int) -> str:
+    return f"delivered {count} times without being settled (its worker died each time)"
+
+
+class Broker(abc.ABC):
+    """A queue server seen through the handful of operations a worker and an operator need."""
+
+    url: str = ""
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+
+    @abc.abstractmethod
+    def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
+        """Enqueue `body`, visible after `delay` seconds; higher `priority` goes first.
+
+        Durable once it returns. Returns the broker's message id.
+        """
+
+    @abc.abstractmethod
+    def fetch(
+        self, queues: Sequence[str], max_count: int, lease: float, timeout: float
+    ) -> list[Delivery]:
+        """Wait up to `timeout` seconds and lease up to `max_count` due messages.
+
+        Queues are served in the order given; within a queue by priority, then age.
+        """
+
+    @abc.abstractmethod
+    def ack(self, delivery: Delivery) -> bool:
+        """Remove a delivered message for good. False if its lease was lost."""
+
+    @abc.abstractmethod
+    def retry(self, delivery: Delivery, delay: float) -> bool:
+        """Make the message visible again after `delay`, with `attempts` raised."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Move the message to its queue's dead-letter store with `reason`."""
+
+    @abc.abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give unstarted deliveries back at once, as if never delivered (shutdown)."""
+
+    @abc.abstractmethod
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        """Renew leases for `lease` seconds from now; returns the deliveries no longer held."""
+
+    @abc.abstractmethod
+    def depth(self, queue: str) -> int:
+        """Messages waiting in `queue`, due or delayed, not counting those leased."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop every waiting message of `queue`; returns how many."""
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters of `queue`."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters (all when `ids` is None) back on their queue with counts reset."""
+
+    @abc.abstractmethod
+    def drop_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all when `ids` is None); returns how many."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
+        """Record that a worker is alive, with its status, for `ttl` seconds."""
+
+    @abc.abstractmethod
+    def workers(self) -> dict[str, tuple[bytes, float]]:
+        """Every worker heard from within its ttl: id -> (info, last seen unix time)."""
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop a worker's heartbeat (a clean exit)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

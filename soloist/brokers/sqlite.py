@@ -1,0 +1,364 @@
+"""The embedded broker: one SQLite file in WAL mode, shared by any number of processes.
+
+Schema (all tables prefixed `soloist_`):
+
+* `messages`: one row per waiting or leased message. `visible_at` is when it may be
+  handed out: its delay while waiting, its lease's expiry while leased. `receipt` is
+  NULL while waiting and a fresh random number for each lease, which fences settles.
+* `dead`: the dead-letter store, with the reason and counts.
+* `workers`: heartbeats.
+
+Claiming is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` inside a
+`BEGIN IMMEDIATE` transaction: SQLite admits one writer at a time, so two workers can
+never claim the same row. An idle `fetch` sleeps between cheap `PRAGMA data_version`
+reads (a shared-memory check of whether any other connection committed) and only runs the
+claim again when something changed or a delayed message falls due.
+
+`synchronous=NORMAL` (the default, `?synchronous=full` to change) keeps every committed
+publish across a crash of any process; only a power loss can drop the last commits.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import BrokerUnavailable, ConfigurationError
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_reason
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS soloist_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    visible_at REAL NOT NULL,
+    receipt INTEGER,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS soloist_messages_due
+    ON soloist_messages (queue, priority DESC, id);
+CREATE INDEX IF NOT EXISTS soloist_messages_time ON soloist_messages (queue, visible_at);
+CREATE TABLE IF NOT EXISTS soloist_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soloist_dead_queue ON soloist_dead (queue, id);
+CREATE TABLE IF NOT EXISTS soloist_workers (
+    id TEXT PRIMARY KEY,
+    info BLOB NOT NULL,
+    seen_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+#: Idle fetches re-check for new commits this often, backing off from the first value.
+_POLL_MIN, _POLL_MAX = 0.001, 0.01
+
+
+def path_from_url(url: str) -> tuple[str, dict[str, str]]:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db` -> (path, query options)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError(f"sqlite URL names no file: {url!r} (e.g. sqlite:///soloist.db)")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return path, options
+
+
+class Database:
+    """Per-thread connections to one SQLite file, tuned for a queue."""
+
+    def __init__(self, path: str, synchronous: str = "NORMAL", schema: str = "") -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(f"bad sqlite synchronous mode {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._pid = os.getpid()
+        if schema:
+            self.connection().executescript(schema)
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._pid != os.getpid():
+            # A connection must not cross a fork: the child opens its own.
+            self._pid = os.getpid()
+            try:
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=60, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            except sqlite3.Error as exc:
+                raise BrokerUnavailable(
+                    f"cannot open SQLite database {self.path!r}: {exc}"
+                ) from None
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that holds SQLite's single write lock from its first statement."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def data_version(self) -> int:
+        return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class SQLiteBroker(Broker):
+    def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
+        path, options = path_from_url(url)
+        self.url = url
+        self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
+        self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+
+    def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
+        cur = self.db.connection().execute(
+            "INSERT INTO soloist_messages (queue, body, priority, visible_at) VALUES (?, ?, ?, ?)",
+            (queue, body, priority, time.time() + max(delay, 0)),
+        )
+        return str(cur.lastrowid)
+
+    def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
+        """Publish (queue, body, delay, priority) items in one transaction."""
+        now = time.time()
+        ids = []
+        with self.db.write() as conn:
+            for queue, body, delay, priority in items:
+                cur = conn.execute(
+                    "INSERT INTO soloist_messages (queue, body, priority, visible_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (queue, body, priority, now + max(delay, 0)),
+                )
+                ids.append(str(cur.lastrowid))
+        return ids
+
+    def _claim(self, queues: Sequence[str], max_count: int, lease: float) -> list[Delivery]:
+        now = time.time()
+        receipt = random.getrandbits(62)
+        out: list[Delivery] = []
+        with self.db.write() as conn:
+            for queue in queues:
+                if len(out) >= max_count:
+                    break
+                rows = conn.execute(
+                    "UPDATE soloist_messages SET receipt = ?, visible_at = ?,"
+                    " deliveries = deliveries + 1"
+                    " WHERE id IN (SELECT id FROM soloist_messages WHERE queue = ?"
+                    "  AND visible_at <= ? ORDER BY priority DESC, id LIMIT ?)"
+                    " RETURNING id, body, deliveries, attempts, priority",
+                    (receipt, now + lease, queue, now, max_count - len(out)),
+                ).fetchall()
+                rows.sort(key=lambda r: (-r[4], r[0]))  # RETURNING gives no order
+                for rid, body, deliveries, attempts, _ in rows:
+                    if deliveries > self.max_deliveries:
+                        self._bury(conn, rid, poison_reason(deliveries - 1))
+                    else:
+                        out.append(Delivery(str(rid), queue, body, deliveries, attempts, receipt))
+        return out
+
+    def fetch(
+        self, queues: Sequence[str], max_count: int, lease: float, timeout: float
+    ) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        marks = ",".join("?" * len(queues))
+        while True:
+            version = self.db.data_version()
+            got = self._claim(queues, max_count, lease)
+            if got or time.monotonic() >= deadline:
+                return got
+            row = (
+                self.db.connection()
+                .execute(
+                    f"SELECT min(visible_at) FROM soloist_messages WHERE queue IN ({marks})",
+                    tuple(queues),
+                )
+                .fetchone()
+            )
+            due = row[0] if row and row[0] is not None else None
+            poll = _POLL_MIN
+            while time.monotonic() < deadline and self.db.data_version() == version:
+                if due is not None and time.time() >= due:
+                    break
+                time.sleep(poll)
+                poll = min(poll * 2, _POLL_MAX)
+
+    def _settle(self, sql: str, delivery: Delivery, *params: object) -> bool:
+        cur = self.db.connection().execute(
+            sql + " WHERE id = ? AND receipt = ?", (*params, int(delivery.id), delivery.receipt)
+        )
+        return cur.rowcount == 1
+
+    def ack(self, delivery: Delivery) -> bool:
+        return self._settle("DELETE FROM soloist_messages", delivery)
+
+    def retry(self, delivery: Delivery, delay: float) -> bool:
+        return self._settle(
+            "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
+            " attempts = attempts + 1, visible_at = ?",
+            delivery,
+            time.time() + max(delay, 0),
+        )
+
+    def _bury(self, conn: sqlite3.Connection, rid: int, reason: str) -> None:
+        conn.execute(
+            "INSERT INTO soloist_dead (queue, body, reason, deliveries, attempts, dead_at)"
+            " SELECT queue, body, ?, deliveries, attempts, ? FROM soloist_messages WHERE id = ?",
+            (reason, time.time(), rid),
+        )
+        conn.execute("DELETE FROM soloist_messages WHERE id = ?", (rid,))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        with self.db.write() as conn:
+            held = conn.execute(
+                "SELECT 1 FROM soloist_messages WHERE id = ? AND receipt = ?",
+                (int(delivery.id), delivery.receipt),
+            ).fetchone()
+            if held:
+                self._bury(conn, int(delivery.id), reason)
+            return held is not None
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany(
+                "UPDATE soloist_messages SET receipt = NULL, visible_at = ?,"
+                " deliveries = deliveries - 1 WHERE id = ? AND receipt = ?",
+                [(now, int(d.id), d.receipt) for d in deliveries],
+            )
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        until = time.time() + lease
+        lost = []
+        with self.db.write() as conn:
+            for d in deliveries:
+                cur = conn.execute(
+                    "UPDATE soloist_messages SET visible_at = ? WHERE id = ? AND receipt = ?",
+                    (until, int(d.id), d.receipt),
+                )
+                if cur.rowcount != 1:
+                    lost.append(d)
+        return lost
+
+    def depth(self, queue: str) -> int:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT count(*) FROM soloist_messages WHERE queue = ?"
+                " AND (receipt IS NULL OR visible_at <= ?)",
+                (queue, time.time()),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def in_flight(self, queue: str) -> int:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT count(*) FROM soloist_messages WHERE queue = ?"
+                " AND receipt IS NOT NULL AND visible_at > ?",
+                (queue, time.time()),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def purge(self, queue: str) -> int:
+        cur = self.db.connection().execute(
+            "DELETE FROM soloist_messages WHERE queue = ? AND (receipt IS NULL OR visible_at <= ?)",
+            (queue, time.time()),
+        )
+        return cur.rowcount
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT id, queue, body, reason, deliveries, attempts, dead_at FROM soloist_dead"
+                " WHERE queue = ? ORDER BY id LIMIT ?",
+                (queue, limit),
+            )
+            .fetchall()
+        )
+        return [DeadLetter(str(r[0]), *r[1:]) for r in rows]
+
+    def _dead_ids(
+        self, conn: sqlite3.Connection, queue: str, ids: Sequence[str] | None
+    ) -> list[int]:
+        if ids is None:
+            rows = conn.execute("SELECT id FROM soloist_dead WHERE queue = ?", (queue,))
+            return [r[0] for r in rows]
+        return [int(i) for i in ids if i.isdigit()]
+
+    def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        now = time.time()
+        moved = 0
+        with self.db.write() as conn:
+            for rid in self._dead_ids(conn, queue, ids):
+                cur = conn.execute(
+                    "INSERT INTO soloist_messages (queue, body, priority, visible_at)"
+                    " SELECT queue, body, 0, ? FROM soloist_dead WHERE id = ? AND queue = ?",
+                    (now, rid, queue),
+                )
+                if cur.rowcount:
+                    conn.execute("DELETE FROM soloist_dead WHERE id = ?", (rid,))
+                    moved += 1
+        return moved
+
+    def drop_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        with self.db.write() as conn:
+            return sum(
+                conn.execute(
+                    "DELETE FROM soloist_dead WHERE id = ? AND queue = ?", (rid, queue)
+                ).rowcount
+                for rid in self._dead_ids(conn, queue, ids)
+            )
+
+    def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
+        now = time.time()
+        self.db.connection().execute(
+            "INSERT OR REPLACE INTO soloist_workers (id, info, seen_at, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (worker_id, info, now, now + ttl),
+        )
+
+    def workers(self) -> dict[str, tuple[bytes, float]]:
+        conn = self.db.connection()
+        conn.execute("DELETE FROM soloist_workers WHERE expires_at < ?", (time.time(),))
+        rows = conn.execute("SELECT id, info, seen_at FROM soloist_workers").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def forget_worker(self, worker_id: str) -> None:
+        self.db.connection().execute("DELETE FROM soloist_workers WHERE id = ?", (worker_id,))
+
+    def close(self) -> None:
+        self.db.close()

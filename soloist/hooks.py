@@ -1,0 +1,67 @@
+"""Hooks around a task's life, so logging, metrics, tracing and error reporting plug in
+without patching the worker.
+
+    @app.hooks.on("task_failed")
+    def report(event: str, **info: Any) -> None: ...
+
+Events and their keyword arguments:
+
+* `worker_start`, `worker_stop`: worker
+* `received`: worker, delivery (right after it was fetched)
+* `task_started`: worker, delivery, message, task
+* `task_succeeded`, `task_failed`, `task_retried`, `dead_lettered`: worker, delivery,
+  outcome (and message/task when the message could be decoded)
+* `before_ack`: worker, delivery, outcome (the result is stored, the message not yet settled)
+
+A hook that raises is logged and otherwise ignored: it must not lose the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("soloist.hooks")
+
+EVENTS = frozenset(
+    {
+        "worker_start",
+        "worker_stop",
+        "received",
+        "task_started",
+        "task_succeeded",
+        "task_failed",
+        "task_retried",
+        "dead_lettered",
+        "before_ack",
+    }
+)
+
+Hook = Callable[..., None]
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Hook]] = {}
+
+    def on(self, event: str) -> Callable[[Hook], Hook]:
+        """Decorator registering a handler for `event`."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(sorted(EVENTS))}")
+
+        def register(fn: Hook) -> Hook:
+            self._handlers.setdefault(event, []).append(fn)
+            return fn
+
+        return register
+
+    def __contains__(self, event: str) -> bool:
+        return bool(self._handlers.get(event))
+
+    def emit(self, event: str, **info: Any) -> None:
+        for handler in self._handlers.get(event, ()):
+            try:
+                handler(event, **info)
+            except Exception:
+                log.exception("hook %s for %s failed", getattr(handler, "__name__", handler), event)

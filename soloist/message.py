@@ -1,0 +1,69 @@
+"""The message envelope: what a producer puts on a queue to ask for one task call.
+
+Protocol version 1 is a map with short keys, serialized by a `Codec`:
+`v` version, `id` task id, `task` task name, `args`, `kwargs`, `sent` unix time,
+and `opts` per-call options the worker must honour (e.g. `ignore_result`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DecodeError, MessageTooLarge
+from .serializers import Codec
+
+PROTOCOL = 1
+
+
+@dataclass(frozen=True)
+class Message:
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sent: float = field(default_factory=time.time)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self, codec: Codec, max_size: int | None = None) -> bytes:
+        """Serialize; raise `MessageTooLarge` past `max_size` bytes."""
+        body = codec.dumps(
+            {
+                "v": PROTOCOL,
+                "id": self.id,
+                "task": self.task,
+                "args": list(self.args),
+                "kwargs": self.kwargs,
+                "sent": self.sent,
+                "opts": self.options,
+            }
+        )
+        if max_size is not None and len(body) > max_size:
+            raise MessageTooLarge(
+                f"message for {self.task} is {len(body)} bytes, over the limit of {max_size}"
+            )
+        return body
+
+    @classmethod
+    def decode(cls, body: bytes, codec: Codec) -> Message:
+        """Parse and validate a body; raise `DecodeError` with the reason otherwise."""
+        data = codec.loads(body)
+        if not isinstance(data, dict):
+            raise DecodeError(f"envelope is a {type(data).__name__}, not a map")
+        if data.get("v") != PROTOCOL:
+            raise DecodeError(f"unsupported protocol version {data.get('v')!r}")
+        task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
+        msg_id, sent, opts = data.get("id"), data.get("sent", 0.0), data.get("opts", {})
+        if not isinstance(task, str) or not task:
+            raise DecodeError("envelope has no task name")
+        if not isinstance(msg_id, str) or not msg_id:
+            raise DecodeError("envelope has no task id")
+        if not isinstance(args, (list, tuple)):
+            raise DecodeError("args is not a list")
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise DecodeError("kwargs is not a map of names")
+        if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
+            raise DecodeError("malformed sent time or options")
+        return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -1,0 +1,39 @@
+"""Result stores by URL scheme, and the `Result` handle producers hold."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import FAILURE, FINAL_STATES, PENDING, RETRY, REVOKED, SUCCESS, ResultStore
+
+__all__ = [
+    "FAILURE",
+    "FINAL_STATES",
+    "PENDING",
+    "RETRY",
+    "REVOKED",
+    "SUCCESS",
+    "ResultStore",
+    "from_url",
+]
+
+
+def from_url(url: str) -> ResultStore:
+    """Build the result store a URL names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryResultStore
+
+        return MemoryResultStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteResultStore
+
+        return SQLiteResultStore(url)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisResultStore
+
+        return RedisResultStore(url)
+    raise ConfigurationError(
+        f"unknown result store URL scheme {scheme!r} (use memory://, sqlite:///path, redis://)"
+    )

@@ -1,0 +1,61 @@
+"""The result store contract, and the record a finished task leaves in it.
+
+A store keeps one record per task id: its state and the serialized outcome. A final
+state (SUCCESS, FAILURE, REVOKED) is never overwritten: a stale worker that finishes a
+task after another already did cannot flip the recorded result.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+
+PENDING = "PENDING"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+FINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+#: Results are dropped after a day unless the app says otherwise.
+DEFAULT_TTL = 24 * 3600.0
+
+
+class ResultStore(abc.ABC):
+    url: str = ""
+
+    @abc.abstractmethod
+    def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        """Record `state` and `body` for `ttl` seconds; False if a final state is already there."""
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> tuple[str, bytes] | None:
+        """The record of `task_id`, or None when there is none (pending or expired)."""
+
+    def wait(self, task_id: str, timeout: float | None) -> tuple[str, bytes] | None:
+        """Block until `task_id` has a final record or `timeout` passes.
+
+        The default polls with back-off; stores that can be woken override it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            record = self.get(task_id)
+            if record is not None and record[0] in FINAL_STATES:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                return record
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            time.sleep(max(pause, 0))
+            delay = min(delay * 2, 0.05)
+
+    @abc.abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Drop the record of `task_id`."""
+
+    @abc.abstractmethod
+    def expire(self) -> int:
+        """Drop records past their ttl; returns how many."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,55 @@
+"""Results kept in this process's memory, for tests and eager mode."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .base import FINAL_STATES, ResultStore
+
+
+class MemoryResultStore(ResultStore):
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._cond = threading.Condition()
+        self._records: dict[str, tuple[str, bytes, float]] = {}
+
+    def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        with self._cond:
+            old = self._records.get(task_id)
+            if old is not None and old[0] in FINAL_STATES and old[2] > time.time():
+                return False
+            self._records[task_id] = (state, body, time.time() + ttl)
+            self._cond.notify_all()
+            return True
+
+    def get(self, task_id: str) -> tuple[str, bytes] | None:
+        with self._cond:
+            rec = self._records.get(task_id)
+            if rec is None or rec[2] <= time.time():
+                return None
+            return rec[0], rec[1]
+
+    def wait(self, task_id: str, timeout: float | None) -> tuple[str, bytes] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                rec = self.get(task_id)
+                if rec is not None and rec[0] in FINAL_STATES:
+                    return rec
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return rec
+                self._cond.wait(remaining)
+
+    def forget(self, task_id: str) -> None:
+        with self._cond:
+            self._records.pop(task_id, None)
+
+    def expire(self) -> int:
+        now = time.time()
+        with self._cond:
+            old = [k for k, (_, _, exp) in self._records.items() if exp <= now]
+            for key in old:
+                del self._records[key]
+            return len(old)

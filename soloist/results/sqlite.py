@@ -1,0 +1,68 @@
+"""Results in a SQLite file (by default the broker's own), expired on a schedule."""
+
+from __future__ import annotations
+
+import time
+
+from ..brokers.sqlite import Database, path_from_url
+from .base import FINAL_STATES, ResultStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS soloist_results (
+    task_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    body BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soloist_results_expiry ON soloist_results (expires_at);
+"""
+
+#: Expired rows are swept by a writer at most this often.
+_SWEEP_EVERY = 60.0
+
+_FINAL = ",".join(f"'{s}'" for s in sorted(FINAL_STATES))
+
+
+class SQLiteResultStore(ResultStore):
+    def __init__(self, url: str) -> None:
+        path, options = path_from_url(url)
+        self.url = url
+        self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+        self._next_sweep = 0.0
+
+    def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            self.expire()
+        cur = self.db.connection().execute(
+            "INSERT INTO soloist_results (task_id, state, body, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, body = excluded.body,"
+            "  expires_at = excluded.expires_at"
+            f" WHERE soloist_results.state NOT IN ({_FINAL}) OR soloist_results.expires_at <= ?",
+            (task_id, state, body, now + ttl, now),
+        )
+        return cur.rowcount == 1
+
+    def get(self, task_id: str) -> tuple[str, bytes] | None:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT state, body FROM soloist_results WHERE task_id = ? AND expires_at > ?",
+                (task_id, time.time()),
+            )
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else None
+
+    def forget(self, task_id: str) -> None:
+        self.db.connection().execute("DELETE FROM soloist_results WHERE task_id = ?", (task_id,))
+
+    def expire(self) -> int:
+        cur = self.db.connection().execute(
+            "DELETE FROM soloist_results WHERE expires_at <= ?", (time.time(),)
+        )
+        return cur.rowcount
+
+    def close(self) -> None:
+        self.db.close()

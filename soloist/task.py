@@ -1,0 +1,174 @@
+"""Tasks: a function registered with an app, called locally or sent to a queue."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+
+from .errors import ConfigurationError, Retry
+from .message import Message
+from .results.handle import Result
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task is sent and run. Every field can be given to `@app.task(...)`."""
+
+    name: str
+    queue: str = "default"
+    priority: int = 0
+    #: Retries after the first run; None retries forever.
+    max_retries: int | None = 3
+    #: Back-off of the n-th retry: min(retry_backoff * 2**n, retry_backoff_max) seconds,
+    #: drawn uniformly from [0, that] when retry_jitter is on ("full jitter").
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    #: Exceptions that make the task retry instead of fail.
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    #: Hard limit: the run is abandoned, recorded as failed, and the worker process replaced.
+    time_limit: float | None = None
+    #: Soft limit: `SoftTimeLimitExceeded` is raised inside the task.
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    #: Pass the task itself as the first argument (for `self.retry()` and `self.request`).
+    bind: bool = False
+
+    def backoff(self, retries: int) -> float:
+        """Seconds to wait before retry number `retries` + 1."""
+        ceiling = min(self.retry_backoff * (2**retries), self.retry_backoff_max)
+        return random.uniform(0, ceiling) if self.retry_jitter else ceiling
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a running task can learn about its own call (`self.request` in a bound task)."""
+
+    id: str
+    task: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    queue: str
+    retries: int = 0
+    delivery_count: int = 1
+    eager: bool = False
+
+
+_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "soloist_request", default=None
+)
+
+
+class Task(Generic[P, R]):
+    """A registered task. Calling it runs the function here; `delay` sends it to a worker."""
+
+    def __init__(self, app: App, fn: Callable[..., Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self.run(args, kwargs)
+        return result
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call the function with a message's arguments (what a pool does)."""
+        return self.fn(self, *args, **kwargs) if self.options.bind else self.fn(*args, **kwargs)
+
+    @property
+    def request(self) -> Request:
+        """The call being run right now, inside this task."""
+        req = _current_request.get()
+        if req is None:
+            return Request("", self.name, (), {}, self.options.queue)
+        return req
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
+        """Send a call with these arguments to the task's queue."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: dt.datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        ignore_result: bool | None = None,
+    ) -> Result[R]:
+        """Send a call with options: run no sooner than `countdown` seconds from now or at
+        `eta` (a datetime, naive meaning local time, or a unix time), on `queue`."""
+        delay = _delay(countdown, eta)
+        ignore = self.options.ignore_result if ignore_result is None else ignore_result
+        message = Message(
+            self.name,
+            tuple(args),
+            dict(kwargs or {}),
+            options={"ignore_result": True} if ignore else {},
+        )
+        if task_id is not None:
+            message = replace(message, id=task_id)
+        self.app.send(
+            message,
+            queue or self.options.queue,
+            delay=delay,
+            priority=self.options.priority if priority is None else priority,
+        )
+        return Result(self.app, message.id, ignored=ignore)
+
+    def retry(
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> NoReturn:
+        """Run this call again later (from inside a bound task): raises `Retry`."""
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries)
+
+
+class AsyncTask(Task[P, R]):
+    """A task defined with `async def`; workers await it on their own event loop."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:  # type: ignore[override]
+        coro: Coroutine[Any, Any, R] = super().__call__(*args, **kwargs)  # type: ignore[assignment]
+        return coro
+
+
+def _delay(countdown: float | None, eta: dt.datetime | float | None) -> float:
+    if countdown is not None and eta is not None:
+        raise ConfigurationError("give countdown or eta, not both")
+    if countdown is not None:
+        return max(float(countdown), 0.0)
+    if eta is None:
+        return 0.0
+    when = eta.timestamp() if isinstance(eta, dt.datetime) else float(eta)
+    return max(when - time.time(), 0.0)
+
+
+def set_request(request: Request | None) -> contextvars.Token[Request | None]:
+    return _current_request.set(request)
+
+
+def reset_request(token: contextvars.Token[Request | None]) -> None:
+    _current_request.reset(token)

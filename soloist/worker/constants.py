@@ -1,0 +1,25 @@
+"""Worker defaults and exit codes, each with why it has its value."""
+
+from __future__ import annotations
+
+#: Exit codes a supervisor (or systemd, Kubernetes) can tell apart.
+EXIT_OK = 0
+#: Bad configuration or an unreachable broker at start-up: restarting will not help.
+EXIT_CONFIG = 1
+#: Cold shutdown: the worker gave its running delivery back.
+EXIT_COLD_SHUTDOWN = 3
+#: A task passed its hard time limit; the failure is recorded and a fresh process is needed.
+EXIT_HARD_TIME_LIMIT = 4
+
+#: A lease long enough that renewals every lease/3 survive a few slow broker round trips.
+DEFAULT_LEASE = 30.0
+#: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
+FETCH_WAIT = 0.5
+#: Liveness: a heartbeat this often; `status` calls a worker gone after a few missed ones.
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 300.0
+#: The keeper wakes this often to check time limits.
+KEEPER_TICK = 0.1
+#: After a cold shutdown or hard limit, how long the keeper waits for the main thread
+#: before it ends the process itself (the main thread may be stuck in C code).
+GRACE = 1.0

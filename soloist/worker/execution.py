@@ -1,0 +1,226 @@
+"""Running one delivery: decode it, find its task, call it, and decide what becomes of it.
+
+`execute` never raises for anything the message or the task did: every way a delivery can
+end is an `Outcome`, which the worker then settles (ack, retry, dead-letter) and records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from time import perf_counter as _clock
+from typing import TYPE_CHECKING, Any
+
+from ..brokers.base import Delivery
+from ..errors import DecodeError, Retry, SoftTimeLimitExceeded
+from ..message import Message
+from ..results.base import FAILURE, SUCCESS
+from ..results.handle import failure_record, success_record
+from ..task import Request, Task, reset_request, set_request
+
+if TYPE_CHECKING:
+    from ..app import App
+
+#: A context manager that raises `SoftTimeLimitExceeded` inside the block after N seconds.
+SoftLimit = Callable[[float], AbstractContextManager[object]]
+
+#: Longest traceback text kept with a failure.
+_MAX_TRACEBACK = 8000
+
+
+class Kind(enum.Enum):
+    SUCCESS = "succeeded"
+    RETRY = "retried"
+    FAILURE = "failed"
+    DEAD = "dead-lettered"  # never ran: the message itself was unusable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    task_id: str = ""
+    task: str = ""
+    #: What to store for the task: a record for the result store, or None.
+    record: dict[str, Any] | None = None
+    #: Seconds until the retry (RETRY only).
+    delay: float = 0.0
+    #: Why it failed or was dead-lettered.
+    reason: str = ""
+    runtime: float = 0.0
+
+
+def dead(reason: str, message: Message | None = None) -> Outcome:
+    return Outcome(
+        Kind.DEAD, message.id if message else "", message.task if message else "", reason=reason
+    )
+
+
+class Executor:
+    """Turns deliveries into outcomes for one app; one per thread that runs tasks."""
+
+    def __init__(
+        self,
+        app: App,
+        soft_limit: SoftLimit | None = None,
+        started: Callable[[Delivery, Message, Task[Any, Any]], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.soft_limit = soft_limit
+        self.started = started
+        self._signatures: dict[str, inspect.Signature] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
+        """The message and its task, or the DEAD outcome saying why there are none."""
+        if len(delivery.body) > self.app.max_message_size:
+            return dead(
+                f"message of {len(delivery.body)} bytes is over the size limit "
+                f"of {self.app.max_message_size}"
+            )
+        try:
+            message = Message.decode(delivery.body, self.app.codec)
+        except DecodeError as exc:
+            return dead(f"undecodable message: {exc}")
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            return dead(f"unknown task {message.task!r}", message)
+        signature = self._signatures.get(task.name)
+        if signature is None:
+            signature = self._signatures[task.name] = inspect.signature(task.fn)
+        try:
+            args = (task, *message.args) if task.options.bind else message.args
+            signature.bind(*args, **message.kwargs)
+        except TypeError as exc:
+            return dead(f"arguments do not fit {task.name}{signature}: {exc}", message)
+        return message, task
+
+    def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
+        """Call the task and classify how it ended."""
+        request = Request(
+            message.id,
+            task.name,
+            message.args,
+            message.kwargs,
+            delivery.queue,
+            delivery.attempts,
+            delivery.delivery_count,
+        )
+        token = set_request(request)
+        opts = task.options
+        limit = opts.soft_time_limit
+        start = _clock()
+        try:
+            guard = self.soft_limit(limit) if (limit and self.soft_limit) else nullcontext()
+            with guard:
+                value = task.run(message.args, message.kwargs)
+                if inspect.iscoroutine(value):
+                    value = self._await(value, limit)
+        except Retry as exc:
+            return self._retry(delivery, message, task, exc, exc.exc, _clock() - start)
+        except Exception as exc:
+            if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
+                return self._retry(delivery, message, task, None, exc, _clock() - start)
+            return self._failure(message, task, exc, _clock() - start)
+        finally:
+            reset_request(token)
+        ignore = opts.ignore_result or message.options.get("ignore_result", False)
+        return Outcome(
+            Kind.SUCCESS,
+            message.id,
+            task.name,
+            None if ignore else success_record(value),
+            runtime=_clock() - start,
+        )
+
+    def _await(self, coro: Any, limit: float | None) -> Any:
+        # One event loop for the executor's life, so async resources (clients, pools)
+        # created by one task can be reused by the next.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        if limit:
+            coro = asyncio.wait_for(coro, limit)
+        try:
+            return self._loop.run_until_complete(coro)
+        except asyncio.TimeoutError:
+            raise SoftTimeLimitExceeded(f"soft time limit of {limit}s exceeded") from None
+
+    def _retry(
+        self,
+        delivery: Delivery,
+        message: Message,
+        task: Task[Any, Any],
+        request: Retry | None,
+        cause: BaseException | None,
+        runtime: float,
+    ) -> Outcome:
+        opts = task.options
+        limit = opts.max_retries
+        if request is not None and request.max_retries is not None:
+            limit = request.max_retries
+        if limit is not None and delivery.attempts >= limit:
+            exc = cause or RuntimeError(f"gave up after {delivery.attempts} retries")
+            return self._failure(message, task, exc, runtime, f"after {delivery.attempts} retries")
+        delay = (
+            request.countdown
+            if request and request.countdown is not None
+            else opts.backoff(delivery.attempts)
+        )
+        return Outcome(
+            Kind.RETRY,
+            message.id,
+            task.name,
+            delay=delay,
+            runtime=runtime,
+            reason=_describe(cause) if cause else "retry requested",
+        )
+
+    def _failure(
+        self,
+        message: Message,
+        task: Task[Any, Any],
+        exc: BaseException,
+        runtime: float,
+        when: str = "",
+    ) -> Outcome:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        record = failure_record(type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:])
+        reason = f"failed{' ' + when if when else ''}: {_describe(exc)}"
+        return Outcome(Kind.FAILURE, message.id, task.name, record, reason=reason, runtime=runtime)
+
+    def execute(self, delivery: Delivery) -> Outcome:
+        decoded = self.decode(delivery)
+        if isinstance(decoded, Outcome):
+            return decoded
+        if delivery.delivery_count > 1:
+            finished = self._finished(decoded[0])
+            if finished is not None:
+                return finished
+        if self.started is not None:
+            self.started(delivery, *decoded)
+        return self.run(delivery, *decoded)
+
+    def _finished(self, message: Message) -> Outcome | None:
+        """For a redelivery: the outcome already recorded by a worker that died before it
+        settled the message, so the task does not run twice."""
+        stored = self.app.results.get(message.id)
+        if stored is None or stored[0] not in (SUCCESS, FAILURE):
+            return None
+        if stored[0] == SUCCESS:
+            return Outcome(Kind.SUCCESS, message.id, message.task)
+        record = self.app.codec.loads(stored[1])
+        reason = f"failed: {record.get('exc_type')}: {record.get('message')}"
+        return Outcome(Kind.FAILURE, message.id, message.task, reason=reason)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

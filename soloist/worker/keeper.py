@@ -1,0 +1,112 @@
+"""The keeper: one small thread that does a worker's bookkeeping while the task runs inline.
+
+It never runs task code. Every tick it renews the leases of held deliveries, publishes the
+worker's heartbeat, and enforces hard time limits. When the main thread is stuck in C code
+that holds the GIL, this thread cannot run either; the watchdog process covers that case.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import constants as c
+from .timelimit import HardLimit, Watchdog
+
+if TYPE_CHECKING:
+    from .loop import Running, Worker
+
+log = logging.getLogger("soloist.keeper")
+
+
+class Keeper(threading.Thread):
+    def __init__(self, worker: Worker, watchdog: bool = True) -> None:
+        super().__init__(name="soloist-keeper", daemon=True)
+        self.worker = worker
+        self.hard_limit = HardLimit(worker)
+        self.watchdog = Watchdog(worker.app) if watchdog else None
+        self._halt = threading.Event()
+        self._failing = False
+
+    def arm(self, running: Running) -> None:
+        """A task with a hard time limit started: tell the GIL-free watchdog too."""
+        if self.watchdog is not None and running.time_limit:
+            self.watchdog.arm(running, c.GRACE)
+
+    def disarm(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        if self.watchdog is not None:
+            self.watchdog.close()
+        try:
+            self.worker.broker.forget_worker(self.worker.id)
+        except Exception:
+            log.debug("could not drop the heartbeat of %s", self.worker.id, exc_info=True)
+
+    def run(self) -> None:
+        next_beat = next_extend = 0.0
+        while not self._halt.wait(c.KEEPER_TICK):
+            now = time.monotonic()
+            for running in list(self.worker.running.values()):
+                if running.time_limit and now - running.started > running.time_limit:
+                    self.hard_limit.enforce(running)  # ends the process
+            try:
+                if now >= next_extend:
+                    next_extend = now + self.worker.lease / 3
+                    self._extend()
+                if now >= next_beat:
+                    next_beat = now + c.HEARTBEAT_INTERVAL
+                    self.beat()
+                if self._failing:
+                    log.warning("keeper: broker reachable again")
+                    self._failing = False
+            except Exception as exc:
+                if not self._failing:
+                    log.warning("keeper: broker call failed (will keep trying): %s", exc)
+                    self._failing = True
+                next_extend = min(next_extend, now + 1.0)
+
+    def _extend(self) -> None:
+        held = self.worker.held()
+        if not held:
+            return
+        lost = self.worker.broker.extend(held, self.worker.lease)
+        still_held = {d.id for d in self.worker.held()}
+        for delivery in lost:
+            # Settled by the main thread meanwhile is fine; anything else lost its lease.
+            if delivery.id in still_held:
+                log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)
+
+    def beat(self) -> None:
+        self.worker.broker.heartbeat(
+            self.worker.id, json.dumps(self.status()).encode(), c.HEARTBEAT_TTL
+        )
+
+    def status(self) -> dict[str, object]:
+        """What this worker tells `soloist status`: who it is and what it runs."""
+        w = self.worker
+        return {
+            "id": w.id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pool": w.pool.name,
+            "concurrency": w.pool.concurrency,
+            "queues": w.queues,
+            "started": w.started_at,
+            "done": w.stats.done,
+            "failed": w.stats.failed,
+            "running": [
+                {"task": r.task, "id": r.task_id, "since": r.since}
+                for r in list(w.running.values())
+            ],
+        }

@@ -1,0 +1,241 @@
+"""The worker: fetch → run → settle, with shutdown and bookkeeping handed to others.
+
+Everything that is not that loop lives elsewhere: running a delivery in `execution`,
+concurrency in the pool, lease renewal, heartbeats and time limits in the keeper thread,
+signals in `shutdown`, cross-cutting features in hooks.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..brokers.base import Delivery
+from ..message import Message
+from ..results.base import FAILURE, SUCCESS
+from ..task import Task
+from . import constants as c
+from .execution import Executor, Kind, Outcome
+from .keeper import Keeper
+from .shutdown import ColdShutdown, Shutdown
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..pools.base import Pool
+
+log = logging.getLogger("soloist.worker")
+
+_HOOK_BY_KIND = {
+    Kind.SUCCESS: "task_succeeded",
+    Kind.RETRY: "task_retried",
+    Kind.FAILURE: "task_failed",
+    Kind.DEAD: "dead_lettered",
+}
+
+
+@dataclass
+class Running:
+    """A delivery being run, as the keeper and heartbeats see it."""
+
+    delivery: Delivery
+    task_id: str
+    task: str
+    since: float  # unix time
+    started: float  # monotonic
+    time_limit: float | None
+
+
+@dataclass
+class Stats:
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    dead: int = 0
+    stale: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] | None = None,
+        *,
+        pool: str = "solo",
+        concurrency: int = 1,
+        prefetch: int = 1,
+        lease: float = c.DEFAULT_LEASE,
+        burst: bool = False,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        keeper: bool = True,
+        watchdog: bool = True,
+    ) -> None:
+        from ..pools import create
+
+        self.app = app
+        self.broker = app.broker
+        self.queues = list(queues or [app.default_queue])
+        self.lease = lease
+        self.burst = burst
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
+        self.id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.stats = Stats()
+        self.shutdown = Shutdown()
+        self.prefetched: collections.deque[Delivery] = collections.deque()
+        self.running: dict[str, Running] = {}
+        self.pool: Pool = create(pool, self._executor, concurrency)
+        self.prefetch = max(prefetch, self.pool.concurrency)
+        self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
+        self.started_at = time.time()
+
+    def _executor(self) -> Executor:
+        return Executor(self.app, started=self._started)
+
+    def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
+        limit = task.options.time_limit or self.time_limit
+        self.running[delivery.id] = Running(
+            delivery, message.id, task.name, time.time(), time.monotonic(), limit
+        )
+        if self.keeper is not None and limit:
+            self.keeper.arm(self.running[delivery.id])
+        self.app.hooks.emit(
+            "task_started", worker=self, delivery=delivery, message=message, task=task
+        )
+
+    def held(self) -> list[Delivery]:
+        """Every delivery this worker holds a lease on: running and prefetched."""
+        return [r.delivery for r in list(self.running.values())] + list(self.prefetched)
+
+    def run(self) -> int:
+        """Consume until shut down (or, in burst mode, until the queues are empty)."""
+        self.shutdown.install()
+        if self.keeper is not None:
+            self.keeper.start()
+        self.app.hooks.emit("worker_start", worker=self)
+        log.info(
+            "worker %s ready: queues %s, pool %s", self.id, ",".join(self.queues), self.pool.name
+        )
+        try:
+            while not self.shutdown.requested:
+                wait = 0 if self.pool.free() else c.FETCH_WAIT
+                for finished, outcome in self.pool.collect(wait):
+                    self.settle(finished, outcome)
+                if not self.pool.free():
+                    continue
+                delivery = self._next()
+                if delivery is not None:
+                    self.pool.submit(delivery)
+                elif self.burst and not self.pool.busy() and self._drained():
+                    break
+            self._finish_running()
+            return c.EXIT_OK
+        except ColdShutdown:
+            self.broker.release([r.delivery for r in self.running.values()])
+            return c.EXIT_COLD_SHUTDOWN
+        finally:
+            self._stop()
+
+    def _next(self) -> Delivery | None:
+        if not self.prefetched:
+            self.prefetched.extend(
+                self.broker.fetch(self.queues, self.prefetch, self.lease, c.FETCH_WAIT)
+            )
+            for delivery in self.prefetched:
+                self.app.hooks.emit("received", worker=self, delivery=delivery)
+        return self.prefetched.popleft() if self.prefetched else None
+
+    def _drained(self) -> bool:
+        return all(self.broker.depth(q) == 0 for q in self.queues)
+
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Record the outcome, then ack, retry or dead-letter the message (in that order,
+        so a crash in between leaves a message that is redelivered, never a lost one)."""
+        running = self.running.pop(delivery.id, None)
+        if self.keeper is not None and running is not None and running.time_limit:
+            self.keeper.disarm()
+        # A long run may have outlived its lease (a frozen worker: the keeper could not
+        # renew it); if another worker holds the message now, settle nothing.
+        if (
+            running is not None
+            and time.monotonic() - running.started > self.lease * 0.9
+            and self.broker.extend([delivery], self.lease)
+        ):
+            self._refused(delivery, outcome)
+            return
+        if outcome.record is not None and outcome.task_id:
+            state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
+            body = self.app.codec.dumps(outcome.record)
+            self.app.results.put(outcome.task_id, state, body, self.app.result_ttl)
+        self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
+        if outcome.kind is Kind.SUCCESS:
+            settled = self.broker.ack(delivery)
+            self.stats.done += 1
+        elif outcome.kind is Kind.RETRY:
+            settled = self.broker.retry(delivery, outcome.delay)
+            self.stats.retried += 1
+            log.info(
+                "task %s[%s] retry in %.2fs: %s",
+                outcome.task,
+                outcome.task_id,
+                outcome.delay,
+                outcome.reason,
+            )
+        else:
+            settled = self.broker.dead_letter(delivery, outcome.reason)
+            if outcome.kind is Kind.FAILURE:
+                self.stats.failed += 1
+            self.stats.dead += 1
+            log.warning(
+                "task %s[%s] dead-lettered: %s",
+                outcome.task or "?",
+                outcome.task_id or delivery.id,
+                outcome.reason,
+            )
+        if not settled:
+            self._refused(delivery, outcome)
+            return
+        self.app.hooks.emit(
+            _HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome
+        )
+
+    def _refused(self, delivery: Delivery, outcome: Outcome) -> None:
+        self.stats.stale += 1
+        log.warning(
+            "task %s[%s]: lease lost, another worker has it; outcome dropped",
+            outcome.task or "?",
+            outcome.task_id or delivery.id,
+        )
+
+    def _finish_running(self) -> None:
+        """Warm shutdown: let the pool finish what runs, settle it, hand back the rest."""
+        self.broker.release(list(self.prefetched))
+        self.prefetched.clear()
+        while self.pool.busy():
+            for delivery, outcome in self.pool.collect(c.FETCH_WAIT):
+                self.settle(delivery, outcome)
+
+    def _stop(self) -> None:
+        if self.prefetched:
+            self.broker.release(list(self.prefetched))
+            self.prefetched.clear()
+        if self.keeper is not None:
+            self.keeper.stop()
+        self.pool.close()
+        self.shutdown.uninstall()
+        self.app.hooks.emit("worker_stop", worker=self)
+        log.info(
+            "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered",
+            self.id,
+            self.stats.done,
+            self.stats.retried,
+            self.stats.failed,
+            self.stats.dead,
+        )

@@ -1,0 +1,54 @@
+"""Warm and cold shutdown on SIGTERM/SIGINT.
+
+The first signal is warm: the worker finishes what it runs, gives back what it prefetched,
+and exits 0. The second is cold: `ColdShutdown` is raised in the main thread wherever it
+is (inside the task too), the worker gives back every delivery it holds, and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("soloist.worker")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ColdShutdown(BaseException):
+    """Raised in the main thread by the second shutdown signal."""
+
+
+class Shutdown:
+    def __init__(self) -> None:
+        self.requested = False
+        self.cold = False
+        self._previous: dict[int, Any] = {}
+
+    def request(self) -> None:
+        """Ask for a warm shutdown (also what the first signal does)."""
+        self.requested = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.requested:
+            self.requested = True
+            log.warning("%s: warm shutdown, finishing the running task (again to stop now)", name)
+            return
+        self.cold = True
+        log.warning("%s: cold shutdown, giving the running task back", name)
+        raise ColdShutdown(name)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals only reach the main thread; an embedded worker relies on request()
+        for sig in SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
