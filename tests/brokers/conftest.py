@@ -1,0 +1,59 @@
+"""One fixture per broker; the contract suite runs against each of them.
+
+Adding a broker means adding a factory to BROKERS: a function taking pytest's tmp_path
+and max_deliveries and returning a broker. Within one test, every broker it makes talks to
+the same store (as two workers on one server would); tests keep apart by queue name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from soloist.brokers.base import Broker
+from soloist.brokers.memory import MemoryBroker
+from soloist.brokers.sqlite import SQLiteBroker
+
+BrokerFactory = Callable[[Path, int], Broker]
+
+_memory: dict[Path, MemoryBroker] = {}
+
+
+def _memory_broker(tmp: Path, max_deliveries: int) -> Broker:
+    """One in-process broker per test, seen by every consumer of that test."""
+    return _memory.setdefault(tmp, MemoryBroker(max_deliveries=max_deliveries))
+
+
+BROKERS: dict[str, BrokerFactory] = {
+    "memory": _memory_broker,
+    "sqlite": lambda tmp, md: SQLiteBroker(f"sqlite:///{tmp}/broker.db", max_deliveries=md),
+}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Builds brokers of one kind; each test gets fresh ones, closed afterwards."""
+    made: list[Broker] = []
+
+    def make(max_deliveries: int = 5) -> Broker:
+        broker = BROKERS[request.param](tmp_path, max_deliveries)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., Broker]) -> Broker:
+    return make_broker()
+
+
+@pytest.fixture
+def queue() -> str:
+    """A queue name no other test uses, so brokers on shared servers need no flushing."""
+    return f"test-{uuid.uuid4().hex[:10]}"
