@@ -67,24 +67,41 @@ class App:
         result_ttl: float = DEFAULT_TTL,
         eager: bool = False,
     ) -> None:
-        self.broker_url = broker if isinstance(broker, str) else None
-        self.result_url = results if isinstance(results, str) else None
-        # Eager mode runs tasks in the producer: nothing needs to reach another process.
-        default = "memory://" if eager else DEFAULT_URL
-        if broker is None:
-            self.broker_url = os.environ.get("SOLOIST_BROKER_URL", default)
-        if results is None:
-            self.result_url = os.environ.get("SOLOIST_RESULT_URL", default)
-        self._broker = broker if isinstance(broker, Broker) else None
-        self._results = results if isinstance(results, ResultStore) else None
+        self.broker_url: str | None = None
+        self.result_url: str | None = None
+        self._broker: Broker | None = None
+        self._results: ResultStore | None = None
+        self._given_broker = self._given_results = False
+        self.eager = eager
+        self.configure(broker, results)
         self.default_queue = default_queue
         self.codec = Codec(serializer, accept_pickle)
         self.max_message_size = max_message_size
         self.max_deliveries = max_deliveries
         self.result_ttl = result_ttl
-        self.eager = eager
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.hooks = Hooks()
+
+    def configure(
+        self, broker: str | Broker | None = None, results: str | ResultStore | None = None
+    ) -> None:
+        """Point the app at a broker and result store (URLs or instances), closing any
+        connections already open. None means the environment's URL, else the default."""
+        self.close()
+        self._given_broker = isinstance(broker, Broker)
+        self._given_results = isinstance(results, ResultStore)
+        # Eager mode runs tasks in the producer: nothing needs to reach another process.
+        default = "memory://" if self.eager else DEFAULT_URL
+        self._broker = broker if isinstance(broker, Broker) else None
+        self._results = results if isinstance(results, ResultStore) else None
+        if isinstance(broker, Broker):
+            self.broker_url = broker.url
+        else:
+            self.broker_url = broker or os.environ.get("SOLOIST_BROKER_URL", default)
+        if isinstance(results, ResultStore):
+            self.result_url = results.url
+        else:
+            self.result_url = results or os.environ.get("SOLOIST_RESULT_URL", default)
 
     @property
     def broker(self) -> Broker:
@@ -173,8 +190,12 @@ class App:
         return Result(self, task_id)
 
     def close(self) -> None:
-        """Close the broker and result store connections."""
-        if self._broker is not None:
+        """Close the connections the app opened from URLs (they reopen on next use).
+
+        Broker and store instances handed to the app are left to their owner."""
+        if self._broker is not None and not self._given_broker:
             self._broker.close()
-        if self._results is not None:
+            self._broker = None
+        if self._results is not None and not self._given_results:
             self._results.close()
+            self._results = None

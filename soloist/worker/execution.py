@@ -96,7 +96,8 @@ class Executor:
             args = (task, *message.args) if task.options.bind else message.args
             signature.bind(*args, **message.kwargs)
         except TypeError as exc:
-            return dead(f"arguments do not fit {task.name}{signature}: {exc}", message)
+            params = ", ".join(signature.parameters)
+            return dead(f"arguments do not fit {task.name}({params}): {exc}", message)
         return message, task
 
     def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:

@@ -6,8 +6,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import pytest
-
 from soloist.brokers.base import Broker, Delivery
 
 LEASE = 0.5
@@ -182,9 +180,7 @@ def test_depth_and_purge(broker: Broker, queue: str) -> None:
     assert broker.ack(held)
 
 
-def test_idle_fetch_wakes_for_a_new_message(
-    make_broker: Callable[..., Broker], queue: str
-) -> None:
+def test_idle_fetch_wakes_for_a_new_message(make_broker: Callable[..., Broker], queue: str) -> None:
     consumer, producer = make_broker(), make_broker()
     timer = threading.Timer(0.3, producer.publish, (queue, b"wake"))
     timer.start()

@@ -1,0 +1,102 @@
+"""Shared fixtures: apps on memory or SQLite, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from soloist import App
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    """An app on the in-memory broker and result store."""
+    app = App("memory://", "memory://")
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/soloist.db"
+
+
+class WorkerProcesses:
+    """Starts `soloist worker` processes against one SQLite file, and stops them after."""
+
+    def __init__(self, url: str, ledger: Path) -> None:
+        self.url = url
+        self.ledger = ledger
+        self.env = {
+            **os.environ,
+            "SOLOIST_BROKER_URL": url,
+            "SOLOIST_RESULT_URL": url,
+            "SOLOIST_TEST_LEDGER": str(ledger),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.procs: list[subprocess.Popen[str]] = []
+        ledger.touch()
+
+    def start(self, *args: str, app: str = "tests.sample_app:app") -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "soloist", "worker", "-A", app, "--loglevel", "info", *args]
+        # Output goes to a file: a pipe nobody reads would fill up and block the worker.
+        with open(self.ledger.with_name(f"worker-{len(self.procs)}.log"), "w") as log:
+            proc = subprocess.Popen(
+                cmd, env=self.env, cwd=ROOT, text=True, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.procs.append(proc)
+        return proc
+
+    def output(self, proc: subprocess.Popen[str]) -> str:
+        index = self.procs.index(proc)
+        return self.ledger.with_name(f"worker-{index}.log").read_text()
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the CLI to completion (e.g. a --burst worker)."""
+        cmd = [sys.executable, "-m", "soloist", *args]
+        return subprocess.run(
+            cmd, env=self.env, cwd=ROOT, text=True, capture_output=True, timeout=timeout
+        )
+
+    def lines(self) -> list[str]:
+        return self.ledger.read_text().splitlines()
+
+    def wait_for(self, predicate: str, timeout: float = 20) -> None:
+        """Wait until a ledger line starts with `predicate`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(line.startswith(predicate) for line in self.lines()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no ledger line {predicate!r} within {timeout}s: {self.lines()}")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def workers(sqlite_url: str, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(sqlite_url, tmp_path / "ledger.txt")
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def sample_app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """tests.sample_app's app, pointed at this test's SQLite file (for the producer side)."""
+    from tests import sample_app
+
+    sample_app.app.configure(sqlite_url, sqlite_url)
+    yield sample_app.app
+    sample_app.app.close()

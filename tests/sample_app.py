@@ -1,0 +1,116 @@
+"""Tasks run by the worker-process tests: `soloist worker -A tests.sample_app:app`.
+
+The broker and result store come from SOLOIST_BROKER_URL / SOLOIST_RESULT_URL, which the
+tests point at a SQLite file of their own. Tasks that need to leave a trace append lines
+to the file named by SOLOIST_TEST_LEDGER.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from soloist import App, SoftTimeLimitExceeded
+
+app = App()
+
+
+def ledger(line: str) -> None:
+    with open(os.environ["SOLOIST_TEST_LEDGER"], "a") as f:
+        f.write(line + "\n")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@app.task(name="add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task(name="squares")
+def squares(n: int) -> list[int]:
+    """The seed case: a task that fans out to its own process pool."""
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(_square, range(n)))
+
+
+@app.task(name="mp_squares")
+def mp_squares(n: int) -> list[int]:
+    with multiprocessing.Pool(2) as pool:
+        return pool.map(_square, range(n))
+
+
+@app.task(name="threaded_sum")
+def threaded_sum(n: int) -> int:
+    results = [0] * n
+
+    def work(i: int) -> None:
+        results[i] = i * 2
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(results)
+
+
+@app.task(name="sleepy", bind=True)
+def sleepy(self: Any, seconds: float, tag: str = "") -> str:
+    """Records start and end in the ledger, with its delivery count, around a sleep."""
+    ledger(f"start {tag} {os.getpid()} {self.request.delivery_count}")
+    time.sleep(seconds)
+    ledger(f"end {tag} {os.getpid()}")
+    return tag
+
+
+@app.task(name="soft_limited", soft_time_limit=0.5, max_retries=0)
+def soft_limited(seconds: float) -> str:
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        ledger("cleaned up")
+        raise
+    return "finished"
+
+
+@app.task(name="hard_limited", time_limit=1.0, max_retries=0)
+def hard_limited(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="gil_hog", time_limit=1.0, max_retries=0)
+def gil_hog() -> bool:
+    """A catastrophic regex: one C call that holds the GIL for a very long time."""
+    return re.match(r"(a+)+$", "a" * 40 + "b") is not None
+
+
+@app.task(name="async_add")
+async def async_add(a: int, b: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+@app.task(name="async_loop_id")
+async def async_loop_id() -> int:
+    import asyncio
+
+    return id(asyncio.get_running_loop())
+
+
+@app.task(name="async_slow", soft_time_limit=0.3, max_retries=0)
+async def async_slow() -> str:
+    import asyncio
+
+    await asyncio.sleep(5)
+    return "finished"
