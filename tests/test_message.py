@@ -1,0 +1,86 @@
+"""The message envelope and serializers, including hostile input."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from soloist.errors import ConfigurationError, DecodeError, MessageTooLarge
+from soloist.message import Message
+from soloist.serializers import Codec
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_round_trip(serializer: str) -> None:
+    codec = Codec(serializer)
+    msg = Message("t", (1, "two", [3]), {"k": {"n": None}}, options={"ignore_result": True})
+    assert Message.decode(msg.encode(codec), codec) == msg
+
+
+def test_size_limit() -> None:
+    with pytest.raises(MessageTooLarge):
+        Message("t", ("x" * 100,)).encode(Codec(), max_size=50)
+
+
+def test_pickle_is_refused_unless_enabled(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    body = b"p" + pickle.dumps(Evil())
+    with pytest.raises(DecodeError, match="pickle body refused"):
+        Message.decode(body, Codec())
+    assert not marker.exists()
+    with pytest.raises(ConfigurationError):
+        Codec("pickle")
+    trusted = Codec("pickle", accept_pickle=True)
+    msg = Message("t", (1,))
+    assert Message.decode(msg.encode(trusted), trusted) == msg
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"j",
+        b"jnull",
+        b"j[]",
+        b'j{"v":2}',
+        b'j{"v":1}',
+        b'j{"v":1,"task":"t"}',
+        b'j{"v":1,"task":"t","id":"i","args":5}',
+        b'j{"v":1,"task":"t","id":"i","kwargs":[]}',
+        b'j{"v":1,"task":"t","id":"i","kwargs":{"1":2},"opts":7}',
+        b"x{}",
+        b"m\xc1",
+    ],
+)
+def test_malformed_envelopes(body: bytes) -> None:
+    with pytest.raises(DecodeError):
+        Message.decode(body, Codec())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_decode_error(body: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        Message.decode(body, Codec())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_messages_decode_or_raise_decode_error(data: st.DataObject) -> None:
+    body = bytearray(Message("add", (1, 2), {"x": "y"}, id="abc", sent=1.5).encode(Codec()))
+    for _ in range(data.draw(st.integers(1, 5))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(DecodeError):
+        Message.decode(bytes(body), Codec())
