@@ -16,10 +16,12 @@ import pytest
 from soloist.brokers.base import Broker
 from soloist.brokers.memory import MemoryBroker
 from soloist.brokers.sqlite import SQLiteBroker
+from tests.servers import require
 
 BrokerFactory = Callable[[Path, int], Broker]
 
 _memory: dict[Path, MemoryBroker] = {}
+_redis_prefixes: dict[Path, str] = {}
 
 
 def _memory_broker(tmp: Path, max_deliveries: int) -> Broker:
@@ -27,9 +29,19 @@ def _memory_broker(tmp: Path, max_deliveries: int) -> Broker:
     return _memory.setdefault(tmp, MemoryBroker(max_deliveries=max_deliveries))
 
 
+def _redis_broker(tmp: Path, max_deliveries: int) -> Broker:
+    """A broker on the test database under a key prefix of this test's own, deleted on close."""
+    require("Redis", "127.0.0.1", 6379)
+    from tests.redis_support import FlushingRedisBroker, prefixed_url
+
+    prefix = _redis_prefixes.setdefault(tmp, f"soloist-test-{uuid.uuid4().hex[:10]}:")
+    return FlushingRedisBroker(prefixed_url(prefix), max_deliveries)
+
+
 BROKERS: dict[str, BrokerFactory] = {
     "memory": _memory_broker,
     "sqlite": lambda tmp, md: SQLiteBroker(f"sqlite:///{tmp}/broker.db", max_deliveries=md),
+    "redis": _redis_broker,
 }
 
 

@@ -1,0 +1,612 @@
+# Key schema. Every key starts with the prefix (`soloist:` unless the URL says `?prefix=`).
+#
+#   ids                  STRING  counter behind message ids (INCR); an id is the counter,
+#                                zero-padded to 15 digits, so ids sort by age as strings
+#   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
+#                                a attempts, r receipt of its current lease ("" when none);
+#                                a dead letter also has why (reason) and t (dead_at)
+#   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
+#                                by member, that is by age)
+#   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
+#   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
+#   q:<queue>:dead       ZSET    dead letters: score = unix time they died
+#   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it (BLPOP)
+#   workers              ZSET    worker id -> unix time its heartbeat expires
+#   w:<worker id>        HASH    info, seen; expires with the heartbeat
+#
+# A message is always in exactly one of ready, delayed, leased or dead (a lapsed lease
+# stays in leased until a claim moves it back to ready). Every change of place is one Lua
+# script, so it is atomic, and every script reads the clock of the Redis server, so
+# workers on machines with skewed clocks agree on when leases lapse.
+"""The Redis broker: sorted sets moved between by Lua scripts, and BLPOP to sleep on.
+
+Why Lua and not Streams: a stream has no priorities and no delayed entries, and XACK does
+not check which consumer holds an entry, so fencing a stale holder, retrying with a delay
+and dead-lettering would need Lua around Streams anyway. Sorted sets give priority-then-
+age order and timed visibility directly, and one script per operation keeps each one
+atomic.
+
+An idle `fetch` does not poll. Publishing (and anything else that makes a message due)
+pushes a token on the queue's wake list when it is empty; idle fetchers block in BLPOP on
+the wake lists of their queues, with a timeout that ends when the first delayed message
+or lease of those queues falls due, and then run the claim script again. A fetcher that
+claims messages and leaves more behind pushes the token on for the next idle worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import BrokerUnavailable, ConfigurationError
+from ..urls import redact
+from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_reason
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ConfigurationError(
+        "the Redis broker needs redis-py: pip install 'soloist[redis]'"
+    ) from exc
+
+T = TypeVar("T")
+
+log = logging.getLogger("soloist.redis")
+
+DEFAULT_PREFIX = "soloist:"
+#: A Redis restart with a large append-only file takes seconds; give it this long before
+#: a call gives up with BrokerUnavailable (`?reconnect_timeout=` changes it).
+DEFAULT_RECONNECT_TIMEOUT = 20.0
+#: Reads that take longer than this mean a dead connection (`?socket_timeout=`).
+DEFAULT_SOCKET_TIMEOUT = 5.0
+#: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
+CHUNK = 1000
+#: Errors that mean "not reachable right now": worth reconnecting for.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+
+# Shared by every script: ARGV[1] is the key prefix.
+_PRELUDE = """
+local prefix = ARGV[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
+local function mkey(id) return prefix .. 'm:' .. id end
+local function wake(queue)
+  local key = qkey(queue, 'wake')
+  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, 1) end
+end
+local function make_ready(queue, id)
+  local p = tonumber(redis.call('HGET', mkey(id), 'p'))
+  redis.call('ZADD', qkey(queue, 'ready'), -p, id)
+end
+local function unplace(queue, id)
+  redis.call('ZREM', qkey(queue, 'ready'), id)
+  redis.call('ZREM', qkey(queue, 'delayed'), id)
+  redis.call('ZREM', qkey(queue, 'leased'), id)
+end
+local function bury(queue, id, reason)
+  unplace(queue, id)
+  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now)
+  redis.call('ZADD', qkey(queue, 'dead'), now, id)
+end
+-- The queue of message `id` if `receipt` is its current lease, else nil.
+local function held(id, receipt)
+  local m = redis.call('HMGET', mkey(id), 'r', 'q')
+  if m[1] == receipt then return m[2] end
+  return nil
+end
+"""
+
+# ARGV: prefix, then queue, body, delay, priority for each message. Returns the ids.
+_PUBLISH = """
+local ids = {}
+for i = 2, #ARGV, 4 do
+  local queue, delay, priority = ARGV[i], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local id = string.format('%015d', redis.call('INCR', prefix .. 'ids'))
+  redis.call('HSET', mkey(id), 'q', queue, 'b', ARGV[i + 1], 'p', priority,
+             'n', 0, 'a', 0, 'r', '')
+  if delay > 0 then
+    redis.call('ZADD', qkey(queue, 'delayed'), now + delay, id)
+  else
+    redis.call('ZADD', qkey(queue, 'ready'), -priority, id)
+  end
+  -- Wakes a sleeper for a delayed message too, so it shortens its sleep to the new due time.
+  wake(queue)
+  ids[#ids + 1] = id
+end
+return ids
+"""
+
+# ARGV: prefix, max_count, lease, receipt, max_deliveries, poison reason format, queues...
+# Returns {wait_ms, id, queue, body, delivery_count, attempts, id, ...}; wait_ms, when
+# nothing was claimed, is how long until a delayed message or lease of these queues falls
+# due (-1: none).
+_CLAIM = """
+local want, lease, receipt = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local max_deliveries, poison = tonumber(ARGV[5]), ARGV[6]
+local out, got = {0}, 0
+local function promote(queue, kind)
+  local key = qkey(queue, kind)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, $CHUNK)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', key, id)
+    make_ready(queue, id)
+  end
+end
+for i = 7, #ARGV do
+  if got >= want then break end
+  local queue = ARGV[i]
+  local ready, leased = qkey(queue, 'ready'), qkey(queue, 'leased')
+  promote(queue, 'delayed')
+  promote(queue, 'leased')
+  while got < want do
+    local popped = redis.call('ZPOPMIN', ready, want - got)
+    if #popped == 0 then break end
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      local m = mkey(id)
+      local n = redis.call('EXISTS', m) == 1 and redis.call('HINCRBY', m, 'n', 1)
+      if not n then
+        -- Its hash is gone (evicted: Redis must run with maxmemory-policy noeviction).
+      elseif n > max_deliveries then
+        bury(queue, id, string.format(poison, n - 1))
+      else
+        redis.call('HSET', m, 'r', receipt)
+        redis.call('ZADD', leased, now + lease, id)
+        local fields = redis.call('HMGET', m, 'b', 'a')
+        out[#out + 1] = id
+        out[#out + 1] = queue
+        out[#out + 1] = fields[1]
+        out[#out + 1] = n
+        out[#out + 1] = tonumber(fields[2])
+        got = got + 1
+      end
+    end
+  end
+end
+local next_due = nil
+for i = 7, #ARGV do
+  local queue = ARGV[i]
+  if redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
+  if got == 0 then
+    for _, kind in ipairs({'delayed', 'leased'}) do
+      local first = redis.call('ZRANGE', qkey(queue, kind), 0, 0, 'WITHSCORES')
+      if first[2] and (next_due == nil or tonumber(first[2]) < next_due) then
+        next_due = tonumber(first[2])
+      end
+    end
+  end
+end
+if got == 0 then
+  out[1] = next_due and math.max(math.ceil((next_due - now) * 1000), 1) or -1
+end
+return out
+""".replace("$CHUNK", str(CHUNK))
+
+# ARGV: prefix, id, receipt.
+_ACK = """
+local queue = held(ARGV[2], ARGV[3])
+if not queue then return 0 end
+unplace(queue, ARGV[2])
+redis.call('DEL', mkey(ARGV[2]))
+return 1
+"""
+
+# ARGV: prefix, id, receipt, delay.
+_RETRY = """
+local id, delay = ARGV[2], tonumber(ARGV[4])
+local queue = held(id, ARGV[3])
+if not queue then return 0 end
+unplace(queue, id)
+redis.call('HSET', mkey(id), 'r', '', 'n', 0)
+redis.call('HINCRBY', mkey(id), 'a', 1)
+if delay > 0 then
+  redis.call('ZADD', qkey(queue, 'delayed'), now + delay, id)
+else
+  make_ready(queue, id)
+end
+wake(queue)
+return 1
+"""
+
+# ARGV: prefix, id, receipt, reason.
+_DEAD_LETTER = """
+local queue = held(ARGV[2], ARGV[3])
+if not queue then return 0 end
+bury(queue, ARGV[2], ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, then id, receipt for each delivery.
+_RELEASE = """
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local queue = held(id, ARGV[i + 1])
+  if queue then
+    unplace(queue, id)
+    redis.call('HSET', mkey(id), 'r', '')
+    redis.call('HINCRBY', mkey(id), 'n', -1)
+    make_ready(queue, id)
+    wake(queue)
+  end
+end
+return 0
+"""
+
+# ARGV: prefix, lease, then id, receipt for each delivery. Returns 1 for each one lost.
+_EXTEND = """
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local queue = held(id, ARGV[i + 1])
+  if queue then
+    -- A lapsed lease that nobody claimed yet may sit in ready: take it back.
+    redis.call('ZREM', qkey(queue, 'ready'), id)
+    redis.call('ZADD', qkey(queue, 'leased'), now + tonumber(ARGV[2]), id)
+    lost[#lost + 1] = 0
+  else
+    lost[#lost + 1] = 1
+  end
+end
+return lost
+"""
+
+# ARGV: prefix, queue.
+_DEPTH = """
+local queue = ARGV[2]
+return redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed'))
+  + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now)
+"""
+
+# ARGV: prefix, queue. Drops up to CHUNK waiting messages; returns how many.
+_PURGE = """
+local queue, room = ARGV[2], $CHUNK
+local function drop(kind, ids)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', qkey(queue, kind), id)
+    redis.call('DEL', mkey(id))
+    room = room - 1
+  end
+end
+drop('ready', redis.call('ZRANGE', qkey(queue, 'ready'), 0, room - 1))
+if room > 0 then drop('delayed', redis.call('ZRANGE', qkey(queue, 'delayed'), 0, room - 1)) end
+if room > 0 then
+  drop('leased', redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now, 'LIMIT', 0, room))
+end
+return $CHUNK - room
+""".replace("$CHUNK", str(CHUNK))
+
+# ARGV: prefix, queue, limit. Returns {id, body, reason, delivery_count, attempts, dead_at, …}.
+_DEAD_LETTERS = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', qkey(ARGV[2], 'dead'), 0, tonumber(ARGV[3]) - 1)) do
+  local m = redis.call('HMGET', mkey(id), 'b', 'why', 'n', 'a', 't')
+  out[#out + 1] = id
+  for k = 1, 5 do out[#out + 1] = m[k] end
+end
+return out
+"""
+
+# ARGV: prefix, queue, requeue (1) or drop (0), ids... (none: up to CHUNK of the oldest).
+# Returns how many were moved.
+_SETTLE_DEAD = """
+local queue, requeue = ARGV[2], ARGV[3] == '1'
+local dead = qkey(queue, 'dead')
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV < 4 then ids = redis.call('ZRANGE', dead, 0, $CHUNK - 1) end
+local moved = 0
+for _, id in ipairs(ids) do
+  if redis.call('ZREM', dead, id) == 1 then
+    moved = moved + 1
+    if requeue then
+      redis.call('HSET', mkey(id), 'n', 0, 'a', 0, 'r', '')
+      redis.call('HDEL', mkey(id), 'why', 't')
+      make_ready(queue, id)
+    else
+      redis.call('DEL', mkey(id))
+    end
+  end
+end
+if requeue and moved > 0 then wake(queue) end
+return moved
+""".replace("$CHUNK", str(CHUNK))
+
+# ARGV: prefix, worker id, info, ttl in ms.
+_HEARTBEAT = """
+local key = prefix .. 'w:' .. ARGV[2]
+redis.call('HSET', key, 'info', ARGV[3], 'seen', now)
+redis.call('PEXPIRE', key, ARGV[4])
+redis.call('ZADD', prefix .. 'workers', now + tonumber(ARGV[4]) / 1000, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now)
+return 0
+"""
+
+# ARGV: prefix. Returns {id, info, seen, …} of every live worker.
+_WORKERS = """
+redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', prefix .. 'workers', 0, -1)) do
+  local w = redis.call('HMGET', prefix .. 'w:' .. id, 'info', 'seen')
+  if w[1] then
+    out[#out + 1] = id
+    out[#out + 1] = w[1]
+    out[#out + 1] = w[2]
+  end
+end
+return out
+"""
+
+# ARGV: prefix, worker id.
+_FORGET_WORKER = """
+redis.call('ZREM', prefix .. 'workers', ARGV[2])
+redis.call('DEL', prefix .. 'w:' .. ARGV[2])
+return 0
+"""
+
+#: `poison_reason` as a Lua format string, so burying a poison message stays one script.
+_POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321", "%d")
+
+
+class RedisConnection:
+    """A pooled redis-py client that rides out restarts and connection drops.
+
+    A call that fails because Redis cannot be reached is retried with back-off for up to
+    `reconnect_timeout` seconds, logged once per outage, then raised as BrokerUnavailable.
+    Until the first call succeeds nothing is retried, so a wrong URL fails at once. The
+    client and its pool are thread-safe: a worker's fetch and its keeper share them.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigurationError(f"not a Redis URL: {redact(url)}")
+        query = dict(parse_qsl(parts.query))
+        self.options = {
+            name: query.pop(name)
+            for name in ("prefix", "max_deliveries", "reconnect_timeout")
+            if name in query
+        }
+        self.redacted = redact(url)
+        self._password = parts.password
+        self.prefix = self.options.get("prefix", DEFAULT_PREFIX)
+        try:
+            self.reconnect_timeout = float(
+                self.options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
+            )
+            pool = redis.ConnectionPool.from_url(
+                urlunsplit(parts._replace(query=urlencode(query))),
+                socket_timeout=DEFAULT_SOCKET_TIMEOUT,
+                socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
+                socket_keepalive=True,
+                retry=Retry(NoBackoff(), 0),  # this class does the retrying
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
+        self.client = redis.Redis(connection_pool=pool)
+        #: A blocking command must return before the socket timeout calls the link dead.
+        self.max_block = 0.8 * float(pool.connection_kwargs["socket_timeout"])
+        self._lock = threading.Lock()
+        self._connected = False
+        self._down_since: float | None = None
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc)
+        return text.replace(self._password, "***") if self._password else text
+
+    def script(self, source: str) -> Callable[..., Any]:
+        """A Lua script to be run by `call`, given the prefix as its first argument."""
+        return cast(Callable[..., Any], self.client.register_script(_PRELUDE + source))
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which talks to Redis), reconnecting through outages."""
+        deadline = None
+        pause = 0.05
+        while True:
+            try:
+                result = fn()
+            except _TRANSIENT as exc:
+                now = time.monotonic()
+                if not self._connected:
+                    raise BrokerUnavailable(
+                        f"cannot reach Redis at {self.redacted}: {self._scrub(exc)}"
+                    ) from None
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since = now
+                        log.warning(
+                            "lost Redis at %s (%s); reconnecting", self.redacted, self._scrub(exc)
+                        )
+                if deadline is None:
+                    deadline = now + self.reconnect_timeout
+                if now >= deadline:
+                    raise BrokerUnavailable(
+                        f"Redis at {self.redacted} unreachable for "
+                        f"{self.reconnect_timeout:g}s: {self._scrub(exc)}"
+                    ) from None
+                time.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, 1.0)
+                continue
+            except redis.RedisError as exc:
+                raise BrokerUnavailable(
+                    f"Redis at {self.redacted} refused a command: {self._scrub(exc)}"
+                ) from None
+            if not self._connected or self._down_since is not None:
+                with self._lock:
+                    self._connected = True
+                    if self._down_since is not None:
+                        log.warning(
+                            "Redis at %s is back after %.1fs",
+                            self.redacted,
+                            time.monotonic() - self._down_since,
+                        )
+                        self._down_since = None
+            return result
+
+    def close(self) -> None:
+        self.client.close()
+        self.client.connection_pool.disconnect()
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
+        self.url = url
+        self.redis = RedisConnection(url)
+        self.prefix = self.redis.prefix
+        try:
+            self.max_deliveries = int(self.redis.options.get("max_deliveries", max_deliveries))
+        except ValueError:
+            raise ConfigurationError(f"bad max_deliveries in {self.redis.redacted}") from None
+        script = self.redis.script
+        self._publish = script(_PUBLISH)
+        self._claim = script(_CLAIM)
+        self._ack = script(_ACK)
+        self._retry = script(_RETRY)
+        self._dead_letter = script(_DEAD_LETTER)
+        self._release = script(_RELEASE)
+        self._extend = script(_EXTEND)
+        self._depth = script(_DEPTH)
+        self._purge = script(_PURGE)
+        self._dead_letters = script(_DEAD_LETTERS)
+        self._settle_dead = script(_SETTLE_DEAD)
+        self._heartbeat = script(_HEARTBEAT)
+        self._workers = script(_WORKERS)
+        self._forget_worker = script(_FORGET_WORKER)
+
+    def _run(self, script: Callable[..., Any], *args: object) -> Any:
+        return self.redis.call(lambda: script(args=(self.prefix, *args)))
+
+    def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
+        return self.publish_many([(queue, body, delay, priority)])[0]
+
+    def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
+        """Publish (queue, body, delay, priority) items, up to CHUNK per round trip."""
+        ids: list[str] = []
+        for start in range(0, len(items), CHUNK):
+            args: list[object] = []
+            for queue, body, delay, priority in items[start : start + CHUNK]:
+                args += (queue, body, max(delay, 0), int(priority))
+            ids += (i.decode() for i in self._run(self._publish, *args))
+        return ids
+
+    def fetch(
+        self, queues: Sequence[str], max_count: int, lease: float, timeout: float
+    ) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        receipt = secrets.token_hex(8)
+        wake_keys = [f"{self.prefix}q:{q}:wake" for q in queues]
+        while True:
+            reply = self._run(
+                self._claim,
+                max(max_count, 1),
+                lease,
+                receipt,
+                self.max_deliveries,
+                _POISON_FORMAT,
+                *queues,
+            )
+            if len(reply) > 1:
+                return [
+                    Delivery(rid.decode(), queue.decode(), body, int(count), int(attempts), receipt)
+                    for rid, queue, body, count, attempts in zip(
+                        *[iter(reply[1:])] * 5, strict=True
+                    )
+                ]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            due_in = int(reply[0])
+            wait = min(remaining, self.redis.max_block, math.inf if due_in < 0 else due_in / 1000)
+            # Whole milliseconds, never 0: BLPOP reads a 0 timeout as "wait forever".
+            block = max(math.ceil(wait * 1000), 1) / 1000
+            self.redis.call(partial(self.redis.client.blpop, wake_keys, block))
+
+    def ack(self, delivery: Delivery) -> bool:
+        return bool(self._run(self._ack, delivery.id, delivery.receipt))
+
+    def retry(self, delivery: Delivery, delay: float) -> bool:
+        return bool(self._run(self._retry, delivery.id, delivery.receipt, max(delay, 0)))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        return bool(self._run(self._dead_letter, delivery.id, delivery.receipt, reason))
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._run(self._release, *_pairs(deliveries))
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        if not deliveries:
+            return []
+        lost = self._run(self._extend, lease, *_pairs(deliveries))
+        return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
+
+    def depth(self, queue: str) -> int:
+        return int(self._run(self._depth, queue))
+
+    def purge(self, queue: str) -> int:
+        total = 0
+        while True:
+            dropped = int(self._run(self._purge, queue))
+            total += dropped
+            if dropped < CHUNK:
+                return total
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        reply = self._run(self._dead_letters, queue, limit)
+        return [
+            DeadLetter(
+                rid.decode(), queue, body, reason.decode(), int(count), int(attempts), float(t)
+            )
+            for rid, body, reason, count, attempts, t in zip(*[iter(reply)] * 6, strict=True)
+        ]
+
+    def _settle_dead_letters(self, queue: str, requeue: bool, ids: Sequence[str] | None) -> int:
+        flag = int(requeue)
+        if ids is None:
+            total = 0
+            while True:
+                moved = int(self._run(self._settle_dead, queue, flag))
+                total += moved
+                if moved < CHUNK:
+                    return total
+        return sum(
+            int(self._run(self._settle_dead, queue, flag, *ids[i : i + CHUNK]))
+            for i in range(0, len(ids), CHUNK)
+        )
+
+    def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        return self._settle_dead_letters(queue, True, ids)
+
+    def drop_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        return self._settle_dead_letters(queue, False, ids)
+
+    def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
+        self._run(self._heartbeat, worker_id, info, max(math.ceil(ttl * 1000), 1))
+
+    def workers(self) -> dict[str, tuple[bytes, float]]:
+        reply = self._run(self._workers)
+        return {
+            wid.decode(): (info, float(seen))
+            for wid, info, seen in zip(*[iter(reply)] * 3, strict=True)
+        }
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._run(self._forget_worker, worker_id)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _pairs(deliveries: Sequence[Delivery]) -> list[object]:
+    return [x for d in deliveries for x in (d.id, d.receipt)]

@@ -1,0 +1,92 @@
+"""Helpers for tests on Redis: per-test key prefixes, and private redis-server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from soloist.brokers.redis import RedisBroker, RedisConnection
+from soloist.results.redis import RedisResultStore
+from tests.servers import REDIS_URL
+
+
+def prefixed_url(prefix: str, base: str = REDIS_URL, **options: object) -> str:
+    """`base` with a key prefix (and other query options) added."""
+    query = "&".join(f"{k}={v}" for k, v in {"prefix": prefix, **options}.items())
+    return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+def delete_prefix(conn: RedisConnection) -> None:
+    """Delete every key under the connection's prefix (tests share one database)."""
+    client = conn.client
+    keys = list(client.scan_iter(match=conn.prefix + "*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
+class FlushingRedisBroker(RedisBroker):
+    """A Redis broker that deletes its keys when closed."""
+
+    def close(self) -> None:
+        delete_prefix(self.redis)
+        super().close()
+
+
+class FlushingRedisResultStore(RedisResultStore):
+    """A Redis result store that deletes its keys when closed."""
+
+    def close(self) -> None:
+        delete_prefix(self.redis)
+        super().close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of a test's own, persisting every write (appendfsync always)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.dir),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
