@@ -145,12 +145,17 @@ class Worker:
 
     def _next(self) -> Delivery | None:
         if not self.prefetched:
-            self.prefetched.extend(
-                self.broker.fetch(self.queues, self.prefetch, self.lease, c.FETCH_WAIT)
-            )
-            for delivery in self.prefetched:
-                self.app.hooks.emit("received", worker=self, delivery=delivery)
+            # Burst mode looks without waiting first, so an empty queue ends the run at once.
+            self._fill(0 if self.burst else c.FETCH_WAIT)
+            if not self.prefetched and self.burst and not self._drained():
+                self._fill(c.FETCH_WAIT)  # only delayed messages left: wait for them
         return self.prefetched.popleft() if self.prefetched else None
+
+    def _fill(self, wait: float) -> None:
+        got = self.broker.fetch(self.queues, self.prefetch, self.lease, wait)
+        self.prefetched.extend(got)
+        for delivery in got:
+            self.app.hooks.emit("received", worker=self, delivery=delivery)
 
     def _drained(self) -> bool:
         return all(self.broker.depth(q) == 0 for q in self.queues)

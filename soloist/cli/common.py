@@ -1,0 +1,52 @@
+"""What every `soloist` command shares: loading the app, logging set-up."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..app import App
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_app(path: str) -> App:
+    """`pkg.module:app` (or `pkg.module`, which must define `app`) -> the App object."""
+    module_name, _, attr = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would, so local modules are found
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="-A") from None
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        raise click.BadParameter(
+            f"{module_name}:{attr or 'app'} is not a soloist App", param_hint="-A"
+        )
+    return app
+
+
+def app_option(fn: F) -> F:
+    return click.option(
+        "-A",
+        "--app",
+        "app_path",
+        required=True,
+        metavar="MODULE:APP",
+        envvar="SOLOIST_APP",
+        help="The app, e.g. myproj.tasks:app.",
+    )(fn)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
