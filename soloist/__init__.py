@@ -3,6 +3,7 @@
 from .app import App
 from .errors import (
     ConfigurationError,
+    LimitExceeded,
     MessageTooLarge,
     ResultTimeout,
     Retry,
@@ -20,6 +21,7 @@ __all__ = [
     "App",
     "AsyncTask",
     "ConfigurationError",
+    "LimitExceeded",
     "MessageTooLarge",
     "Request",
     "Result",

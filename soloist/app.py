@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from . import signing
 from .brokers import Broker
 from .brokers import from_url as broker_from_url
 from .brokers.base import DEFAULT_MAX_DELIVERIES
 from .errors import ConfigurationError
 from .hooks import Hooks
-from .message import Message
+from .message import DEFAULT_MAX_DEPTH, Message
 from .results import ResultStore
 from .results import from_url as results_from_url
 from .results.base import DEFAULT_TTL
@@ -63,6 +64,9 @@ class App:
         serializer: str = "json",
         accept_pickle: bool = False,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_result_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        signing_key: str | bytes | Sequence[str | bytes] | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         result_ttl: float = DEFAULT_TTL,
         eager: bool = False,
@@ -77,6 +81,10 @@ class App:
         self.default_queue = default_queue
         self.codec = Codec(serializer, accept_pickle)
         self.max_message_size = max_message_size
+        self.max_result_size = max_result_size
+        self.max_depth = max_depth
+        key = signing_key if signing_key is not None else os.environ.get("SOLOIST_SIGNING_KEY")
+        self.signer = signing.from_setting(key)
         self.max_deliveries = max_deliveries
         self.result_ttl = result_ttl
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -175,13 +183,18 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def encode(self, message: Message, delay: float = 0.0) -> bytes:
+        """The body to publish for `message`: serialized, checked against limits, signed."""
+        body = message.encode(self.codec, self.max_message_size, self.max_depth)
+        return body if self.signer is None else self.signer.sign(body, delay)
+
     def send(self, message: Message, queue: str, *, delay: float = 0, priority: int = 0) -> None:
         """Encode and publish one message (or run it now, in eager mode)."""
-        body = message.encode(self.codec, self.max_message_size)
+        body = self.encode(message, delay)
         if self.eager:
             from .testing import run_eagerly
 
-            run_eagerly(self, message, queue)
+            run_eagerly(self, message, queue, body)
             return
         self.broker.publish(queue, body, delay=delay, priority=priority)
 

@@ -19,7 +19,11 @@ class DecodeError(SoloistError):
     """A message body that cannot be turned back into a task call."""
 
 
-class MessageTooLarge(SoloistError):
+class LimitExceeded(SoloistError):
+    """A message, its arguments or a result over one of the app's limits."""
+
+
+class MessageTooLarge(LimitExceeded):
     """A message over the configured size limit (raised on the producer side)."""
 
 

@@ -12,10 +12,25 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DecodeError, MessageTooLarge
+from .errors import DecodeError, LimitExceeded, MessageTooLarge
 from .serializers import Codec
 
 PROTOCOL = 1
+#: Deepest nesting of lists and maps allowed in arguments.
+DEFAULT_MAX_DEPTH = 32
+
+
+def depth(obj: Any) -> int:
+    """How deeply lists, tuples and maps nest in `obj` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, level + 1)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -27,8 +42,16 @@ class Message:
     sent: float = field(default_factory=time.time)
     options: dict[str, Any] = field(default_factory=dict)
 
-    def encode(self, codec: Codec, max_size: int | None = None) -> bytes:
-        """Serialize; raise `MessageTooLarge` past `max_size` bytes."""
+    def encode(
+        self, codec: Codec, max_size: int | None = None, max_depth: int = DEFAULT_MAX_DEPTH
+    ) -> bytes:
+        """Serialize; raise `MessageTooLarge` past `max_size` bytes and `LimitExceeded`
+        for arguments nested deeper than `max_depth`."""
+        nesting = max(depth(list(self.args)), depth(self.kwargs))
+        if nesting > max_depth:
+            raise LimitExceeded(
+                f"arguments of {self.task} nest {nesting} deep, over the limit of {max_depth}"
+            )
         body = codec.dumps(
             {
                 "v": PROTOCOL,
@@ -47,7 +70,7 @@ class Message:
         return body
 
     @classmethod
-    def decode(cls, body: bytes, codec: Codec) -> Message:
+    def decode(cls, body: bytes, codec: Codec, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:
         """Parse and validate a body; raise `DecodeError` with the reason otherwise."""
         data = codec.loads(body)
         if not isinstance(data, dict):
@@ -66,4 +89,6 @@ class Message:
             raise DecodeError("kwargs is not a map of names")
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
             raise DecodeError("malformed sent time or options")
+        if max(depth(args), depth(kwargs)) > max_depth:
+            raise DecodeError(f"arguments nest deeper than the limit of {max_depth}")
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from .worker.loop import Stats
 
 
-def run_eagerly(app: App, message: Message, queue: str) -> None:
-    """Run `message` now, in this thread, retrying at once until it ends; store the result."""
+def run_eagerly(app: App, message: Message, queue: str, body: bytes) -> None:
+    """Run `message` (encoded as `body`) now, in this thread, retrying at once until it
+    ends; store the result."""
     executor = Executor(app)
-    body = message.encode(app.codec)
     attempts = 0
     try:
         while True:
@@ -36,9 +36,9 @@ def run_eagerly(app: App, message: Message, queue: str) -> None:
         executor.close()
     if outcome.kind is Kind.DEAD:
         raise TypeError(outcome.reason)
-    if outcome.record is not None:
+    if outcome.result is not None:
         state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
-        app.results.put(message.id, state, app.codec.dumps(outcome.record), app.result_ttl)
+        app.results.put(message.id, state, outcome.result, app.result_ttl)
 
 
 def drain(app: App, queues: Sequence[str] | None = None, **options: Any) -> Stats:

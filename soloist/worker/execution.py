@@ -17,7 +17,7 @@ from time import perf_counter as _clock
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Delivery
-from ..errors import DecodeError, Retry, SoftTimeLimitExceeded
+from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded
 from ..message import Message
 from ..results.base import FAILURE, SUCCESS
 from ..results.handle import failure_record, success_record
@@ -45,8 +45,8 @@ class Outcome:
     kind: Kind
     task_id: str = ""
     task: str = ""
-    #: What to store for the task: a record for the result store, or None.
-    record: dict[str, Any] | None = None
+    #: The encoded record to store for the task (see results.handle), or None.
+    result: bytes | None = None
     #: Seconds until the retry (RETRY only).
     delay: float = 0.0
     #: Why it failed or was dead-lettered.
@@ -83,7 +83,10 @@ class Executor:
                 f"of {self.app.max_message_size}"
             )
         try:
-            message = Message.decode(delivery.body, self.app.codec)
+            body = delivery.body
+            if self.app.signer is not None:
+                body = self.app.signer.verify(body)
+            message = Message.decode(body, self.app.codec, self.app.max_depth)
         except DecodeError as exc:
             return dead(f"undecodable message: {exc}")
         task = self.app.tasks.get(message.task)
@@ -130,11 +133,17 @@ class Executor:
         finally:
             reset_request(token)
         ignore = opts.ignore_result or message.options.get("ignore_result", False)
+        if ignore:
+            return Outcome(Kind.SUCCESS, message.id, task.name, runtime=_clock() - start)
+        try:
+            result = self._encode(success_record(value))
+        except (TypeError, ValueError, OverflowError, LimitExceeded) as exc:
+            return self._failure(message, task, exc, _clock() - start)
         return Outcome(
             Kind.SUCCESS,
             message.id,
             task.name,
-            None if ignore else success_record(value),
+            result,
             runtime=_clock() - start,
         )
 
@@ -189,9 +198,30 @@ class Executor:
         when: str = "",
     ) -> Outcome:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        record = failure_record(type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:])
+        record = failure_record(
+            type(exc).__name__, str(exc)[:_MAX_TRACEBACK], text[-_MAX_TRACEBACK:]
+        )
         reason = f"failed{' ' + when if when else ''}: {_describe(exc)}"
-        return Outcome(Kind.FAILURE, message.id, task.name, record, reason=reason, runtime=runtime)
+        return Outcome(
+            Kind.FAILURE,
+            message.id,
+            task.name,
+            self.app.codec.dumps(record),
+            reason=reason,
+            runtime=runtime,
+        )
+
+    def _encode(self, record: dict[str, Any]) -> bytes:
+        """Serialize a result record; over the app's result size limit is an error."""
+        try:
+            body = self.app.codec.dumps(record)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise type(exc)(f"the task's return value cannot be serialized: {exc}") from None
+        if len(body) > self.app.max_result_size:
+            raise LimitExceeded(
+                f"result of {len(body)} bytes is over the limit of {self.app.max_result_size}"
+            )
+        return body
 
     def execute(self, delivery: Delivery) -> Outcome:
         decoded = self.decode(delivery)

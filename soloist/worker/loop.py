@@ -175,10 +175,9 @@ class Worker:
         ):
             self._refused(delivery, outcome)
             return
-        if outcome.record is not None and outcome.task_id:
+        if outcome.result is not None and outcome.task_id:
             state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
-            body = self.app.codec.dumps(outcome.record)
-            self.app.results.put(outcome.task_id, state, body, self.app.result_ttl)
+            self.app.results.put(outcome.task_id, state, outcome.result, self.app.result_ttl)
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
         if outcome.kind is Kind.SUCCESS:
             settled = self.broker.ack(delivery)
