@@ -11,6 +11,7 @@ Events and their keyword arguments:
 * `task_started`: worker, delivery, message, task
 * `task_succeeded`, `task_failed`, `task_retried`, `dead_lettered`: worker, delivery,
   outcome (and message/task when the message could be decoded)
+* `settling`: worker, delivery, outcome (the task ran; nothing is recorded or settled yet)
 * `before_ack`: worker, delivery, outcome (the result is stored, the message not yet settled)
 
 A hook that raises is logged and otherwise ignored: it must not lose the task.
@@ -34,6 +35,7 @@ EVENTS = frozenset(
         "task_failed",
         "task_retried",
         "dead_lettered",
+        "settling",
         "before_ack",
     }
 )

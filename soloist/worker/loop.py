@@ -163,6 +163,7 @@ class Worker:
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Record the outcome, then ack, retry or dead-letter the message (in that order,
         so a crash in between leaves a message that is redelivered, never a lost one)."""
+        self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
         if self.keeper is not None and running is not None and running.time_limit:
             self.keeper.disarm()
