@@ -1,0 +1,232 @@
+"""What the Redis broker promises beyond the contract suite: no polling, wake-ups, bounded
+wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a server restart."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from soloist.brokers.base import poison_reason
+from soloist.brokers.redis import RedisBroker
+from soloist.errors import BrokerUnavailable, ConfigurationError
+from tests.redis_support import FlushingRedisBroker, RedisServer, free_port, prefixed_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this module's own, so command counts see only our commands."""
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def broker(server: RedisServer) -> Iterator[RedisBroker]:
+    b = FlushingRedisBroker(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+def calls(broker: RedisBroker) -> dict[str, int]:
+    """Commands the server ran so far, by name."""
+    stats = broker.redis.client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+
+
+def spent(before: dict[str, int], after: dict[str, int], command: str) -> int:
+    return after.get(command, 0) - before.get(command, 0)
+
+
+def test_errors_never_show_the_password() -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    broker = RedisBroker(url)
+    with pytest.raises(BrokerUnavailable) as caught:
+        broker.depth("q")
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+    with pytest.raises(ConfigurationError) as bad:
+        RedisBroker(url + "?socket_timeout=soon")
+    assert "s3cret" not in str(bad.value)
+
+
+def test_an_idle_fetch_blocks_instead_of_polling(broker: RedisBroker, queue: str) -> None:
+    broker.fetch([queue], 1, 30, timeout=0)  # loads the claim script
+    before = calls(broker)
+    assert broker.fetch([queue], 10, 30, timeout=1.0) == []
+    after = calls(broker)
+    assert spent(before, after, "evalsha") <= 2 and spent(before, after, "blpop") <= 2
+
+
+def test_a_delayed_message_falls_due_on_time_without_polling(
+    broker: RedisBroker, queue: str
+) -> None:
+    broker.publish(queue, b"later", delay=0.5)
+    broker.fetch([queue], 1, 30, timeout=0)  # loads the claim script
+    before = calls(broker)
+    t0 = time.monotonic()
+    (got,) = broker.fetch([queue], 1, 30, timeout=3.0)
+    waited = time.monotonic() - t0
+    after = calls(broker)
+    assert got.body == b"later" and waited >= 0.4
+    # The fetch slept until the message was due: a claim, a wait, a claim (give or take one).
+    assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blpop") <= 3
+
+
+def test_one_batch_publish_wakes_every_idle_consumer(
+    server: RedisServer, broker: RedisBroker, queue: str
+) -> None:
+    consumers = [RedisBroker(broker.url) for _ in range(4)]
+    got: list[bytes] = []
+
+    def consume(c: RedisBroker) -> None:
+        got.extend(d.body for d in c.fetch([queue], 1, 30, timeout=5.0))
+
+    threads = [threading.Thread(target=consume, args=(c,)) for c in consumers]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # all four are blocked now
+    t0 = time.monotonic()
+    broker.publish_many([(queue, b"%d" % i, 0, 0) for i in range(4)])
+    for t in threads:
+        t.join()
+    assert sorted(got) == [b"0", b"1", b"2", b"3"]
+    assert time.monotonic() - t0 < 2.0  # passed on from one to the next, not left to time out
+    for c in consumers:
+        c.close()
+
+
+def test_wake_tokens_stay_bounded(broker: RedisBroker, queue: str) -> None:
+    broker.publish_many([(queue, b"x", 0, 0)] * 50)
+    for _ in range(50):
+        broker.publish(queue, b"y", delay=60)
+    assert broker.redis.client.llen(f"{broker.prefix}q:{queue}:wake") == 1
+
+
+def test_the_poison_reason_is_the_contract_text(server: RedisServer, queue: str) -> None:
+    broker = FlushingRedisBroker(
+        prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url), max_deliveries=1
+    )
+    broker.publish(queue, b"poison")
+    assert len(broker.fetch([queue], 1, 0.1, 1.0)) == 1
+    time.sleep(0.2)
+    assert broker.fetch([queue], 1, 0.1, 0.2) == []
+    (dead,) = broker.dead_letters(queue)
+    assert (dead.reason, dead.delivery_count) == (poison_reason(1), 2)
+    broker.close()
+
+
+def test_the_keeper_thread_is_not_held_up_by_a_blocked_fetch(
+    broker: RedisBroker, queue: str
+) -> None:
+    broker.publish(queue, b"held")
+    (held,) = broker.fetch([queue], 1, 30, 1.0)
+    fetcher = threading.Thread(target=broker.fetch, args=([queue], 1, 30, 2.0))
+    fetcher.start()
+    time.sleep(0.2)  # the fetch is blocked in BLPOP on one pooled connection
+    t0 = time.monotonic()
+    assert broker.extend([held], 30) == []
+    broker.heartbeat("w", b"{}", 10)
+    assert time.monotonic() - t0 < 1.0
+    fetcher.join()
+    assert broker.ack(held)
+
+
+_CONSUME_AND_HANG = """
+import sys, time
+from soloist.brokers.redis import RedisBroker
+(d,) = RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 5.0)
+print(d.id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_sigkilled_consumer_loses_nothing(broker: RedisBroker, queue: str) -> None:
+    mid = broker.publish(queue, b"survivor")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CONSUME_AND_HANG, broker.url, queue],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == mid
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert broker.fetch([queue], 1, 30, 0.1) == []  # its lease still runs
+    (again,) = broker.fetch([queue], 1, 30, timeout=3.0)
+    assert (again.id, again.body, again.delivery_count) == (mid, b"survivor", 2)
+
+
+def test_a_server_restart_loses_no_acknowledged_publish(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Publish and consume thousands of messages while the server is killed and restarted;
+    every publish that returned must be consumed (duplicates are allowed, losses are not)."""
+    srv = RedisServer(tmp_path)
+    srv.start()
+    url = prefixed_url("restart:", srv.url, reconnect_timeout=15)
+    total, queue = 3000, "restart"
+    producer = RedisBroker(url)
+    consumers = [RedisBroker(url) for _ in range(2)]
+    published: list[bytes] = []
+    consumed: set[bytes] = set()
+    producing = threading.Event()
+    producing.set()
+    deadline = time.monotonic() + 25
+
+    def produce() -> None:
+        for i in range(total):
+            body = b"%d" % i
+            producer.publish(queue, body)
+            published.append(body)
+        producing.clear()
+
+    def consume(c: RedisBroker) -> None:
+        while time.monotonic() < deadline and (
+            producing.is_set() or not consumed.issuperset(published)
+        ):
+            for d in c.fetch([queue], 10, 2.0, 0.5):
+                c.ack(d)
+                consumed.add(d.body)
+
+    caplog.set_level(logging.WARNING, logger="soloist.redis")
+    threads = [threading.Thread(target=produce)]
+    threads += [threading.Thread(target=consume, args=(c,)) for c in consumers]
+    for t in threads:
+        t.start()
+    try:
+        for cut, sig in ((total // 3, signal.SIGKILL), (2 * total // 3, signal.SIGTERM)):
+            while len(published) < cut and producing.is_set():
+                time.sleep(0.01)
+            srv.stop(sig)
+            time.sleep(0.3)
+            srv.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "the run did not finish in time"
+    finally:
+        producing.clear()
+        srv.stop()
+        for b in (producer, *consumers):
+            b.close()
+    assert len(published) == total
+    assert set(published) <= consumed
+    lost_logs = [r for r in caplog.records if r.getMessage().startswith("lost Redis")]
+    assert 0 < len(lost_logs) <= 2 * 3  # once per outage per connection, not per retry
