@@ -114,3 +114,36 @@ async def async_slow() -> str:
 
     await asyncio.sleep(5)
     return "finished"
+
+
+@app.task(name="retry_once", bind=True, max_retries=3)
+def retry_once(self: Any, tag: str) -> str:
+    ledger(f"start {tag} {os.getpid()} {self.request.retries}")
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return tag
+
+
+@app.task(name="fail", max_retries=0)
+def fail(tag: str) -> None:
+    ledger(f"start {tag} {os.getpid()}")
+    raise RuntimeError(f"failing {tag}")
+
+
+# SOLOIST_CRASH_AT=event[:KIND] ends the worker with os._exit(99) the first time the hook
+# event fires (for an outcome of that kind): the crash-point tests' fault injection.
+if crash_at := os.environ.get("SOLOIST_CRASH_AT"):
+    _event, _, _kind = crash_at.partition(":")
+
+    @app.hooks.on(_event)
+    def _crash(event: str, **info: Any) -> None:
+        outcome = info.get("outcome")
+        if not _kind or (outcome is not None and outcome.kind.name == _kind):
+            os._exit(99)
+
+
+@app.task(name="whoami")
+def whoami(seconds: float) -> int:
+    ledger(f"start whoami {os.getpid()}")
+    time.sleep(seconds)
+    return os.getpid()

@@ -237,10 +237,11 @@ class Worker:
         self.shutdown.uninstall()
         self.app.hooks.emit("worker_stop", worker=self)
         log.info(
-            "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered",
+            "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered, %d stale",
             self.id,
             self.stats.done,
             self.stats.retried,
             self.stats.failed,
             self.stats.dead,
+            self.stats.stale,
         )
