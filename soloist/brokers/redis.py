@@ -35,6 +35,7 @@ claims messages and leaves more behind pushes the token on for the next idle wor
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -42,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -52,6 +53,7 @@ from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_r
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigurationError(
@@ -403,9 +405,8 @@ class RedisConnection:
         text = str(exc)
         return text.replace(self._password, "***") if self._password else text
 
-    def script(self, source: str) -> Callable[..., Any]:
-        """A Lua script to be run by `call`, given the prefix as its first argument."""
-        return cast(Callable[..., Any], self.client.register_script(_PRELUDE + source))
+    def script(self, source: str) -> Script:
+        return Script(self, source)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` (which talks to Redis), reconnecting through outages."""
@@ -457,6 +458,29 @@ class RedisConnection:
         self.client.connection_pool.disconnect()
 
 
+class Script:
+    """A Lua script run by its SHA1, and loaded again when the server lost it (a restart).
+
+    Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
+    through outages like every other call."""
+
+    def __init__(self, conn: RedisConnection, source: str) -> None:
+        self.conn = conn
+        self.source = _PRELUDE + source
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(self, *args: object) -> Any:
+        return self.conn.call(partial(self._eval, (self.conn.prefix, *args)))
+
+    def _eval(self, args: tuple[object, ...]) -> Any:
+        client: Any = self.conn.client
+        try:
+            return client.evalsha(self.sha, 0, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, 0, *args)
+
+
 class RedisBroker(Broker):
     def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         self.url = url
@@ -482,11 +506,9 @@ class RedisBroker(Broker):
         self._workers = script(_WORKERS)
         self._forget_worker = script(_FORGET_WORKER)
 
-    def _run(self, script: Callable[..., Any], *args: object) -> Any:
-        return self.redis.call(lambda: script(args=(self.prefix, *args)))
-
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        return self.publish_many([(queue, body, delay, priority)])[0]
+        (mid,) = self._publish(queue, body, max(delay, 0), int(priority))
+        return str(mid.decode())
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
         """Publish (queue, body, delay, priority) items, up to CHUNK per round trip."""
@@ -495,7 +517,7 @@ class RedisBroker(Broker):
             args: list[object] = []
             for queue, body, delay, priority in items[start : start + CHUNK]:
                 args += (queue, body, max(delay, 0), int(priority))
-            ids += (i.decode() for i in self._run(self._publish, *args))
+            ids += (i.decode() for i in self._publish(*args))
         return ids
 
     def fetch(
@@ -505,8 +527,7 @@ class RedisBroker(Broker):
         receipt = secrets.token_hex(8)
         wake_keys = [f"{self.prefix}q:{q}:wake" for q in queues]
         while True:
-            reply = self._run(
-                self._claim,
+            reply = self._claim(
                 max(max_count, 1),
                 lease,
                 receipt,
@@ -531,31 +552,31 @@ class RedisBroker(Broker):
             self.redis.call(partial(self.redis.client.blpop, wake_keys, block))
 
     def ack(self, delivery: Delivery) -> bool:
-        return bool(self._run(self._ack, delivery.id, delivery.receipt))
+        return bool(self._ack(delivery.id, delivery.receipt))
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
-        return bool(self._run(self._retry, delivery.id, delivery.receipt, max(delay, 0)))
+        return bool(self._retry(delivery.id, delivery.receipt, max(delay, 0)))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        return bool(self._run(self._dead_letter, delivery.id, delivery.receipt, reason))
+        return bool(self._dead_letter(delivery.id, delivery.receipt, reason))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._run(self._release, *_pairs(deliveries))
+            self._release(*_pairs(deliveries))
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         if not deliveries:
             return []
-        lost = self._run(self._extend, lease, *_pairs(deliveries))
+        lost = self._extend(lease, *_pairs(deliveries))
         return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
 
     def depth(self, queue: str) -> int:
-        return int(self._run(self._depth, queue))
+        return int(self._depth(queue))
 
     def purge(self, queue: str) -> int:
         total = 0
         while True:
-            dropped = int(self._run(self._purge, queue))
+            dropped = int(self._purge(queue))
             total += dropped
             if dropped < CHUNK:
                 return total
@@ -563,7 +584,7 @@ class RedisBroker(Broker):
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
             return []
-        reply = self._run(self._dead_letters, queue, limit)
+        reply = self._dead_letters(queue, limit)
         return [
             DeadLetter(
                 rid.decode(), queue, body, reason.decode(), int(count), int(attempts), float(t)
@@ -576,12 +597,12 @@ class RedisBroker(Broker):
         if ids is None:
             total = 0
             while True:
-                moved = int(self._run(self._settle_dead, queue, flag))
+                moved = int(self._settle_dead(queue, flag))
                 total += moved
                 if moved < CHUNK:
                     return total
         return sum(
-            int(self._run(self._settle_dead, queue, flag, *ids[i : i + CHUNK]))
+            int(self._settle_dead(queue, flag, *ids[i : i + CHUNK]))
             for i in range(0, len(ids), CHUNK)
         )
 
@@ -592,17 +613,17 @@ class RedisBroker(Broker):
         return self._settle_dead_letters(queue, False, ids)
 
     def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
-        self._run(self._heartbeat, worker_id, info, max(math.ceil(ttl * 1000), 1))
+        self._heartbeat(worker_id, info, max(math.ceil(ttl * 1000), 1))
 
     def workers(self) -> dict[str, tuple[bytes, float]]:
-        reply = self._run(self._workers)
+        reply = self._workers()
         return {
             wid.decode(): (info, float(seen))
             for wid, info, seen in zip(*[iter(reply)] * 3, strict=True)
         }
 
     def forget_worker(self, worker_id: str) -> None:
-        self._run(self._forget_worker, worker_id)
+        self._forget_worker(worker_id)
 
     def close(self) -> None:
         self.redis.close()

@@ -46,8 +46,7 @@ class RedisResultStore(ResultStore):
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         ttl_ms = max(int(ttl * 1000), 1)
-        args = (self.prefix, task_id, state, body, ttl_ms)
-        return bool(self.redis.call(lambda: self._put(args=args)))
+        return bool(self._put(task_id, state, body, ttl_ms))
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         key = self._key(task_id)

@@ -1,0 +1,170 @@
+"""Redis broker speed, each figure beside the floor: a bare redis-py loop, same run, same server.
+
+    python benchmarks/redis_bench.py [--url redis://127.0.0.1:6379/15] [-n 5000]
+
+The floors are the fewest raw Redis operations a reliable list-based queue needs: LPUSH to
+publish; LMOVE to a processing list and LREM to ack; BLMOVE for an idle consumer's wake-up.
+Machines are shared and noisy, so read the ratios, not the absolute figures. All keys go
+under a fresh prefix that is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+
+from soloist import App
+from soloist.brokers.redis import RedisBroker
+from soloist.worker.loop import Worker
+
+BODY = b'{"task": "noop", "args": [], "kwargs": {}}' + b" " * 100
+BATCH = 100
+
+
+def rate(n: int, run: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return n / (time.perf_counter() - t0)
+
+
+def publish_rates(broker: RedisBroker, raw: redis.Redis, n: int) -> tuple[float, float]:
+    queue, key = "bench-publish", broker.prefix + "raw:publish"
+
+    def soloist() -> None:
+        for _ in range(n):
+            broker.publish(queue, BODY)
+
+    def floor() -> None:
+        for _ in range(n):
+            raw.lpush(key, BODY)
+
+    return rate(n, soloist), rate(n, floor)
+
+
+def consume_rates(broker: RedisBroker, raw: redis.Redis, n: int) -> tuple[float, float]:
+    queue = "bench-consume"
+    src, processing = broker.prefix + "raw:src", broker.prefix + "raw:processing"
+    broker.publish_many([(queue, BODY, 0, 0)] * n)
+    raw.lpush(src, *[BODY] * n)
+
+    def soloist() -> None:
+        while got := broker.fetch([queue], BATCH, 30, 0):
+            for delivery in got:
+                broker.ack(delivery)
+
+    def floor() -> None:
+        while (body := raw.lmove(src, processing, "RIGHT", "LEFT")) is not None:
+            raw.lrem(processing, 1, body)
+
+    return rate(n, soloist), rate(n, floor)
+
+
+def worker_rate(url: str, n: int) -> float:
+    """No-op tasks/s through one solo worker in burst mode, prefetching a batch."""
+    app = App(url, "memory://")
+
+    @app.task(queue="bench-worker", ignore_result=True)
+    def noop() -> None:
+        pass
+
+    for _ in range(n):
+        noop.delay()
+    worker = Worker(app, ["bench-worker"], prefetch=BATCH, burst=True, keeper=False)
+    logging.getLogger("soloist").setLevel(logging.WARNING)
+    result = rate(n, worker.run)
+    app.close()
+    return result
+
+
+def latencies(
+    publish: Callable[[], object], consume: Callable[[], Callable[[], object]], rounds: int
+) -> tuple[float, float]:
+    """p50, p99 in ms from just before a publish until an idle consumer's fetch returns.
+
+    `consume` blocks until it has a message and returns how to settle it."""
+    got = threading.Event()
+    samples: list[float] = []
+    t0 = 0.0
+
+    def consumer() -> None:
+        for _ in range(rounds):
+            settle = consume()
+            samples.append(time.perf_counter() - t0)
+            settle()
+            got.set()
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    for _ in range(rounds):
+        time.sleep(0.003)  # the consumer is blocked again by now
+        got.clear()
+        t0 = time.perf_counter()
+        publish()
+        got.wait(5)
+    thread.join()
+    ms = sorted(s * 1000 for s in samples)
+    return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
+
+
+def latency_figures(
+    broker: RedisBroker, raw: redis.Redis, rounds: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    queue = "bench-latency"
+    src, processing = broker.prefix + "raw:lsrc", broker.prefix + "raw:lprocessing"
+
+    def fetch() -> Callable[[], object]:
+        (delivery,) = broker.fetch([queue], 1, 30, 5)
+        return lambda: broker.ack(delivery)
+
+    def blmove() -> Callable[[], object]:
+        body = raw.blmove(src, processing, 5, "RIGHT", "LEFT")
+        return lambda: raw.lrem(processing, 1, body)
+
+    ours = latencies(lambda: broker.publish(queue, BODY), fetch, rounds)
+    floor = latencies(lambda: raw.lpush(src, BODY), blmove, rounds)
+    return ours, floor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("-n", type=int, default=5000, help="messages per throughput run")
+    parser.add_argument("--rounds", type=int, default=500, help="latency samples")
+    args = parser.parse_args()
+
+    prefix = f"soloist-bench-{uuid.uuid4().hex[:8]}:"
+    url = f"{args.url}{'&' if '?' in args.url else '?'}prefix={prefix}"
+    broker = RedisBroker(url)
+    raw = redis.Redis.from_url(args.url)
+    try:
+        pub = publish_rates(broker, raw, args.n)
+        con = consume_rates(broker, raw, args.n)
+        solo = worker_rate(url, args.n)
+        (p50, p99), (f50, f99) = latency_figures(broker, raw, args.rounds)
+    finally:
+        keys = list(raw.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            raw.delete(*keys)
+        broker.close()
+    rows = [
+        ("publish (msg/s)", pub[0], pub[1], "LPUSH", pub[0] / pub[1]),
+        (f"fetch {BATCH} + ack each (msg/s)", con[0], con[1], "LMOVE + LREM", con[0] / con[1]),
+        ("solo worker, no-op tasks (tasks/s)", solo, con[1], "LMOVE + LREM", solo / con[1]),
+        ("enqueue-to-fetch p50 (ms)", p50, f50, "LPUSH → BLMOVE", p50 / f50),
+        ("enqueue-to-fetch p99 (ms)", p99, f99, "LPUSH → BLMOVE", p99 / f99),
+    ]
+    print(f"Redis broker vs bare redis-py, n={args.n}, {args.rounds} latency rounds")
+    print(f"{'measure':<36}{'soloist':>10}{'floor':>10}  {'floor ops':<16}{'ratio':>7}")
+    for name, ours, floor, ops, ratio in rows:
+        print(f"{name:<36}{ours:>10.2f}{floor:>10.2f}  {ops:<16}{ratio:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
