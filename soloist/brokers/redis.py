@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import redact
@@ -88,7 +88,7 @@ local function wake(queue)
 end
 local function make_ready(queue, id)
   local p = tonumber(redis.call('HGET', mkey(id), 'p'))
-  redis.call('ZADD', qkey(queue, 'ready'), -p, id)
+  if p then redis.call('ZADD', qkey(queue, 'ready'), -p, id) end
 end
 local function unplace(queue, id)
   redis.call('ZREM', qkey(queue, 'ready'), id)
@@ -158,7 +158,7 @@ for i = 7, #ARGV do
       local m = mkey(id)
       local n = redis.call('EXISTS', m) == 1 and redis.call('HINCRBY', m, 'n', 1)
       if not n then
-        -- Its hash is gone (evicted: Redis must run with maxmemory-policy noeviction).
+        -- Its hash is gone: evicted (Redis must run with maxmemory-policy noeviction).
       elseif n > max_deliveries then
         bury(queue, id, string.format(poison, n - 1))
       else
@@ -379,7 +379,9 @@ class RedisConnection:
             if name in query
         }
         self.redacted = redact(url)
-        self._password = parts.password
+        self._secrets = (
+            {parts.password, unquote(parts.password)} - {""} if parts.password else set()
+        )
         self.prefix = self.options.get("prefix", DEFAULT_PREFIX)
         try:
             self.reconnect_timeout = float(
@@ -403,7 +405,9 @@ class RedisConnection:
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc)
-        return text.replace(self._password, "***") if self._password else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def script(self, source: str) -> Script:
         return Script(self, source)

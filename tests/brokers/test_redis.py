@@ -4,6 +4,7 @@ wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a server 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +64,19 @@ def test_errors_never_show_the_password() -> None:
     with pytest.raises(ConfigurationError) as bad:
         RedisBroker(url + "?socket_timeout=soon")
     assert "s3cret" not in str(bad.value)
+
+
+def test_url_options() -> None:
+    broker = RedisBroker(
+        "rediss://:pw@example.invalid:6380/3?socket_timeout=2&prefix=app:"
+        "&max_deliveries=9&reconnect_timeout=4&ssl_cert_reqs=none"
+    )
+    pool = broker.redis.client.connection_pool
+    assert pool.connection_kwargs["db"] == 3 and pool.connection_kwargs["socket_timeout"] == 2
+    assert "SSL" in pool.connection_class.__name__
+    assert (broker.prefix, broker.max_deliveries, broker.redis.reconnect_timeout) == ("app:", 9, 4)
+    assert broker.redis.max_block < 2  # a blocking wait returns before the socket times out
+    assert "pw" not in broker.redis.redacted
 
 
 def test_an_idle_fetch_blocks_instead_of_polling(broker: RedisBroker, queue: str) -> None:
@@ -230,3 +244,26 @@ def test_a_server_restart_loses_no_acknowledged_publish(
     assert set(published) <= consumed
     lost_logs = [r for r in caplog.records if r.getMessage().startswith("lost Redis")]
     assert 0 < len(lost_logs) <= 2 * 3  # once per outage per connection, not per retry
+
+
+def test_a_worker_process_runs_tasks_and_the_results_arrive(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """End to end on Redis: producer → broker → `soloist worker` → result store → get()."""
+    from tests import sample_app
+
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
+    sample_app.app.configure(url, url)
+    env = {**os.environ, "SOLOIST_BROKER_URL": url, "SOLOIST_RESULT_URL": url}
+    env["SOLOIST_TEST_LEDGER"] = str(tmp_path / "ledger.txt")
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.sample_app:app"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        results = [sample_app.add.delay(i, i) for i in range(20)]
+        assert [r.get(timeout=15) for r in results] == [2 * i for i in range(20)]
+    finally:
+        worker.kill()
+        worker.wait()
+        sample_app.app.close()
