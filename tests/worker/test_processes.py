@@ -118,6 +118,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(
         proc.kill()
         proc.wait()
         workers.ledger.write_text("")
+    time.sleep(0.8)  # the last lease lapses: a burst worker must see the message due
     done = workers.run("worker", "-A", "tests.sample_app:app", "--burst", "--lease", "0.5")
     assert done.returncode == 0, done.stderr
     assert workers.lines() == []  # not run a third time
