@@ -1,0 +1,72 @@
+"""Network faults between a real worker process and Redis: resets and a black hole.
+
+The worker talks to Redis through a proxy that resets every connection several times and
+then swallows all traffic for longer than two socket timeouts. Nothing is lost, and the
+worker comes back by itself: it never hangs on a dead connection.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from soloist import App
+from tests.conftest import WorkerProcesses
+from tests.netfaults import FaultyProxy
+from tests.redis_support import FlushingRedisBroker, FlushingRedisResultStore, prefixed_url
+from tests.servers import require
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultyProxy]:
+    require("Redis", "127.0.0.1", 6379)
+    p = FaultyProxy(("127.0.0.1", 6379))
+    yield p
+    p.close()
+
+
+def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: FaultyProxy) -> None:
+    from tests import sample_app
+
+    prefix = f"soloist-net-{uuid.uuid4().hex[:8]}:"
+    direct = prefixed_url(prefix)
+    broker, results = FlushingRedisBroker(direct), FlushingRedisResultStore(direct)
+    app: App = sample_app.app
+    app.configure(broker, results)
+    try:
+        via_proxy = prefixed_url(prefix, f"redis://127.0.0.1:{proxy.port}/15", socket_timeout=1)
+        workers.env["SOLOIST_BROKER_URL"] = workers.env["SOLOIST_RESULT_URL"] = via_proxy
+        handles = [app.tasks["sleepy"].delay(0.02, f"t{i}") for i in range(300)]
+        worker = workers.start("--lease", "5", "--prefetch", "5")
+
+        def faults() -> None:
+            time.sleep(1.0)
+            for _ in range(4):
+                proxy.reset_all()
+                time.sleep(0.7)
+            proxy.blackhole(True)
+            time.sleep(3.0)  # three socket timeouts of silence
+            proxy.blackhole(False)
+
+        chaos = threading.Thread(target=faults)
+        chaos.start()
+        assert [h.get(timeout=90) for h in handles] == [f"t{i}" for i in range(300)]
+        chaos.join()
+        assert proxy.resets > 0
+        log = workers.output(worker)
+        assert "lost Redis" in log and "is back" in log, "the black hole missed the run"
+        assert worker.poll() is None, "the worker died"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+        starts = {line.split()[1] for line in workers.lines() if line.startswith("start")}
+        assert starts == {f"t{i}" for i in range(300)}
+        assert broker.depth("default") == 0 and broker.dead_letters("default") == []
+    finally:
+        app.close()
+        broker.close()
+        results.close()
