@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import ssl
 import struct
 import threading
 
 
 class FaultyProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
+        """Forward to `target`; with `tls`, clients speak TLS to the proxy (a TLS front)."""
         self.target = target
+        self.tls = tls
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._open = threading.Event()
@@ -33,8 +36,10 @@ class FaultyProxy:
             except OSError:
                 return
             try:
+                if self.tls is not None:
+                    client = self.tls.wrap_socket(client, server_side=True)
                 upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
+            except OSError:  # includes a TLS handshake the client broke off (wrong CA)
                 client.close()
                 continue
             with self._lock:
@@ -57,6 +62,9 @@ class FaultyProxy:
                         data = sock.recv(65536)
                         if not data:
                             return
+                        if isinstance(sock, ssl.SSLSocket):
+                            while sock.pending():  # decrypted bytes select() cannot see
+                                data += sock.recv(sock.pending())
                         peer[sock].sendall(data)
             except OSError:
                 return
