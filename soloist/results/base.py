@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
+from dataclasses import dataclass
 
 PENDING = "PENDING"
 RETRY = "RETRY"
@@ -19,6 +20,17 @@ FINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 
 #: Results are dropped after a day unless the app says otherwise.
 DEFAULT_TTL = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One entry of a store's revocation log."""
+
+    task_id: str
+    #: Unix time of the revocation, by the store's clock where it has one (Redis).
+    at: float
+    #: Stop the task if it is running, not only skip it if it has not started.
+    terminate: bool
 
 
 class ResultStore(abc.ABC):
@@ -48,6 +60,20 @@ class ResultStore(abc.ABC):
             pause = delay if deadline is None else min(delay, deadline - time.monotonic())
             time.sleep(max(pause, 0))
             delay = min(delay * 2, 0.05)
+
+    @abc.abstractmethod
+    def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
+        """Record REVOKED with `body` for `task_id` and log the revocation, both for `ttl`
+        seconds, atomically. False (and nothing logged) if the task already ended otherwise.
+
+        Revoking again (say with `terminate` now) refreshes the log entry."""
+
+    @abc.abstractmethod
+    def revoked_since(self, since: float) -> list[Revocation]:
+        """Revocations logged at or after `since` (unix time) and not expired, oldest first.
+
+        Workers poll this with the `at` of the last entry they saw, so their clocks do not
+        have to agree with the store's."""
 
     @abc.abstractmethod
     def forget(self, task_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .base import FINAL_STATES, ResultStore
+from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 
 class MemoryResultStore(ResultStore):
@@ -13,6 +13,8 @@ class MemoryResultStore(ResultStore):
         self.url = url
         self._cond = threading.Condition()
         self._records: dict[str, tuple[str, bytes, float]] = {}
+        #: task id -> (revoked at, expires at, terminate)
+        self._revoked: dict[str, tuple[float, float, bool]] = {}
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         with self._cond:
@@ -42,6 +44,27 @@ class MemoryResultStore(ResultStore):
                     return rec
                 self._cond.wait(remaining)
 
+    def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
+        with self._cond:
+            now = time.time()
+            old = self.get(task_id)
+            if old is not None and old[0] in FINAL_STATES and old[0] != REVOKED:
+                return False
+            self._records[task_id] = (REVOKED, body, now + ttl)
+            self._revoked[task_id] = (now, now + ttl, terminate)
+            self._cond.notify_all()
+            return True
+
+    def revoked_since(self, since: float) -> list[Revocation]:
+        now = time.time()
+        with self._cond:
+            live = [
+                Revocation(tid, at, terminate)
+                for tid, (at, exp, terminate) in self._revoked.items()
+                if at >= since and exp > now
+            ]
+        return sorted(live, key=lambda r: r.at)
+
     def forget(self, task_id: str) -> None:
         with self._cond:
             self._records.pop(task_id, None)
@@ -52,4 +75,6 @@ class MemoryResultStore(ResultStore):
             old = [k for k, (_, _, exp) in self._records.items() if exp <= now]
             for key in old:
                 del self._records[key]
+            for key in [k for k, (_, exp, _) in self._revoked.items() if exp <= now]:
+                del self._revoked[key]
             return len(old)

@@ -4,6 +4,9 @@
 #   r:<task id>:done     LIST    one token, pushed when a final state is recorded; waiters
 #                                block on it with BLMOVE from the list to itself, which
 #                                leaves the token in place, so every waiter wakes
+#   revoked:at           ZSET    revocation log: task id -> unix time it was revoked
+#   revoked:until        ZSET    the same ids -> unix time the entry expires
+#   revoked:terminate    SET     the ids revoked with terminate=True
 """Results on Redis: expired by Redis itself, and waited for without polling."""
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from functools import partial
 from typing import cast
 
 from ..brokers.redis import RedisConnection
-from .base import FINAL_STATES, ResultStore
+from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 # ARGV: prefix, task id, state, body, ttl in ms. Returns 0 if a final state is already there.
 _PUT = """
@@ -31,7 +34,57 @@ if final[ARGV[3]] then
   redis.call('PEXPIRE', done, ARGV[5])
 end
 return 1
-""".replace("$FINAL", ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES)))
+"""
+
+# Drops expired revocation log entries; shared by the two scripts below.
+_PRUNE = """
+local at, till = prefix .. 'revoked:at', prefix .. 'revoked:until'
+local term = prefix .. 'revoked:terminate'
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', till, '-inf', now)) do
+  redis.call('ZREM', at, id)
+  redis.call('ZREM', till, id)
+  redis.call('SREM', term, id)
+end
+"""
+
+# ARGV: prefix, task id, body, ttl in ms, terminate (1/0). Returns 0 if it already ended.
+_REVOKE = (
+    _PRUNE
+    + """
+local key = prefix .. 'r:' .. ARGV[2]
+local final = {$FINAL}
+local old = redis.call('HGET', key, 's')
+if old and final[old] and old ~= '$REVOKED' then return 0 end
+redis.call('HSET', key, 's', '$REVOKED', 'b', ARGV[3])
+redis.call('PEXPIRE', key, ARGV[4])
+local done = key .. ':done'
+redis.call('DEL', done)
+redis.call('LPUSH', done, 1)
+redis.call('PEXPIRE', done, ARGV[4])
+redis.call('ZADD', at, now, ARGV[2])
+redis.call('ZADD', till, now + tonumber(ARGV[4]) / 1000, ARGV[2])
+if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
+return 1
+"""
+)
+
+# ARGV: prefix, since. Returns {id, revoked at, terminate (0/1), …}, oldest first.
+_REVOKED_SINCE = (
+    _PRUNE
+    + """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', at, ARGV[2], '+inf')) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('ZSCORE', at, id)
+  out[#out + 1] = redis.call('SISMEMBER', term, id)
+end
+return out
+"""
+)
+
+_FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
+_PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
+_REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
 
 
 class RedisResultStore(ResultStore):
@@ -40,6 +93,8 @@ class RedisResultStore(ResultStore):
         self.redis = RedisConnection(url)
         self.prefix = self.redis.prefix
         self._put = self.redis.script(_PUT)
+        self._revoke = self.redis.script(_REVOKE)
+        self._revoked_since = self.redis.script(_REVOKED_SINCE)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}r:{task_id}"
@@ -72,6 +127,17 @@ class RedisResultStore(ResultStore):
             seconds = max(math.ceil(block * 1000), 1) / 1000
             command = ("BLMOVE", done, done, "RIGHT", "LEFT", seconds)
             self.redis.call(partial(self.redis.client.execute_command, *command))
+
+    def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
+        ttl_ms = max(int(ttl * 1000), 1)
+        return bool(self._revoke(task_id, body, ttl_ms, int(terminate)))
+
+    def revoked_since(self, since: float) -> list[Revocation]:
+        reply = self._revoked_since(repr(float(since)))
+        return [
+            Revocation(tid.decode(), float(at), bool(int(term)))
+            for tid, at, term in zip(*[iter(reply)] * 3, strict=True)
+        ]
 
     def forget(self, task_id: str) -> None:
         key = self._key(task_id)

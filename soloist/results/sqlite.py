@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..brokers.sqlite import Database, path_from_url
-from .base import FINAL_STATES, ResultStore
+from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS soloist_results (
@@ -15,6 +15,13 @@ CREATE TABLE IF NOT EXISTS soloist_results (
     expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS soloist_results_expiry ON soloist_results (expires_at);
+CREATE TABLE IF NOT EXISTS soloist_revoked (
+    task_id TEXT PRIMARY KEY,
+    revoked_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    terminate INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soloist_revoked_at ON soloist_revoked (revoked_at);
 """
 
 #: Expired rows are swept by a writer at most this often.
@@ -55,14 +62,47 @@ class SQLiteResultStore(ResultStore):
         )
         return (row[0], row[1]) if row else None
 
+    def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
+        now = time.time()
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT state FROM soloist_results WHERE task_id = ? AND expires_at > ?",
+                (task_id, now),
+            ).fetchone()
+            if row is not None and row[0] in FINAL_STATES and row[0] != REVOKED:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO soloist_results (task_id, state, body, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (task_id, REVOKED, body, now + ttl),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO soloist_revoked (task_id, revoked_at, expires_at,"
+                " terminate) VALUES (?, ?, ?, ?)",
+                (task_id, now, now + ttl, int(terminate)),
+            )
+        return True
+
+    def revoked_since(self, since: float) -> list[Revocation]:
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT task_id, revoked_at, terminate FROM soloist_revoked"
+                " WHERE revoked_at >= ? AND expires_at > ? ORDER BY revoked_at",
+                (since, time.time()),
+            )
+            .fetchall()
+        )
+        return [Revocation(r[0], r[1], bool(r[2])) for r in rows]
+
     def forget(self, task_id: str) -> None:
         self.db.connection().execute("DELETE FROM soloist_results WHERE task_id = ?", (task_id,))
 
     def expire(self) -> int:
-        cur = self.db.connection().execute(
-            "DELETE FROM soloist_results WHERE expires_at <= ?", (time.time(),)
-        )
-        return cur.rowcount
+        now = time.time()
+        conn = self.db.connection()
+        conn.execute("DELETE FROM soloist_revoked WHERE expires_at <= ?", (now,))
+        return conn.execute("DELETE FROM soloist_results WHERE expires_at <= ?", (now,)).rowcount
 
     def close(self) -> None:
         self.db.close()

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from soloist.results.base import FAILURE, RETRY, SUCCESS, ResultStore
+from soloist.results.base import FAILURE, RETRY, REVOKED, SUCCESS, ResultStore
 
 
 def tid() -> str:
@@ -53,3 +53,39 @@ def test_wait_times_out(store: ResultStore) -> None:
     t0 = time.monotonic()
     assert store.wait(t, timeout=0.3) is None
     assert 0.25 <= time.monotonic() - t0 < 2
+
+
+def test_revoke_is_final_and_logged(store: ResultStore) -> None:
+    t, other = tid(), tid()
+    t0 = time.time()
+    assert store.revoke(t, b"r", ttl=60)
+    assert store.get(t) == (REVOKED, b"r")
+    assert not store.put(t, SUCCESS, b"late", ttl=60), "a finishing worker must not flip it"
+    assert store.revoke(other, b"r", ttl=60, terminate=True)
+    log = store.revoked_since(t0 - 60)
+    assert [(r.task_id, r.terminate) for r in log] == [(t, False), (other, True)]
+    assert store.revoked_since(log[1].at) == [log[1]]
+
+
+def test_revoke_after_the_task_ended_changes_nothing(store: ResultStore) -> None:
+    t = tid()
+    store.put(t, SUCCESS, b"42", ttl=60)
+    assert not store.revoke(t, b"r", ttl=60)
+    assert store.get(t) == (SUCCESS, b"42")
+    assert store.revoked_since(0) == []
+
+
+def test_revoke_again_to_terminate(store: ResultStore) -> None:
+    t = tid()
+    assert store.revoke(t, b"r", ttl=60)
+    assert store.revoke(t, b"r", ttl=60, terminate=True)
+    assert [(r.task_id, r.terminate) for r in store.revoked_since(0)] == [(t, True)]
+
+
+def test_revocations_expire(store: ResultStore) -> None:
+    t, keep = tid(), tid()
+    store.revoke(t, b"r", ttl=0.2)
+    store.revoke(keep, b"r", ttl=60)
+    time.sleep(0.4)
+    store.expire()
+    assert [r.task_id for r in store.revoked_since(0)] == [keep]
