@@ -1,0 +1,342 @@
+"""Chaos run: prove that nothing is lost while workers are killed and the broker restarts.
+
+    python benchmarks/chaos.py [--broker sqlite|redis|amqp|all] [--tasks N] [--replicas 3]
+                               [--kill-every 2.0] [--timeout 300]
+
+Tasks sleeping 0-20 ms are published (half before the workers start, half while they
+run), solo worker processes consume them, a random worker is SIGKILLed every
+`--kill-every` seconds and replaced, and in the middle the broker restarts: a private
+Redis with `appendfsync always` is SIGKILLed and started again, RabbitMQ's app is stopped
+and started, and for SQLite every worker is killed at once. Every task appends start and
+end lines to a ledger; the oracle checks it against what was published:
+
+* lost: published (publish returned) but never finished. Must be 0.
+* run twice: started more than once. Each must be explained by the ledger: an earlier
+  attempt was on a worker that was killed, or overlapped the broker restart.
+
+Exits 1 if anything is lost or a second run is unexplained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclass
+class Report:
+    broker: str
+    tasks: int
+    kills: int = 0
+    restarts: int = 0
+    lost: int = 0
+    run_twice: int = 0
+    unexplained: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return self.lost == 0 and self.unexplained == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BrokerUnderTest:
+    """Where the run's messages live, and how that broker is restarted."""
+
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.kind = kind
+        self.tmp = tmp
+        self.redis: subprocess.Popen[bytes] | None = None
+        if kind == "sqlite":
+            self.url = f"sqlite:///{tmp}/chaos.db"
+        elif kind == "redis":
+            self.port = _free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0?reconnect_timeout=60"
+            self._start_redis()
+        elif kind == "amqp":
+            self.url = "amqp://guest:guest@127.0.0.1:5672/?heartbeat=5"
+        else:
+            raise SystemExit(f"unknown broker {kind!r}")
+
+    def _start_redis(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise SystemExit("redis-server is not installed")
+        self.redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.tmp),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("private redis-server did not start")
+
+    def restart(self, workers: Workers) -> tuple[float, float]:
+        """Restart the broker; returns the (start, end) unix times of the outage."""
+        begin = time.time()
+        if self.kind == "redis":
+            assert self.redis is not None
+            self.redis.kill()
+            self.redis.wait()
+            time.sleep(0.5)
+            self._start_redis()
+        elif self.kind == "amqp":
+            subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
+            time.sleep(0.5)
+            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
+        else:
+            workers.kill_all()  # a machine crash, as far as SQLite can tell
+            time.sleep(0.5)
+            workers.fill()
+        return begin, time.time()
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+
+
+class Workers:
+    """Solo worker processes, replaced when killed."""
+
+    def __init__(self, env: dict[str, str], replicas: int, queue: str, log: Path) -> None:
+        self.env = env
+        self.replicas = replicas
+        self.queue = queue
+        self.log = log.open("a")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+
+    def fill(self) -> None:
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < self.replicas:
+            cmd = [
+                sys.executable,
+                "-m",
+                "soloist",
+                "worker",
+                "-A",
+                "chaos_app:app",
+                "-Q",
+                self.queue,
+                "--lease",
+                "2",
+                "--loglevel",
+                "warning",
+            ]
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, env=self.env, cwd=HERE, stdout=self.log, stderr=subprocess.STDOUT
+                )
+            )
+
+    def kill_one(self, rng: random.Random) -> None:
+        alive = [p for p in self.procs if p.poll() is None]
+        if alive:
+            victim = rng.choice(alive)
+            self.killed.add(victim.pid)
+            victim.kill()
+            victim.wait()
+        self.fill()
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.killed.add(proc.pid)
+                proc.kill()
+                proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.log.close()
+
+
+def run(
+    kind: str,
+    tasks: int,
+    replicas: int = 3,
+    kill_every: float = 2.0,
+    timeout: float = 300.0,
+    seed: int = 1,
+) -> Report:
+    rng = random.Random(seed)
+    report = Report(kind, tasks)
+    with tempfile.TemporaryDirectory(prefix=f"chaos-{kind}-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = BrokerUnderTest(kind, tmp)
+        queue = f"chaos-{uuid.uuid4().hex[:8]}"
+        ledger = tmp / "ledger.txt"
+        env = {
+            **os.environ,
+            "SOLOIST_BROKER_URL": broker.url,
+            "SOLOIST_RESULT_URL": "memory://",
+            "CHAOS_LEDGER": str(ledger),
+            "CHAOS_QUEUE": queue,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+        }
+        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+        sys.path.insert(0, str(HERE))
+        from chaos_app import app, work
+
+        app.configure(broker.url, "memory://")
+        app.default_queue = queue
+        published: list[str] = []
+        lock = threading.Lock()
+
+        def publish(count: int) -> None:
+            for _ in range(count):
+                while True:
+                    try:
+                        result = work.apply_async((rng.randint(0, 20),), queue=queue)
+                        break
+                    except Exception as exc:  # broker restarting: try again, as a producer would
+                        report.notes.append(f"publish retried: {type(exc).__name__}")
+                        time.sleep(0.2)
+                with lock:
+                    published.append(result.id)
+
+        first = tasks // 2
+        publish(first)
+        workers = Workers(env, replicas, queue, tmp / "workers.log")
+        start = time.monotonic()
+        workers.fill()
+        producer = threading.Thread(target=publish, args=(tasks - first,))
+        producer.start()
+        outage = (0.0, 0.0)
+        restarted = False
+        next_kill = time.monotonic() + kill_every
+        while time.monotonic() - start < timeout:
+            ended = _ended(ledger)
+            with lock:
+                done = len(published) == tasks and ended >= set(published)
+            if done:
+                break
+            if not restarted and len(ended) >= tasks // 2:
+                outage = broker.restart(workers)
+                report.restarts += 1
+                restarted = True
+            if time.monotonic() >= next_kill:
+                workers.kill_one(rng)
+                next_kill = time.monotonic() + kill_every
+            time.sleep(0.1)
+        producer.join()
+        report.seconds = time.monotonic() - start
+        workers.stop()
+        report.kills = len(workers.killed)
+        _judge(report, published, ledger, workers.killed, outage)
+        app.close()
+        broker.close()
+    return report
+
+
+def _ended(ledger: Path) -> set[str]:
+    if not ledger.exists():
+        return set()
+    return {line.split()[1] for line in ledger.read_text().splitlines() if line.startswith("end ")}
+
+
+def _judge(
+    report: Report,
+    published: list[str],
+    ledger: Path,
+    killed: set[int],
+    outage: tuple[float, float],
+) -> None:
+    starts: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
+    ends: dict[str, list[int]] = collections.defaultdict(list)
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        parts = line.split()
+        if parts[0] == "start":
+            starts[parts[1]].append((int(parts[3]), float(parts[4])))
+        elif parts[0] == "end":
+            ends[parts[1]].append(int(parts[2]))
+    report.lost = sum(1 for task_id in published if not ends.get(task_id))
+    for task_id, attempts in starts.items():
+        if len(attempts) < 2:
+            continue
+        report.run_twice += 1
+        # Every attempt but the last must have been cut short by a kill or the outage.
+        for pid, started in attempts[:-1]:
+            by_kill = pid in killed
+            by_outage = outage[0] - 30 <= started <= outage[1] + 5
+            if not (by_kill or by_outage):
+                report.unexplained += 1
+                report.notes.append(f"{task_id} ran again after pid {pid} at {started:.3f}")
+                break
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", default="all", help="sqlite, redis, amqp or all")
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--kill-every", type=float, default=2.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    kinds = ["sqlite", "redis", "amqp"] if args.broker == "all" else args.broker.split(",")
+    print(
+        f"{'broker':<8}{'tasks':>7}{'kills':>7}{'restarts':>10}{'lost':>6}"
+        f"{'run twice':>11}{'unexplained':>13}{'seconds':>9}"
+    )
+    failed = False
+    for kind in kinds:
+        r = run(kind, args.tasks, args.replicas, args.kill_every, args.timeout)
+        print(
+            f"{r.broker:<8}{r.tasks:>7}{r.kills:>7}{r.restarts:>10}{r.lost:>6}"
+            f"{r.run_twice:>11}{r.unexplained:>13}{r.seconds:>9.1f}"
+        )
+        for note in sorted(set(r.notes))[:10]:
+            print(f"    {note}")
+        failed = failed or not r.ok()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

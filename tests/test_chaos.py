@@ -1,0 +1,35 @@
+"""A small chaos run per broker (benchmarks/chaos.py runs the large one on demand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import require
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_chaos() -> object:
+    spec = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chaos"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "amqp"])
+def test_chaos_loses_nothing(kind: str) -> None:
+    if kind == "redis":
+        require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
+    if kind == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
+    chaos = load_chaos()
+    report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
+    assert report.restarts == 1 and report.kills >= 2, report
+    assert report.lost == 0, report
+    assert report.unexplained == 0, report.notes
