@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 from . import signing
 from .brokers import Broker
@@ -21,6 +31,9 @@ from .results.handle import Result
 from .serializers import Codec
 from .task import AsyncTask, Task, TaskOptions
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -28,6 +41,22 @@ R = TypeVar("R")
 DEFAULT_URL = "sqlite:///soloist.db"
 #: Messages over this many bytes are refused by producers and dead-lettered by workers.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+class TaskSettings(TypedDict, total=False):
+    """The options of `@app.task(...)`; see `TaskOptions` for what each does."""
+
+    name: str | None
+    queue: str | None
+    priority: int
+    max_retries: int | None
+    retry_backoff: float
+    retry_backoff_max: float
+    retry_jitter: bool
+    autoretry_for: tuple[type[BaseException], ...]
+    time_limit: float | None
+    soft_time_limit: float | None
+    ignore_result: bool
 
 
 class _Decorator(Protocol):
@@ -130,38 +159,10 @@ class App:
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
-    def task(
-        self,
-        *,
-        bind: Literal[True],
-        name: str | None = ...,
-        queue: str | None = ...,
-        priority: int = ...,
-        max_retries: int | None = ...,
-        retry_backoff: float = ...,
-        retry_backoff_max: float = ...,
-        retry_jitter: bool = ...,
-        autoretry_for: tuple[type[BaseException], ...] = ...,
-        time_limit: float | None = ...,
-        soft_time_limit: float | None = ...,
-        ignore_result: bool = ...,
-    ) -> _BoundDecorator: ...
+    def task(self, *, bind: Literal[True], **options: Unpack[TaskSettings]) -> _BoundDecorator: ...
     @overload
     def task(
-        self,
-        *,
-        bind: Literal[False] = ...,
-        name: str | None = ...,
-        queue: str | None = ...,
-        priority: int = ...,
-        max_retries: int | None = ...,
-        retry_backoff: float = ...,
-        retry_backoff_max: float = ...,
-        retry_jitter: bool = ...,
-        autoretry_for: tuple[type[BaseException], ...] = ...,
-        time_limit: float | None = ...,
-        soft_time_limit: float | None = ...,
-        ignore_result: bool = ...,
+        self, *, bind: Literal[False] = ..., **options: Unpack[TaskSettings]
     ) -> _Decorator: ...
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(queue=…, max_retries=…)`."""
