@@ -53,6 +53,20 @@ class DeadLetter:
     dead_at: float
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """What `soloist status` shows of a queue; None where a broker cannot tell cheaply."""
+
+    #: Waiting messages, due or delayed: `depth()`.
+    depth: int
+    #: Of those, the ones not due yet.
+    delayed: int | None = None
+    #: Leased to a consumer and not settled.
+    in_flight: int | None = None
+    #: In the queue's dead-letter store.
+    dead: int | None = None
+
+
 def poison_reason(count: int) -> str:
     return f"delivered {count} times without being settled (its worker died each time)"
 
@@ -102,6 +116,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def depth(self, queue: str) -> int:
         """Messages waiting in `queue`, due or delayed, not counting those leased."""
+
+    def stats(self, queue: str) -> QueueStats:
+        """Counts of `queue` for operators. The default knows only the depth."""
+        return QueueStats(self.depth(queue))
 
     @abc.abstractmethod
     def purge(self, queue: str) -> int:

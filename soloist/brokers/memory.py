@@ -15,7 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    poison_reason,
+)
 
 
 @dataclass
@@ -185,6 +192,17 @@ class MemoryBroker(Broker):
     def depth(self, queue: str) -> int:
         with self._cond:
             return sum(1 for r in self._records.values() if r.queue == queue and not r.receipt)
+
+    def stats(self, queue: str) -> QueueStats:
+        now = time.time()
+        with self._cond:
+            mine = [r for r in self._records.values() if r.queue == queue]
+            return QueueStats(
+                depth=sum(1 for r in mine if not r.receipt),
+                delayed=sum(1 for r in mine if not r.receipt and r.visible_at > now),
+                in_flight=sum(1 for r in mine if r.receipt and r.visible_at > now),
+                dead=len(self._dead.get(queue, {})),
+            )
 
     def purge(self, queue: str) -> int:
         with self._cond:

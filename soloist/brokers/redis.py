@@ -48,7 +48,14 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import redact
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    poison_reason,
+)
 
 try:
     import redis
@@ -267,6 +274,17 @@ _DEPTH = """
 local queue = ARGV[2]
 return redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed'))
   + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now)
+"""
+
+# ARGV: prefix, queue. Returns {depth, delayed, in flight, dead letters}.
+_STATS = """
+local queue = ARGV[2]
+local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. now, '+inf')
+local in_flight = redis.call('ZCOUNT', qkey(queue, 'leased'), '(' .. now, '+inf')
+local depth = redis.call('ZCARD', qkey(queue, 'ready'))
+  + redis.call('ZCARD', qkey(queue, 'delayed'))
+  + redis.call('ZCARD', qkey(queue, 'leased')) - in_flight
+return {depth, delayed, in_flight, redis.call('ZCARD', qkey(queue, 'dead'))}
 """
 
 # ARGV: prefix, queue. Drops up to CHUNK waiting messages; returns how many.
@@ -503,6 +521,7 @@ class RedisBroker(Broker):
         self._release = script(_RELEASE)
         self._extend = script(_EXTEND)
         self._depth = script(_DEPTH)
+        self._stats = script(_STATS)
         self._purge = script(_PURGE)
         self._dead_letters = script(_DEAD_LETTERS)
         self._settle_dead = script(_SETTLE_DEAD)
@@ -576,6 +595,9 @@ class RedisBroker(Broker):
 
     def depth(self, queue: str) -> int:
         return int(self._depth(queue))
+
+    def stats(self, queue: str) -> QueueStats:
+        return QueueStats(*(int(n) for n in self._stats(queue)))
 
     def purge(self, queue: str) -> int:
         total = 0

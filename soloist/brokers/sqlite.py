@@ -30,7 +30,14 @@ from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
-from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery, poison_reason
+from .base import (
+    DEFAULT_MAX_DELIVERIES,
+    Broker,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    poison_reason,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS soloist_messages (
@@ -291,6 +298,22 @@ class SQLiteBroker(Broker):
             .fetchone()
         )
         return int(row[0])
+
+    def stats(self, queue: str) -> QueueStats:
+        now = time.time()
+        depth, delayed, in_flight, dead = (
+            self.db.connection()
+            .execute(
+                "SELECT coalesce(sum(receipt IS NULL OR visible_at <= :now), 0),"
+                " coalesce(sum(receipt IS NULL AND visible_at > :now), 0),"
+                " coalesce(sum(receipt IS NOT NULL AND visible_at > :now), 0),"
+                " (SELECT count(*) FROM soloist_dead WHERE queue = :queue)"
+                " FROM soloist_messages WHERE queue = :queue",
+                {"queue": queue, "now": now},
+            )
+            .fetchone()
+        )
+        return QueueStats(depth, delayed, in_flight, dead)
 
     def purge(self, queue: str) -> int:
         cur = self.db.connection().execute(

@@ -224,3 +224,56 @@ def test_heartbeats(broker: Broker) -> None:
     assert workers["w1"][0] == b'{"pid": 1}' and "w2" not in workers
     broker.forget_worker("w1")
     assert "w1" not in broker.workers()
+
+
+def test_stats_count_waiting_delayed_in_flight_and_dead(broker: Broker, queue: str) -> None:
+    for body in (b"a", b"b", b"c"):
+        broker.publish(queue, body)
+    broker.publish(queue, b"later", delay=60)
+    held = fetch_one(broker, queue, lease=30)
+    assert broker.dead_letter(fetch_one(broker, queue, lease=30), "bad")
+    stats = broker.stats(queue)
+    assert stats.depth == broker.depth(queue) == 2
+    # Brokers that cannot count cheaply say None (the default built from depth()).
+    assert stats.delayed in (1, None)
+    assert stats.in_flight in (1, None)
+    assert stats.dead in (1, None)
+    assert broker.ack(held)
+
+
+def test_concurrent_requeues_move_each_dead_letter_once(
+    make_broker: Callable[..., Broker], queue: str
+) -> None:
+    """Two operators requeue the same dead letters at once: each is requeued exactly once."""
+    first = make_broker()
+    for i in range(20):
+        first.publish(queue, b"%d" % i)
+    for d in first.fetch([queue], 20, 30, 2.0):
+        assert first.dead_letter(d, "bad")
+    ids = [d.id for d in first.dead_letters(queue)]
+    assert len(ids) == 20
+    operators = [make_broker(), make_broker()]
+    moved: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def requeue(broker: Broker) -> None:
+        barrier.wait()
+        moved.extend(broker.requeue_dead(queue, [i]) for i in ids)
+
+    threads = [threading.Thread(target=requeue, args=(b,)) for b in operators]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(moved) == 20
+    assert broker_bodies(first, queue) == sorted(b"%d" % i for i in range(20))
+    assert first.dead_letters(queue) == []
+
+
+def broker_bodies(broker: Broker, queue: str) -> list[bytes]:
+    bodies = []
+    while got := broker.fetch([queue], 10, 30, 0.5):
+        bodies += [d.body for d in got]
+        for d in got:
+            broker.ack(d)
+    return sorted(bodies)
