@@ -8,11 +8,17 @@ Events and their keyword arguments:
 
 * `worker_start`, `worker_stop`: worker
 * `received`: worker, delivery (right after it was fetched)
-* `task_started`: worker, delivery, message, task
-* `task_succeeded`, `task_failed`, `task_retried`, `dead_lettered`: worker, delivery,
-  outcome (and message/task when the message could be decoded)
+* `task_started`: worker, delivery, message, task (in the thread that runs the task)
 * `settling`: worker, delivery, outcome (the task ran; nothing is recorded or settled yet)
 * `before_ack`: worker, delivery, outcome (the result is stored, the message not yet settled)
+* `task_succeeded`, `task_failed`, `task_retried`, `task_revoked`, `dead_lettered`: worker,
+  delivery, outcome (its `task`, `task_id`, `reason` and `runtime`), once the message is
+  settled. `task_failed` means no retries are left (the message is dead-lettered too);
+  `dead_lettered` is a message that never ran (undecodable, unknown task, bad arguments);
+  `task_revoked` a task skipped or stopped by `Result.revoke()`.
+
+Every event but `task_started` is emitted in the worker's main thread, in this order for
+one delivery: received, task_started, settling, before_ack, then the outcome's event.
 
 A hook that raises is logged and otherwise ignored: it must not lose the task.
 """
@@ -34,6 +40,7 @@ EVENTS = frozenset(
         "task_succeeded",
         "task_failed",
         "task_retried",
+        "task_revoked",
         "dead_lettered",
         "settling",
         "before_ack",

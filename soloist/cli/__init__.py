@@ -8,8 +8,11 @@ import click
 
 from ..errors import SoloistError
 from ..worker import constants as c
+from .dead_letters import dead_letters
 from .demo import demo
 from .enqueue import enqueue
+from .revoke import revoke
+from .status import status
 from .worker import worker
 
 
@@ -19,7 +22,7 @@ def cli() -> None:
     """Soloist: a task queue built around the inline (solo) worker."""
 
 
-for command in (worker, enqueue, demo):
+for command in (worker, enqueue, status, dead_letters, revoke, demo):
     cli.add_command(command)
 
 

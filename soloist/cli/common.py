@@ -6,7 +6,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -50,3 +50,9 @@ def setup_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
     )
+
+
+def queue_names(app: App, extra: Iterable[str] = ()) -> list[str]:
+    """The app's default queue, its tasks' queues, and `extra`, sorted."""
+    names = {app.default_queue, *(t.options.queue for t in app.tasks.values()), *extra}
+    return sorted(names)

@@ -80,6 +80,11 @@ class ResultStore(abc.ABC):
         """Drop the record of `task_id`."""
 
     @abc.abstractmethod
+    def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
+        """Drop the record of `task_id` only if it is still `record` (state, body), atomically:
+        requeueing a dead letter forgets the failure it saw, never a newer result."""
+
+    @abc.abstractmethod
     def expire(self) -> int:
         """Drop records past their ttl; returns how many."""
 

@@ -85,6 +85,19 @@ class Result(Generic[R]):
         """Drop the stored result."""
         self.app.results.forget(self.id)
 
+    def revoke(self, terminate: bool = False, ttl: float | None = None) -> bool:
+        """Cancel the task: workers skip it if it has not started, and record it REVOKED.
+
+        With `terminate`, a worker running it stops it (in every pool; the task sees
+        `TaskTerminated` raised, or its thread or process ends). Workers learn of it within
+        a second; it holds for `ttl` seconds (the app's result ttl). False if the task had
+        already finished, in which case nothing changes.
+        """
+        record = {"revoked": time.time(), "terminate": terminate}
+        body = self.app.codec.dumps(record)
+        ttl = self.app.result_ttl if ttl is None else ttl
+        return self.app.results.revoke(self.id, body, ttl, terminate)
+
 
 def success_record(value: Any) -> dict[str, Any]:
     return {"value": value, "done": time.time()}

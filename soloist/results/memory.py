@@ -69,6 +69,13 @@ class MemoryResultStore(ResultStore):
         with self._cond:
             self._records.pop(task_id, None)
 
+    def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
+        with self._cond:
+            if self.get(task_id) != record:
+                return False
+            del self._records[task_id]
+            return True
+
     def expire(self) -> int:
         now = time.time()
         with self._cond:

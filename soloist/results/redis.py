@@ -82,6 +82,15 @@ return out
 """
 )
 
+# ARGV: prefix, task id, state, body. Returns 1 if the record was still that and is gone.
+_FORGET_IF = """
+local key = prefix .. 'r:' .. ARGV[2]
+local old = redis.call('HMGET', key, 's', 'b')
+if old[1] ~= ARGV[3] or old[2] ~= ARGV[4] then return 0 end
+redis.call('DEL', key, key .. ':done')
+return 1
+"""
+
 _FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
 _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
 _REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
@@ -95,6 +104,7 @@ class RedisResultStore(ResultStore):
         self._put = self.redis.script(_PUT)
         self._revoke = self.redis.script(_REVOKE)
         self._revoked_since = self.redis.script(_REVOKED_SINCE)
+        self._forget_if = self.redis.script(_FORGET_IF)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}r:{task_id}"
@@ -142,6 +152,9 @@ class RedisResultStore(ResultStore):
     def forget(self, task_id: str) -> None:
         key = self._key(task_id)
         self.redis.call(lambda: self.redis.client.delete(key, key + ":done"))
+
+    def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
+        return bool(self._forget_if(task_id, *record))
 
     def expire(self) -> int:
         """Redis drops expired results itself."""

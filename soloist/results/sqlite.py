@@ -98,6 +98,13 @@ class SQLiteResultStore(ResultStore):
     def forget(self, task_id: str) -> None:
         self.db.connection().execute("DELETE FROM soloist_results WHERE task_id = ?", (task_id,))
 
+    def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
+        cur = self.db.connection().execute(
+            "DELETE FROM soloist_results WHERE task_id = ? AND state = ? AND body = ?",
+            (task_id, *record),
+        )
+        return cur.rowcount == 1
+
     def expire(self) -> int:
         now = time.time()
         conn = self.db.connection()

@@ -89,3 +89,16 @@ def test_revocations_expire(store: ResultStore) -> None:
     time.sleep(0.4)
     store.expire()
     assert [r.task_id for r in store.revoked_since(0)] == [keep]
+
+
+def test_forget_if_drops_only_the_record_seen(store: ResultStore) -> None:
+    t = tid()
+    store.put(t, FAILURE, b"first", ttl=60)
+    seen = store.get(t)
+    assert seen is not None
+    assert not store.forget_if(t, (FAILURE, b"other"))
+    assert store.forget_if(t, seen)
+    assert store.get(t) is None
+    store.put(t, SUCCESS, b"rerun", ttl=60)
+    assert not store.forget_if(t, seen), "a newer result must survive a late forget"
+    assert store.get(t) == (SUCCESS, b"rerun")
