@@ -3,10 +3,12 @@
 Adding a broker means adding a factory to BROKERS: a function taking pytest's tmp_path
 and max_deliveries and returning a broker. Within one test, every broker it makes talks to
 the same store (as two workers on one server would); tests keep apart by queue name.
+A broker whose leases do not end by time also says in HOLDER_DIES how a holder "dies".
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,11 +40,38 @@ def _redis_broker(tmp: Path, max_deliveries: int) -> Broker:
     return FlushingRedisBroker(prefixed_url(prefix), max_deliveries)
 
 
+def _amqp_broker(tmp: Path, max_deliveries: int) -> Broker:
+    """Priority lanes 0-2 (the suite's 0, 1, 5 stay in order); queues deleted on close."""
+    require("RabbitMQ", "127.0.0.1", 5672)
+    from tests.amqp_support import DeletingAMQPBroker, amqp_url
+
+    return DeletingAMQPBroker(amqp_url(max_priority=2, queue_expires=120), max_deliveries)
+
+
 BROKERS: dict[str, BrokerFactory] = {
     "memory": _memory_broker,
     "sqlite": lambda tmp, md: SQLiteBroker(f"sqlite:///{tmp}/broker.db", max_deliveries=md),
     "redis": _redis_broker,
+    "amqp": _amqp_broker,
 }
+
+
+def _wait_past_lease(broker: Broker, lease: float) -> None:
+    time.sleep(lease + 0.4)  # long enough for a lease to lapse, on a slow machine too
+
+
+#: How a test ends the leases a consumer holds, as its worker's death would. By default
+#: the lease runs out; on AMQP the lease is the channel's life, so the connection closes.
+HOLDER_DIES: dict[str, Callable[[Broker, float], None]] = {
+    "amqp": lambda broker, lease: broker.die(),  # type: ignore[attr-defined]
+}
+
+
+@pytest.fixture
+def holder_dies(request: pytest.FixtureRequest) -> Callable[[Broker, float], None]:
+    """`holder_dies(broker, lease)`: the leases `broker` holds end; it stays usable."""
+    kind = request.node.callspec.params["make_broker"]
+    return HOLDER_DIES.get(kind, _wait_past_lease)
 
 
 @pytest.fixture(params=sorted(BROKERS))

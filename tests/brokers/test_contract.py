@@ -9,7 +9,7 @@ from collections.abc import Callable
 from soloist.brokers.base import Broker, Delivery
 
 LEASE = 0.5
-LAPSE = LEASE + 0.4  # long enough for a lease to lapse, on a slow machine too
+HolderDies = Callable[[Broker, float], None]
 
 
 def fetch_one(broker: Broker, queue: str, lease: float = LEASE, timeout: float = 2.0) -> Delivery:
@@ -40,21 +40,21 @@ def test_leased_message_is_invisible_to_another_consumer(
     assert b.fetch([queue], 1, 5, 0.3) == []
 
 
-def test_ack_removes_for_good(broker: Broker, queue: str) -> None:
+def test_ack_removes_for_good(broker: Broker, queue: str, holder_dies: HolderDies) -> None:
     broker.publish(queue, b"x")
     assert broker.ack(fetch_one(broker, queue))
-    time.sleep(LAPSE)
+    holder_dies(broker, LEASE)
     assert broker.fetch([queue], 1, LEASE, 0.1) == []
     assert broker.depth(queue) == 0
 
 
 def test_lapsed_lease_redelivers_with_count_raised_and_fences_the_old_holder(
-    make_broker: Callable[..., Broker], queue: str
+    make_broker: Callable[..., Broker], queue: str, holder_dies: HolderDies
 ) -> None:
     a, b = make_broker(), make_broker()
     a.publish(queue, b"x")
     first = fetch_one(a, queue)
-    time.sleep(LAPSE)
+    holder_dies(a, LEASE)
     second = fetch_one(b, queue, lease=5)
     assert second.body == b"x" and second.delivery_count == 2
     assert not a.ack(first), "a stale holder's ack must be refused"
@@ -123,11 +123,13 @@ def test_extend_keeps_the_lease(make_broker: Callable[..., Broker], queue: str) 
     assert a.ack(d)
 
 
-def test_extend_reports_lost_leases(make_broker: Callable[..., Broker], queue: str) -> None:
+def test_extend_reports_lost_leases(
+    make_broker: Callable[..., Broker], queue: str, holder_dies: HolderDies
+) -> None:
     a, b = make_broker(), make_broker()
     a.publish(queue, b"x")
     d = fetch_one(a, queue)
-    time.sleep(LAPSE)
+    holder_dies(a, LEASE)
     fetch_one(b, queue, lease=5)
     assert a.extend([d], LEASE) == [d]
 
@@ -156,13 +158,13 @@ def test_dead_letter_list_requeue_drop(broker: Broker, queue: str) -> None:
 
 
 def test_poison_message_is_dead_lettered_after_max_deliveries(
-    make_broker: Callable[..., Broker], queue: str
+    make_broker: Callable[..., Broker], queue: str, holder_dies: HolderDies
 ) -> None:
     broker = make_broker(max_deliveries=2)
     broker.publish(queue, b"poison")
     for count in (1, 2):
         assert fetch_one(broker, queue, lease=0.2).delivery_count == count
-        time.sleep(0.4)  # the "worker" died: the lease lapses
+        holder_dies(broker, 0.2)  # the "worker" died
     assert broker.fetch([queue], 1, 0.2, 0.5) == []
     (dead,) = broker.dead_letters(queue)
     assert dead.body == b"poison" and "2 times" in dead.reason

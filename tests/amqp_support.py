@@ -1,0 +1,39 @@
+"""Helpers for tests on RabbitMQ: brokers that remove the queues their test made.
+
+Quorum queues each hold file handles on the server for as long as they exist, and the
+server is shared, so a test deletes its topology when its brokers close rather than
+leaving it to expire.
+"""
+
+from __future__ import annotations
+
+from soloist.brokers.amqp import AMQPBroker, _Session
+from tests.servers import AMQP_URL
+
+
+def amqp_url(base: str = AMQP_URL, **options: object) -> str:
+    """`base` with query options added."""
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{base}{'&' if '?' in base else '?'}{query}" if query else base
+
+
+class DeletingAMQPBroker(AMQPBroker):
+    """An AMQP broker that deletes every queue it declared when closed.
+
+    `die()` is the plain close: the connection goes, as when a worker dies, and the
+    queues stay for the rest of the test.
+    """
+
+    used: set[str]
+
+    def _declare(self, s: _Session, queue: str) -> None:
+        self.__dict__.setdefault("used", set()).add(queue)
+        super()._declare(s, queue)
+
+    def die(self) -> None:
+        super().close()
+
+    def close(self) -> None:
+        for queue in sorted(self.__dict__.get("used", ())):
+            self.delete(queue)
+        super().close()
