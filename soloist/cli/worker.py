@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..app import App
 from ..pools import NAMES as POOL_NAMES
 from ..worker import constants as c
 from .common import app_option, load_app, setup_logging
@@ -15,6 +16,30 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     if value is not None and value <= 0:
         raise click.BadParameter("must be greater than 0")
     return value
+
+
+def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        low, high = (int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,MAX (two whole numbers), not {value!r}") from None
+    if not 1 <= low <= high:
+        raise click.BadParameter(f"expected 1 <= MIN <= MAX, not {value!r}")
+    return low, high
+
+
+def _replica_command(ctx: click.Context) -> list[str]:
+    """This very command, for one replica: every option given, except the supervisor's."""
+    command = [sys.executable, "-m", "soloist", "worker"]
+    for param in ctx.command.params:
+        value = ctx.params[param.name or ""]
+        if param.name in ("replicas", "autoscale") or value is None or value is False:
+            continue
+        flag = max(param.opts, key=len)
+        command += [flag] if value is True else [flag, str(value)]
+    return command
 
 
 @click.command()
@@ -60,6 +85,34 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 )
 @click.option("--burst", is_flag=True, help="Exit 0 once the queues are empty.")
 @click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a process after this many tasks: a processes-pool child, else the worker "
+    f"itself (it exits {c.EXIT_RECYCLE} for its supervisor to start a fresh one).",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=float,
+    default=None,
+    callback=_positive,
+    metavar="MB",
+    help="Replace a process once its resident memory passes this many MB after a task.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run a supervisor and this many independent workers, restarted when they die.",
+)
+@click.option(
+    "--autoscale",
+    default=None,
+    callback=_range,
+    metavar="MIN,MAX",
+    help="With a supervisor: between MIN and MAX replicas, by queue depth and idleness.",
+)
+@click.option(
     "--loglevel",
     "-l",
     default="info",
@@ -76,6 +129,10 @@ def worker(
     time_limit: float | None,
     soft_time_limit: float | None,
     burst: bool,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: float | None,
+    replicas: int | None,
+    autoscale: tuple[int, int] | None,
     loglevel: str,
 ) -> None:
     """Run a worker: each task runs inline in its main thread (with --pool solo)."""
@@ -84,6 +141,8 @@ def worker(
     setup_logging(loglevel)
     app = load_app(app_path)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    if replicas is not None or autoscale is not None:
+        sys.exit(_supervise(app, names, replicas, autoscale))
     w = Worker(
         app,
         names,
@@ -94,6 +153,32 @@ def worker(
         burst=burst,
         time_limit=time_limit,
         soft_time_limit=soft_time_limit,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
     )
     w.broker.depth(w.queues[0])  # fail fast, with one line, if the broker is unreachable
     sys.exit(w.run())
+
+
+def _supervise(
+    app: App, queues: list[str] | None, replicas: int | None, autoscale: tuple[int, int] | None
+) -> int:
+    from ..supervisor import Supervisor
+
+    low, high = autoscale or (1, replicas or 1)
+    if replicas is None:
+        replicas = low
+    elif not low <= replicas <= high:
+        raise click.BadParameter(
+            f"must be within --autoscale {low},{high}", param_hint="--replicas"
+        )
+    names = queues or [app.default_queue]
+    app.broker.depth(names[0])  # fail fast, with one line, if the broker is unreachable
+    if autoscale is None:
+        app.close()  # the replicas have their own connections; this one is not needed
+
+    def depth() -> int:
+        return sum(app.broker.depth(q) for q in names)
+
+    command = _replica_command(click.get_current_context())
+    return Supervisor(command, replicas, autoscale=autoscale, depth=depth).run()

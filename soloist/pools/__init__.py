@@ -8,16 +8,28 @@ from .base import ExecutorFactory, Pool
 NAMES = ("solo", "threads", "processes")
 
 
-def create(name: str, make_executor: ExecutorFactory, concurrency: int = 1) -> Pool:
-    """The pool called `name`, running up to `concurrency` tasks at once."""
+def create(
+    name: str,
+    make_executor: ExecutorFactory,
+    concurrency: int = 1,
+    *,
+    max_tasks: int | None = None,
+    max_memory: float | None = None,
+) -> Pool:
+    """The pool called `name`, running up to `concurrency` tasks at once, its processes
+    recycled after `max_tasks` tasks or past `max_memory` MB."""
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
     if name == "solo":
         from .solo import SoloPool
 
-        return SoloPool(make_executor)
+        return SoloPool(make_executor, max_tasks=max_tasks, max_memory=max_memory)
     if name == "threads":
         from .threads import ThreadPool
 
-        return ThreadPool(make_executor, concurrency)
+        return ThreadPool(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
+    if name == "processes":
+        from .processes import ProcessPool
+
+        return ProcessPool(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
     raise ConfigurationError(f"unknown pool {name!r} (choose {', '.join(NAMES)})")

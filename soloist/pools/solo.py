@@ -36,8 +36,15 @@ def alarm(seconds: float) -> Iterator[None]:
 class SoloPool(Pool):
     name = "solo"
 
-    def __init__(self, make_executor: ExecutorFactory, concurrency: int = 1) -> None:
-        super().__init__(make_executor, 1)
+    def __init__(
+        self,
+        make_executor: ExecutorFactory,
+        concurrency: int = 1,
+        *,
+        max_tasks: int | None = None,
+        max_memory: float | None = None,
+    ) -> None:
+        super().__init__(make_executor, 1, max_tasks=max_tasks, max_memory=max_memory)
         self.executor = make_executor()
         self.executor.soft_limit = alarm
         self._done: list[tuple[Delivery, Outcome]] = []
@@ -46,11 +53,19 @@ class SoloPool(Pool):
         self._done.append((delivery, self.executor.execute(delivery)))
 
     def free(self) -> int:
-        return 0 if self._done else 1
+        return 0 if self._done or self.worn() else 1
+
+    def busy(self) -> bool:
+        return bool(self._done)
 
     def collect(self, timeout: float) -> list[tuple[Delivery, Outcome]]:
         done, self._done = self._done, []
+        self._ended(len(done))
         return done
+
+    def stop(self, delivery: Delivery, outcome: Outcome) -> bool:
+        # The task runs in the worker's main thread: only ending the process stops it.
+        return any(d.id == delivery.id for d, _ in self._done)
 
     def close(self) -> None:
         self.executor.close()

@@ -10,6 +10,8 @@ EXIT_CONFIG = 1
 EXIT_COLD_SHUTDOWN = 3
 #: A task passed its hard time limit; the failure is recorded and a fresh process is needed.
 EXIT_HARD_TIME_LIMIT = 4
+#: Past --max-tasks-per-child or --max-memory-per-child: finished warm, wants a fresh process.
+EXIT_RECYCLE = 5
 
 #: A lease long enough that renewals every lease/3 survive a few slow broker round trips.
 DEFAULT_LEASE = 30.0

@@ -38,6 +38,7 @@ class Kind(enum.Enum):
     RETRY = "retried"
     FAILURE = "failed"
     DEAD = "dead-lettered"  # never ran: the message itself was unusable
+    LOST = "lost"  # the process running it died: it is redelivered, its count raised
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ class Keeper(threading.Thread):
         if self.watchdog is not None and running.time_limit:
             self.watchdog.arm(running, c.GRACE)
 
-    def disarm(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.disarm()
+    def disarm(self, running: Running) -> None:
+        if self.watchdog is not None and running.time_limit:
+            self.watchdog.disarm(running.delivery.id)
 
     def stop(self) -> None:
         self._halt.set()
@@ -58,8 +58,13 @@ class Keeper(threading.Thread):
         while not self._halt.wait(c.KEEPER_TICK):
             now = time.monotonic()
             for running in list(self.worker.running.values()):
-                if running.time_limit and now - running.started > running.time_limit:
-                    self.hard_limit.enforce(running)  # ends the process
+                if (
+                    running.time_limit
+                    and not running.stopped
+                    and now - running.started > running.time_limit
+                ):
+                    self.hard_limit.enforce(running)  # stops the task, or ends the process
+                    self.disarm(running)
             try:
                 if now >= next_extend:
                     next_extend = now + self.worker.lease / 3

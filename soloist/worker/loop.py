@@ -50,6 +50,7 @@ class Running:
     since: float  # unix time
     started: float  # monotonic
     time_limit: float | None
+    stopped: bool = False  # by the pool, at its hard time limit
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Stats:
     failed: int = 0
     dead: int = 0
     stale: int = 0
+    lost: int = 0
 
 
 class Worker:
@@ -76,6 +78,8 @@ class Worker:
         soft_time_limit: float | None = None,
         keeper: bool = True,
         watchdog: bool = True,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: float | None = None,
     ) -> None:
         from ..pools import create
 
@@ -91,7 +95,13 @@ class Worker:
         self.shutdown = Shutdown()
         self.prefetched: collections.deque[Delivery] = collections.deque()
         self.running: dict[str, Running] = {}
-        self.pool: Pool = create(pool, self._executor, concurrency)
+        self.pool: Pool = create(
+            pool,
+            self._executor,
+            concurrency,
+            max_tasks=max_tasks_per_child,
+            max_memory=max_memory_per_child,
+        )
         self.prefetch = max(prefetch, self.pool.concurrency)
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
         self.started_at = time.time()
@@ -124,7 +134,7 @@ class Worker:
             "worker %s ready: queues %s, pool %s", self.id, ",".join(self.queues), self.pool.name
         )
         try:
-            while not self.shutdown.requested:
+            while not self.shutdown.requested and not self.pool.worn():
                 wait = 0 if self.pool.free() else c.FETCH_WAIT
                 for finished, outcome in self.pool.collect(wait):
                     self.settle(finished, outcome)
@@ -136,7 +146,7 @@ class Worker:
                 elif self.burst and not self.pool.busy() and self._drained():
                     break
             self._finish_running()
-            return c.EXIT_OK
+            return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
         except ColdShutdown:
             self.broker.release([r.delivery for r in self.running.values()])
             return c.EXIT_COLD_SHUTDOWN
@@ -165,8 +175,15 @@ class Worker:
         so a crash in between leaves a message that is redelivered, never a lost one)."""
         self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
-        if self.keeper is not None and running is not None and running.time_limit:
-            self.keeper.disarm()
+        if self.keeper is not None and running is not None:
+            self.keeper.disarm(running)
+        if outcome.kind is Kind.LOST:
+            # Its process died mid-run: end the lease now, so the message is redelivered
+            # with its delivery count raised, as if this worker had died.
+            self.broker.extend([delivery], 0)
+            self.stats.lost += 1
+            log.warning("delivery %s given back: %s", delivery.id, outcome.reason)
+            return
         # A long run may have outlived its lease (a frozen worker: the keeper could not
         # renew it); if another worker holds the message now, settle nothing.
         if (

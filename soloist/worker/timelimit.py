@@ -1,14 +1,19 @@
 """Hard time limits, enforced twice over.
 
-At the limit the keeper thread records the task as failed, dead-letters its message, hands
-back whatever else the worker holds, and ends the process with `EXIT_HARD_TIME_LIMIT`.
+At the limit the keeper thread asks the pool to stop just that task (the processes pool
+kills its child, the threads pool abandons its thread); the pool then reports it failed with
+`TimeLimitExceeded` and the worker settles it as usual. Where that is impossible (the solo
+pool runs the task in the main thread) the keeper records the task as failed, dead-letters
+its message, hands back whatever else the worker holds, and ends the process with
+`EXIT_HARD_TIME_LIMIT`.
 
 The keeper needs the GIL, and a C call that holds it (a catastrophic regex, a tight loop
 in an extension) starves every Python thread. So a task with a hard limit also arms a
 small watchdog *process*, which needs nothing from the worker: if the worker is still alive
 `GRACE` seconds after the limit, the watchdog SIGKILLs it and records the failure and
 settles the message itself, through its own broker connection. The parent then sees the
-worker killed by SIGKILL rather than exiting with `EXIT_HARD_TIME_LIMIT`.
+worker killed by SIGKILL rather than exiting with `EXIT_HARD_TIME_LIMIT`. It watches every
+armed task of the worker, each with its own deadline.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,7 @@ from ..errors import TimeLimitExceeded
 from ..results.base import FAILURE
 from ..results.handle import failure_record
 from . import constants as c
+from .execution import Kind, Outcome
 
 if TYPE_CHECKING:
     from ..app import App
@@ -37,12 +44,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("soloist.keeper")
 
 
+def _failure(app: App, limit: float) -> tuple[str, bytes]:
+    reason = f"hard time limit of {limit}s exceeded"
+    return reason, app.codec.dumps(failure_record(TimeLimitExceeded.__name__, reason, ""))
+
+
 def record_hard_limit(app: App, delivery: Delivery, task_id: str, limit: float) -> None:
     """Store the time-limit failure for `task_id` and dead-letter its message."""
-    reason = f"hard time limit of {limit}s exceeded"
-    record = failure_record(TimeLimitExceeded.__name__, reason, "")
-    app.results.put(task_id, FAILURE, app.codec.dumps(record), app.result_ttl)
+    reason, result = _failure(app, limit)
+    app.results.put(task_id, FAILURE, result, app.result_ttl)
     app.broker.dead_letter(delivery, reason)
+
+
+def hard_limit_outcome(app: App, running: Running) -> Outcome:
+    """The same failure as an outcome, for the worker to settle."""
+    reason, result = _failure(app, running.time_limit or 0)
+    return Outcome(Kind.FAILURE, running.task_id, running.task, result, reason=reason)
 
 
 class HardLimit:
@@ -52,7 +69,17 @@ class HardLimit:
         self.worker = worker
 
     def enforce(self, running: Running) -> None:
+        """Stop the task through the pool, or else end the process (and not return)."""
         w = self.worker
+        if w.pool.stop(running.delivery, hard_limit_outcome(w.app, running)):
+            running.stopped = True
+            log.error(
+                "task %s[%s] passed its hard time limit of %ss: stopped",
+                running.task,
+                running.task_id,
+                running.time_limit,
+            )
+            return
         log.error(
             "task %s[%s] passed its hard time limit of %ss: recording the failure and "
             "ending this worker",
@@ -79,11 +106,19 @@ class Watchdog:
     def __init__(self, app: App) -> None:
         self.app = app
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # tasks start on pool threads, end on the main one
 
     def _send(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._start()
+            self._write(message)
+
+    def _start(self) -> None:
         if self._proc is None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "soloist.worker.timelimit"], stdin=subprocess.PIPE
+                # Not `-m`: that would run this module a second time, as __main__.
+                [sys.executable, "-c", "from soloist.worker.timelimit import watch; watch()"],
+                stdin=subprocess.PIPE,
             )
             app = self.app
             # URLs go through the pipe, never argv: `ps` would show their passwords.
@@ -96,7 +131,6 @@ class Watchdog:
                     "ttl": app.result_ttl,
                 }
             )
-        self._write(message)
 
     def _write(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -107,6 +141,7 @@ class Watchdog:
         d = running.delivery
         self._send(
             {
+                "key": d.id,
                 "deadline": running.since + (running.time_limit or 0) + grace,
                 "limit": running.time_limit,
                 "task_id": running.task_id,
@@ -121,66 +156,65 @@ class Watchdog:
             }
         )
 
-    def disarm(self) -> None:
-        if self._proc is not None:
-            self._write({"disarm": True})
+    def disarm(self, key: str) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._write({"disarm": key})
 
     def close(self) -> None:
-        if self._proc is not None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            self._proc.wait(timeout=10)
-            self._proc = None
+        with self._lock:
+            if self._proc is not None:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+                self._proc = None
 
 
-def _watch() -> None:
+def watch() -> None:
+    """The watchdog process: wait for deadlines, fed by the worker on stdin."""
     fd = sys.stdin.buffer.fileno()
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
     buffer = b""
     init: dict[str, Any] | None = None
-    armed: dict[str, Any] | None = None
+    armed: dict[str, dict[str, Any]] = {}
     while True:
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             message = json.loads(line)
             if init is None:
                 init = message
+            elif "disarm" in message:
+                armed.pop(message["disarm"], None)
             else:
-                armed = None if message.get("disarm") else message
-        timeout = None if armed is None else max(armed["deadline"] - time.time(), 0)
+                armed[message["key"]] = message
+        first = min((a["deadline"] for a in armed.values()), default=None)
+        timeout = None if first is None else max(first - time.time(), 0)
         if selector.select(timeout):
             chunk = os.read(fd, 65536)
             if not chunk:
                 return  # the worker closed the pipe: it exited
             buffer += chunk
-        elif init is not None and armed is not None:
-            _kill_and_record(init, armed)
+        elif init is not None:
+            now = time.time()
+            _kill_and_record(init, [a for a in armed.values() if a["deadline"] <= now])
             return
 
 
-def _kill_and_record(init: dict[str, Any], armed: dict[str, Any]) -> None:
+def _kill_and_record(init: dict[str, Any], overdue: list[dict[str, Any]]) -> None:
     from ..app import App
 
     try:
         os.kill(init["pid"], signal.SIGKILL)
     except ProcessLookupError:
         return  # the keeper got there first and the worker has exited
+    limits = ", ".join(f"{a['limit']}s" for a in overdue)
     sys.stderr.write(
         f"soloist watchdog: worker {init['pid']} stuck past its hard time limit "
-        f"of {armed['limit']}s (GIL held); killed it\n"
+        f"of {limits} (GIL held); killed it\n"
     )
     if init["broker"].startswith("memory"):
         return  # another process's memory broker cannot be reached
-    d = armed["delivery"]
-    delivery = Delivery(
-        d["id"],
-        d["queue"],
-        base64.b64decode(d["body"]),
-        d["delivery_count"],
-        d["attempts"],
-        d["receipt"],
-    )
     app = App(
         init["broker"],
         init["results"],
@@ -188,9 +222,15 @@ def _kill_and_record(init: dict[str, Any], armed: dict[str, Any]) -> None:
         result_ttl=init["ttl"],
         accept_pickle=init["serializer"] == "pickle",
     )
-    record_hard_limit(app, delivery, armed["task_id"], armed["limit"])
+    for armed in overdue:
+        d = armed["delivery"]
+        delivery = Delivery(
+            d["id"],
+            d["queue"],
+            base64.b64decode(d["body"]),
+            d["delivery_count"],
+            d["attempts"],
+            d["receipt"],
+        )
+        record_hard_limit(app, delivery, armed["task_id"], armed["limit"])
     app.close()
-
-
-if __name__ == "__main__":
-    _watch()
