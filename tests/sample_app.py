@@ -147,3 +147,14 @@ def whoami(seconds: float) -> int:
     ledger(f"start whoami {os.getpid()}")
     time.sleep(seconds)
     return os.getpid()
+
+
+@app.task(name="fail_first", max_retries=0)
+def fail_first(tag: str) -> str:
+    """Fails on its first run, succeeds once requeued."""
+    with open(os.environ["SOLOIST_TEST_LEDGER"]) as f:
+        failed_before = f"failed {tag}" in f.read().splitlines()
+    if not failed_before:
+        ledger(f"failed {tag}")
+        raise RuntimeError(f"first run of {tag}")
+    return tag

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -45,11 +44,11 @@ def app_option(fn: F) -> F:
     )(fn)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at `level`, as text lines or (`fmt="json"`) JSON objects."""
+    from ..logs import setup
+
+    setup(level, fmt)
 
 
 def queue_names(app: App, extra: Iterable[str] = ()) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..app import App
@@ -133,7 +134,7 @@ def list_(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
         return
     table = Table("id", "queue", "task", "task id", "arguments", "reason", "deliveries", "dead at")
     for e in entries:
-        table.add_row(
+        cells = (
             e["id"],
             e["queue"],
             e["task"] or "?",
@@ -143,6 +144,7 @@ def list_(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
             str(e["delivery_count"]),
             _when(e["dead_at"]),
         )
+        table.add_row(*(escape(cell) for cell in cells))  # text, not rich markup
     Console().print(table if entries else "no dead letters")
 
 

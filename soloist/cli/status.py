@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ..app import App
@@ -82,16 +83,17 @@ def render(snap: dict[str, Any]) -> Group:
     queues.title = "Queues"
     for q in snap["queues"]:
         queues.add_row(
-            q["queue"], _n(q["depth"]), _n(q["delayed"]), _n(q["in_flight"]), _n(q["dead"])
+            escape(q["queue"]), _n(q["depth"]), _n(q["delayed"]), _n(q["in_flight"]), _n(q["dead"])
         )
     workers = Table("worker", "host", "pid", "pool", "running", "done", "last seen")
     workers.title = "Workers"
     for w in snap["workers"]:
         running = ", ".join(f"{r['task']}[{r['id']}] {_ago(r['for'])}" for r in w["running"])
+        running = escape(running)  # not rich markup: [id] would vanish
         seen = _ago(snap["time"] - w["last_seen"]) + " ago"
         workers.add_row(
-            w["id"],
-            w["host"] or "?",
+            escape(w["id"]),
+            escape(w["host"] or "?"),
             str(w["pid"] or "?"),
             f"{w['pool']} x{w['concurrency']}" if w["concurrency"] else str(w["pool"]),
             running or "idle",
