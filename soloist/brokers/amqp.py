@@ -843,6 +843,11 @@ class AMQPBroker(Broker):
                 else:
                     try:
                         yield ch
+                        # Give back what was browsed and not acked while still holding the
+                        # lock, or the next holder may not see it; the synchronous qos
+                        # returns once the server has handled the acks and the nack.
+                        ch.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+                        ch.basic_qos(prefetch_count=0)
                     finally:
                         # The lock lives as long as our connection: always delete it.
                         if ch.is_open:
@@ -856,7 +861,7 @@ class AMQPBroker(Broker):
     def _browse(
         self, ch: BlockingChannel, name: str, limit: int
     ) -> Iterator[tuple[int, Any, bytes]]:
-        """basic.get up to `limit` messages; those not acked return when `ch` closes."""
+        """basic.get up to `limit` messages; `_locked` returns those not acked."""
         for _ in range(limit):
             method, props, body = ch.basic_get(name)
             if method is None:
@@ -906,7 +911,7 @@ class AMQPBroker(Broker):
             with self._locked(s, f"{queue}.dead") as ch:
                 for tag, props, body in self._browse(ch, f"{queue}.dead", 1_000_000):
                     if wanted is not None and props.message_id not in wanted:
-                        continue  # returns to the store when the channel closes
+                        continue  # goes back to the store when the lock is released
                     if requeue:
                         headers = {
                             k: v for k, v in (props.headers or {}).items() if not k.startswith("x-")
@@ -915,8 +920,6 @@ class AMQPBroker(Broker):
                         self._send(s, queue, queue, body, props.message_id or "", headers)
                     ch.basic_ack(tag)
                     done += 1
-                # A synchronous call, so the acks are processed before the close.
-                ch.basic_qos(prefetch_count=0)
             return done
 
         return work
@@ -982,7 +985,6 @@ class AMQPBroker(Broker):
                         ch.basic_ack(tag)
                     else:
                         alive[wid] = (body, seen)
-                ch.basic_qos(prefetch_count=0)  # acks processed before the close
             return alive
 
         return self._must(work)
