@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from .. import logs
 from ..app import App
+from ..logs import FORMATS
 from ..pools import NAMES as POOL_NAMES
 from ..worker import constants as c
 from .common import app_option, load_app, setup_logging
@@ -113,6 +115,19 @@ def _replica_command(ctx: click.Context) -> list[str]:
     help="With a supervisor: between MIN and MAX replicas, by queue depth and idleness.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (each replica: the next free one).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for log pipelines.",
+)
+@click.option(
     "--loglevel",
     "-l",
     default="info",
@@ -133,13 +148,16 @@ def worker(
     max_memory_per_child: float | None,
     replicas: int | None,
     autoscale: tuple[int, int] | None,
+    metrics_port: int | None,
+    log_format: str,
     loglevel: str,
 ) -> None:
     """Run a worker: each task runs inline in its main thread (with --pool solo)."""
     from ..worker import Worker
 
-    setup_logging(loglevel)
+    setup_logging(loglevel, log_format)
     app = load_app(app_path)
+    logs.redact(app)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if replicas is not None or autoscale is not None:
         sys.exit(_supervise(app, names, replicas, autoscale))
@@ -157,6 +175,11 @@ def worker(
         max_memory_per_child=max_memory_per_child,
     )
     w.broker.depth(w.queues[0])  # fail fast, with one line, if the broker is unreachable
+    logs.task_events(app)
+    if metrics_port is not None:
+        from ..metrics import serve
+
+        serve(w, metrics_port)
     sys.exit(w.run())
 
 

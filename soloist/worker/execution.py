@@ -10,7 +10,7 @@ import asyncio
 import enum
 import inspect
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from time import perf_counter as _clock
@@ -21,6 +21,7 @@ from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded
 from ..message import Message
 from ..results.base import FAILURE, SUCCESS
 from ..results.handle import failure_record, success_record
+from ..revocation import TaskTerminated
 from ..task import Request, Task, reset_request, set_request
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Kind(enum.Enum):
     FAILURE = "failed"
     DEAD = "dead-lettered"  # never ran: the message itself was unusable
     LOST = "lost"  # the process running it died: it is redelivered, its count raised
+    REVOKED = "revoked"  # skipped, or stopped while running: acked, never run again
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,13 @@ class Executor:
         app: App,
         soft_limit: SoftLimit | None = None,
         started: Callable[[Delivery, Message, Task[Any, Any]], None] | None = None,
+        revoked: Container[str] = frozenset(),
     ) -> None:
         self.app = app
         self.soft_limit = soft_limit
         self.started = started
+        #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
+        self.revoked = revoked
         self._signatures: dict[str, inspect.Signature] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -115,10 +120,10 @@ class Executor:
             delivery.attempts,
             delivery.delivery_count,
         )
-        token = set_request(request)
         opts = task.options
         limit = opts.soft_time_limit
         start = _clock()
+        token = set_request(request)
         try:
             guard = self.soft_limit(limit) if (limit and self.soft_limit) else nullcontext()
             with guard:
@@ -228,13 +233,19 @@ class Executor:
         decoded = self.decode(delivery)
         if isinstance(decoded, Outcome):
             return decoded
+        message, task = decoded
+        if message.id in self.revoked:
+            return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked before it started")
         if delivery.delivery_count > 1:
-            finished = self._finished(decoded[0])
+            finished = self._finished(message)
             if finished is not None:
                 return finished
         if self.started is not None:
-            self.started(delivery, *decoded)
-        return self.run(delivery, *decoded)
+            self.started(delivery, message, task)
+        try:
+            return self.run(delivery, message, task)
+        except TaskTerminated:
+            return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked while running")
 
     def _finished(self, message: Message) -> Outcome | None:
         """For a redelivery: the outcome already recorded by a worker that died before it

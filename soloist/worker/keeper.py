@@ -1,8 +1,10 @@
 """The keeper: one small thread that does a worker's bookkeeping while the task runs inline.
 
 It never runs task code. Every tick it renews the leases of held deliveries, publishes the
-worker's heartbeat, and enforces hard time limits. When the main thread is stuck in C code
-that holds the GIL, this thread cannot run either; the watchdog process covers that case.
+worker's heartbeat, enforces hard time limits, and reads revocations (stopping a running
+task revoked with terminate=True; see soloist.revocation). When the main thread is stuck
+in C code that holds the GIL, this thread cannot run either; the watchdog process covers
+that case.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ..revocation import SYNC_INTERVAL, MainThreadStop
 from . import constants as c
+from .execution import Kind, Outcome
 from .timelimit import HardLimit, Watchdog
 
 if TYPE_CHECKING:
@@ -30,8 +34,18 @@ class Keeper(threading.Thread):
         self.worker = worker
         self.hard_limit = HardLimit(worker)
         self.watchdog = Watchdog(worker.app) if watchdog else None
+        self.main_stop = MainThreadStop()
         self._halt = threading.Event()
         self._failing = False
+
+    def start(self) -> None:
+        """Called in the main thread: read the revocations before the first fetch, then run."""
+        self.main_stop.install()
+        try:
+            self.worker.revoked.sync()
+        except Exception as exc:
+            log.warning("keeper: cannot read revocations yet (will keep trying): %s", exc)
+        super().start()
 
     def arm(self, running: Running) -> None:
         """A task with a hard time limit started: tell the GIL-free watchdog too."""
@@ -48,13 +62,14 @@ class Keeper(threading.Thread):
             self.join(timeout=5)
         if self.watchdog is not None:
             self.watchdog.close()
+        self.main_stop.uninstall()
         try:
             self.worker.broker.forget_worker(self.worker.id)
         except Exception:
             log.debug("could not drop the heartbeat of %s", self.worker.id, exc_info=True)
 
     def run(self) -> None:
-        next_beat = next_extend = 0.0
+        next_beat = next_extend = next_sync = 0.0
         while not self._halt.wait(c.KEEPER_TICK):
             now = time.monotonic()
             for running in list(self.worker.running.values()):
@@ -69,6 +84,9 @@ class Keeper(threading.Thread):
                 if now >= next_extend:
                     next_extend = now + self.worker.lease / 3
                     self._extend()
+                if now >= next_sync:
+                    next_sync = now + SYNC_INTERVAL
+                    self._revoke()
                 if now >= next_beat:
                     next_beat = now + c.HEARTBEAT_INTERVAL
                     self.beat()
@@ -91,6 +109,22 @@ class Keeper(threading.Thread):
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:
                 log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)
+
+    def _revoke(self) -> None:
+        revoked = self.worker.revoked
+        revoked.sync()
+        for running in list(self.worker.running.values()):
+            r = revoked.get(running.task_id)
+            # A task that started after its revocation should have been skipped (the set of
+            # a child process, or of an executor that raced this sync, was older): stop it.
+            if r is None or running.stopped or not (r.terminate or running.since >= r.at):
+                continue
+            log.warning("task %s[%s] revoked: stopping it", running.task, running.task_id)
+            outcome = Outcome(Kind.REVOKED, running.task_id, running.task, reason="revoked")
+            if self.worker.pool.stop(running.delivery, outcome):
+                running.stopped = True
+            else:
+                self.main_stop.stop(running.task_id)  # the solo pool: it runs in this process
 
     def beat(self) -> None:
         self.worker.broker.heartbeat(

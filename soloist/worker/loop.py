@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.base import Delivery
 from ..message import Message
 from ..results.base import FAILURE, SUCCESS
+from ..revocation import Revocations
 from ..task import Task
 from . import constants as c
 from .execution import Executor, Kind, Outcome
@@ -37,6 +38,7 @@ _HOOK_BY_KIND = {
     Kind.RETRY: "task_retried",
     Kind.FAILURE: "task_failed",
     Kind.DEAD: "dead_lettered",
+    Kind.REVOKED: "task_revoked",
 }
 
 
@@ -85,6 +87,7 @@ class Worker:
 
         self.app = app
         self.broker = app.broker
+        self.revoked = Revocations(app)  # kept up to date by the keeper
         self.queues = list(queues or [app.default_queue])
         self.lease = lease
         self.burst = burst
@@ -107,7 +110,7 @@ class Worker:
         self.started_at = time.time()
 
     def _executor(self) -> Executor:
-        return Executor(self.app, started=self._started)
+        return Executor(self.app, started=self._started, revoked=self.revoked)
 
     def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
         limit = task.options.time_limit or self.time_limit
@@ -200,6 +203,9 @@ class Worker:
         if outcome.kind is Kind.SUCCESS:
             settled = self.broker.ack(delivery)
             self.stats.done += 1
+        elif outcome.kind is Kind.REVOKED:
+            settled = self.broker.ack(delivery)  # REVOKED is already recorded by revoke()
+            log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
         elif outcome.kind is Kind.RETRY:
             settled = self.broker.retry(delivery, outcome.delay)
             self.stats.retried += 1
