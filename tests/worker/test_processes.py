@@ -280,15 +280,17 @@ def test_sqlite_claim_is_exclusive_across_processes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/claims.db"
     SQLiteBroker(url).publish_many([("q", b"%d" % i, 0, 0) for i in range(600)])
     ctx = multiprocessing.get_context("spawn")
+    start = time.time() + 3  # spawned processes start slowly: let them claim together
     with ctx.Pool(4) as pool:
-        won = pool.map(_claim_all, [url] * 4)
+        won = pool.starmap(_claim_all, [(url, start)] * 4)
     flat = [body for bodies in won for body in bodies]
     assert sorted(flat) == sorted(b"%d" % i for i in range(600))
     assert all(won), "every process should have won some"
 
 
-def _claim_all(url: str) -> list[bytes]:
+def _claim_all(url: str, start: float) -> list[bytes]:
     broker = SQLiteBroker(url)
+    time.sleep(max(start - time.time(), 0))
     won = []
     while got := broker.fetch(["q"], 2, 60, 0.2):
         won.extend(d.body for d in got)
