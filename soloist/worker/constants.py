@@ -17,6 +17,9 @@ EXIT_RECYCLE = 5
 DEFAULT_LEASE = 30.0
 #: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
 FETCH_WAIT = 0.5
+#: How long a fetch blocks while tasks run in a pool with free slots: the main thread
+#: settles their outcomes between fetches, so this bounds how late a result is stored.
+BUSY_FETCH_WAIT = 0.05
 #: Liveness: a heartbeat this often; `status` calls a worker gone after a few missed ones.
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 300.0

@@ -143,7 +143,8 @@ class Worker:
                     self.settle(finished, outcome)
                 if not self.pool.free():
                     continue
-                delivery = self._next()
+                # Outcomes are settled between fetches: keep those short while tasks run.
+                delivery = self._next(c.BUSY_FETCH_WAIT if self.pool.busy() else c.FETCH_WAIT)
                 if delivery is not None:
                     self.pool.submit(delivery)
                 elif self.burst and not self.pool.busy() and self._drained():
@@ -156,12 +157,12 @@ class Worker:
         finally:
             self._stop()
 
-    def _next(self) -> Delivery | None:
+    def _next(self, wait: float) -> Delivery | None:
         if not self.prefetched:
             # Burst mode looks without waiting first, so an empty queue ends the run at once.
-            self._fill(0 if self.burst else c.FETCH_WAIT)
+            self._fill(0 if self.burst else wait)
             if not self.prefetched and self.burst and not self._drained():
-                self._fill(c.FETCH_WAIT)  # only delayed messages left: wait for them
+                self._fill(wait)  # only delayed messages left: wait for them
         return self.prefetched.popleft() if self.prefetched else None
 
     def _fill(self, wait: float) -> None:
