@@ -158,3 +158,14 @@ def fail_first(tag: str) -> str:
         ledger(f"failed {tag}")
         raise RuntimeError(f"first run of {tag}")
     return tag
+
+
+@app.task(name="terminate_child")
+def terminate_child() -> int | None:
+    """Forks a child and SIGTERMs it, as multiprocessing.Pool's exit does: it must die."""
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    time.sleep(0.2)
+    child.terminate()
+    child.join(5)
+    return child.exitcode

@@ -8,6 +8,7 @@ is (inside the task too), the worker gives back every delivery it holds, and exi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -16,6 +17,24 @@ from typing import Any
 log = logging.getLogger("soloist.worker")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_DEFAULTS = {
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGUSR1: signal.SIG_DFL,
+}
+
+
+def _reset_handlers_in_child() -> None:
+    """A process forked by a task (a `multiprocessing.Pool`, say) must not inherit the
+    worker's handlers: `Pool.terminate()` SIGTERMs its children and waits for them to die,
+    which a child running our warm-shutdown handler never would."""
+    for sig, default in _DEFAULTS.items():
+        handler = signal.getsignal(sig)
+        if getattr(handler, "__module__", "").startswith("soloist."):
+            signal.signal(sig, default)
+
+
+os.register_at_fork(after_in_child=_reset_handlers_in_child)
 
 
 class ColdShutdown(BaseException):

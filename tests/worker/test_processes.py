@@ -33,11 +33,13 @@ def test_seed_case_process_pool_inside_a_solo_task(
     squares = sample_app.tasks["squares"].delay(10)
     mp = sample_app.tasks["mp_squares"].delay(6)
     threaded = sample_app.tasks["threaded_sum"].delay(8)
+    terminated = sample_app.tasks["terminate_child"].delay()
     done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert squares.get(timeout=1) == [i * i for i in range(10)]
     assert mp.get(timeout=1) == [i * i for i in range(6)]
     assert threaded.get(timeout=1) == sum(2 * i for i in range(8))
+    assert terminated.get(timeout=1) == -signal.SIGTERM  # the worker's handlers not inherited
 
 
 def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
