@@ -60,6 +60,7 @@ class ChildSpec:
     result_url: str
     max_tasks: int | None
     max_memory: float | None
+    soft_time_limit: float | None
 
 
 def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
@@ -74,7 +75,10 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     app: App = getattr(importlib.import_module(module), attr)
     app.configure(spec.broker_url, spec.result_url)
     executor = Executor(
-        app, soft_limit=alarm, started=lambda d, m, t: results.send(("started", d.id))
+        app,
+        soft_limit=alarm,
+        started=lambda d, m, t: results.send(("started", d.id)),
+        default_soft_time_limit=spec.soft_time_limit,
     )
     ran = 0
     try:
@@ -158,7 +162,13 @@ class ProcessPool(Pool):
             )
         modules = tuple(sorted({t.fn.__module__ for t in app.tasks.values()} - _MAIN))
         self._spec = ChildSpec(
-            app_path(app), modules, app.broker_url, app.result_url or "", max_tasks, max_memory
+            app_path(app),
+            modules,
+            app.broker_url,
+            app.result_url or "",
+            max_tasks,
+            max_memory,
+            self._local.default_soft_time_limit,
         )
         self._ctx = _context([*modules, self._spec.app.partition(":")[0]])
         self._lock = threading.Lock()

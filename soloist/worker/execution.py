@@ -72,9 +72,12 @@ class Executor:
         soft_limit: SoftLimit | None = None,
         started: Callable[[Delivery, Message, Task[Any, Any]], None] | None = None,
         revoked: Container[str] = frozenset(),
+        default_soft_time_limit: float | None = None,
     ) -> None:
         self.app = app
         self.soft_limit = soft_limit
+        #: The worker's soft limit, for tasks that set none of their own.
+        self.default_soft_time_limit = default_soft_time_limit
         self.started = started
         #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
         self.revoked = revoked
@@ -121,7 +124,7 @@ class Executor:
             delivery.delivery_count,
         )
         opts = task.options
-        limit = opts.soft_time_limit
+        limit = opts.soft_time_limit or self.default_soft_time_limit
         start = _clock()
         token = set_request(request)
         try:

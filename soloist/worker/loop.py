@@ -110,7 +110,12 @@ class Worker:
         self.started_at = time.time()
 
     def _executor(self) -> Executor:
-        return Executor(self.app, started=self._started, revoked=self.revoked)
+        return Executor(
+            self.app,
+            started=self._started,
+            revoked=self.revoked,
+            default_soft_time_limit=self.soft_time_limit,
+        )
 
     def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
         limit = task.options.time_limit or self.time_limit

@@ -237,3 +237,23 @@ def test_processes_worker_killed_leaves_no_child_running(
     proc.kill()
     proc.wait()
     wait_until(lambda: gone(child), timeout=10)
+
+
+def test_worker_level_time_limits(pool: str, workers: WorkerProcesses, sample_app: App) -> None:
+    """--soft-time-limit and --time-limit apply to tasks that set no limit of their own."""
+    soft = sample_app.tasks["sleepy"].delay(2, "soft")
+    done = burst(workers, *opts(pool, "--soft-time-limit", "0.5"))
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(TaskError) as err:
+        soft.get(timeout=1)
+    assert err.value.exc_type == "SoftTimeLimitExceeded"
+    hard = sample_app.tasks["sleepy"].delay(30, "hard")
+    proc = workers.start(*opts(pool, "-c", "1", "--time-limit", "1"), app=APP)
+    with pytest.raises(TaskError) as err:
+        hard.get(timeout=20)
+    assert err.value.exc_type == "TimeLimitExceeded"
+    if pool == "solo":
+        assert exit_code(proc) == 4
+    else:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
