@@ -17,7 +17,7 @@ from typing import Any
 log = logging.getLogger("soloist.worker")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_DEFAULTS = {
+_DEFAULTS: dict[signal.Signals, Any] = {
     signal.SIGTERM: signal.SIG_DFL,
     signal.SIGINT: signal.default_int_handler,
     signal.SIGUSR1: signal.SIG_DFL,
