@@ -97,6 +97,9 @@ class Broker(abc.ABC):
     def ack(self, delivery: Delivery) -> bool:
         """Remove a delivered message for good. False if its lease was lost."""
 
+        A message whose lease lapsed (its worker died) is handed out alone, never in a
+        batch: only the message that was running when a worker died should collect
+        deliveries towards `max_deliveries`, not those prefetched beside it.
     @abc.abstractmethod
     def retry(self, delivery: Delivery, delay: float) -> bool:
         """Make the message visible again after `delay`, with `attempts` raised."""

@@ -36,6 +36,7 @@ class _Record:
     attempts: int = 0
     receipt: int = 0  # 0 while waiting; the current lease's receipt while leased
     version: int = 0
+    seq: int = 0  # its age: publication order
 
 
 class MemoryBroker(Broker):
@@ -58,7 +59,7 @@ class MemoryBroker(Broker):
         """(Re)schedule `rec`; earlier heap entries for it go stale and are skipped."""
         rec.version += 1
         if rec.visible_at <= time.time():
-            entry = (-rec.priority, next(self._seq), rec.id, rec.version)
+            entry = (-rec.priority, rec.seq, rec.id, rec.version)
             heapq.heappush(self._ready.setdefault(rec.queue, []), entry)
         else:
             timed = (rec.visible_at, next(self._seq), rec.id, rec.version)
@@ -67,7 +68,14 @@ class MemoryBroker(Broker):
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         with self._cond:
-            rec = _Record(uuid.uuid4().hex, queue, body, priority, time.time() + max(delay, 0))
+            rec = _Record(
+                uuid.uuid4().hex,
+                queue,
+                body,
+                priority,
+                time.time() + max(delay, 0),
+                seq=next(self._seq),
+            )
             self._records[rec.id] = rec
             self._push(rec)
             return rec.id
@@ -83,7 +91,7 @@ class MemoryBroker(Broker):
             _, _, rid, version = heapq.heappop(timed)
             rec = self._live(rid, version)
             if rec is not None:
-                heapq.heappush(ready, (-rec.priority, next(self._seq), rid, version))
+                heapq.heappush(ready, (-rec.priority, rec.seq, rid, version))
         while ready:
             _, _, rid, version = heapq.heappop(ready)
             rec = self._live(rid, version)
@@ -108,6 +116,10 @@ class MemoryBroker(Broker):
                         rec = self._due(queue, now)
                         if rec is None:
                             break
+                        if rec.deliveries and out:
+                            # Back from a lapsed lease: it goes out alone (Broker.fetch).
+                            self._push(rec)
+                            return out
                         rec.deliveries += 1
                         if rec.deliveries > self.max_deliveries:
                             self._bury(rec, poison_reason(rec.deliveries - 1))
@@ -120,6 +132,8 @@ class MemoryBroker(Broker):
                                 rec.id, queue, rec.body, rec.deliveries, rec.attempts, rec.receipt
                             )
                         )
+                        if rec.deliveries > 1:
+                            return out
                 remaining = deadline - time.monotonic()
                 if out or remaining <= 0:
                     return out
@@ -225,7 +239,7 @@ class MemoryBroker(Broker):
         with self._cond:
             taken = self._take_dead(queue, ids)
             for dead in taken:
-                rec = _Record(dead.id, queue, dead.body, 0, time.time())
+                rec = _Record(dead.id, queue, dead.body, 0, time.time(), seq=next(self._seq))
                 self._records[rec.id] = rec
                 self._push(rec)
             return len(taken)

@@ -20,6 +20,7 @@ publish across a crash of any process; only a power loss can drop the last commi
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sqlite3
@@ -174,22 +175,38 @@ class SQLiteBroker(Broker):
         out: list[Delivery] = []
         with self.db.write() as conn:
             for queue in queues:
-                if len(out) >= max_count:
-                    break
-                rows = conn.execute(
-                    "UPDATE soloist_messages SET receipt = ?, visible_at = ?,"
-                    " deliveries = deliveries + 1"
-                    " WHERE id IN (SELECT id FROM soloist_messages WHERE queue = ?"
-                    "  AND visible_at <= ? ORDER BY priority DESC, id LIMIT ?)"
-                    " RETURNING id, body, deliveries, attempts, priority",
-                    (receipt, now + lease, queue, now, max_count - len(out)),
-                ).fetchall()
-                rows.sort(key=lambda r: (-r[4], r[0]))  # RETURNING gives no order
-                for rid, body, deliveries, attempts, _ in rows:
-                    if deliveries > self.max_deliveries:
-                        self._bury(conn, rid, poison_reason(deliveries - 1))
-                    else:
-                        out.append(Delivery(str(rid), queue, body, deliveries, attempts, receipt))
+                while len(out) < max_count:
+                    candidates = conn.execute(
+                        "SELECT id, deliveries FROM soloist_messages WHERE queue = ?"
+                        " AND visible_at <= ? ORDER BY priority DESC, id LIMIT ?",
+                        (queue, now, max_count - len(out)),
+                    ).fetchall()
+                    if not candidates:
+                        break
+                    # A message back from a lapsed lease goes out alone (Broker.fetch).
+                    ids = [rid for rid, _ in itertools.takewhile(lambda c: c[1] == 0, candidates)]
+                    alone = not ids and not out
+                    if alone:
+                        ids = [candidates[0][0]]
+                    if not ids:
+                        return out
+                    rows = conn.execute(
+                        "UPDATE soloist_messages SET receipt = ?, visible_at = ?,"
+                        " deliveries = deliveries + 1"
+                        f" WHERE id IN ({','.join('?' * len(ids))})"
+                        " RETURNING id, body, deliveries, attempts",
+                        (receipt, now + lease, *ids),
+                    ).fetchall()
+                    rows.sort(key=lambda r: ids.index(r[0]))  # RETURNING gives no order
+                    for rid, body, deliveries, attempts in rows:
+                        if deliveries > self.max_deliveries:
+                            self._bury(conn, rid, poison_reason(deliveries - 1))
+                        else:
+                            out.append(
+                                Delivery(str(rid), queue, body, deliveries, attempts, receipt)
+                            )
+                    if (alone and out) or len(ids) < len(candidates):
+                        return out
         return out
 
     def fetch(

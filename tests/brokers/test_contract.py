@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from soloist.brokers.base import Broker, Delivery
 
 LEASE = 0.5
@@ -279,3 +281,27 @@ def broker_bodies(broker: Broker, queue: str) -> list[bytes]:
         for d in got:
             broker.ack(d)
     return sorted(bodies)
+
+
+def test_a_message_back_from_a_lapsed_lease_goes_out_alone(
+    make_broker: Callable[..., Broker],
+    queue: str,
+    holder_dies: Callable[[Broker, float], None],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Messages prefetched beside one that killed its worker are not counted as poison."""
+    if request.node.callspec.params["make_broker"] == "amqp":
+        pytest.skip("RabbitMQ itself redelivers a dead channel's unacked messages, counted")
+    first, second = make_broker(max_deliveries=2), make_broker(max_deliveries=2)
+    for body in (b"poison", b"a", b"b"):
+        first.publish(queue, body)
+    assert len(first.fetch([queue], 3, LEASE, 2.0)) == 3
+    holder_dies(first, LEASE)
+    (again,) = second.fetch([queue], 3, LEASE, 2.0)  # alone, though three are due
+    assert (again.body, again.delivery_count) == (b"poison", 2)
+    holder_dies(second, LEASE)  # it killed this worker too: now it is dead-lettered
+    for body in (b"a", b"b"):
+        (bystander,) = second.fetch([queue], 3, LEASE, 2.0)
+        assert (bystander.body, bystander.delivery_count) == (body, 2)
+        assert second.ack(bystander)
+    assert [d.body for d in second.dead_letters(queue)] == [b"poison"]
