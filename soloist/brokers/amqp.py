@@ -53,6 +53,7 @@ import itertools
 import logging
 import math
 import queue as stdqueue
+import ssl
 import threading
 import time
 import uuid
@@ -104,7 +105,7 @@ _SERVER_HEADERS = (
 )
 WORKERS_QUEUE = "soloist.workers"
 #: URL query options of ours; the rest go to pika.URLParameters (heartbeat, …).
-_OPTIONS = ("max_deliveries", "max_priority", "queue_expires", "publish_timeout")
+_OPTIONS = ("max_deliveries", "max_priority", "queue_expires", "publish_timeout", "ssl_ca_certs")
 #: How long `publish` and operator calls wait for a lost connection to come back.
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 #: The I/O thread wakes at least this often when nothing happens.
@@ -439,6 +440,10 @@ class AMQPBroker(Broker):
         if self.max_deliveries < 1 or not 0 <= self.max_priority <= 255:
             raise ConfigurationError(f"bad max_deliveries or max_priority in {self.where}")
         self.params.client_properties = {"connection_name": "soloist"}
+        if urlsplit(url).scheme == "amqps":
+            # Verify the server against the CA the URL names (else the system's CAs).
+            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+            self.params.ssl_options = pika.SSLOptions(context, self.params.host)
         self._secret = urlsplit(url).password or ""
         self._link: _Link | None = None
         self._link_lock = threading.Lock()
