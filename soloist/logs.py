@@ -69,6 +69,10 @@ def setup(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Client libraries log each failed reconnect attempt, with a traceback; the brokers
+    # log an outage once, in a line a person can read.
+    for noisy in ("pika", "redis"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def redact(app: App) -> None:
