@@ -1,4 +1,5 @@
-"""Crash-point matrix: a worker dies (os._exit) at each point of a delivery's life.
+"""Crash-point matrix: a worker dies (os._exit) at each point of a delivery's life, on
+each broker.
 
 After a second worker has run, every message must be settled exactly once (gone from the
 queue, or in the dead-letter store) and executed at least once: never in two places or in
@@ -8,11 +9,16 @@ none.
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
+from tests.redis_support import delete_prefix, prefixed_url
+from tests.servers import AMQP_URL, require
 
 UNKNOWN = b'j{"v":1,"id":"u1","task":"no.such.task","args":[],"kwargs":{}}'
 
@@ -27,28 +33,53 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def queue(
+    request: pytest.FixtureRequest, workers: WorkerProcesses, sample_app: App, tmp_path: Path
+) -> Iterator[str]:
+    """Points the producer and the workers at one broker; the queue to use on it."""
+    tag = uuid.uuid4().hex[:8]
+    if request.param == "redis":
+        require("Redis", "127.0.0.1", 6379)
+        broker = results = prefixed_url(f"soloist-crash-{tag}:")
+    elif request.param == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
+        broker = f"{AMQP_URL}?queue_expires=60"
+        results = f"sqlite:///{tmp_path}/results.db"
+    else:
+        broker = results = workers.url
+    sample_app.configure(broker, results)
+    workers.env["SOLOIST_BROKER_URL"], workers.env["SOLOIST_RESULT_URL"] = broker, results
+    yield f"crash-{tag}"
+    if request.param == "redis":
+        delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("crash_at", "task"), CASES, ids=[c[0] for c in CASES])
-def test_crash_point(workers: WorkerProcesses, sample_app: App, crash_at: str, task: str) -> None:
+def test_crash_point(
+    workers: WorkerProcesses, sample_app: App, queue: str, crash_at: str, task: str
+) -> None:
     broker = sample_app.broker
     if task == "unknown":
-        broker.publish("default", UNKNOWN)
+        broker.publish(queue, UNKNOWN)
         result = None
     elif task == "sleepy":
-        result = sample_app.tasks["sleepy"].delay(0, "t")
+        result = sample_app.tasks["sleepy"].apply_async((0, "t"), queue=queue)
     else:
-        result = sample_app.tasks[task].delay("t")
+        result = sample_app.tasks[task].apply_async(("t",), queue=queue)
 
+    worker = ["worker", "-A", "tests.sample_app:app", "-Q", queue, "--lease", "1"]
     workers.env["SOLOIST_CRASH_AT"] = crash_at
-    crashed = workers.run("worker", "-A", "tests.sample_app:app", "--lease", "1")
+    crashed = workers.run(*worker)
     assert crashed.returncode == 99, crashed.stderr
     del workers.env["SOLOIST_CRASH_AT"]
     time.sleep(1.2)  # the dead worker's lease lapses
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst", "--lease", "1")
+    done = workers.run(*worker, "--burst")
     assert done.returncode == 0, done.stderr
 
-    assert broker.depth("default") == 0
-    assert broker.fetch(["default"], 10, 1, 1.5) == []  # nothing still leased either
-    dead = broker.dead_letters("default")
+    assert broker.depth(queue) == 0
+    assert broker.fetch([queue], 10, 1, 1.5) == []  # nothing still leased either
+    dead = broker.dead_letters(queue)
     if task == "unknown":
         assert [d.reason for d in dead] == ["unknown task 'no.such.task'"]
         return
