@@ -91,15 +91,15 @@ class Broker(abc.ABC):
         """Wait up to `timeout` seconds and lease up to `max_count` due messages.
 
         Queues are served in the order given; within a queue by priority, then age.
+        A message whose lease lapsed (its worker died) is handed out alone, never in a
+        batch: only the message that was running when a worker died should collect
+        deliveries towards `max_deliveries`, not those prefetched beside it.
         """
 
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> bool:
         """Remove a delivered message for good. False if its lease was lost."""
 
-        A message whose lease lapsed (its worker died) is handed out alone, never in a
-        batch: only the message that was running when a worker died should collect
-        deliveries towards `max_deliveries`, not those prefetched beside it.
     @abc.abstractmethod
     def retry(self, delivery: Delivery, delay: float) -> bool:
         """Make the message visible again after `delay`, with `attempts` raised."""
