@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import (
@@ -177,7 +177,7 @@ class App:
                 raise ConfigurationError(f"bad option for task {name}: {exc}") from None
             if name in self.tasks and self.tasks[name].fn is not fn:
                 raise ConfigurationError(f"two tasks are named {name!r}")
-            cls = AsyncTask if asyncio.iscoroutinefunction(fn) else Task
+            cls = AsyncTask if inspect.iscoroutinefunction(fn) else Task
             task: Task[Any, Any] = cls(self, fn, opts)
             self.tasks[name] = task
             return task
@@ -198,6 +198,17 @@ class App:
             run_eagerly(self, message, queue, body)
             return
         self.broker.publish(queue, body, delay=delay, priority=priority)
+
+    def send_many(self, items: Sequence[tuple[Message, str, float, int]]) -> None:
+        """Encode and publish (message, queue, delay, priority) items in as few round trips
+        as the broker allows (or run them now, in eager mode). Durable once it returns."""
+        if self.eager:
+            for message, queue, delay, priority in items:
+                self.send(message, queue, delay=delay, priority=priority)
+            return
+        self.broker.publish_many(
+            [(queue, self.encode(m, delay), delay, priority) for m, queue, delay, priority in items]
+        )
 
     def result(self, task_id: str) -> Result[Any]:
         """The handle of the task call with this id."""

@@ -6,7 +6,7 @@ import contextvars
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
@@ -136,6 +136,16 @@ class Task(Generic[P, R]):
             priority=self.options.priority if priority is None else priority,
         )
         return Result(self.app, message.id, ignored=ignore)
+
+    def map(self, calls: Iterable[Sequence[Any]]) -> list[Result[R]]:
+        """Send one call per item of `calls` (each a sequence of positional arguments),
+        batched into as few broker round trips as the broker allows."""
+        ignore = self.options.ignore_result
+        opts = {"ignore_result": True} if ignore else {}
+        messages = [Message(self.name, tuple(args), {}, options=opts) for args in calls]
+        queue, priority = self.options.queue, self.options.priority
+        self.app.send_many([(m, queue, 0.0, priority) for m in messages])
+        return [Result(self.app, m.id, ignored=ignore) for m in messages]
 
     def retry(
         self,

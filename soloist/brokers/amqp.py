@@ -721,6 +721,26 @@ class AMQPBroker(Broker):
     def ack(self, delivery: Delivery) -> bool:
         return self._settle(delivery, lambda s, held, tag: self._ack(s, tag))
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """One hop to the I/O thread, and one basic.qos behind all the acks."""
+
+        def run(s: _Session, _: _Request) -> list[bool]:
+            acked = []
+            for d in deliveries:
+                held = s.holds(d.receipt) is not None
+                if held:
+                    s.sub.basic_ack(d.receipt[1])
+                    s.held.pop(d.receipt[1], None)
+                acked.append(held)
+            if any(acked):
+                s.sub.basic_qos(prefetch_count=1)  # see _ack
+            return acked
+
+        try:
+            return self._call(run, self.publish_timeout)
+        except (_Down, BrokerUnavailable):
+            return [False] * len(deliveries)
+
     def retry(self, delivery: Delivery, delay: float) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
             headers = {**held.headers, H_ATTEMPTS: held.attempts + 1, H_PRIOR: 0}

@@ -84,6 +84,12 @@ class Broker(abc.ABC):
         Durable once it returns. Returns the broker's message id.
         """
 
+    def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
+        """Publish (queue, body, delay, priority) items, durable once it returns; their ids.
+
+        The default publishes one by one; brokers that can batch the round trips do."""
+        return [self.publish(q, body, delay=delay, priority=p) for q, body, delay, p in items]
+
     @abc.abstractmethod
     def fetch(
         self, queues: Sequence[str], max_count: int, lease: float, timeout: float
@@ -99,6 +105,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> bool:
         """Remove a delivered message for good. False if its lease was lost."""
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """`ack` each delivery; for each, False if its lease was lost.
+
+        The default acks one by one; brokers that can batch the round trips do."""
+        return [self.ack(d) for d in deliveries]
 
     @abc.abstractmethod
     def retry(self, delivery: Delivery, delay: float) -> bool:

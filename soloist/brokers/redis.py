@@ -209,13 +209,21 @@ end
 return out
 """.replace("$CHUNK", str(CHUNK))
 
-# ARGV: prefix, id, receipt.
+# ARGV: prefix, then id, receipt for each delivery. Returns 1 for each one acked.
 _ACK = """
-local queue = held(ARGV[2], ARGV[3])
-if not queue then return 0 end
-unplace(queue, ARGV[2])
-redis.call('DEL', mkey(ARGV[2]))
-return 1
+local acked = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local queue = held(id, ARGV[i + 1])
+  if queue then
+    unplace(queue, id)
+    redis.call('DEL', mkey(id))
+    acked[#acked + 1] = 1
+  else
+    acked[#acked + 1] = 0
+  end
+end
+return acked
 """
 
 # ARGV: prefix, id, receipt, delay.
@@ -583,7 +591,14 @@ class RedisBroker(Broker):
             self.redis.call(partial(self.redis.client.blpop, wake_keys, block))
 
     def ack(self, delivery: Delivery) -> bool:
-        return bool(self._ack(delivery.id, delivery.receipt))
+        return self.ack_many([delivery])[0]
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """One script call per CHUNK deliveries."""
+        acked: list[bool] = []
+        for start in range(0, len(deliveries), CHUNK):
+            acked += (bool(n) for n in self._ack(*_pairs(deliveries[start : start + CHUNK])))
+        return acked
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
         return bool(self._retry(delivery.id, delivery.receipt, max(delay, 0)))

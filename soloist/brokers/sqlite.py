@@ -244,6 +244,18 @@ class SQLiteBroker(Broker):
     def ack(self, delivery: Delivery) -> bool:
         return self._settle("DELETE FROM soloist_messages", delivery)
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """All in one transaction."""
+        with self.db.write() as conn:
+            return [
+                conn.execute(
+                    "DELETE FROM soloist_messages WHERE id = ? AND receipt = ?",
+                    (int(d.id), d.receipt),
+                ).rowcount
+                == 1
+                for d in deliveries
+            ]
+
     def retry(self, delivery: Delivery, delay: float) -> bool:
         return self._settle(
             "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 PENDING = "PENDING"
@@ -39,6 +40,12 @@ class ResultStore(abc.ABC):
     @abc.abstractmethod
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         """Record `state` and `body` for `ttl` seconds; False if a final state is already there."""
+
+    def put_many(self, items: Sequence[tuple[str, str, bytes]], ttl: float) -> list[bool]:
+        """`put` each (task id, state, body) for `ttl` seconds.
+
+        The default puts one by one; stores that can batch the round trips do."""
+        return [self.put(task_id, state, body, ttl) for task_id, state, body in items]
 
     @abc.abstractmethod
     def get(self, task_id: str) -> tuple[str, bytes] | None:

@@ -13,27 +13,36 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import cast
 
-from ..brokers.redis import RedisConnection
+from ..brokers.redis import CHUNK, RedisConnection
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
-# ARGV: prefix, task id, state, body, ttl in ms. Returns 0 if a final state is already there.
+# ARGV: prefix, ttl in ms, then task id, state, body for each record. Returns, for each,
+# 0 if a final state was already there, else 1.
 _PUT = """
-local key = prefix .. 'r:' .. ARGV[2]
 local final = {$FINAL}
-local old = redis.call('HGET', key, 's')
-if old and final[old] then return 0 end
-redis.call('HSET', key, 's', ARGV[3], 'b', ARGV[4])
-redis.call('PEXPIRE', key, ARGV[5])
-if final[ARGV[3]] then
-  local done = key .. ':done'
-  redis.call('DEL', done)
-  redis.call('LPUSH', done, 1)
-  redis.call('PEXPIRE', done, ARGV[5])
+local out = {}
+for i = 3, #ARGV, 3 do
+  local key, state = prefix .. 'r:' .. ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', key, 's')
+  if old and final[old] then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', key, 's', state, 'b', ARGV[i + 2])
+    redis.call('PEXPIRE', key, ARGV[2])
+    if final[state] then
+      local done = key .. ':done'
+      redis.call('DEL', done)
+      redis.call('LPUSH', done, 1)
+      redis.call('PEXPIRE', done, ARGV[2])
+    end
+    out[#out + 1] = 1
+  end
 end
-return 1
+return out
 """
 
 # Drops expired revocation log entries; shared by the two scripts below.
@@ -110,8 +119,16 @@ class RedisResultStore(ResultStore):
         return f"{self.prefix}r:{task_id}"
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        return self.put_many([(task_id, state, body)], ttl)[0]
+
+    def put_many(self, items: Sequence[tuple[str, str, bytes]], ttl: float) -> list[bool]:
+        """One script call per CHUNK records."""
         ttl_ms = max(int(ttl * 1000), 1)
-        return bool(self._put(task_id, state, body, ttl_ms))
+        stored: list[bool] = []
+        for start in range(0, len(items), CHUNK):
+            args = [x for item in items[start : start + CHUNK] for x in item]
+            stored += (bool(n) for n in self._put(ttl_ms, *args))
+        return stored
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         key = self._key(task_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from ..brokers.sqlite import Database, path_from_url
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
@@ -29,6 +30,13 @@ _SWEEP_EVERY = 60.0
 
 _FINAL = ",".join(f"'{s}'" for s in sorted(FINAL_STATES))
 
+_UPSERT = (
+    "INSERT INTO soloist_results (task_id, state, body, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, body = excluded.body,"
+    "  expires_at = excluded.expires_at"
+    f" WHERE soloist_results.state NOT IN ({_FINAL}) OR soloist_results.expires_at <= ?"
+)
+
 
 class SQLiteResultStore(ResultStore):
     def __init__(self, url: str) -> None:
@@ -38,18 +46,19 @@ class SQLiteResultStore(ResultStore):
         self._next_sweep = 0.0
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        return self.put_many([(task_id, state, body)], ttl)[0]
+
+    def put_many(self, items: Sequence[tuple[str, str, bytes]], ttl: float) -> list[bool]:
+        """All in one transaction."""
         now = time.time()
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY
             self.expire()
-        cur = self.db.connection().execute(
-            "INSERT INTO soloist_results (task_id, state, body, expires_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, body = excluded.body,"
-            "  expires_at = excluded.expires_at"
-            f" WHERE soloist_results.state NOT IN ({_FINAL}) OR soloist_results.expires_at <= ?",
-            (task_id, state, body, now + ttl, now),
-        )
-        return cur.rowcount == 1
+        with self.db.write() as conn:
+            return [
+                conn.execute(_UPSERT, (task_id, state, body, now + ttl, now)).rowcount == 1
+                for task_id, state, body in items
+            ]
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         row = (

@@ -50,6 +50,36 @@ def test_ack_removes_for_good(broker: Broker, queue: str, holder_dies: HolderDie
     assert broker.depth(queue) == 0
 
 
+def test_publish_many_keeps_order_delay_and_priority(broker: Broker, queue: str) -> None:
+    ids = broker.publish_many(
+        [(queue, b"a", 0, 0), (queue, b"b", 0, 0), (queue, b"later", 60, 0), (queue, b"c", 0, 1)]
+    )
+    assert len(set(ids)) == 4
+    got = broker.fetch([queue], 10, LEASE, 2.0)
+    assert [d.body for d in got] == [b"c", b"a", b"b"]
+    assert broker.depth(queue) == 1  # the delayed one
+
+
+def test_ack_many_acks_each_and_fences_stale_holders(
+    make_broker: Callable[..., Broker], queue: str, holder_dies: HolderDies
+) -> None:
+    a, b = make_broker(), make_broker()
+    a.publish_many([(queue, body, 0, 0) for body in (b"x", b"y", b"z")])
+    stale = fetch_one(a, queue)
+    holder_dies(a, LEASE)
+    taken: list[Delivery] = []
+    while len(taken) < 3:  # "up to max_count": a broker may hand them out in parts
+        got = b.fetch([queue], 3 - len(taken), 5, 2.0)
+        assert got
+        taken += got
+    assert sorted(d.body for d in taken) == [b"x", b"y", b"z"]
+    assert a.ack_many([stale]) == [False]
+    assert b.ack_many(taken) == [True, True, True]
+    assert b.ack_many([]) == []
+    assert b.fetch([queue], 1, LEASE, 0.1) == []
+    assert b.depth(queue) == 0
+
+
 def test_lapsed_lease_redelivers_with_count_raised_and_fences_the_old_holder(
     make_broker: Callable[..., Broker], queue: str, holder_dies: HolderDies
 ) -> None:

@@ -30,6 +30,18 @@ def test_a_final_state_never_flips(store: ResultStore) -> None:
     assert store.get(t) == (SUCCESS, b"first")
 
 
+def test_put_many_stores_each_and_never_flips_a_final_state(store: ResultStore) -> None:
+    done, fresh = tid(), tid()
+    store.put(done, SUCCESS, b"first", ttl=60)
+    assert store.put_many([(done, FAILURE, b"stale"), (fresh, SUCCESS, b"new")], 60) == [
+        False,
+        True,
+    ]
+    assert store.get(done) == (SUCCESS, b"first")
+    assert store.get(fresh) == (SUCCESS, b"new")
+    assert store.put_many([], 60) == []
+
+
 def test_results_expire(store: ResultStore) -> None:
     t, keep = tid(), tid()
     store.put(t, SUCCESS, b"x", ttl=0.2)
