@@ -18,6 +18,7 @@ from .serializers import Codec
 PROTOCOL = 1
 #: Deepest nesting of lists and maps allowed in arguments.
 DEFAULT_MAX_DEPTH = 32
+_NESTING = (list, tuple, dict)
 
 
 def depth(obj: Any) -> int:
@@ -29,7 +30,8 @@ def depth(obj: Any) -> int:
             item = list(item.values())
         if isinstance(item, (list, tuple)):
             deepest = max(deepest, level + 1)
-            stack.extend((child, level + 1) for child in item)
+            # Only containers go on the stack: scalars cannot nest deeper.
+            stack.extend((child, level + 1) for child in item if isinstance(child, _NESTING))
     return deepest
 
 
@@ -89,6 +91,6 @@ class Message:
             raise DecodeError("kwargs is not a map of names")
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
             raise DecodeError("malformed sent time or options")
-        if max(depth(args), depth(kwargs)) > max_depth:
+        if depth([args, kwargs]) - 1 > max_depth:
             raise DecodeError(f"arguments nest deeper than the limit of {max_depth}")
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -59,9 +59,9 @@ def _replica_command(ctx: click.Context) -> list[str]:
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Deliveries fetched per round trip.",
+    default=None,
+    help="Deliveries fetched per round trip. Default: adaptive, from 1 up to "
+    f"{c.AUTO_PREFETCH}, as many as run in about {c.PREFETCH_HORIZON * 1000:.0f} ms.",
 )
 @click.option(
     "--lease",
@@ -139,7 +139,7 @@ def worker(
     queues: str | None,
     pool: str,
     concurrency: int,
-    prefetch: int,
+    prefetch: int | None,
     lease: float,
     time_limit: float | None,
     soft_time_limit: float | None,

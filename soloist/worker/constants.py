@@ -15,6 +15,11 @@ EXIT_RECYCLE = 5
 
 #: A lease long enough that renewals every lease/3 survive a few slow broker round trips.
 DEFAULT_LEASE = 30.0
+#: Adaptive prefetch (the default): fetch as many deliveries as take about this long to
+#: run, judged by the last task's run time, from 1 up to AUTO_PREFETCH (one round trip
+#: then serves 100 no-op tasks). A task slower than this gives the rest back at once.
+PREFETCH_HORIZON = 0.05
+AUTO_PREFETCH = 100
 #: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
 FETCH_WAIT = 0.5
 #: How long a fetch blocks while tasks run in a pool with free slots: the main thread

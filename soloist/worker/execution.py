@@ -6,7 +6,6 @@ end is an `Outcome`, which the worker then settles (ack, retry, dead-letter) and
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
 import traceback
@@ -25,6 +24,8 @@ from ..revocation import TaskTerminated
 from ..task import Request, Task, reset_request, set_request
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..app import App
 
 #: A context manager that raises `SoftTimeLimitExceeded` inside the block after N seconds.
@@ -82,6 +83,8 @@ class Executor:
         #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
         self.revoked = revoked
         self._signatures: dict[str, inspect.Signature] = {}
+        #: Per task, the positional count that needs no binding check (see _plain_arity).
+        self._arity: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
@@ -104,12 +107,14 @@ class Executor:
         signature = self._signatures.get(task.name)
         if signature is None:
             signature = self._signatures[task.name] = inspect.signature(task.fn)
-        try:
-            args = (task, *message.args) if task.options.bind else message.args
-            signature.bind(*args, **message.kwargs)
-        except TypeError as exc:
-            params = ", ".join(signature.parameters)
-            return dead(f"arguments do not fit {task.name}({params}): {exc}", message)
+            self._arity[task.name] = _plain_arity(signature)
+        args = (task, *message.args) if task.options.bind else message.args
+        if message.kwargs or len(args) != self._arity[task.name]:
+            try:
+                signature.bind(*args, **message.kwargs)
+            except TypeError as exc:
+                params = ", ".join(signature.parameters)
+                return dead(f"arguments do not fit {task.name}({params}): {exc}", message)
         return message, task
 
     def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
@@ -159,6 +164,8 @@ class Executor:
     def _await(self, coro: Any, limit: float | None) -> Any:
         # One event loop for the executor's life, so async resources (clients, pools)
         # created by one task can be reused by the next.
+        import asyncio  # here: most workers never run an async task, and it costs 60 ms
+
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         if limit:
@@ -266,6 +273,15 @@ class Executor:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+
+
+def _plain_arity(signature: inspect.Signature) -> int:
+    """N when the function takes exactly N positional arguments without defaults (then
+    N positional arguments always fit), else -1: the arguments are bound to be sure."""
+    kinds = {p.kind for p in signature.parameters.values()}
+    plain = kinds <= {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    defaults = any(p.default is not p.empty for p in signature.parameters.values())
+    return len(signature.parameters) if plain and not defaults else -1
 
 
 def _describe(exc: BaseException) -> str:

@@ -73,7 +73,7 @@ class Worker:
         *,
         pool: str = "solo",
         concurrency: int = 1,
-        prefetch: int = 1,
+        prefetch: int | None = None,
         lease: float = c.DEFAULT_LEASE,
         burst: bool = False,
         time_limit: float | None = None,
@@ -105,7 +105,12 @@ class Worker:
             max_tasks=max_tasks_per_child,
             max_memory=max_memory_per_child,
         )
-        self.prefetch = max(prefetch, self.pool.concurrency)
+        #: None adapts the prefetch to how short tasks are, from 1 to AUTO_PREFETCH.
+        self.adaptive = prefetch is None
+        self.max_prefetch = max(prefetch or c.AUTO_PREFETCH, self.pool.concurrency)
+        self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
+        #: Ended tasks whose message is acked in one batch (see `settle`).
+        self.acks: list[tuple[Delivery, Outcome]] = []
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
         self.started_at = time.time()
 
@@ -129,8 +134,9 @@ class Worker:
         )
 
     def held(self) -> list[Delivery]:
-        """Every delivery this worker holds a lease on: running and prefetched."""
-        return [r.delivery for r in list(self.running.values())] + list(self.prefetched)
+        """Every delivery this worker holds a lease on: running, prefetched, to be acked."""
+        running = [r.delivery for r in list(self.running.values())]
+        return running + list(self.prefetched) + [d for d, _ in list(self.acks)]
 
     def run(self) -> int:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
@@ -143,8 +149,11 @@ class Worker:
         )
         try:
             while not self.shutdown.requested and not self.pool.worn():
-                wait = 0 if self.pool.free() else c.FETCH_WAIT
-                for finished, outcome in self.pool.collect(wait):
+                done = self.pool.collect(0)
+                if not done and not self.pool.free():
+                    self._flush()  # nothing waits to be acked while the loop blocks
+                    done = self.pool.collect(c.FETCH_WAIT)
+                for finished, outcome in done:
                     self.settle(finished, outcome)
                 if not self.pool.free():
                     continue
@@ -157,6 +166,7 @@ class Worker:
             self._finish_running()
             return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
         except ColdShutdown:
+            self._flush()
             self.broker.release([r.delivery for r in self.running.values()])
             return c.EXIT_COLD_SHUTDOWN
         finally:
@@ -171,6 +181,7 @@ class Worker:
         return self.prefetched.popleft() if self.prefetched else None
 
     def _fill(self, wait: float) -> None:
+        self._flush()
         got = self.broker.fetch(self.queues, self.prefetch, self.lease, wait)
         self.prefetched.extend(got)
         for delivery in got:
@@ -181,11 +192,15 @@ class Worker:
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Record the outcome, then ack, retry or dead-letter the message (in that order,
-        so a crash in between leaves a message that is redelivered, never a lost one)."""
+        so a crash in between leaves a message that is redelivered, never a lost one).
+
+        Acks wait while prefetched deliveries remain (still leased, renewed by the keeper),
+        so one round trip stores the results of several tasks and another acks them."""
         self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
         if self.keeper is not None and running is not None:
             self.keeper.disarm(running)
+        self._adapt(outcome.runtime)
         if outcome.kind is Kind.LOST:
             # Its process died mid-run: end the lease now, so the message is redelivered
             # with its delivery count raised, as if this worker had died.
@@ -202,17 +217,15 @@ class Worker:
         ):
             self._refused(delivery, outcome)
             return
+        if outcome.kind in (Kind.SUCCESS, Kind.REVOKED):
+            self.acks.append((delivery, outcome))
+            if len(self.acks) >= self.prefetch or not self.prefetched:
+                self._flush()
+            return
         if outcome.result is not None and outcome.task_id:
-            state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
-            self.app.results.put(outcome.task_id, state, outcome.result, self.app.result_ttl)
+            self.app.results.put(outcome.task_id, FAILURE, outcome.result, self.app.result_ttl)
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
-        if outcome.kind is Kind.SUCCESS:
-            settled = self.broker.ack(delivery)
-            self.stats.done += 1
-        elif outcome.kind is Kind.REVOKED:
-            settled = self.broker.ack(delivery)  # REVOKED is already recorded by revoke()
-            log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
-        elif outcome.kind is Kind.RETRY:
+        if outcome.kind is Kind.RETRY:
             settled = self.broker.retry(delivery, outcome.delay)
             self.stats.retried += 1
             log.info(
@@ -240,6 +253,43 @@ class Worker:
             _HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome
         )
 
+    def _flush(self) -> None:
+        """Store the results of the tasks that ended, then ack their messages."""
+        acks, self.acks = self.acks, []
+        if not acks:
+            return
+        records = [
+            (o.task_id, SUCCESS, o.result)
+            for _, o in acks
+            if o.kind is Kind.SUCCESS and o.result is not None
+        ]
+        if records:
+            self.app.results.put_many(records, self.app.result_ttl)
+        emit = self.app.hooks.emit
+        for delivery, outcome in acks:
+            emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
+        settled = self.broker.ack_many([d for d, _ in acks])
+        for (delivery, outcome), acked in zip(acks, settled, strict=True):
+            if not acked:
+                self._refused(delivery, outcome)
+                continue
+            if outcome.kind is Kind.SUCCESS:
+                self.stats.done += 1
+            else:  # REVOKED is already recorded by revoke()
+                log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
+            emit(_HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome)
+
+    def _adapt(self, runtime: float) -> None:
+        """Adaptive prefetch: hold about PREFETCH_HORIZON seconds of work. After a slow
+        task, give the prefetched deliveries back for other workers to take."""
+        if not self.adaptive:
+            return
+        fits = int(c.PREFETCH_HORIZON / max(runtime, 1e-6))
+        self.prefetch = max(self.pool.concurrency, min(self.prefetch * 2, fits, self.max_prefetch))
+        if runtime > c.PREFETCH_HORIZON and self.prefetched:
+            self.broker.release(list(self.prefetched))
+            self.prefetched.clear()
+
     def _refused(self, delivery: Delivery, outcome: Outcome) -> None:
         self.stats.stale += 1
         log.warning(
@@ -255,6 +305,7 @@ class Worker:
         while self.pool.busy():
             for delivery, outcome in self.pool.collect(c.FETCH_WAIT):
                 self.settle(delivery, outcome)
+        self._flush()
 
     def _stop(self) -> None:
         if self.prefetched:
