@@ -23,15 +23,16 @@ _NESTING = (list, tuple, dict)
 
 def depth(obj: Any) -> int:
     """How deeply lists, tuples and maps nest in `obj` (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(obj, 0)]
+    if not isinstance(obj, _NESTING):
+        return 0
+    deepest, stack = 0, [(obj, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, (list, tuple)):
-            deepest = max(deepest, level + 1)
-            # Only containers go on the stack: scalars cannot nest deeper.
-            stack.extend((child, level + 1) for child in item if isinstance(child, _NESTING))
+        if level > deepest:
+            deepest = level
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, _NESTING):  # scalars cannot nest deeper
+                stack.append((child, level + 1))
     return deepest
 
 
