@@ -2,8 +2,9 @@
 
     python benchmarks/redis_bench.py [--url redis://127.0.0.1:6379/15] [-n 5000]
 
-The floors are the fewest raw Redis operations a reliable list-based queue needs: LPUSH to
-publish; LMOVE to a processing list and LREM to ack; BLMOVE for an idle consumer's wake-up.
+The floors (benchmarks/floors.py, shared with suite.py) are the fewest raw Redis operations
+a reliable list-based queue needs: LPUSH to publish; LMOVE to a processing list and LREM to
+ack; BLMOVE for an idle consumer's wake-up.
 Machines are shared and noisy, so read the ratios, not the absolute figures. All keys go
 under a fresh prefix that is deleted at the end.
 """
@@ -12,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import threading
-import time
 import uuid
 from collections.abc import Callable
 
 import redis
+from floors import RedisFloor, latencies, rate
 
 from soloist import App
 from soloist.brokers.redis import RedisBroker
@@ -28,42 +27,26 @@ BODY = b'{"task": "noop", "args": [], "kwargs": {}}' + b" " * 100
 BATCH = 100
 
 
-def rate(n: int, run: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    run()
-    return n / (time.perf_counter() - t0)
-
-
-def publish_rates(broker: RedisBroker, raw: redis.Redis, n: int) -> tuple[float, float]:
-    queue, key = "bench-publish", broker.prefix + "raw:publish"
+def publish_rates(broker: RedisBroker, floor: RedisFloor, n: int) -> tuple[float, float]:
+    queue = "bench-publish"
 
     def soloist() -> None:
         for _ in range(n):
             broker.publish(queue, BODY)
 
-    def floor() -> None:
-        for _ in range(n):
-            raw.lpush(key, BODY)
-
-    return rate(n, soloist), rate(n, floor)
+    return rate(n, soloist), floor.publish(n)
 
 
-def consume_rates(broker: RedisBroker, raw: redis.Redis, n: int) -> tuple[float, float]:
+def consume_rates(broker: RedisBroker, floor: RedisFloor, n: int) -> tuple[float, float]:
     queue = "bench-consume"
-    src, processing = broker.prefix + "raw:src", broker.prefix + "raw:processing"
     broker.publish_many([(queue, BODY, 0, 0)] * n)
-    raw.lpush(src, *[BODY] * n)
 
     def soloist() -> None:
         while got := broker.fetch([queue], BATCH, 30, 0):
             for delivery in got:
                 broker.ack(delivery)
 
-    def floor() -> None:
-        while (body := raw.lmove(src, processing, "RIGHT", "LEFT")) is not None:
-            raw.lrem(processing, 1, body)
-
-    return rate(n, soloist), rate(n, floor)
+    return rate(n, soloist), floor.consume(n)
 
 
 def worker_rate(url: str, n: int) -> float:
@@ -83,53 +66,17 @@ def worker_rate(url: str, n: int) -> float:
     return result
 
 
-def latencies(
-    publish: Callable[[], object], consume: Callable[[], Callable[[], object]], rounds: int
-) -> tuple[float, float]:
-    """p50, p99 in ms from just before a publish until an idle consumer's fetch returns.
-
-    `consume` blocks until it has a message and returns how to settle it."""
-    got = threading.Event()
-    samples: list[float] = []
-    t0 = 0.0
-
-    def consumer() -> None:
-        for _ in range(rounds):
-            settle = consume()
-            samples.append(time.perf_counter() - t0)
-            settle()
-            got.set()
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    for _ in range(rounds):
-        time.sleep(0.003)  # the consumer is blocked again by now
-        got.clear()
-        t0 = time.perf_counter()
-        publish()
-        got.wait(5)
-    thread.join()
-    ms = sorted(s * 1000 for s in samples)
-    return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
-
-
 def latency_figures(
-    broker: RedisBroker, raw: redis.Redis, rounds: int
+    broker: RedisBroker, floor: RedisFloor, rounds: int
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     queue = "bench-latency"
-    src, processing = broker.prefix + "raw:lsrc", broker.prefix + "raw:lprocessing"
 
     def fetch() -> Callable[[], object]:
         (delivery,) = broker.fetch([queue], 1, 30, 5)
         return lambda: broker.ack(delivery)
 
-    def blmove() -> Callable[[], object]:
-        body = raw.blmove(src, processing, 5, "RIGHT", "LEFT")
-        return lambda: raw.lrem(processing, 1, body)
-
     ours = latencies(lambda: broker.publish(queue, BODY), fetch, rounds)
-    floor = latencies(lambda: raw.lpush(src, BODY), blmove, rounds)
-    return ours, floor
+    return ours, floor.latency(rounds)
 
 
 def main() -> None:
@@ -143,12 +90,14 @@ def main() -> None:
     url = f"{args.url}{'&' if '?' in args.url else '?'}prefix={prefix}"
     broker = RedisBroker(url)
     raw = redis.Redis.from_url(args.url)
+    floor = RedisFloor(args.url, prefix)
     try:
-        pub = publish_rates(broker, raw, args.n)
-        con = consume_rates(broker, raw, args.n)
+        pub = publish_rates(broker, floor, args.n)
+        con = consume_rates(broker, floor, args.n)
         solo = worker_rate(url, args.n)
-        (p50, p99), (f50, f99) = latency_figures(broker, raw, args.rounds)
+        (p50, p99), (f50, f99) = latency_figures(broker, floor, args.rounds)
     finally:
+        floor.close()
         keys = list(raw.scan_iter(match=prefix + "*", count=1000))
         if keys:
             raw.delete(*keys)
@@ -162,8 +111,8 @@ def main() -> None:
     ]
     print(f"Redis broker vs bare redis-py, n={args.n}, {args.rounds} latency rounds")
     print(f"{'measure':<36}{'soloist':>10}{'floor':>10}  {'floor ops':<16}{'ratio':>7}")
-    for name, ours, floor, ops, ratio in rows:
-        print(f"{name:<36}{ours:>10.2f}{floor:>10.2f}  {ops:<16}{ratio:>6.2f}x")
+    for name, ours, bare, ops, ratio in rows:
+        print(f"{name:<36}{ours:>10.2f}{bare:>10.2f}  {ops:<16}{ratio:>6.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+"""Floors: bare client loops doing the broker operations a reliable queue needs, with no
+Soloist in between, unbatched and batched (BATCH per round trip or transaction).
+
+Each broker's `Floor` measures, in msg/s: `publish`, `publish_batched`, `consume` (take one
+message under a lease or into a processing list, then remove it) and `consume_batched`,
+and `latency` (p50, p99 in ms of publish → an idle consumer has it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+BODY = b'j{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"suite.noop"}' + b" " * 40
+BATCH = 100
+INSERT = "INSERT INTO floor (body) VALUES (?)"
+
+
+def rate(n: int, run: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return n / (time.perf_counter() - t0)
+
+
+def latencies(
+    publish: Callable[[], object], consume: Callable[[], Callable[[], object]], rounds: int
+) -> tuple[float, float]:
+    """p50, p99 in ms from just before a publish until an idle consumer's fetch returns.
+
+    `consume` blocks until it has a message and returns how to settle it."""
+    got = threading.Event()
+    samples: list[float] = []
+    t0 = 0.0
+
+    def consumer() -> None:
+        for _ in range(rounds):
+            settle = consume()
+            samples.append(time.perf_counter() - t0)
+            settle()
+            got.set()
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    for _ in range(rounds):
+        time.sleep(0.003)  # the consumer is blocked again by now
+        got.clear()
+        t0 = time.perf_counter()
+        publish()
+        got.wait(5)
+    thread.join()
+    return percentiles([s * 1000 for s in samples])
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    ms = sorted(ms)
+    return statistics.median(ms), ms[max(int(len(ms) * 0.99) - 1, 0)]
+
+
+def chunks(n: int) -> list[int]:
+    return [min(BATCH, n - i) for i in range(0, n, BATCH)]
+
+
+class RedisFloor:
+    """LPUSH; LMOVE to a processing list + LREM; LPUSH → BLMOVE. Batched: pipelines."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.r: Any = redis.Redis.from_url(url)
+        self.src, self.busy = prefix + "floor:src", prefix + "floor:busy"
+
+    def publish(self, n: int) -> float:
+        try:
+            return rate(n, lambda: [self.r.lpush(self.src, BODY) for _ in range(n)])
+        finally:
+            self.r.delete(self.src)
+
+    def publish_batched(self, n: int) -> float:
+        def run() -> None:
+            for size in chunks(n):
+                pipe = self.r.pipeline(transaction=False)
+                for _ in range(size):
+                    pipe.lpush(self.src, BODY)
+                pipe.execute()
+
+        try:
+            return rate(n, run)
+        finally:
+            self.r.delete(self.src)
+
+    def consume(self, n: int) -> float:
+        self.r.lpush(self.src, *[BODY] * n)
+
+        def run() -> None:
+            while (body := self.r.lmove(self.src, self.busy, "RIGHT", "LEFT")) is not None:
+                self.r.lrem(self.busy, 1, body)
+
+        return rate(n, run)
+
+    def consume_batched(self, n: int) -> float:
+        self.r.lpush(self.src, *[BODY] * n)
+
+        def run() -> None:
+            for size in chunks(n):
+                pipe = self.r.pipeline(transaction=False)
+                for _ in range(size):
+                    pipe.lmove(self.src, self.busy, "RIGHT", "LEFT")
+                bodies = pipe.execute()
+                for body in bodies:
+                    pipe.lrem(self.busy, 1, body)
+                pipe.execute()
+
+        return rate(n, run)
+
+    def latency(self, rounds: int) -> tuple[float, float]:
+        def blmove() -> Callable[[], object]:
+            body = self.r.blmove(self.src, self.busy, 5, "RIGHT", "LEFT")
+            return lambda: self.r.lrem(self.busy, 1, body)
+
+        return latencies(lambda: self.r.lpush(self.src, BODY), blmove, rounds)
+
+    def close(self) -> None:
+        self.r.delete(self.src, self.busy)
+        self.r.close()
+
+
+class SQLiteFloor:
+    """INSERT; claim (UPDATE … RETURNING) + DELETE; each its own transaction, or BATCH per
+    transaction. WAL and synchronous=NORMAL, as the broker. Latency: a consumer polling
+    for the claim every millisecond (the broker's shortest poll)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db = self._connect()
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, body BLOB,"
+            " leased INTEGER NOT NULL DEFAULT 0)"
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _insert(self, db: sqlite3.Connection) -> None:
+        db.execute(INSERT, (BODY,))
+
+    def _claim(self, db: sqlite3.Connection, size: int) -> list[Any]:
+        return db.execute(
+            "UPDATE floor SET leased = 1 WHERE id IN (SELECT id FROM floor WHERE leased = 0"
+            " ORDER BY id LIMIT ?) RETURNING id",
+            (size,),
+        ).fetchall()
+
+    def publish(self, n: int) -> float:
+        try:
+            return rate(n, lambda: [self.db.execute(INSERT, (BODY,)) for _ in range(n)])
+        finally:
+            self.db.execute("DELETE FROM floor")
+
+    def publish_batched(self, n: int) -> float:
+        def run() -> None:
+            for size in chunks(n):
+                self.db.execute("BEGIN IMMEDIATE")
+                for _ in range(size):
+                    self._insert(self.db)
+                self.db.execute("COMMIT")
+
+        try:
+            return rate(n, run)
+        finally:
+            self.db.execute("DELETE FROM floor")
+
+    def _fill(self, n: int) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT INTO floor (body) VALUES (?)", [(BODY,)] * n)
+        self.db.execute("COMMIT")
+
+    def consume(self, n: int) -> float:
+        self._fill(n)
+
+        def run() -> None:
+            while rows := self._claim(self.db, 1):
+                self.db.execute("DELETE FROM floor WHERE id = ?", (rows[0][0],))
+
+        return rate(n, run)
+
+    def consume_batched(self, n: int) -> float:
+        self._fill(n)
+
+        def run() -> None:
+            while True:
+                self.db.execute("BEGIN IMMEDIATE")
+                rows = self._claim(self.db, BATCH)
+                self.db.execute("COMMIT")
+                if not rows:
+                    return
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("DELETE FROM floor WHERE id = ?", rows)
+                self.db.execute("COMMIT")
+
+        return rate(n, run)
+
+    def latency(self, rounds: int) -> tuple[float, float]:
+        consumer = self._connect()
+
+        def claim() -> Callable[[], object]:
+            while not (rows := self._claim(consumer, 1)):
+                time.sleep(0.001)
+            return lambda: consumer.execute("DELETE FROM floor WHERE id = ?", rows[0])
+
+        try:
+            return latencies(lambda: self._insert(self.db), claim, rounds)
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        self.db.execute("DROP TABLE floor")
+        self.db.close()
+
+
+class AMQPFloor:
+    """On a quorum queue with the broker's own arguments, persistent messages: publish
+    with a confirm each, or BATCH per transaction; basic_consume + basic_ack each, or with
+    prefetch BATCH and one multiple-ack per BATCH; publish → a pushed consumer."""
+
+    def __init__(self, url: str, queue: str, arguments: dict[str, Any]) -> None:
+        import pika
+
+        self.pika, self.url, self.queue = pika, url, queue
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.ch = self.conn.channel()
+        self.ch.queue_declare(queue, durable=True, arguments=arguments)
+        self.ch.confirm_delivery()
+        self.tx = self.conn.channel()
+        self.tx.tx_select()
+        self.props = pika.BasicProperties(delivery_mode=2, message_id="m", headers={"a": 0})
+
+    def _send(self, ch: Any) -> None:
+        ch.basic_publish("", self.queue, BODY, self.props, mandatory=True)
+
+    def publish(self, n: int) -> float:
+        try:
+            return rate(n, lambda: self._send_each(n))
+        finally:
+            self.ch.queue_purge(self.queue)
+
+    def _send_each(self, n: int) -> None:
+        for _ in range(n):
+            self._send(self.ch)
+
+    def _fill(self, n: int) -> None:
+        for size in chunks(n):
+            for _ in range(size):
+                self._send(self.tx)
+            self.tx.tx_commit()
+
+    def publish_batched(self, n: int) -> float:
+        try:
+            return rate(n, lambda: self._fill(n))
+        finally:
+            self.ch.queue_purge(self.queue)
+
+    def _consume(self, n: int, prefetch: int) -> float:
+        sub = self.conn.channel()
+        sub.basic_qos(prefetch_count=prefetch)
+        t0 = time.perf_counter()
+        for got, (method, _, _) in enumerate(sub.consume(self.queue), 1):
+            if got % prefetch == 0 or got == n:
+                sub.basic_ack(method.delivery_tag, multiple=True)
+            if got == n:
+                break
+        elapsed = time.perf_counter() - t0
+        sub.cancel()
+        sub.close()
+        return n / elapsed
+
+    def consume(self, n: int) -> float:
+        self._fill(n)
+        return self._consume(n, 1)
+
+    def consume_batched(self, n: int) -> float:
+        self._fill(n)
+        return self._consume(n, BATCH)
+
+    def latency(self, rounds: int) -> tuple[float, float]:
+        samples: list[float] = []
+        ready = threading.Event()
+
+        def consume() -> None:
+            conn = self.pika.BlockingConnection(self.pika.URLParameters(self.url))
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=1)
+
+            def on_message(chan: Any, method: Any, props: Any, body: bytes) -> None:
+                samples.append(time.perf_counter() - float(body))
+                ch.basic_ack(method.delivery_tag)
+                if len(samples) >= rounds:
+                    ch.stop_consuming()
+
+            ch.basic_consume(self.queue, on_message)
+            ready.set()
+            ch.start_consuming()
+            conn.close()
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        ready.wait()
+        for i in range(rounds):
+            time.sleep(0.003)
+            body = repr(time.perf_counter()).encode()
+            self.ch.basic_publish("", self.queue, body, self.props)
+            deadline = time.monotonic() + 5
+            while len(samples) <= i and time.monotonic() < deadline:
+                time.sleep(0.0002)
+        thread.join()
+        return percentiles([s * 1000 for s in samples])
+
+    def close(self) -> None:
+        self.ch.queue_delete(self.queue)
+        self.conn.close()
