@@ -1,4 +1,4 @@
-"""Network faults between a real worker process and Redis: resets and a black hole.
+"""Network faults between a real worker process and its broker: resets and a black hole.
 
 The worker talks to Redis through a proxy that resets every connection several times and
 then swallows all traffic for longer than two socket timeouts. Nothing is lost, and the
@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from soloist import App
 from tests.conftest import WorkerProcesses
 from tests.netfaults import FaultyProxy
 from tests.redis_support import FlushingRedisBroker, FlushingRedisResultStore, prefixed_url
-from tests.servers import require
+from tests.servers import AMQP_URL, require
 
 
 @pytest.fixture
@@ -70,3 +71,53 @@ def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: Fau
         app.close()
         broker.close()
         results.close()
+
+
+@pytest.fixture
+def amqp_proxy() -> Iterator[FaultyProxy]:
+    require("RabbitMQ", "127.0.0.1", 5672)
+    p = FaultyProxy(("127.0.0.1", 5672))
+    yield p
+    p.close()
+
+
+def test_amqp_resets_and_a_black_hole_past_two_heartbeats(
+    workers: WorkerProcesses, amqp_proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    """With heartbeat=1, a 4 s black hole is past two heartbeats: the worker must notice the
+    dead connection by itself, reconnect, and run everything."""
+    from tests import sample_app
+
+    queue = f"net-{uuid.uuid4().hex[:8]}"
+    results = f"sqlite:///{tmp_path}/results.db"
+    app: App = sample_app.app
+    app.configure(f"{AMQP_URL}?queue_expires=60", results)
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{amqp_proxy.port}/?heartbeat=1&queue_expires=60"
+        workers.env["SOLOIST_BROKER_URL"], workers.env["SOLOIST_RESULT_URL"] = url, results
+        handles = [
+            app.tasks["sleepy"].apply_async((0.02, f"t{i}"), queue=queue) for i in range(200)
+        ]
+        worker = workers.start("-Q", queue, "--lease", "5", "--prefetch", "5")
+
+        def faults() -> None:
+            time.sleep(1.0)
+            for _ in range(3):
+                amqp_proxy.reset_all()
+                time.sleep(0.8)
+            amqp_proxy.blackhole(True)
+            time.sleep(4.0)
+            amqp_proxy.blackhole(False)
+
+        chaos = threading.Thread(target=faults)
+        chaos.start()
+        assert [h.get(timeout=90) for h in handles] == [f"t{i}" for i in range(200)]
+        chaos.join()
+        assert worker.poll() is None, "the worker died"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+        log = workers.output(worker)
+        assert "connection to" in log and "reconnected" in log, log
+        assert app.broker.depth(queue) == 0 and app.broker.dead_letters(queue) == []
+    finally:
+        app.close()
