@@ -46,12 +46,19 @@ class Shutdown:
         self.requested = False
         self.cold = False
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def request(self) -> None:
         """Ask for a warm shutdown (also what the first signal does)."""
         self.requested = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A forked child that still has this handler (the signal came before the
+            # at-fork reset ran): die of the signal, as a child is expected to.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         name = signal.Signals(signum).name
         if not self.requested:
             self.requested = True
@@ -64,6 +71,7 @@ class Shutdown:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signals only reach the main thread; an embedded worker relies on request()
+        self._pid = os.getpid()
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
