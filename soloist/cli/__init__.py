@@ -1,29 +1,43 @@
-"""The `soloist` command line. Each command is a module of this package."""
+"""The `soloist` command line. Each command is a module of this package, imported only when
+that command runs, so a worker does not pay for the operator commands' imports (rich)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ..errors import SoloistError
 from ..worker import constants as c
-from .dead_letters import dead_letters
-from .demo import demo
-from .enqueue import enqueue
-from .revoke import revoke
-from .status import status
-from .worker import worker
+
+#: Command name -> the module defining it (the function has the command's name).
+COMMANDS = {
+    "worker": "worker",
+    "enqueue": "enqueue",
+    "status": "status",
+    "dead-letters": "dead_letters",
+    "revoke": "revoke",
+    "demo": "demo",
+}
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), module)
+        return command
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="soloist")
 def cli() -> None:
     """Soloist: a task queue built around the inline (solo) worker."""
-
-
-for command in (worker, enqueue, status, dead_letters, revoke, demo):
-    cli.add_command(command)
 
 
 def main() -> None:
