@@ -8,10 +8,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from soloist import App
+
+if TYPE_CHECKING:
+    from tests.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +104,15 @@ def sample_app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App
     sample_app.app.configure(sqlite_url, sqlite_url)
     yield sample_app.app
     sample_app.app.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test module's own (persisting every write), so command counts
+    and restarts touch nothing else."""
+    from tests.redis_support import RedisServer
+
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()

@@ -1,5 +1,5 @@
 """What the Redis broker promises beyond the contract suite: no polling, wake-ups, bounded
-wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a server restart."""
+wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a redis_server restart."""
 
 from __future__ import annotations
 
@@ -19,23 +19,19 @@ import pytest
 from soloist.brokers.base import poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
-from tests.redis_support import FlushingRedisBroker, RedisServer, free_port, prefixed_url
+from tests.redis_support import (
+    FlushingRedisBroker,
+    RedisServer,
+    free_port,
+    prefixed_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of this module's own, so command counts see only our commands."""
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def broker(server: RedisServer) -> Iterator[RedisBroker]:
-    b = FlushingRedisBroker(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url))
+def broker(redis_server: RedisServer) -> Iterator[RedisBroker]:
+    b = FlushingRedisBroker(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url))
     yield b
     b.close()
 
@@ -46,7 +42,7 @@ def queue() -> str:
 
 
 def calls(broker: RedisBroker) -> dict[str, int]:
-    """Commands the server ran so far, by name."""
+    """Commands the redis_server ran so far, by name."""
     stats = broker.redis.client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
 
@@ -103,7 +99,7 @@ def test_a_delayed_message_falls_due_on_time_without_polling(
 
 
 def test_one_batch_publish_wakes_every_idle_consumer(
-    server: RedisServer, broker: RedisBroker, queue: str
+    redis_server: RedisServer, broker: RedisBroker, queue: str
 ) -> None:
     consumers = [RedisBroker(broker.url) for _ in range(4)]
     got: list[bytes] = []
@@ -132,9 +128,9 @@ def test_wake_tokens_stay_bounded(broker: RedisBroker, queue: str) -> None:
     assert broker.redis.client.llen(f"{broker.prefix}q:{queue}:wake") == 1
 
 
-def test_the_poison_reason_is_the_contract_text(server: RedisServer, queue: str) -> None:
+def test_the_poison_reason_is_the_contract_text(redis_server: RedisServer, queue: str) -> None:
     broker = FlushingRedisBroker(
-        prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url), max_deliveries=1
+        prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url), max_deliveries=1
     )
     broker.publish(queue, b"poison")
     assert len(broker.fetch([queue], 1, 0.1, 1.0)) == 1
@@ -191,7 +187,7 @@ def test_a_sigkilled_consumer_loses_nothing(broker: RedisBroker, queue: str) -> 
 def test_a_server_restart_loses_no_acknowledged_publish(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Publish and consume thousands of messages while the server is killed and restarted;
+    """Publish and consume thousands of messages while the redis_server is killed and restarted;
     every publish that returned must be consumed (duplicates are allowed, losses are not)."""
     srv = RedisServer(tmp_path)
     srv.start()
@@ -247,12 +243,12 @@ def test_a_server_restart_loses_no_acknowledged_publish(
 
 
 def test_a_worker_process_runs_tasks_and_the_results_arrive(
-    server: RedisServer, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """End to end on Redis: producer → broker → `soloist worker` → result store → get()."""
     from tests import sample_app
 
-    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url)
     sample_app.app.configure(url, url)
     env = {**os.environ, "SOLOIST_BROKER_URL": url, "SOLOIST_RESULT_URL": url}
     env["SOLOIST_TEST_LEDGER"] = str(tmp_path / "ledger.txt")

@@ -13,21 +13,17 @@ import pytest
 from soloist.errors import BrokerUnavailable
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
-from tests.redis_support import FlushingRedisResultStore, RedisServer, free_port, prefixed_url
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of this module's own, so command counts see only our commands."""
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    srv.start()
-    yield srv
-    srv.stop()
+from tests.redis_support import (
+    FlushingRedisResultStore,
+    RedisServer,
+    free_port,
+    prefixed_url,
+)
 
 
 @pytest.fixture
-def store(server: RedisServer) -> Iterator[RedisResultStore]:
-    s = FlushingRedisResultStore(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url))
+def store(redis_server: RedisServer) -> Iterator[RedisResultStore]:
+    s = FlushingRedisResultStore(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url))
     yield s
     s.close()
 
