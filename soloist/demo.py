@@ -116,7 +116,7 @@ def _run(console: Console, app: App, tasks: dict[str, Task[[int], int]], count: 
     for event in ("task_succeeded", "task_failed", "dead_lettered"):
         app.hooks.on(event)(advance)
     with progress:
-        stats = drain(app, prefetch=10)
+        stats = drain(app)
     elapsed = time.perf_counter() - start
 
     wrong = 0
