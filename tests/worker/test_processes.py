@@ -287,7 +287,7 @@ def test_sqlite_claim_is_exclusive_across_processes(tmp_path: Path) -> None:
         won = pool.starmap(_claim_all, [(url, start)] * 4)
     flat = [body for bodies in won for body in bodies]
     assert sorted(flat) == sorted(b"%d" % i for i in range(600))
-    assert all(won), "every process should have won some"
+    assert sum(1 for w in won if w) >= 2, "the claims should have raced"
 
 
 def _claim_all(url: str, start: float) -> list[bytes]:
