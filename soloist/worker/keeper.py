@@ -90,6 +90,7 @@ class Keeper(threading.Thread):
                 if now >= next_beat:
                     next_beat = now + c.HEARTBEAT_INTERVAL
                     self.beat()
+                self.worker.flush_stale()
                 if self._failing:
                     log.warning("keeper: broker reachable again")
                     self._failing = False

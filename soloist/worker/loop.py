@@ -11,6 +11,7 @@ import collections
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -111,6 +112,8 @@ class Worker:
         self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
         #: Ended tasks whose message is acked in one batch (see `settle`).
         self.acks: list[tuple[Delivery, Outcome]] = []
+        self._acks_since = 0.0
+        self._flush_lock = threading.Lock()
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
         self.started_at = time.time()
 
@@ -218,6 +221,8 @@ class Worker:
             self._refused(delivery, outcome)
             return
         if outcome.kind in (Kind.SUCCESS, Kind.REVOKED):
+            if not self.acks:
+                self._acks_since = time.monotonic()
             self.acks.append((delivery, outcome))
             if len(self.acks) >= self.prefetch or not self.prefetched:
                 self._flush()
@@ -253,8 +258,18 @@ class Worker:
             _HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome
         )
 
+    def flush_stale(self) -> None:
+        """From the keeper: settle what has waited past PREFETCH_HORIZON, so results of
+        finished tasks do not wait for a long task the main thread is running now."""
+        if self.acks and time.monotonic() - self._acks_since > c.PREFETCH_HORIZON:
+            self._flush()
+
     def _flush(self) -> None:
         """Store the results of the tasks that ended, then ack their messages."""
+        with self._flush_lock:  # the main thread and the keeper both flush
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         acks, self.acks = self.acks, []
         if not acks:
             return

@@ -299,3 +299,18 @@ def _claim_all(url: str, start: float) -> list[bytes]:
         for d in got:
             assert broker.ack(d)
     return won
+
+
+def test_results_do_not_wait_for_a_long_task_behind_them(
+    workers: WorkerProcesses, sample_app: App
+) -> None:
+    """Acks are batched while prefetched work remains; the keeper still settles finished
+    tasks while the main thread runs a long one."""
+    fast = [sample_app.tasks["add"].delay(i, i) for i in range(60)]
+    sample_app.tasks["sleepy"].delay(6, "long")
+    proc = workers.start()
+    workers.wait_for("start long")
+    assert [r.get(timeout=2) for r in fast] == [2 * i for i in range(60)]
+    assert not any(line.startswith("end long") for line in workers.lines())
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 0
