@@ -13,7 +13,8 @@ import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+
+from .urls import passwords, scrub
 
 if TYPE_CHECKING:
     from .app import App
@@ -51,15 +52,12 @@ class Redact(logging.Filter):
         super().__init__()
         self.secrets = secrets
 
-    def _mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self._mask(record.getMessage()), None
+        record.msg, record.args = scrub(record.getMessage(), self.secrets), None
         if record.exc_info:
-            record.exc_text = self._mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = scrub(
+                logging.Formatter().formatException(record.exc_info), self.secrets
+            )
             record.exc_info = None
         return True
 
@@ -77,14 +75,7 @@ def setup(level: str, fmt: str = "text") -> None:
 
 def redact(app: App) -> None:
     """Mask the passwords of the app's broker and result URLs in every log line."""
-    secrets = set()
-    for url in (app.broker_url, app.result_url):
-        try:
-            password = urlsplit(url or "").password
-        except ValueError:
-            continue
-        if password:
-            secrets |= {password, unquote(password)}
+    secrets = passwords(app.broker_url) | passwords(app.result_url)
     if secrets:
         for handler in logging.getLogger().handlers:
             handler.addFilter(Redact(secrets))

@@ -69,7 +69,7 @@ import pika.exceptions as pe
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from ..errors import BrokerUnavailable, ConfigurationError
-from ..urls import redact
+from ..urls import passwords, redact, scrub
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     Broker,
@@ -215,11 +215,11 @@ class _Session:
 class _Link(threading.Thread):
     """The I/O thread: connects, reconnects with back-off, and runs requests in order."""
 
-    def __init__(self, params: pika.URLParameters, where: str, secret: str) -> None:
+    def __init__(self, params: pika.URLParameters, where: str, secrets: set[str]) -> None:
         super().__init__(name="soloist-amqp-io", daemon=True)
         self.params = params
         self.where = where  # redacted URL, for messages
-        self.secret = secret  # the password, scrubbed from any server or library text
+        self.secrets = secrets  # the password, scrubbed from any server or library text
         self.requests: stdqueue.SimpleQueue[_Request | None] = stdqueue.SimpleQueue()
         self.pending: list[_Request] = []
         self.session: _Session | None = None
@@ -229,7 +229,7 @@ class _Link(threading.Thread):
 
     def describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return text.replace(self.secret, "***") if self.secret else text
+        return scrub(text, self.secrets)
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -444,7 +444,7 @@ class AMQPBroker(Broker):
             # Verify the server against the CA the URL names (else the system's CAs).
             context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
             self.params.ssl_options = pika.SSLOptions(context, self.params.host)
-        self._secret = urlsplit(url).password or ""
+        self._secrets = passwords(url)
         self._link: _Link | None = None
         self._link_lock = threading.Lock()
         self._fetch_lock = threading.Lock()
@@ -460,7 +460,7 @@ class AMQPBroker(Broker):
         with self._link_lock:
             link = self._link
             if link is None or not link.is_alive():
-                link = self._link = _Link(self.params, self.where, self._secret)
+                link = self._link = _Link(self.params, self.where, self._secrets)
                 link.start()
         return link.call(work, timeout, retry)
 

@@ -44,10 +44,10 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
-from ..urls import redact
+from ..urls import passwords, redact, scrub
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     Broker,
@@ -413,9 +413,7 @@ class RedisConnection:
             if name in query
         }
         self.redacted = redact(url)
-        self._secrets = (
-            {parts.password, unquote(parts.password)} - {""} if parts.password else set()
-        )
+        self._secrets = passwords(url)
         self.prefix = self.options.get("prefix", DEFAULT_PREFIX)
         try:
             self.reconnect_timeout = float(
@@ -438,10 +436,7 @@ class RedisConnection:
         self._down_since: float | None = None
 
     def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(str(exc), self._secrets)
 
     def script(self, source: str) -> Script:
         return Script(self, source)
