@@ -316,18 +316,6 @@ class SQLiteBroker(Broker):
         )
         return int(row[0])
 
-    def in_flight(self, queue: str) -> int:
-        row = (
-            self.db.connection()
-            .execute(
-                "SELECT count(*) FROM soloist_messages WHERE queue = ?"
-                " AND receipt IS NOT NULL AND visible_at > ?",
-                (queue, time.time()),
-            )
-            .fetchone()
-        )
-        return int(row[0])
-
     def stats(self, queue: str) -> QueueStats:
         now = time.time()
         depth, delayed, in_flight, dead = (
