@@ -90,11 +90,13 @@ def test_seed_case_process_pool_inside_a_task(
     squares = sample_app.tasks["squares"].delay(10)
     mp = sample_app.tasks["mp_squares"].delay(6)
     threaded = sample_app.tasks["threaded_sum"].delay(8)
+    terminated = sample_app.tasks["terminate_child"].delay()
     done = burst(workers, *opts(pool))
     assert done.returncode == 0, done.stderr
     assert squares.get(timeout=1) == [i * i for i in range(10)]
     assert mp.get(timeout=1) == [i * i for i in range(6)]
     assert threaded.get(timeout=1) == sum(2 * i for i in range(8))
+    assert terminated.get(timeout=1) == -signal.SIGTERM  # the worker's handlers not inherited
 
 
 def test_hard_time_limit(pool: str, workers: WorkerProcesses, sample_app: App) -> None:

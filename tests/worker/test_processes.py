@@ -27,21 +27,6 @@ def test_burst_worker_runs_tasks_and_exits_0(workers: WorkerProcesses, sample_ap
     assert [r.get(timeout=1) for r in results] == [2 * i for i in range(20)]
 
 
-def test_seed_case_process_pool_inside_a_solo_task(
-    workers: WorkerProcesses, sample_app: App
-) -> None:
-    squares = sample_app.tasks["squares"].delay(10)
-    mp = sample_app.tasks["mp_squares"].delay(6)
-    threaded = sample_app.tasks["threaded_sum"].delay(8)
-    terminated = sample_app.tasks["terminate_child"].delay()
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
-    assert done.returncode == 0, done.stderr
-    assert squares.get(timeout=1) == [i * i for i in range(10)]
-    assert mp.get(timeout=1) == [i * i for i in range(6)]
-    assert threaded.get(timeout=1) == sum(2 * i for i in range(8))
-    assert terminated.get(timeout=1) == -signal.SIGTERM  # the worker's handlers not inherited
-
-
 def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
     workers: WorkerProcesses, sample_app: App
 ) -> None:
@@ -200,21 +185,6 @@ def test_warm_shutdown_while_idle(workers: WorkerProcesses) -> None:
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc, timeout=5) == 0
-
-
-def test_cold_shutdown_gives_the_running_delivery_back(
-    workers: WorkerProcesses, sample_app: App
-) -> None:
-    running = sample_app.tasks["sleepy"].delay(30, "running")
-    proc = workers.start("--lease", "60")
-    workers.wait_for("start running")
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    assert exit_code(proc, timeout=5) == 3
-    assert not running.ready()
-    (back,) = sample_app.broker.fetch(["default"], 1, 60, 0.5)
-    assert back.delivery_count == 1
 
 
 def test_heartbeat_shows_the_running_task(workers: WorkerProcesses, sample_app: App) -> None:
