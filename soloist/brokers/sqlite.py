@@ -176,8 +176,13 @@ class SQLiteBroker(Broker):
         with self.db.write() as conn:
             for queue in queues:
                 while len(out) < max_count:
+                    # Left to itself (no statistics) the planner takes the visible_at index
+                    # and sorts every due row of the queue on each claim: O(backlog). This
+                    # one walks in hand-out order and stops at LIMIT, reading past only the
+                    # leased and delayed rows that sort ahead (a cost, if many are delayed).
                     candidates = conn.execute(
-                        "SELECT id, deliveries FROM soloist_messages WHERE queue = ?"
+                        "SELECT id, deliveries FROM soloist_messages"
+                        " INDEXED BY soloist_messages_due WHERE queue = ?"
                         " AND visible_at <= ? ORDER BY priority DESC, id LIMIT ?",
                         (queue, now, max_count - len(out)),
                     ).fetchall()
