@@ -53,6 +53,9 @@ Hook = Callable[..., None]
 class Hooks:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Hook]] = {}
+        #: Events with a handler. The worker's per-task call sites test it first, so an
+        #: event nobody listens to costs a set lookup instead of a call with keywords.
+        self.active: set[str] = set()
 
     def on(self, event: str) -> Callable[[Hook], Hook]:
         """Decorator registering a handler for `event`."""
@@ -61,6 +64,7 @@ class Hooks:
 
         def register(fn: Hook) -> Hook:
             self._handlers.setdefault(event, []).append(fn)
+            self.active.add(event)
             return fn
 
         return register

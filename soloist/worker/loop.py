@@ -132,9 +132,10 @@ class Worker:
         )
         if self.keeper is not None and limit:
             self.keeper.arm(self.running[delivery.id])
-        self.app.hooks.emit(
-            "task_started", worker=self, delivery=delivery, message=message, task=task
-        )
+        if "task_started" in self.app.hooks.active:
+            self.app.hooks.emit(
+                "task_started", worker=self, delivery=delivery, message=message, task=task
+            )
 
     def held(self) -> list[Delivery]:
         """Every delivery this worker holds a lease on: running, prefetched, to be acked."""
@@ -187,8 +188,9 @@ class Worker:
         self._flush()
         got = self.broker.fetch(self.queues, self.prefetch, self.lease, wait)
         self.prefetched.extend(got)
-        for delivery in got:
-            self.app.hooks.emit("received", worker=self, delivery=delivery)
+        if "received" in self.app.hooks.active:
+            for delivery in got:
+                self.app.hooks.emit("received", worker=self, delivery=delivery)
 
     def _drained(self) -> bool:
         return all(self.broker.depth(q) == 0 for q in self.queues)
@@ -199,7 +201,8 @@ class Worker:
 
         Acks wait while prefetched deliveries remain (still leased, renewed by the keeper),
         so one round trip stores the results of several tasks and another acks them."""
-        self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
+        if "settling" in self.app.hooks.active:
+            self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
         if self.keeper is not None and running is not None:
             self.keeper.disarm(running)
@@ -280,9 +283,10 @@ class Worker:
         ]
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
-        emit = self.app.hooks.emit
-        for delivery, outcome in acks:
-            emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
+        hooks = self.app.hooks
+        if "before_ack" in hooks.active:
+            for delivery, outcome in acks:
+                hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
         settled = self.broker.ack_many([d for d, _ in acks])
         for (delivery, outcome), acked in zip(acks, settled, strict=True):
             if not acked:
@@ -292,13 +296,17 @@ class Worker:
                 self.stats.done += 1
             else:  # REVOKED is already recorded by revoke()
                 log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
-            emit(_HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome)
+            event = _HOOK_BY_KIND[outcome.kind]
+            if event in hooks.active:
+                hooks.emit(event, worker=self, delivery=delivery, outcome=outcome)
 
     def _adapt(self, runtime: float) -> None:
         """Adaptive prefetch: hold about PREFETCH_HORIZON seconds of work. After a slow
         task, give the prefetched deliveries back for other workers to take."""
-        if not self.adaptive:
-            return
+        if not self.adaptive or (
+            self.prefetch == self.max_prefetch and runtime * self.max_prefetch <= c.PREFETCH_HORIZON
+        ):
+            return  # fixed, or already as high as it goes and the task was short enough
         fits = int(c.PREFETCH_HORIZON / max(runtime, 1e-6))
         self.prefetch = max(self.pool.concurrency, min(self.prefetch * 2, fits, self.max_prefetch))
         if runtime > c.PREFETCH_HORIZON and self.prefetched:
