@@ -52,7 +52,7 @@ class Message:
     ) -> bytes:
         """Serialize; raise `MessageTooLarge` past `max_size` bytes and `LimitExceeded`
         for arguments nested deeper than `max_depth`."""
-        nesting = max(depth(list(self.args)), depth(self.kwargs))
+        nesting = max(depth(list(self.args)), depth(self.kwargs)) if self.args or self.kwargs else 0
         if nesting > max_depth:
             raise LimitExceeded(
                 f"arguments of {self.task} nest {nesting} deep, over the limit of {max_depth}"

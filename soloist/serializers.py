@@ -23,8 +23,12 @@ class Serializer:
     loads: Callable[[bytes], Any]
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json_dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _json_encode(obj).encode()
 
 
 def _msgpack() -> Serializer:
