@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -72,8 +73,13 @@ CREATE TABLE IF NOT EXISTS soloist_workers (
 );
 """
 
-#: Idle fetches re-check for new commits this often, backing off from the first value.
+#: Idle fetches re-check for new commits this often, backing off from the first value
+#: once nothing has been claimed for _BUSY_SPELL seconds: a queue that was busy a moment
+#: ago is likely to be busy again, and a long-idle worker should cost next to nothing.
 _POLL_MIN, _POLL_MAX = 0.001, 0.01
+_BUSY_SPELL = 1.0
+#: Ids per `IN (…)` list, well under SQLite's bound on parameters in one statement.
+_MAX_PARAMS = 500
 
 
 def path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -147,6 +153,7 @@ class SQLiteBroker(Broker):
         self.url = url
         self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
         self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+        self._claimed_at = 0.0  # monotonic time of the last fetch that got something
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         cur = self.db.connection().execute(
@@ -202,7 +209,8 @@ class SQLiteBroker(Broker):
                         " RETURNING id, body, deliveries, attempts",
                         (receipt, now + lease, *ids),
                     ).fetchall()
-                    rows.sort(key=lambda r: ids.index(r[0]))  # RETURNING gives no order
+                    order = {rid: i for i, rid in enumerate(ids)}
+                    rows.sort(key=lambda r: order[r[0]])  # RETURNING gives no order
                     for rid, body, deliveries, attempts in rows:
                         if deliveries > self.max_deliveries:
                             self._bury(conn, rid, poison_reason(deliveries - 1))
@@ -222,7 +230,10 @@ class SQLiteBroker(Broker):
         while True:
             version = self.db.data_version()
             got = self._claim(queues, max_count, lease)
-            if got or time.monotonic() >= deadline:
+            if got:
+                self._claimed_at = time.monotonic()
+                return got
+            if time.monotonic() >= deadline:
                 return got
             row = (
                 self.db.connection()
@@ -238,7 +249,8 @@ class SQLiteBroker(Broker):
                 if due is not None and time.time() >= due:
                     break
                 time.sleep(poll)
-                poll = min(poll * 2, _POLL_MAX)
+                if time.monotonic() - self._claimed_at > _BUSY_SPELL:
+                    poll = min(poll * 2, _POLL_MAX)
 
     def _settle(self, sql: str, delivery: Delivery, *params: object) -> bool:
         cur = self.db.connection().execute(
@@ -250,16 +262,24 @@ class SQLiteBroker(Broker):
         return self._settle("DELETE FROM soloist_messages", delivery)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        """All in one transaction."""
+        """All in one transaction: one DELETE … RETURNING per receipt (per fetch)."""
+        by_receipt: dict[Any, list[int]] = {}
+        for d in deliveries:
+            by_receipt.setdefault(d.receipt, []).append(int(d.id))
+        acked: set[int] = set()
         with self.db.write() as conn:
-            return [
-                conn.execute(
-                    "DELETE FROM soloist_messages WHERE id = ? AND receipt = ?",
-                    (int(d.id), d.receipt),
-                ).rowcount
-                == 1
-                for d in deliveries
-            ]
+            for receipt, ids in by_receipt.items():
+                for start in range(0, len(ids), _MAX_PARAMS):
+                    chunk = ids[start : start + _MAX_PARAMS]
+                    acked.update(
+                        rid
+                        for (rid,) in conn.execute(
+                            "DELETE FROM soloist_messages WHERE receipt = ?"
+                            f" AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
+                            (receipt, *chunk),
+                        )
+                    )
+        return [int(d.id) in acked for d in deliveries]
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
         return self._settle(

@@ -19,7 +19,6 @@ tasks or past `max_memory` MB, and a fresh one takes its place.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -185,7 +184,7 @@ class ProcessPool(Pool):
             child = next(c for c in self._children if c.idle)
             child.delivery = delivery
         with contextlib.suppress(OSError):  # it died: the listener reports the delivery
-            child.tasks.send(dataclasses.replace(delivery, receipt=None))
+            child.tasks.send(delivery._replace(receipt=None))
 
     def free(self) -> int:
         with self._lock:
