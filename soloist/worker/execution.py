@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 #: A context manager that raises `SoftTimeLimitExceeded` inside the block after N seconds.
 SoftLimit = Callable[[float], AbstractContextManager[object]]
 
+#: The guard of a run without a soft limit (a nullcontext can be entered again and again).
+_NO_LIMIT = nullcontext()
+
 #: Longest traceback text kept with a failure.
 _MAX_TRACEBACK = 8000
 
@@ -134,7 +137,7 @@ class Executor:
         start = _clock()
         token = set_request(request)
         try:
-            guard = self.soft_limit(limit) if (limit and self.soft_limit) else nullcontext()
+            guard = self.soft_limit(limit) if (limit and self.soft_limit) else _NO_LIMIT
             with guard:
                 value = task.run(message.args, message.kwargs)
                 if inspect.iscoroutine(value):
