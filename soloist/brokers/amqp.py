@@ -57,11 +57,12 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
@@ -150,10 +151,47 @@ _LATER = object()
 
 @dataclass
 class _Wait:
-    """A fetch blocked until an idle consumer pushes something or its time runs out."""
+    """A fetch blocked until `ready()` (a consumer pushed something for it) or `until`
+    (monotonic); then the I/O thread runs its request again, which answers it."""
 
     request: _Request
-    lanes: set[str]
+    until: float
+    ready: Callable[[], bool]
+
+
+class _Out(NamedTuple):
+    """A message to publish: `lane` is its work queue, reached after `delay` seconds."""
+
+    queue: str
+    lane: str
+    body: bytes
+    message_id: str
+    headers: dict[str, Any]
+    delay: float = 0
+
+
+@dataclass
+class _Stream:
+    """The consumer that feeds fetches of one lane, and what it pushed that no fetch took.
+
+    Its prefetch (basic.qos, per consumer) follows the fetches' max_count. RabbitMQ
+    applies a qos only to consumers started after it, so a new prefetch means a new
+    consumer (`AMQPBroker._resize`); one consumer at a time, because a quorum queue
+    interleaves its messages across several consumers out of order.
+    """
+
+    queue: str
+    lane: str
+    prefetch: int = 0
+    tag: str | None = None  # None once cancelled: only its buffer is left to hand out
+    buffer: deque[tuple[Any, Any, bytes]] = field(default_factory=deque)  # method, props, body
+    mine: set[int] = field(default_factory=set)  # the consumer's tags, buffered or handed out
+    resize: int = 0  # the prefetch fetches asked for since; 0 when it is right
+    keep: int = 0  # on shrinking, how many buffered messages to keep (the last count)
+
+    def full(self) -> bool:
+        """The server has no room to push more, so nothing can be in flight."""
+        return len(self.mine) >= self.prefetch
 
 
 def _fail(req: _Request, exc: BaseException) -> None:
@@ -162,29 +200,39 @@ def _fail(req: _Request, exc: BaseException) -> None:
 
 
 class _Session:
-    """One live connection and its two channels; touched only by the I/O thread.
+    """One live connection and its channels; touched only by the I/O thread.
 
     `pub` is in confirm mode and also declares queues, so a declaration refused by the
-    server (406) closes it and never the channel that holds our deliveries. `sub` gets,
-    consumes and acks; its death ends every lease it held, hence a new epoch.
+    server (406) closes it and never the channel that holds our deliveries. `tx` publishes
+    batches in one transaction (its commit-ok, like a confirm, waits for the queues).
+    `sub` gets, consumes and acks; its death ends every lease it held, hence a new epoch.
     """
 
     def __init__(self, conn: BlockingConnection) -> None:
         self.conn = conn
         self.pub = conn.channel()
         self.pub.confirm_delivery()
+        self.tx: BlockingChannel | None = None
+        self.returned: set[str] = set()  # message ids the server returned from `tx`
         self.declared: dict[str, float] = {}  # queue -> when declared (monotonic)
         self.open_sub()
 
     def open_sub(self) -> None:
         self.sub = self.conn.channel()
-        # Per consumer; only idle-wait consumers exist, and one message wakes a fetch.
-        self.sub.basic_qos(prefetch_count=1)
         self.epoch = next(_EPOCHS)
         self.held: dict[int, _Held] = {}
         self.pushed: list[tuple[str, Any, Any, bytes]] = []  # (lane, method, props, body)
-        self.consumers: dict[str, str] = {}  # consumer tag -> lane
+        self.consumers: dict[str, str] = {}  # idle-wait consumer tag -> lane
+        self.stream: _Stream | None = None
         self.wait: _Wait | None = None
+
+    def transacting(self) -> BlockingChannel:
+        if self.tx is None:
+            self.tx = self.conn.channel()
+            self.tx.tx_select()
+            returned = self.returned
+            self.tx.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
+        return self.tx
 
     def repair(self) -> None:
         """Reopen a channel the server closed (a 406 on `pub`, consumer_timeout on `sub`)."""
@@ -192,6 +240,8 @@ class _Session:
             self.declared.clear()
             self.pub = self.conn.channel()
             self.pub.confirm_delivery()
+        if self.tx is not None and self.tx.is_closed:
+            self.tx = None
         if self.sub.is_closed:
             # pika keeps the reason only privately; it is worth the log line.
             reason = getattr(self.sub, "_closing_reason", None) or "unknown reason"
@@ -202,14 +252,31 @@ class _Session:
                     reason,
                     len(self.held),
                 )
-            if self.wait is not None:
-                self.wait.request.future.set_result(False)
+            self.end_wait()
             self.open_sub()
+
+    def end_wait(self) -> None:
+        """Answer a waiting fetch with nothing (its channel or consumer is going)."""
+        wait, self.wait = self.wait, None
+        if wait is not None and not wait.request.future.done():
+            wait.request.future.set_result([])
 
     def holds(self, receipt: Any) -> _Held | None:
         if not isinstance(receipt, tuple) or receipt[0] != self.epoch or self.sub.is_closed:
             return None
         return self.held.get(receipt[1])
+
+    def settled(self, tag: int) -> None:
+        self.held.pop(tag, None)
+        if self.stream is not None:
+            self.stream.mine.discard(tag)
+
+    def unsettled(self) -> Iterator[int]:
+        """Every delivery tag on `sub` not acked yet: handed out, or pushed and kept here."""
+        yield from self.held
+        if self.stream is not None:
+            yield from (method.delivery_tag for method, _, _ in self.stream.buffer)
+        yield from (method.delivery_tag for _, method, _, _ in self.pushed)
 
 
 class _Link(threading.Thread):
@@ -354,8 +421,8 @@ class _Link(threading.Thread):
             if s.wait is not None:
                 self.check_wait(s, s.wait)
 
-    def run_one(self, s: _Session, req: _Request) -> None:
-        if req.deadline <= time.monotonic():
+    def run_one(self, s: _Session, req: _Request, waited: bool = False) -> None:
+        if req.deadline <= time.monotonic() and not waited:
             _fail(req, _Down())
             return
         try:
@@ -387,18 +454,15 @@ class _Link(threading.Thread):
         return BrokerUnavailable(f"RabbitMQ at {self.where}: {text}")
 
     def check_wait(self, s: _Session, wait: _Wait) -> None:
-        woken = any(lane in wait.lanes for lane, *_ in s.pushed)
-        if not woken and time.monotonic() < wait.request.deadline:
-            return
-        s.wait = None
-        wait.request.future.set_result(woken)
+        if wait.ready() or time.monotonic() >= wait.until:
+            s.wait = None
+            self.run_one(s, wait.request, waited=True)
 
     def drop(self) -> None:
         session, self.session = self.session, None
         if session is None:
             return
-        if session.wait is not None and not session.wait.request.future.done():
-            session.wait.request.future.set_result(False)
+        session.end_wait()
         try:
             if session.conn.is_open:
                 session.conn.close()
@@ -532,75 +596,258 @@ class AMQPBroker(Broker):
             self._delay_queues.setdefault(queue, set()).add(name)
         return name
 
-    def _send(
-        self,
-        s: _Session,
-        queue: str,
-        lane: str,
-        body: bytes,
-        message_id: str,
-        headers: dict[str, Any],
-        delay: float = 0,
-    ) -> None:
-        """Publish and wait for the confirm; lane is the target queue, reached after
-        `delay` through a delay queue."""
-        self._declare(s, queue)
-        target = lane if delay <= 0 else self._declare_delay(s, queue, lane, _bucket_ms(delay))
-        props = pika.BasicProperties(
+    def _target(self, s: _Session, out: _Out) -> str:
+        """The queue to publish `out` to: its lane, or a delay queue in front of it."""
+        self._declare(s, out.queue)
+        if out.delay <= 0:
+            return out.lane
+        return self._declare_delay(s, out.queue, out.lane, _bucket_ms(out.delay))
+
+    @staticmethod
+    def _props(out: _Out) -> pika.BasicProperties:
+        return pika.BasicProperties(
             delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message_id,
+            message_id=out.message_id,
             timestamp=int(time.time()),
-            headers=headers,
+            headers=out.headers,
         )
+
+    def _send(self, s: _Session, out: _Out) -> None:
+        """Publish and wait for the confirm."""
+        target = self._target(s, out)
         try:
-            s.pub.basic_publish("", target, body, props, mandatory=True)
+            s.pub.basic_publish("", target, out.body, self._props(out), mandatory=True)
         except pe.UnroutableError:
             # The queue was deleted (by an operator, or a delay queue expired) after we
             # declared it on this connection: declare again and publish once more.
-            s.declared.pop(queue, None)
+            s.declared.pop(out.queue, None)
             s.declared.pop(target, None)
-            self._declare(s, queue)
-            if delay > 0:
-                self._declare_delay(s, queue, lane, _bucket_ms(delay))
-            s.pub.basic_publish("", target, body, props, mandatory=True)
+            s.pub.basic_publish(
+                "", self._target(s, out), out.body, self._props(out), mandatory=True
+            )
+
+    def _send_many(self, s: _Session, outs: Sequence[_Out]) -> None:
+        """Publish in one transaction: one round trip for the batch, durable once the
+        commit returns (RabbitMQ answers a commit once the queues confirmed every message)."""
+        if len(outs) == 1:
+            self._send(s, outs[0])
+            return
+        targets = [self._target(s, out) for out in outs]
+        tx = s.transacting()
+        s.returned.clear()
+        for out, target in zip(outs, targets, strict=True):
+            tx.basic_publish("", target, out.body, self._props(out), mandatory=True)
+        tx.tx_commit()
+        # A queue deleted since we declared it returns the message, before the commit-ok;
+        # this dispatches those returns. _send declares it again.
+        s.conn.process_data_events(time_limit=0)
+        for out in outs:
+            if out.message_id in s.returned:
+                self._send(s, out)
 
     # -- publish and fetch -------------------------------------------------------------
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        message_id = uuid.uuid4().hex
-        lane = self._lane(queue, priority)
-
-        def work(s: _Session, _: _Request) -> None:
-            self._send(s, queue, lane, body, message_id, {H_ATTEMPTS: 0}, delay)
-
+        out = _Out(
+            queue, self._lane(queue, priority), body, uuid.uuid4().hex, {H_ATTEMPTS: 0}, delay
+        )
         # Retried across reconnects until confirmed: a publish that returns is durable; a
         # connection lost before the confirm may leave a duplicate (at-least-once).
-        self._must(work)
-        return message_id
+        self._must(lambda s, _: self._send(s, out))
+        return out.message_id
+
+    def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
+        """One transaction for the whole batch (retried whole across reconnects)."""
+        outs = [
+            _Out(q, self._lane(q, p), body, uuid.uuid4().hex, {H_ATTEMPTS: 0}, delay)
+            for q, body, delay, p in items
+        ]
+        if outs:
+            self._must(lambda s, _: self._send_many(s, outs))
+        return [out.message_id for out in outs]
 
     def fetch(
         self, queues: Sequence[str], max_count: int, lease: float, timeout: float
     ) -> list[Delivery]:
-        """basic.get over the lanes in order (exact queue and priority order); when all
-        are empty, consumers on every lane wait for a push, which wakes the fetch."""
+        """One lane (one queue, no priorities): a consumer streams it (`_stream`). Several:
+        basic.get over the lanes in order (`_sweep`), for exact queue and priority order."""
         lanes = [(q, lane) for q in queues for lane in self.lanes(q)]
-        deadline = time.monotonic() + max(timeout, 0)
+        until = time.monotonic() + max(timeout, 0)
+        count = max(max_count, 1)
+
+        def work(s: _Session, req: _Request) -> Any:  # a list of deliveries, or _LATER
+            if len(lanes) == 1:
+                return self._stream(s, req, *lanes[0], count, until)
+            return self._sweep(s, req, lanes, count, until)
+
         with self._fetch_lock:
             while True:
-                remaining = deadline - time.monotonic()
                 try:
-                    got = self._call(
-                        lambda s, _: self._take(s, lanes, max_count), self.publish_timeout
-                    )
-                    if got or remaining <= 0:
-                        return got
-                    if not self._call(lambda s, r: self._wait(s, r, lanes), remaining):
-                        return []
+                    got: list[Delivery] = self._call(work, self.publish_timeout)
+                    return got
                 except _Down:
                     # Reconnecting: an idle fetch, not an error; the worker polls again.
-                    time.sleep(max(min(deadline - time.monotonic(), _TICK), 0))
-                    if time.monotonic() >= deadline:
+                    time.sleep(max(min(until - time.monotonic(), _TICK), 0))
+                    if time.monotonic() >= until:
                         return []
+
+    def _stream(
+        self, s: _Session, req: _Request, queue: str, lane: str, count: int, until: float
+    ) -> object:
+        """Hand out what the lane's consumer pushed, up to `count`, or wait for a push.
+
+        Its prefetch follows `count` plus what the caller still holds (a pool fetches for
+        its free slots while tasks run). A different one (more, or at most half) is
+        applied at the next settle, by `_resize`."""
+        self._end_waits(s)
+        st = s.stream
+        if st is not None and st.lane != lane:
+            self._end_stream(s)
+            st = None
+        s.conn.process_data_events(time_limit=0)  # dispatch pushes already received
+        if st is not None and st.tag is not None and st.tag not in s.sub.consumer_tags:
+            # The server cancelled it: its queue was deleted. Declare it again.
+            st.tag = None
+            s.declared.pop(queue, None)
+        self._declare(s, queue)
+        want = count + len(s.held)
+        if st is None:
+            st = s.stream = _Stream(queue, lane)
+        if st.tag is None:
+            if not st.buffer:  # else it ended: hand out what it had, then start afresh
+                self._consume(s, st, want)
+        elif want > st.prefetch or want <= st.prefetch // 2:
+            st.resize, st.keep = want, count
+            if want > st.prefetch and st.full():
+                self._resize(s)  # nothing in flight, and the caller waits for more
+        else:
+            st.resize = 0
+        out: list[Delivery] = []
+        while st.buffer and len(out) < count:
+            self._hand_out(s, out, queue, lane, *st.buffer.popleft())
+        if not out and time.monotonic() >= until and st.tag is not None and not st.full():
+            # Not waiting: still, what the server already pushed (say, the refill after
+            # the last acks) is in flight. One round trip on this channel lets it land.
+            self._confirm_acks(s)
+            s.conn.process_data_events(time_limit=0)
+            while st.buffer and len(out) < count:
+                self._hand_out(s, out, queue, lane, *st.buffer.popleft())
+        if out or time.monotonic() >= until:
+            return out
+        s.wait = _Wait(req, until, lambda: bool(st.buffer))
+        return _LATER
+
+    def _consume(self, s: _Session, st: _Stream, prefetch: int) -> None:
+        mine = st.mine = set()
+
+        def pushed(_ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
+            st.buffer.append((method, props, body))
+            mine.add(method.delivery_tag)
+
+        s.sub.basic_qos(prefetch_count=prefetch)  # applies to the consumer started next
+        st.tag = s.sub.basic_consume(st.lane, pushed)
+        st.prefetch, st.resize = prefetch, 0
+
+    def _resize(self, s: _Session) -> None:
+        """Before a settle, give the stream the prefetch its fetches asked for: cancel the
+        consumer and start one with the new prefetch. Its buffer is handed out first,
+        so the lane's order holds; on shrinking, what it holds beyond the last fetch's
+        count goes back, so a worker that slowed down does not sit on messages others
+        could run.
+
+        Here rather than at the fetch: the acks that follow make room that the server
+        fills at once, and a delivery in flight when a consumer is cancelled is rejected
+        by pika and counted by the queue. Before the acks, the consumer is full when the
+        lane is busy (nothing in flight). Growing waits for that (below it, the lane is
+        drained and a larger prefetch would not help); shrinking does not wait."""
+        st = s.stream
+        if st is None or not st.resize or st.tag is None:
+            return
+        want, growing = st.resize, st.resize > st.prefetch
+        if growing and not st.full():
+            return
+        self._cancel(s, st)
+        excess = [] if growing else [self._kept(st, e) for e in list(st.buffer)[st.keep :]]
+        for _ in excess:
+            st.buffer.pop()
+        self._consume(s, st, want)
+        self._give_back(s, excess)
+
+    def _kept(self, st: _Stream, entry: tuple[Any, Any, bytes]) -> tuple[int, _Held, bytes]:
+        method, props, body = entry
+        return method.delivery_tag, self._held(st.queue, st.lane, props), body
+
+    def _cancel(self, s: _Session, st: _Stream) -> None:
+        """Stop the stream's consumer. pika rejects (requeue) what reaches a consumer
+        being cancelled, and the quorum queue counts that as a delivery: unless the
+        stream is full, a message published within this round trip may come back with
+        its delivery count raised by one."""
+        # (Deleting its queue cancels a consumer too.)
+        if st.tag is not None and s.sub.is_open and st.tag in s.sub.consumer_tags:
+            s.conn.process_data_events(time_limit=0)  # into the buffer, not rejected
+            s.sub.basic_cancel(st.tag)
+        st.tag = None
+
+    def _end_stream(self, s: _Session) -> None:
+        """Cancel the stream and give back what it pushed that no fetch took."""
+        st = s.stream
+        if st is None:
+            return
+        s.end_wait()
+        self._cancel(s, st)
+        kept = [self._kept(st, entry) for entry in st.buffer]
+        st.buffer.clear()
+        s.stream = None
+        self._give_back(s, kept)
+
+    def _end_waits(self, s: _Session) -> None:
+        """Cancel the idle-wait consumers of `_sweep` and give back what they pushed."""
+        if not s.consumers and not s.pushed:
+            return
+        s.conn.process_data_events(time_limit=0)
+        for tag in list(s.consumers):
+            s.sub.basic_cancel(tag)  # the same window as `_cancel`
+        s.consumers.clear()
+        queue_of = {lane: queue for queue in s.declared for lane in self.lanes(queue)}
+        pushed, s.pushed = s.pushed, []
+        self._give_back(
+            s,
+            [
+                (method.delivery_tag, self._held(queue_of.get(lane, lane), lane, props), body)
+                for lane, method, props, body in pushed
+            ],
+        )
+
+    def _give_back(self, s: _Session, kept: Sequence[tuple[int, _Held, bytes]]) -> None:
+        """Put deliveries back unstarted, as if never delivered: publish copies that carry
+        the count so far, then ack the originals (a basic.nack would raise the quorum
+        queue's count, and a message given back often would look like poison). The
+        copies go to the back of their lanes."""
+        if not kept:
+            return
+        self._send_many(
+            s,
+            [
+                _Out(h.queue, h.lane, body, h.message_id, {**h.headers, H_PRIOR: h.count - 1})
+                for _, h, body in kept
+            ],
+        )
+        self._ack_tags(s, [tag for tag, _, _ in kept])
+
+    def _sweep(
+        self,
+        s: _Session,
+        req: _Request,
+        lanes: list[tuple[str, str]],
+        count: int,
+        until: float,
+    ) -> object:
+        """basic.get over the lanes in order; when all are empty, wait for a push."""
+        self._end_stream(s)
+        got = self._take(s, lanes, count)
+        if got or time.monotonic() >= until:
+            return got
+        return self._wait(s, req, lanes, until)
 
     def _take(self, s: _Session, lanes: list[tuple[str, str]], max_count: int) -> list[Delivery]:
         for q in dict.fromkeys(q for q, _ in lanes):
@@ -636,6 +883,14 @@ class AMQPBroker(Broker):
                 self._hand_out(s, out, q, lane, method, props, body)
         return out
 
+    def _held(self, queue: str, lane: str, props: Any) -> _Held:
+        headers = dict(props.headers or {})
+        count = int(headers.get("x-delivery-count", 0)) + int(headers.get(H_PRIOR, 0)) + 1
+        attempts = int(headers.get(H_ATTEMPTS, 0))
+        for name in _SERVER_HEADERS:
+            headers.pop(name, None)
+        return _Held(queue, lane, props.message_id or uuid.uuid4().hex, headers, count, attempts)
+
     def _hand_out(
         self,
         s: _Session,
@@ -646,22 +901,22 @@ class AMQPBroker(Broker):
         props: Any,
         body: bytes,
     ) -> None:
-        headers = dict(props.headers or {})
-        count = int(headers.get("x-delivery-count", 0)) + int(headers.get(H_PRIOR, 0)) + 1
-        attempts = int(headers.get(H_ATTEMPTS, 0))
-        for name in _SERVER_HEADERS:
-            headers.pop(name, None)
-        message_id = props.message_id or uuid.uuid4().hex
         tag = method.delivery_tag
-        s.held[tag] = _Held(queue, lane, message_id, headers, count, attempts)
-        if count > self.max_deliveries:
+        held = s.held[tag] = self._held(queue, lane, props)
+        if held.count > self.max_deliveries:
             # Only a released copy gets here (the queue's own limit counts from the copy).
-            self._move(s, tag, f"{queue}.dead", body, self._dead_headers(s.held[tag], count))
+            self._move(s, tag, f"{queue}.dead", body, self._dead_headers(held, held.count))
             return
-        out.append(Delivery(message_id, queue, body, count, attempts, (s.epoch, tag)))
+        out.append(
+            Delivery(held.message_id, queue, body, held.count, held.attempts, (s.epoch, tag))
+        )
 
-    def _wait(self, s: _Session, req: _Request, lanes: list[tuple[str, str]]) -> object:
+    def _wait(
+        self, s: _Session, req: _Request, lanes: list[tuple[str, str]], until: float
+    ) -> object:
+        """Consumers on every lane (prefetch 1 each); a push runs the fetch again."""
         if not s.consumers:
+            s.sub.basic_qos(prefetch_count=1)  # applies to the consumers started next
             for _, lane in lanes:
 
                 def pushed(
@@ -671,7 +926,8 @@ class AMQPBroker(Broker):
 
                 tag = s.sub.basic_consume(lane, pushed)
                 s.consumers[tag] = lane
-        s.wait = _Wait(req, {lane for _, lane in lanes})
+        wanted = {lane for _, lane in lanes}
+        s.wait = _Wait(req, until, lambda: any(p[0] in wanted for p in s.pushed))
         return _LATER
 
     # -- settling ----------------------------------------------------------------------
@@ -689,13 +945,32 @@ class AMQPBroker(Broker):
         except (_Down, BrokerUnavailable):
             return False  # its channel died with the connection: someone else gets it
 
-    def _ack(self, s: _Session, tag: int) -> None:
-        s.sub.basic_ack(tag)
-        s.held.pop(tag, None)
-        # AMQP acks have no reply. A synchronous call behind it on the same channel returns
-        # only after the server processed the ack; if the server had closed the channel
-        # (consumer_timeout), this raises and the settle reports False.
+    def _ack_tags(self, s: _Session, tags: Sequence[int]) -> None:
+        """basic.ack each tag, with one multiple-ack for those below every other unsettled
+        tag on the channel (in a worker's batch, usually all of them). Every ack goes
+        through here, so a stream waiting for a new prefetch gets it first."""
+        self._resize(s)
+        for tag in tags:
+            s.settled(tag)
+        low = min(s.unsettled(), default=math.inf)
+        ordered = sorted(tags)
+        below = [tag for tag in ordered if tag < low]
+        if len(below) > 1:
+            s.sub.basic_ack(below[-1], multiple=True)
+            ordered = ordered[len(below) :]
+        for tag in ordered:
+            s.sub.basic_ack(tag)
+
+    def _confirm_acks(self, s: _Session) -> None:
+        """AMQP acks have no reply. A synchronous call behind them on the same channel
+        returns only after the server processed them; if the server had closed the
+        channel (consumer_timeout), this raises and the settle reports False. (basic.qos
+        sets the prefetch of consumers started later; each consume sets its own.)"""
         s.sub.basic_qos(prefetch_count=1)
+
+    def _ack(self, s: _Session, tag: int) -> None:
+        self._ack_tags(s, [tag])
+        self._confirm_acks(s)
 
     def _move(
         self,
@@ -709,12 +984,12 @@ class AMQPBroker(Broker):
         """Publish a copy (confirmed), then ack the original: never lost, at worst twice."""
         held = s.held[tag]
         try:
-            self._send(s, held.queue, target, body, held.message_id, headers, delay)
+            self._send(s, _Out(held.queue, target, body, held.message_id, headers, delay))
         except pe.AMQPChannelError:
             # The copy was refused: give the original back rather than sit on it.
             if s.sub.is_open:
                 s.sub.basic_reject(tag, requeue=True)
-                s.held.pop(tag, None)
+                s.settled(tag)
             raise
         self._ack(s, tag)
 
@@ -722,19 +997,16 @@ class AMQPBroker(Broker):
         return self._settle(delivery, lambda s, held, tag: self._ack(s, tag))
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        """One hop to the I/O thread, and one basic.qos behind all the acks."""
+        """One hop to the I/O thread, one multiple-ack where the tags allow it, and one
+        round trip to learn that the server processed them."""
 
         def run(s: _Session, _: _Request) -> list[bool]:
-            acked = []
-            for d in deliveries:
-                held = s.holds(d.receipt) is not None
-                if held:
-                    s.sub.basic_ack(d.receipt[1])
-                    s.held.pop(d.receipt[1], None)
-                acked.append(held)
-            if any(acked):
-                s.sub.basic_qos(prefetch_count=1)  # see _ack
-            return acked
+            held = [s.holds(d.receipt) is not None for d in deliveries]
+            tags = list(dict.fromkeys(d.receipt[1] for d in deliveries if s.holds(d.receipt)))
+            if tags:
+                self._ack_tags(s, tags)
+                self._confirm_acks(s)
+            return held
 
         try:
             return self._call(run, self.publish_timeout)
@@ -765,15 +1037,25 @@ class AMQPBroker(Broker):
         return self._settle(delivery, work)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        """Publish a copy that carries the count so far, then ack: a basic.nack would
-        raise the quorum queue's delivery count. The copy goes to the back of its lane."""
-        for d in deliveries:
+        """Give `deliveries` back (see `_give_back`), and end the stream: the worker stops
+        or takes fewer, so what the consumer pushed and no fetch took goes back too."""
 
-            def work(s: _Session, held: _Held, tag: int, d: Delivery = d) -> None:
-                headers = {**held.headers, H_PRIOR: held.count - 1}
-                self._move(s, tag, held.lane, d.body, headers)
+        def work(s: _Session, _: _Request) -> None:
+            self._end_stream(s)
+            kept = []
+            for d in deliveries:
+                held = s.holds(d.receipt)
+                if held is not None:
+                    kept.append((d.receipt[1], held, d.body))
+            self._give_back(s, kept)
+            if kept:
+                self._confirm_acks(s)
 
-            self._settle(d, work)
+        if self._link is None:
+            return  # never connected: nothing is held
+        with contextlib.suppress(_Down, BrokerUnavailable):
+            # Its channel died with the connection: the server returned everything.
+            self._call(work, self.publish_timeout)
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         """A liveness check: the lease lasts as long as the channel; `lease` is unused."""
@@ -817,27 +1099,49 @@ class AMQPBroker(Broker):
                         delays.discard(name)  # an expired delay queue
         return total
 
+    def _buffered(self, s: _Session, queue: str, drop: bool = False) -> int:
+        """Messages the stream pushed to this process for `queue` and no fetch took:
+        they wait, so depth counts them (and purge drops them)."""
+        st = s.stream
+        if st is None or st.queue != queue:
+            return 0
+        s.conn.process_data_events(time_limit=0)  # what arrived during the counting
+        count = len(st.buffer)
+        if drop and count:
+            tags = [method.delivery_tag for method, _, _ in st.buffer]
+            st.buffer.clear()
+            self._ack_tags(s, tags)
+            self._confirm_acks(s)
+        return count
+
     def _delays(self, queue: str) -> list[str]:
         return sorted(self._delay_queues.get(queue, ()))
 
     def depth(self, queue: str) -> int:
         """Ready messages in the lanes, plus those waiting in the delay queues this process
         used (AMQP 0-9-1 cannot list queues, so another process's delays are not seen)."""
-        return self._must(lambda s, _: self._count(s, self.lanes(queue) + self._delays(queue)))
+        return self._must(
+            lambda s, _: (
+                self._count(s, self.lanes(queue) + self._delays(queue)) + self._buffered(s, queue)
+            )
+        )
 
     def stats(self, queue: str) -> QueueStats:
         """In-flight is None: AMQP reports a queue's ready messages, not its unacked ones."""
 
         def work(s: _Session, _: _Request) -> QueueStats:
             delayed = self._count(s, self._delays(queue))
-            ready = self._count(s, self.lanes(queue))
+            ready = self._count(s, self.lanes(queue)) + self._buffered(s, queue)
             return QueueStats(ready + delayed, delayed, None, self._count(s, [f"{queue}.dead"]))
 
         return self._must(work)
 
     def purge(self, queue: str) -> int:
         return self._must(
-            lambda s, _: self._count(s, self.lanes(queue) + self._delays(queue), purge=True)
+            lambda s, _: (
+                self._count(s, self.lanes(queue) + self._delays(queue), purge=True)
+                + self._buffered(s, queue, drop=True)
+            )
         )
 
     def delete(self, queue: str) -> None:
@@ -942,7 +1246,7 @@ class AMQPBroker(Broker):
                             k: v for k, v in (props.headers or {}).items() if not k.startswith("x-")
                         }
                         headers[H_ATTEMPTS] = 0
-                        self._send(s, queue, queue, body, props.message_id or "", headers)
+                        self._send(s, _Out(queue, queue, body, props.message_id or "", headers))
                     ch.basic_ack(tag)
                     done += 1
             return done
@@ -1015,9 +1319,14 @@ class AMQPBroker(Broker):
         return self._must(work)
 
     def close(self) -> None:
-        """Close the connection; the server returns unacked deliveries (counted by the
-        quorum queue, as for a dead worker). A later call connects again."""
+        """Give back what the stream pushed and no fetch took, then close the connection;
+        the server returns unacked deliveries (counted by the quorum queue, as for a dead
+        worker). A later call connects again."""
         with self._link_lock:
             link, self._link = self._link, None
-        if link is not None:
-            link.stop()
+        if link is None:
+            return
+        if link.is_alive():
+            with contextlib.suppress(_Down, BrokerUnavailable):
+                link.call(lambda s, _: self._end_stream(s), self.publish_timeout)
+        link.stop()

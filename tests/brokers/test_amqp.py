@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pika
 import pika.exceptions as pe
@@ -20,6 +20,7 @@ import pytest
 
 from soloist import App
 from soloist.brokers.amqp import AMQPBroker, _bucket_ms
+from soloist.brokers.base import Delivery
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.worker.loop import Worker
 from tests.amqp_support import DeletingAMQPBroker, amqp_url
@@ -242,3 +243,140 @@ def test_server_restart_mid_run_loses_no_confirmed_message(
     missing = wanted - set(seen)
     assert not missing, f"{len(missing)} confirmed messages lost"
     assert producer.depth(queue) == 0
+
+
+# -- the consume path ----------------------------------------------------------------
+#
+# The contract suite's RabbitMQ fixture has priority lanes, so its fetches sweep the lanes
+# with basic.get. A broker without lanes streams its one lane through a consumer: the same
+# contract tests run again here on such a broker (`make_broker` and `holder_dies` below
+# override the suite's fixtures in this module). Left out: the tests of priorities (one
+# lane has none) and the exact first batch (a fresh consumer hands out what has arrived).
+
+from tests.brokers import test_contract as contract  # noqa: E402
+
+for _name in (
+    "test_publish_then_fetch_gives_the_body_once",
+    "test_fetch_waits_then_returns_empty",
+    "test_leased_message_is_invisible_to_another_consumer",
+    "test_ack_removes_for_good",
+    "test_ack_many_acks_each_and_fences_stale_holders",
+    "test_lapsed_lease_redelivers_with_count_raised_and_fences_the_old_holder",
+    "test_retry_delays_and_raises_attempts",
+    "test_publish_with_delay",
+    "test_extend_keeps_the_lease",
+    "test_extend_reports_lost_leases",
+    "test_release_gives_back_at_once_without_counting",
+    "test_dead_letter_list_requeue_drop",
+    "test_poison_message_is_dead_lettered_after_max_deliveries",
+    "test_depth_and_purge",
+    "test_idle_fetch_wakes_for_a_new_message",
+    "test_concurrent_consumers_never_share_a_message",
+    "test_stats_count_waiting_delayed_in_flight_and_dead",
+    "test_concurrent_requeues_move_each_dead_letter_once",
+):
+    globals()[f"{_name}_on_one_lane"] = getattr(contract, _name)
+
+
+@pytest.fixture
+def make_broker(brokers: list[AMQPBroker]) -> Callable[..., AMQPBroker]:
+    def build(max_deliveries: int = 5) -> AMQPBroker:
+        return make(brokers, max_deliveries=max_deliveries, queue_expires=120)
+
+    return build
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., AMQPBroker]) -> AMQPBroker:
+    return make_broker()
+
+
+@pytest.fixture
+def holder_dies() -> Callable[[AMQPBroker, float], None]:
+    return lambda broker, lease: broker.die()  # type: ignore[attr-defined]
+
+
+def drain(broker: AMQPBroker, queue: str, max_count: int) -> list[bytes]:
+    """Fetch and ack until an idle fetch comes back empty; the bodies in order."""
+    bodies: list[bytes] = []
+    while got := broker.fetch([queue], max_count, 30, 0.5):
+        assert len(got) <= max_count
+        bodies += [d.body for d in got]
+        assert broker.ack_many(got) == [True] * len(got)
+    return bodies
+
+
+def test_a_stream_keeps_the_lane_in_order_while_its_prefetch_grows(
+    brokers: list[AMQPBroker], queue: str
+) -> None:
+    """Batches growing as the worker's adaptive prefetch does keep the lane's order: each
+    new prefetch is a new consumer, started after the old one's buffer."""
+    broker = make(brokers)
+    sent = [b"%03d" % i for i in range(300)]
+    broker.publish_many([(queue, body, 0, 0) for body in sent])
+    got: list[bytes] = []
+    for size in (1, 2, 4, 8, 16, 32, 64, 100):
+        batch = broker.fetch([queue], size, 30, 2.0)
+        assert 0 < len(batch) <= size
+        got += [d.body for d in batch]
+        assert broker.ack_many(batch) == [True] * len(batch)
+    got += drain(broker, queue, 100)
+    assert got == sent
+
+
+def test_a_stream_gives_back_what_no_fetch_took_uncounted(
+    brokers: list[AMQPBroker], queue: str
+) -> None:
+    """What the consumer pushed beyond the fetches goes back, its count unraised, when
+    the holder releases or closes; only what it had handed out comes back counted."""
+    holder, other = make(brokers), make(brokers)
+    holder.publish_many([(queue, b"%d" % i, 0, 0) for i in range(50)])
+    first = holder.fetch([queue], 10, 30, 2.0)
+    assert holder.ack_many(first) == [True] * len(first)
+    released = holder.fetch([queue], 10, 30, 2.0)  # the consumer pushed up to 10 more
+    holder.release(released)
+    assert holder.depth(queue) == 50 - len(first)
+    handed = {d.body for d in holder.fetch([queue], 5, 30, 2.0)}
+    holder.die()  # the close gives back the stream's buffer; `handed` return counted
+    rest: list[Delivery] = []
+    while got := other.fetch([queue], 100, 30, 0.5):
+        rest += got
+        assert other.ack_many(got) == [True] * len(got)
+    assert sorted(d.body for d in rest) == sorted(
+        {b"%d" % i for i in range(50)} - {d.body for d in first}
+    )
+    assert {d.body: d.delivery_count for d in rest} == {
+        d.body: 2 if d.body in handed else 1 for d in rest
+    }
+
+
+def test_a_stream_shrinks_with_the_prefetch_and_stops_hoarding(
+    brokers: list[AMQPBroker], queue: str
+) -> None:
+    """After a fetch of 1 following fetches of 50, the holder keeps at most a couple of
+    messages beyond what it holds: another consumer can take the rest at once."""
+    holder, other = make(brokers), make(brokers)
+    holder.publish_many([(queue, b"%d" % i, 0, 0) for i in range(200)])
+    batch = holder.fetch([queue], 50, 30, 2.0)
+    assert holder.ack_many(batch) == [True] * len(batch)
+    (slow,) = holder.fetch([queue], 1, 30, 2.0)
+    assert holder.ack(slow)  # the settle ends the wide stream
+    (slow,) = holder.fetch([queue], 1, 30, 2.0)  # a narrow one from here on
+    taken = drain(other, queue, 100)
+    assert len(taken) >= 200 - len(batch) - 3
+    assert holder.ack(slow)
+    holder.die()  # whatever the holder kept goes back
+    drain(other, queue, 100)
+    assert other.depth(queue) == 0
+
+
+def test_burst_depth_counts_what_the_stream_holds(brokers: list[AMQPBroker], queue: str) -> None:
+    """depth() includes what was pushed to this process and not handed out: a burst
+    worker must not stop while the consumer still holds messages."""
+    broker = make(brokers)
+    broker.publish_many([(queue, b"x", 0, 0) for _ in range(20)])
+    got = broker.fetch([queue], 5, 30, 2.0)
+    assert broker.ack_many(got) == [True] * len(got)
+    assert broker.depth(queue) == 20 - len(got)
+    assert broker.purge(queue) == 20 - len(got)
+    assert broker.depth(queue) == 0
