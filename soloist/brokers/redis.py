@@ -38,11 +38,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -107,6 +107,20 @@ local function bury(queue, id, reason)
   redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now)
   redis.call('ZADD', qkey(queue, 'dead'), now, id)
 end
+-- `command` on `key` (none if false) with the items of `list` as further arguments, in
+-- slices: unpack fails past Lua's C stack (about 8000 values). Returns the replies' sum.
+local function variadic(command, key, list)
+  local total = 0
+  for i = 1, #list, 4000 do
+    local last = math.min(i + 3999, #list)
+    if key then
+      total = total + redis.call(command, key, unpack(list, i, last))
+    else
+      total = total + redis.call(command, unpack(list, i, last))
+    end
+  end
+  return total
+end
 -- The queue of message `id` if `receipt` is its current lease, else nil.
 local function held(id, receipt)
   local m = redis.call('HMGET', mkey(id), 'r', 'q')
@@ -154,7 +168,8 @@ end
 for i = 7, #ARGV do
   if got >= want then break end
   local queue = ARGV[i]
-  local ready, leased = qkey(queue, 'ready'), qkey(queue, 'leased')
+  local ready = qkey(queue, 'ready')
+  local claimed = {}
   promote(queue, 'delayed')
   promote(queue, 'leased')
   while got < want do
@@ -163,32 +178,49 @@ for i = 7, #ARGV do
     for j = 1, #popped, 2 do
       local id = popped[j]
       local m = mkey(id)
-      local seen = tonumber(redis.call('HGET', m, 'n') or 0)
+      -- Deliveries so far, body, attempts; all false if the hash is gone (evicted: Redis
+      -- must run with maxmemory-policy noeviction).
+      local msg = redis.call('HMGET', m, 'n', 'b', 'a')
+      local seen = tonumber(msg[1]) or 0
       -- A message back from a lapsed lease goes out alone (see base.Broker.fetch).
       if got >= want or (seen > 0 and got > 0) then
-        for k = j, #popped, 2 do redis.call('ZADD', ready, popped[k + 1], popped[k]) end
+        local back = {}
+        for k = j, #popped, 2 do
+          back[#back + 1] = popped[k + 1]
+          back[#back + 1] = popped[k]
+        end
+        variadic('ZADD', ready, back)
         want = got
         break
       end
       if seen > 0 then want = got + 1 end
-      local n = redis.call('EXISTS', m) == 1 and redis.call('HINCRBY', m, 'n', 1)
-      if not n then
-        -- Its hash is gone: evicted (Redis must run with maxmemory-policy noeviction).
-      elseif n > max_deliveries then
-        bury(queue, id, string.format(poison, n - 1))
+      if not msg[2] then
+        -- Nothing left to deliver.
+      elseif seen >= max_deliveries then
+        redis.call('HSET', m, 'n', seen + 1)
+        bury(queue, id, string.format(poison, seen))
       else
-        redis.call('HSET', m, 'r', receipt)
-        redis.call('ZADD', leased, now + lease, id)
-        local fields = redis.call('HMGET', m, 'b', 'a')
+        redis.call('HSET', m, 'n', seen + 1, 'r', receipt)
+        claimed[#claimed + 1] = id
         out[#out + 1] = id
         out[#out + 1] = queue
-        out[#out + 1] = fields[1]
-        out[#out + 1] = n
-        out[#out + 1] = tonumber(fields[2])
+        out[#out + 1] = msg[2]
+        out[#out + 1] = seen + 1
+        out[#out + 1] = tonumber(msg[3]) or 0
         got = got + 1
       end
     end
   end
+  -- Newest first. A small sorted set is a flat list that ZADD scans for each insert, from
+  -- the lowest score, parsing each float score as text. These all share one score and
+  -- would go in after each other, so in id order each insert scans the whole batch (about
+  -- 10 µs a message for 100); in reverse, each goes in at the front of the others.
+  local leases = {}
+  for k = #claimed, 1, -1 do
+    leases[#leases + 1] = now + lease
+    leases[#leases + 1] = claimed[k]
+  end
+  variadic('ZADD', qkey(queue, 'leased'), leases)
 end
 local next_due = nil
 for i = 7, #ARGV do
@@ -211,18 +243,29 @@ return out
 
 # ARGV: prefix, then id, receipt for each delivery. Returns 1 for each one acked.
 _ACK = """
-local acked = {}
+local acked, ids_of, keys, done = {}, {}, {}, {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local queue = held(id, ARGV[i + 1])
-  if queue then
-    unplace(queue, id)
-    redis.call('DEL', mkey(id))
+  if queue and not done[id] then
+    done[id] = true
+    ids_of[queue] = ids_of[queue] or {}
+    table.insert(ids_of[queue], id)
+    keys[#keys + 1] = mkey(id)
     acked[#acked + 1] = 1
   else
     acked[#acked + 1] = 0
   end
 end
+for queue, ids in pairs(ids_of) do
+  -- A held message is leased, or back in ready if its lease lapsed and a claim moved it
+  -- there without taking it.
+  if variadic('ZREM', qkey(queue, 'leased'), ids) < #ids then
+    variadic('ZREM', qkey(queue, 'ready'), ids)
+    variadic('ZREM', qkey(queue, 'delayed'), ids)
+  end
+end
+variadic('DEL', false, keys)
 return acked
 """
 
@@ -434,6 +477,9 @@ class RedisConnection:
         self._lock = threading.Lock()
         self._connected = False
         self._down_since: float | None = None
+        #: redis-py Connections (untyped) taken from the pool and kept for `execute`.
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
@@ -441,13 +487,13 @@ class RedisConnection:
     def script(self, source: str) -> Script:
         return Script(self, source)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (which talks to Redis), reconnecting through outages."""
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (which talks to Redis), reconnecting through outages."""
         deadline = None
         pause = 0.05
         while True:
             try:
-                result = fn()
+                result = fn(*args)
             except _TRANSIENT as exc:
                 now = time.monotonic()
                 if not self._connected:
@@ -486,7 +532,41 @@ class RedisConnection:
                         self._down_since = None
             return result
 
+    def execute(self, *commands: tuple[object, ...]) -> list[Any]:
+        """Send `commands` in one write and read their replies, in order; a reply that is
+        an error comes back as the ResponseError. No retrying (that is `call`'s job).
+
+        This skips redis-py's per-command path (its retry object, observability hooks,
+        the pool's lock and checks), which costs about 20 µs of CPU a call: more than most
+        scripts take to run. Connections come from redis-py's pool and stay with this
+        object, one per concurrent caller (a worker's fetch and its keeper's extend)."""
+        if self._pid != os.getpid():
+            # A forked child must not share its parent's sockets (the pool resets itself).
+            self._idle, self._pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.client.connection_pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            self._idle.append(conn)
+            return replies
+        except BaseException:
+            # A reply may be left unread (a dropped link, a signal's exception): close the
+            # link, so the next command cannot read a stale reply as its own.
+            conn.disconnect()
+            self._idle.append(conn)
+            raise
+
     def close(self) -> None:
+        for conn in self._idle:
+            conn.disconnect()
         self.client.close()
         self.client.connection_pool.disconnect()
 
@@ -501,17 +581,26 @@ class Script:
         self.conn = conn
         self.source = _PRELUDE + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self._head = ("EVALSHA", self.sha, 0, conn.prefix)
 
     def __call__(self, *args: object) -> Any:
-        return self.conn.call(partial(self._eval, (self.conn.prefix, *args)))
+        return self.conn.call(self._run, (), args)
 
-    def _eval(self, args: tuple[object, ...]) -> Any:
-        client: Any = self.conn.client
-        try:
-            return client.evalsha(self.sha, 0, *args)
-        except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, 0, *args)
+    def after(self, command: tuple[object, ...], *args: object) -> Any:
+        """Run `command`, then this script, in one round trip: Redis runs the script the
+        moment the command is done (a blocking one too). Returns the script's reply."""
+        return self.conn.call(self._run, (command,), args)
+
+    def _run(self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...]) -> Any:
+        evalsha = (*self._head, *args)
+        *replies, reply = self.conn.execute(*before, evalsha)
+        if isinstance(reply, NoScriptError):
+            self.conn.execute(("SCRIPT", "LOAD", self.source))
+            (reply,) = self.conn.execute(evalsha)
+        for r in (*replies, reply):
+            if isinstance(r, redis.ResponseError):
+                raise r
+        return reply
 
 
 class RedisBroker(Broker):
@@ -559,31 +648,24 @@ class RedisBroker(Broker):
     ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         receipt = secrets.token_hex(8)
-        wake_keys = [f"{self.prefix}q:{q}:wake" for q in queues]
-        while True:
-            reply = self._claim(
-                max(max_count, 1),
-                lease,
-                receipt,
-                self.max_deliveries,
-                _POISON_FORMAT,
-                *queues,
-            )
-            if len(reply) > 1:
-                return [
-                    Delivery(rid.decode(), queue.decode(), body, int(count), int(attempts), receipt)
-                    for rid, queue, body, count, attempts in zip(
-                        *[iter(reply[1:])] * 5, strict=True
-                    )
-                ]
+        args = (max(max_count, 1), lease, receipt, self.max_deliveries, _POISON_FORMAT, *queues)
+        reply = self._claim(*args)
+        while len(reply) == 1:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            due_in = int(reply[0])
+            due_in = reply[0]
             wait = min(remaining, self.redis.max_block, math.inf if due_in < 0 else due_in / 1000)
             # Whole milliseconds, never 0: BLPOP reads a 0 timeout as "wait forever".
             block = max(math.ceil(wait * 1000), 1) / 1000
-            self.redis.call(partial(self.redis.client.blpop, wake_keys, block))
+            wake = ("BLPOP", *(f"{self.prefix}q:{q}:wake" for q in queues), block)
+            # Redis runs the claim the moment BLPOP returns, woken or timed out, so a
+            # wake-up costs one round trip, like a bare BLMOVE.
+            reply = self._claim.after(wake, *args)
+        return [
+            Delivery(rid.decode(), queue.decode(), body, count, attempts, receipt)
+            for rid, queue, body, count, attempts in zip(*[iter(reply[1:])] * 5, strict=True)
+        ]
 
     def ack(self, delivery: Delivery) -> bool:
         return self.ack_many([delivery])[0]

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from soloist.brokers.base import poison_reason
+from soloist.brokers.base import QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from tests.redis_support import (
@@ -96,6 +97,96 @@ def test_a_delayed_message_falls_due_on_time_without_polling(
     assert got.body == b"later" and waited >= 0.4
     # The fetch slept until the message was due: a claim, a wait, a claim (give or take one).
     assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blpop") <= 3
+
+
+def test_a_woken_fetch_claims_in_the_same_round_trip(
+    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim goes out with the BLPOP, so Redis runs it the moment the wake token
+    arrives: a wake-up costs one round trip, not a second one for the claim."""
+    consumer = RedisBroker(broker.url)
+    consumer.fetch([queue], 1, 30, timeout=0)  # loads the claim script
+    trips: list[list[object]] = []
+    execute = consumer.redis.execute
+
+    def counted(*commands: tuple[object, ...]) -> list[object]:
+        trips.append([c[0] for c in commands])
+        return execute(*commands)
+
+    monkeypatch.setattr(consumer.redis, "execute", counted)
+    got: list[bytes] = []
+    fetcher = threading.Thread(
+        target=lambda: got.extend(d.body for d in consumer.fetch([queue], 10, 30, timeout=5.0))
+    )
+    fetcher.start()
+    time.sleep(0.3)  # blocked in BLPOP by now
+    broker.publish(queue, b"wake")
+    fetcher.join()
+    consumer.close()
+    assert got == [b"wake"]
+    assert trips == [["EVALSHA"], ["BLPOP", "EVALSHA"]]
+
+
+def test_a_wait_that_times_out_runs_a_harmless_claim(broker: RedisBroker, queue: str) -> None:
+    """The claim sent behind a BLPOP runs when the BLPOP times out too; with nothing due it
+    leases nothing and leaves no trace."""
+    assert broker.fetch([queue], 10, 30, timeout=0.2) == []
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.redis.client.keys(f"{broker.prefix}*") == []
+    broker.publish(queue, b"later", delay=0.3)
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLPOP times out when it is due
+    assert got.body == b"later" and got.delivery_count == 1
+
+
+def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, queue: str) -> None:
+    """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLPOP
+    gets NOSCRIPT, and the fetch loads the script and claims."""
+    got: list[bytes] = []
+    fetcher = threading.Thread(
+        target=lambda: got.extend(d.body for d in broker.fetch([queue], 1, 30, timeout=5.0))
+    )
+    fetcher.start()
+    time.sleep(0.3)
+    admin = redis.Redis.from_url(broker.url.split("?")[0])
+    admin.script_flush()
+    admin.close()
+    RedisBroker(broker.url).publish(queue, b"after the flush")
+    fetcher.join()
+    assert got == [b"after the flush"]
+
+
+def test_an_interrupted_exchange_leaves_no_stale_reply(broker: RedisBroker, queue: str) -> None:
+    """An exception between sending a command and reading its reply (a signal handler's,
+    say) closes that connection, so the next command cannot take the old reply as its own."""
+    broker.publish(queue, b"x")
+    (conn,) = broker.redis._idle
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    conn.read_response = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        broker.stats(queue)
+    del conn.read_response
+    assert broker.depth(queue) == 1
+    assert broker.stats(queue) == QueueStats(1, 0, 0, 0)
+
+
+def test_a_forked_child_talks_on_a_connection_of_its_own(broker: RedisBroker) -> None:
+    parent = broker.redis.execute(("CLIENT", "ID"))[0]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, b"%d" % broker.redis.execute(("CLIENT", "ID"))[0])
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = int(os.read(read, 64))
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != parent
+    assert broker.redis.execute(("CLIENT", "ID"))[0] == parent
 
 
 def test_one_batch_publish_wakes_every_idle_consumer(
