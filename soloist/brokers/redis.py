@@ -4,7 +4,8 @@
 #                                zero-padded to 15 digits, so ids sort by age as strings
 #   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
 #                                a attempts, r receipt of its current lease ("" when none);
-#                                a dead letter also has why (reason) and t (dead_at)
+#                                a dead letter also has why (reason) and t (dead_at). n and
+#                                r are absent until the message is first claimed (read: 0, "")
 #   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
 #                                by member, that is by age)
 #   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
@@ -85,8 +86,15 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 # Shared by every script: ARGV[1] is the key prefix.
 _PRELUDE = """
 local prefix = ARGV[1]
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+-- The server's clock, read once, by the scripts that need it: TIME is a call of its own.
+local clock
+local function now()
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return clock
+end
 local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
 local function mkey(id) return prefix .. 'm:' .. id end
 local function wake(queue)
@@ -104,8 +112,8 @@ local function unplace(queue, id)
 end
 local function bury(queue, id, reason)
   unplace(queue, id)
-  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now)
-  redis.call('ZADD', qkey(queue, 'dead'), now, id)
+  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now())
+  redis.call('ZADD', qkey(queue, 'dead'), now(), id)
 end
 -- `command` on `key` (none if false) with the items of `list` as further arguments, in
 -- slices: unpack fails past Lua's C stack (about 8000 values). Returns the replies' sum.
@@ -135,10 +143,11 @@ local ids = {}
 for i = 2, #ARGV, 4 do
   local queue, delay, priority = ARGV[i], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local id = string.format('%015d', redis.call('INCR', prefix .. 'ids'))
-  redis.call('HSET', mkey(id), 'q', queue, 'b', ARGV[i + 1], 'p', priority,
-             'n', 0, 'a', 0, 'r', '')
+  -- n and r are left out until the first claim (absent reads as 0 and ""); a stays, as
+  -- older versions' claim scripts return it without a default.
+  redis.call('HSET', mkey(id), 'q', queue, 'b', ARGV[i + 1], 'p', priority, 'a', 0)
   if delay > 0 then
-    redis.call('ZADD', qkey(queue, 'delayed'), now + delay, id)
+    redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)
   else
     redis.call('ZADD', qkey(queue, 'ready'), -priority, id)
   end
@@ -159,7 +168,7 @@ local max_deliveries, poison = tonumber(ARGV[5]), ARGV[6]
 local out, got = {0}, 0
 local function promote(queue, kind)
   local key = qkey(queue, kind)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, $CHUNK)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now(), 'LIMIT', 0, $CHUNK)
   for _, id in ipairs(due) do
     redis.call('ZREM', key, id)
     make_ready(queue, id)
@@ -172,9 +181,11 @@ for i = 7, #ARGV do
   local claimed = {}
   promote(queue, 'delayed')
   promote(queue, 'leased')
-  while got < want do
+  local drained = false
+  while got < want and not drained do
     local popped = redis.call('ZPOPMIN', ready, want - got)
-    if #popped == 0 then break end
+    -- Fewer than asked for: ready is empty, so do not ask again.
+    drained = #popped < 2 * (want - got)
     for j = 1, #popped, 2 do
       local id = popped[j]
       local m = mkey(id)
@@ -217,7 +228,7 @@ for i = 7, #ARGV do
   -- 10 µs a message for 100); in reverse, each goes in at the front of the others.
   local leases = {}
   for k = #claimed, 1, -1 do
-    leases[#leases + 1] = now + lease
+    leases[#leases + 1] = now() + lease
     leases[#leases + 1] = claimed[k]
   end
   variadic('ZADD', qkey(queue, 'leased'), leases)
@@ -236,7 +247,7 @@ for i = 7, #ARGV do
   end
 end
 if got == 0 then
-  out[1] = next_due and math.max(math.ceil((next_due - now) * 1000), 1) or -1
+  out[1] = next_due and math.max(math.ceil((next_due - now()) * 1000), 1) or -1
 end
 return out
 """.replace("$CHUNK", str(CHUNK))
@@ -278,7 +289,7 @@ unplace(queue, id)
 redis.call('HSET', mkey(id), 'r', '', 'n', 0)
 redis.call('HINCRBY', mkey(id), 'a', 1)
 if delay > 0 then
-  redis.call('ZADD', qkey(queue, 'delayed'), now + delay, id)
+  redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)
 else
   make_ready(queue, id)
 end
@@ -319,7 +330,7 @@ for i = 3, #ARGV, 2 do
   if queue then
     -- A lapsed lease that nobody claimed yet may sit in ready: take it back.
     redis.call('ZREM', qkey(queue, 'ready'), id)
-    redis.call('ZADD', qkey(queue, 'leased'), now + tonumber(ARGV[2]), id)
+    redis.call('ZADD', qkey(queue, 'leased'), now() + tonumber(ARGV[2]), id)
     lost[#lost + 1] = 0
   else
     lost[#lost + 1] = 1
@@ -332,14 +343,14 @@ return lost
 _DEPTH = """
 local queue = ARGV[2]
 return redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed'))
-  + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now)
+  + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now())
 """
 
 # ARGV: prefix, queue. Returns {depth, delayed, in flight, dead letters}.
 _STATS = """
 local queue = ARGV[2]
-local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. now, '+inf')
-local in_flight = redis.call('ZCOUNT', qkey(queue, 'leased'), '(' .. now, '+inf')
+local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. now(), '+inf')
+local in_flight = redis.call('ZCOUNT', qkey(queue, 'leased'), '(' .. now(), '+inf')
 local depth = redis.call('ZCARD', qkey(queue, 'ready'))
   + redis.call('ZCARD', qkey(queue, 'delayed'))
   + redis.call('ZCARD', qkey(queue, 'leased')) - in_flight
@@ -359,7 +370,8 @@ end
 drop('ready', redis.call('ZRANGE', qkey(queue, 'ready'), 0, room - 1))
 if room > 0 then drop('delayed', redis.call('ZRANGE', qkey(queue, 'delayed'), 0, room - 1)) end
 if room > 0 then
-  drop('leased', redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now, 'LIMIT', 0, room))
+  local lapsed = redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now(), 'LIMIT', 0, room)
+  drop('leased', lapsed)
 end
 return $CHUNK - room
 """.replace("$CHUNK", str(CHUNK))
@@ -403,16 +415,16 @@ return moved
 # ARGV: prefix, worker id, info, ttl in ms.
 _HEARTBEAT = """
 local key = prefix .. 'w:' .. ARGV[2]
-redis.call('HSET', key, 'info', ARGV[3], 'seen', now)
+redis.call('HSET', key, 'info', ARGV[3], 'seen', now())
 redis.call('PEXPIRE', key, ARGV[4])
-redis.call('ZADD', prefix .. 'workers', now + tonumber(ARGV[4]) / 1000, ARGV[2])
-redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now)
+redis.call('ZADD', prefix .. 'workers', now() + tonumber(ARGV[4]) / 1000, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now())
 return 0
 """
 
 # ARGV: prefix. Returns {id, info, seen, …} of every live worker.
 _WORKERS = """
-redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now)
+redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now())
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', prefix .. 'workers', 0, -1)) do
   local w = redis.call('HMGET', prefix .. 'w:' .. id, 'info', 'seen')

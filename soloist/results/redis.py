@@ -49,7 +49,7 @@ return out
 _PRUNE = """
 local at, till = prefix .. 'revoked:at', prefix .. 'revoked:until'
 local term = prefix .. 'revoked:terminate'
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', till, '-inf', now)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', till, '-inf', now())) do
   redis.call('ZREM', at, id)
   redis.call('ZREM', till, id)
   redis.call('SREM', term, id)
@@ -70,8 +70,8 @@ local done = key .. ':done'
 redis.call('DEL', done)
 redis.call('LPUSH', done, 1)
 redis.call('PEXPIRE', done, ARGV[4])
-redis.call('ZADD', at, now, ARGV[2])
-redis.call('ZADD', till, now + tonumber(ARGV[4]) / 1000, ARGV[2])
+redis.call('ZADD', at, now(), ARGV[2])
+redis.call('ZADD', till, now() + tonumber(ARGV[4]) / 1000, ARGV[2])
 if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
 return 1
 """
