@@ -4,7 +4,9 @@
 
 The floors (benchmarks/floors.py, shared with suite.py) are the fewest raw Redis operations
 a reliable list-based queue needs: LPUSH to publish; LMOVE to a processing list and LREM to
-ack; BLMOVE for an idle consumer's wake-up.
+ack, one by one or pipelined 100 at a time; BLMOVE for an idle consumer's wake-up. The
+batched row (fetch 100, then one ack_many) is the broker's share of a busy worker's time per
+message, with no worker around it.
 Machines are shared and noisy, so read the ratios, not the absolute figures. All keys go
 under a fresh prefix that is deleted at the end.
 """
@@ -47,6 +49,17 @@ def consume_rates(broker: RedisBroker, floor: RedisFloor, n: int) -> tuple[float
                 broker.ack(delivery)
 
     return rate(n, soloist), floor.consume(n)
+
+
+def batched_consume_rates(broker: RedisBroker, floor: RedisFloor, n: int) -> tuple[float, float]:
+    queue = "bench-batched"
+    broker.publish_many([(queue, BODY, 0, 0)] * n)
+
+    def soloist() -> None:
+        while got := broker.fetch([queue], BATCH, 30, 0):
+            broker.ack_many(got)
+
+    return rate(n, soloist), floor.consume_batched(n)
 
 
 def worker_rate(url: str, n: int) -> float:
@@ -94,6 +107,7 @@ def main() -> None:
     try:
         pub = publish_rates(broker, floor, args.n)
         con = consume_rates(broker, floor, args.n)
+        bat = batched_consume_rates(broker, floor, args.n)
         solo = worker_rate(url, args.n)
         (p50, p99), (f50, f99) = latency_figures(broker, floor, args.rounds)
     finally:
@@ -105,7 +119,10 @@ def main() -> None:
     rows = [
         ("publish (msg/s)", pub[0], pub[1], "LPUSH", pub[0] / pub[1]),
         (f"fetch {BATCH} + ack each (msg/s)", con[0], con[1], "LMOVE + LREM", con[0] / con[1]),
+        (f"fetch {BATCH} + ack_many (msg/s)", bat[0], bat[1], "pipelined", bat[0] / bat[1]),
+        ("  same, µs per message", 1e6 / bat[0], 1e6 / bat[1], "pipelined", bat[1] / bat[0]),
         ("solo worker, no-op tasks (tasks/s)", solo, con[1], "LMOVE + LREM", solo / con[1]),
+        ("  same against the pipelined floor", solo, bat[1], "pipelined", solo / bat[1]),
         ("enqueue-to-fetch p50 (ms)", p50, f50, "LPUSH → BLMOVE", p50 / f50),
         ("enqueue-to-fetch p99 (ms)", p99, f99, "LPUSH → BLMOVE", p99 / f99),
     ]
