@@ -19,6 +19,10 @@
 # stays in leased until a claim moves it back to ready). Every change of place is one Lua
 # script, so it is atomic, and every script reads the clock of the Redis server, so
 # workers on machines with skewed clocks agree on when leases lapse.
+#
+# Compatibility: publish used to write n 0 and r "" too. Messages queued by earlier
+# versions carry them and read the same; earlier workers read the new ones as well (their
+# claim defaulted a missing n, their fencing compares r, and a is still written).
 """The Redis broker: sorted sets moved between by Lua scripts, and BLPOP to sleep on.
 
 Why Lua and not Streams: a stream has no priorities and no delayed entries, and XACK does
@@ -30,8 +34,13 @@ atomic.
 An idle `fetch` does not poll. Publishing (and anything else that makes a message due)
 pushes a token on the queue's wake list when it is empty; idle fetchers block in BLPOP on
 the wake lists of their queues, with a timeout that ends when the first delayed message
-or lease of those queues falls due, and then run the claim script again. A fetcher that
-claims messages and leaves more behind pushes the token on for the next idle worker.
+or lease of those queues falls due. The claim script is sent in the same write, behind
+the BLPOP, so Redis runs it the moment the BLPOP returns: a wake-up costs one round trip.
+A fetcher that claims messages and leaves more behind pushes the token on for the next
+idle worker.
+
+Per message, a claim costs one HMGET and one HSET, and an ack one HMGET (the fencing
+check); the sorted-set and key updates of a batch are one variadic call each.
 """
 
 from __future__ import annotations

@@ -241,6 +241,18 @@ def test_a_message_published_with_every_field_is_served(broker: RedisBroker, que
     assert broker.stats(queue) == QueueStats(0, 0, 0, 1)
 
 
+def test_a_batch_past_luas_unpack_limit_is_claimed_and_acked_whole(
+    broker: RedisBroker, queue: str
+) -> None:
+    """The batch's ZADD, ZREM and DEL go in slices: Lua cannot unpack 9000 values at once."""
+    broker.publish_many([(queue, b"%d" % i, 0, 0) for i in range(4500)])
+    got = broker.fetch([queue], 4500, 30, 1.0)
+    assert len(got) == 4500 and broker.stats(queue) == QueueStats(0, 0, 4500, 0)
+    assert broker.ack_many(got) == [True] * 4500
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.redis.client.keys(f"{broker.prefix}m:*") == []
+
+
 def test_the_poison_reason_is_the_contract_text(redis_server: RedisServer, queue: str) -> None:
     broker = FlushingRedisBroker(
         prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url), max_deliveries=1
