@@ -553,6 +553,16 @@ class RedisConnection:
                         self._down_since = None
             return result
 
+    def command(self, *args: object) -> Any:
+        """Run one command, reconnecting through outages; an error reply is raised."""
+        return self.call(self._command, args)
+
+    def _command(self, args: tuple[object, ...]) -> Any:
+        (reply,) = self.execute(args)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
     def execute(self, *commands: tuple[object, ...]) -> list[Any]:
         """Send `commands` in one write and read their replies, in order; a reply that is
         an error comes back as the ResponseError. No retrying (that is `call`'s job).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import cast
 
 from ..brokers.redis import CHUNK, RedisConnection
@@ -132,8 +131,7 @@ class RedisResultStore(ResultStore):
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         key = self._key(task_id)
-        reply = self.redis.call(partial(self.redis.client.hmget, key, "s", "b"))
-        state, body = cast("list[bytes | None]", reply)
+        state, body = cast("list[bytes | None]", self.redis.command("HMGET", key, "s", "b"))
         return None if state is None or body is None else (state.decode(), body)
 
     def wait(self, task_id: str, timeout: float | None) -> tuple[str, bytes] | None:
@@ -152,8 +150,7 @@ class RedisResultStore(ResultStore):
                 block = min(block, remaining)
             # Whole milliseconds, never 0: BLMOVE reads a 0 timeout as "wait forever".
             seconds = max(math.ceil(block * 1000), 1) / 1000
-            command = ("BLMOVE", done, done, "RIGHT", "LEFT", seconds)
-            self.redis.call(partial(self.redis.client.execute_command, *command))
+            self.redis.command("BLMOVE", done, done, "RIGHT", "LEFT", seconds)
 
     def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
         ttl_ms = max(int(ttl * 1000), 1)
@@ -168,7 +165,7 @@ class RedisResultStore(ResultStore):
 
     def forget(self, task_id: str) -> None:
         key = self._key(task_id)
-        self.redis.call(lambda: self.redis.client.delete(key, key + ":done"))
+        self.redis.command("DEL", key, key + ":done")
 
     def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
         return bool(self._forget_if(task_id, *record))
