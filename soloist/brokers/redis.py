@@ -175,6 +175,8 @@ _CLAIM = """
 local want, lease, receipt = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local max_deliveries, poison = tonumber(ARGV[5]), ARGV[6]
 local out, got = {0}, 0
+-- Queues whose ready set this claim emptied: no ZCARD needed to know they need no wake.
+local emptied = {}
 local function promote(queue, kind)
   local key = qkey(queue, kind)
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', now(), 'LIMIT', 0, $CHUNK)
@@ -211,6 +213,7 @@ for i = 7, #ARGV do
         end
         variadic('ZADD', ready, back)
         want = got
+        drained = false
         break
       end
       if seen > 0 then want = got + 1 end
@@ -231,6 +234,7 @@ for i = 7, #ARGV do
       end
     end
   end
+  emptied[queue] = drained
   -- Newest first. A small sorted set is a flat list that ZADD scans for each insert, from
   -- the lowest score, parsing each float score as text. These all share one score and
   -- would go in after each other, so in id order each insert scans the whole batch (about
@@ -245,7 +249,7 @@ end
 local next_due = nil
 for i = 7, #ARGV do
   local queue = ARGV[i]
-  if redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
+  if not emptied[queue] and redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
   if got == 0 then
     for _, kind in ipairs({'delayed', 'leased'}) do
       local first = redis.call('ZRANGE', qkey(queue, kind), 0, 0, 'WITHSCORES')
