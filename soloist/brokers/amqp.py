@@ -97,12 +97,14 @@ H_SEEN = "x-soloist-seen"
 H_TTL = "x-soloist-ttl"
 H_GONE = "x-soloist-gone"
 #: Headers RabbitMQ adds, which must not follow a copy we publish again.
-_SERVER_HEADERS = (
-    "x-delivery-count",
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
+_SERVER_HEADERS = frozenset(
+    {
+        "x-delivery-count",
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+    }
 )
 WORKERS_QUEUE = "soloist.workers"
 #: URL query options of ours; the rest go to pika.URLParameters (heartbeat, …).
@@ -111,6 +113,10 @@ _OPTIONS = ("max_deliveries", "max_priority", "queue_expires", "publish_timeout"
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 #: The I/O thread wakes at least this often when nothing happens.
 _TICK = 0.2
+#: A caller that fetches again within this many seconds drains its batches this fast, so
+#: the lane's consumer may run one batch ahead of it (`AMQPBroker._stream`); the worker's
+#: adaptive prefetch holds about as much work (PREFETCH_HORIZON).
+_AHEAD = 0.05
 #: Reconnect back-off: doubles from the first value up to the second.
 _BACKOFF = (0.2, 5.0)
 #: A forgotten worker's tombstone outlives heartbeats of an unknown ttl this long.
@@ -125,9 +131,9 @@ class _Down(Exception):
     """The connection was down (or went down) before the request could be answered."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
-    """What the I/O thread remembers of a delivery it handed out."""
+    """What the I/O thread remembers of a delivery it handed out (`headers` as received)."""
 
     queue: str
     lane: str
@@ -135,6 +141,11 @@ class _Held:
     headers: dict[str, Any]
     count: int
     attempts: int
+
+    def copy_headers(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The headers of a copy we publish: ours, with `changes`, not the server's."""
+        ours = {k: v for k, v in self.headers.items() if k not in _SERVER_HEADERS}
+        return {**ours, **changes}
 
 
 @dataclass
@@ -188,6 +199,7 @@ class _Stream:
     mine: set[int] = field(default_factory=set)  # the consumer's tags, buffered or handed out
     resize: int = 0  # the prefetch fetches asked for since; 0 when it is right
     keep: int = 0  # on shrinking, how many buffered messages to keep (the last count)
+    fetched: float = -math.inf  # when a fetch last came (monotonic)
 
     def full(self) -> bool:
         """The server has no room to push more, so nothing can be in flight."""
@@ -696,9 +708,16 @@ class AMQPBroker(Broker):
     ) -> object:
         """Hand out what the lane's consumer pushed, up to `count`, or wait for a push.
 
+        With no consumer yet, the batch is taken by basic.get (exact: whatever is ready,
+        up to `count`, as on several lanes) and one is started for the next ones.
         Its prefetch follows `count` plus what the caller still holds (a pool fetches for
-        its free slots while tasks run). A different one (more, or at most half) is
-        applied at the next settle, by `_resize`."""
+        its free slots while tasks run), plus `count` again when the caller asks for more
+        than one and came back within _AHEAD seconds: then the server pushes the next
+        batch while this one runs, instead of after its acks (a round trip and the quorum
+        queue's commit, during which the caller would wait, or a burst worker would think
+        the lane empty). A slow caller, or one taking one at a time (`--prefetch 1`), gets
+        no more than it asks for. A different prefetch (more, or at most half) is applied
+        at the next settle, by `_resize`."""
         self._end_waits(s)
         st = s.stream
         if st is not None and st.lane != lane:
@@ -710,11 +729,16 @@ class AMQPBroker(Broker):
             st.tag = None
             s.declared.pop(queue, None)
         self._declare(s, queue)
-        want = count + len(s.held)
         if st is None:
             st = s.stream = _Stream(queue, lane)
+        now = time.monotonic()
+        ahead = count if count > 1 and now - st.fetched < _AHEAD else 0
+        want = count + len(s.held) + ahead
+        st.fetched = now
+        out: list[Delivery] = []
         if st.tag is None:
             if not st.buffer:  # else it ended: hand out what it had, then start afresh
+                self._get(s, out, queue, lane, count)
                 self._consume(s, st, want)
         elif want > st.prefetch or want <= st.prefetch // 2:
             st.resize, st.keep = want, count
@@ -722,7 +746,6 @@ class AMQPBroker(Broker):
                 self._resize(s)  # nothing in flight, and the caller waits for more
         else:
             st.resize = 0
-        out: list[Delivery] = []
         while st.buffer and len(out) < count:
             self._hand_out(s, out, queue, lane, *st.buffer.popleft())
         if not out and time.monotonic() >= until and st.tag is not None and not st.full():
@@ -828,7 +851,7 @@ class AMQPBroker(Broker):
         self._send_many(
             s,
             [
-                _Out(h.queue, h.lane, body, h.message_id, {**h.headers, H_PRIOR: h.count - 1})
+                _Out(h.queue, h.lane, body, h.message_id, h.copy_headers({H_PRIOR: h.count - 1}))
                 for _, h, body in kept
             ],
         )
@@ -876,19 +899,21 @@ class AMQPBroker(Broker):
                 keep.append((lane, method, props, body))
         s.pushed = keep
         for q, lane in lanes:
-            while len(out) < max_count:
-                method, props, body = s.sub.basic_get(lane)
-                if method is None:
-                    break
-                self._hand_out(s, out, q, lane, method, props, body)
+            self._get(s, out, q, lane, max_count)
         return out
 
+    def _get(self, s: _Session, out: list[Delivery], queue: str, lane: str, count: int) -> None:
+        """basic.get from `lane` into `out` until it holds `count` or the lane is empty."""
+        while len(out) < count:
+            method, props, body = s.sub.basic_get(lane)
+            if method is None:
+                return
+            self._hand_out(s, out, queue, lane, method, props, body)
+
     def _held(self, queue: str, lane: str, props: Any) -> _Held:
-        headers = dict(props.headers or {})
+        headers = props.headers or {}
         count = int(headers.get("x-delivery-count", 0)) + int(headers.get(H_PRIOR, 0)) + 1
         attempts = int(headers.get(H_ATTEMPTS, 0))
-        for name in _SERVER_HEADERS:
-            headers.pop(name, None)
         return _Held(queue, lane, props.message_id or uuid.uuid4().hex, headers, count, attempts)
 
     def _hand_out(
@@ -1002,7 +1027,9 @@ class AMQPBroker(Broker):
 
         def run(s: _Session, _: _Request) -> list[bool]:
             held = [s.holds(d.receipt) is not None for d in deliveries]
-            tags = list(dict.fromkeys(d.receipt[1] for d in deliveries if s.holds(d.receipt)))
+            tags = list(
+                dict.fromkeys(d.receipt[1] for d, h in zip(deliveries, held, strict=True) if h)
+            )
             if tags:
                 self._ack_tags(s, tags)
                 self._confirm_acks(s)
@@ -1015,19 +1042,20 @@ class AMQPBroker(Broker):
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
-            headers = {**held.headers, H_ATTEMPTS: held.attempts + 1, H_PRIOR: 0}
+            headers = held.copy_headers({H_ATTEMPTS: held.attempts + 1, H_PRIOR: 0})
             self._move(s, tag, held.lane, delivery.body, headers, delay=delay)
 
         return self._settle(delivery, work)
 
     def _dead_headers(self, held: _Held, count: int, reason: str = "") -> dict[str, Any]:
-        return {
-            **held.headers,
-            H_REASON: reason or poison_reason(count - 1),
-            H_DEAD_AT: repr(time.time()),
-            H_COUNT: count,
-            H_ATTEMPTS: held.attempts,
-        }
+        return held.copy_headers(
+            {
+                H_REASON: reason or poison_reason(count - 1),
+                H_DEAD_AT: repr(time.time()),
+                H_COUNT: count,
+                H_ATTEMPTS: held.attempts,
+            }
+        )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
