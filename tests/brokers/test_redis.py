@@ -241,6 +241,24 @@ def test_a_message_published_with_every_field_is_served(broker: RedisBroker, que
     assert broker.stats(queue) == QueueStats(0, 0, 0, 1)
 
 
+def test_a_lapsed_lease_moved_back_to_ready_can_still_be_acked_by_its_holder(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A claim moves lapsed leases to ready before it pops; one that it does not take stays
+    there, still held, and its holder's ack takes it out of ready (the slow path of the
+    ack's batched ZREM)."""
+    broker.publish(queue, b"slow")
+    (slow,) = broker.fetch([queue], 1, 0.1, 1.0)
+    time.sleep(0.2)
+    broker.publish(queue, b"urgent", priority=9)
+    (urgent,) = broker.fetch([queue], 1, 30, 1.0)  # promotes "slow", takes "urgent" first
+    assert urgent.body == b"urgent"
+    assert broker.redis.client.zcard(f"{broker.prefix}q:{queue}:ready") == 1
+    assert broker.ack_many([slow, urgent]) == [True, True]
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.fetch([queue], 10, 30, 0) == []
+
+
 def test_a_batch_past_luas_unpack_limit_is_claimed_and_acked_whole(
     broker: RedisBroker, queue: str
 ) -> None:
