@@ -3,10 +3,12 @@
     python benchmarks/amqp_bench.py [--url amqp://…] [-n 2000] [--rounds 300]
 
 The floors (benchmarks/floors.py, shared with suite.py) use a quorum queue with the
-broker's own arguments, persistent messages and publisher confirms: `basic_publish` with
-a confirm each; `basic_consume` (prefetch 1) + `basic_ack`; publish → a pushed consumer.
-The broker's fetch+ack also waits for a basic.qos reply after each ack, which is what lets
-`ack` report whether the server processed it. Read the ratios, not the absolute figures.
+broker's own arguments and persistent messages: `basic_publish` with a confirm each, or
+BATCH per transaction; `basic_consume` (prefetch 1) + `basic_ack`, or prefetch BATCH and
+one multiple-ack per BATCH; publish → a pushed consumer. Beside them: `publish` and
+`publish_many` (BATCH a call), `fetch(1)` + `ack` and `fetch(BATCH)` + `ack_many`. The
+broker's acks also wait for a basic.qos reply, which is what lets them report whether the
+server processed them. Read the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import argparse
 import uuid
 from collections.abc import Callable
 
-from floors import AMQPFloor, latencies, rate
+from floors import BATCH, BODY, AMQPFloor, chunks, latencies, rate
 
 from soloist.brokers.amqp import AMQPBroker
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-BODY = b"x" * 200
 
 
 def broker_figures(url: str, queue: str, n: int, rounds: int) -> dict[str, float]:
@@ -30,10 +31,21 @@ def broker_figures(url: str, queue: str, n: int, rounds: int) -> dict[str, float
         for _ in range(n):
             producer.publish(queue, BODY)
 
+    def publish_batched() -> None:
+        for size in chunks(n):
+            producer.publish_many([(queue, BODY, 0, 0)] * size)
+
     def fetch_ack_all() -> None:
         for _ in range(n):
             (d,) = consumer.fetch([queue], 1, 30, 5)
             consumer.ack(d)
+
+    def fetch_ack_batched() -> None:
+        left = n
+        while left:
+            got = consumer.fetch([queue], min(BATCH, left), 30, 5)
+            consumer.ack_many(got)
+            left -= len(got)
 
     def fetch() -> Callable[[], object]:
         (d,) = consumer.fetch([queue], 1, 30, 5)
@@ -41,6 +53,8 @@ def broker_figures(url: str, queue: str, n: int, rounds: int) -> dict[str, float
 
     try:
         out = {"publish": rate(n, publish_all), "consume": rate(n, fetch_ack_all)}
+        out["publish_batched"] = rate(n, publish_batched)
+        out["consume_batched"] = rate(n, fetch_ack_batched)
         out["p50"], out["p99"] = latencies(lambda: producer.publish(queue, BODY), fetch, rounds)
         return out
     finally:
@@ -60,7 +74,12 @@ def main() -> None:
     floor = AMQPFloor(opts.url, f"{queue}-bare", broker._work_args(f"{queue}-bare"))
     broker.close()
     try:
-        bare = {"publish": floor.publish(opts.n), "consume": floor.consume(opts.n)}
+        bare = {
+            "publish": floor.publish(opts.n),
+            "consume": floor.consume(opts.n),
+            "publish_batched": floor.publish_batched(opts.n),
+            "consume_batched": floor.consume_batched(opts.n),
+        }
         bare["p50"], bare["p99"] = floor.latency(opts.rounds)
     finally:
         floor.close()
@@ -69,6 +88,8 @@ def main() -> None:
     for key, label in [
         ("publish", "publish with confirm (msg/s)"),
         ("consume", "fetch + ack vs consume + ack (msg/s)"),
+        ("publish_batched", f"publish_many vs tx of {BATCH} (msg/s)"),
+        ("consume_batched", f"fetch({BATCH}) + ack_many (msg/s)"),
         ("p50", "enqueue-to-fetch p50 (ms)"),
         ("p99", "enqueue-to-fetch p99 (ms)"),
     ]:
