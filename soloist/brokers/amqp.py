@@ -709,7 +709,8 @@ class AMQPBroker(Broker):
         """Hand out what the lane's consumer pushed, up to `count`, or wait for a push.
 
         With no consumer yet, the batch is taken by basic.get (exact: whatever is ready,
-        up to `count`, as on several lanes) and one is started for the next ones.
+        up to `count`, as on several lanes), and one is started for the next batches (or
+        to wait on), unless the lane was empty and the caller does not wait.
         Its prefetch follows `count` plus what the caller still holds (a pool fetches for
         its free slots while tasks run), plus `count` again when the caller asks for more
         than one and came back within _AHEAD seconds: then the server pushes the next
@@ -739,6 +740,8 @@ class AMQPBroker(Broker):
         if st.tag is None:
             if not st.buffer:  # else it ended: hand out what it had, then start afresh
                 self._get(s, out, queue, lane, count)
+                if not out and time.monotonic() >= until:
+                    return out  # nothing ready, and no wait: no consumer needed yet
                 self._consume(s, st, want)
         elif want > st.prefetch or want <= st.prefetch // 2:
             st.resize, st.keep = want, count
@@ -1109,22 +1112,25 @@ class AMQPBroker(Broker):
                 ch.close()
 
     def _count(self, s: _Session, names: Sequence[str], purge: bool = False) -> int:
-        """Ready messages in the named queues (purged if asked); missing queues count 0."""
+        """Ready messages in the named queues (purged if asked); missing queues count 0.
+
+        On `pub`, the declaring channel: one round trip a queue. A missing one closes it
+        (404), and `repair` opens another at once."""
         total = 0
         for name in names:
-            with self._admin(s) as ch:
-                try:
-                    ok = ch.queue_declare(name, passive=True)
-                    total += int(
-                        ch.queue_purge(name).method.message_count
-                        if purge
-                        else ok.method.message_count
-                    )
-                except pe.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 404:
-                        raise
-                    for delays in self._delay_queues.values():
-                        delays.discard(name)  # an expired delay queue
+            try:
+                ok = s.pub.queue_declare(name, passive=True)
+                total += int(
+                    s.pub.queue_purge(name).method.message_count
+                    if purge
+                    else ok.method.message_count
+                )
+            except pe.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                s.repair()
+                for delays in self._delay_queues.values():
+                    delays.discard(name)  # an expired delay queue
         return total
 
     def _buffered(self, s: _Session, queue: str, drop: bool = False) -> int:
