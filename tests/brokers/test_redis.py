@@ -119,7 +119,9 @@ def test_a_woken_fetch_claims_in_the_same_round_trip(
         target=lambda: got.extend(d.body for d in consumer.fetch([queue], 10, 30, timeout=5.0))
     )
     fetcher.start()
-    time.sleep(0.3)  # blocked in BLPOP by now
+    deadline = time.monotonic() + 5
+    while len(trips) < 2 and time.monotonic() < deadline:  # the first claim found nothing
+        time.sleep(0.01)
     broker.publish(queue, b"wake")
     fetcher.join()
     consumer.close()
@@ -150,7 +152,9 @@ def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, 
     admin = redis.Redis.from_url(broker.url.split("?")[0])
     admin.script_flush()
     admin.close()
-    RedisBroker(broker.url).publish(queue, b"after the flush")
+    publisher = RedisBroker(broker.url)
+    publisher.publish(queue, b"after the flush")
+    publisher.close()
     fetcher.join()
     assert got == [b"after the flush"]
 
