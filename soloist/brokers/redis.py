@@ -89,6 +89,10 @@ DEFAULT_RECONNECT_TIMEOUT = 20.0
 DEFAULT_SOCKET_TIMEOUT = 5.0
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
 CHUNK = 1000
+#: Redis ends a BLPOP that timed out on its next event-loop pass, which on an idle server
+#: comes up to 1/hz late (100 ms at the default hz of 10). A blocking command leaves this
+#: much of the socket timeout spare, with room for a busy machine.
+_LATE_UNBLOCK = 0.25
 #: Errors that mean "not reachable right now": worth reconnecting for.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
@@ -498,7 +502,8 @@ class RedisConnection:
             raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
         self.client = redis.Redis(connection_pool=pool)
         #: A blocking command must return before the socket timeout calls the link dead.
-        self.max_block = 0.8 * float(pool.connection_kwargs["socket_timeout"])
+        socket_timeout = float(pool.connection_kwargs["socket_timeout"])
+        self.max_block = max(min(0.8 * socket_timeout, socket_timeout - _LATE_UNBLOCK), 0.001)
         self._lock = threading.Lock()
         self._connected = False
         self._down_since: float | None = None

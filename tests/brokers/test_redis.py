@@ -140,6 +140,18 @@ def test_a_wait_that_times_out_runs_a_harmless_claim(broker: RedisBroker, queue:
     assert got.body == b"later" and got.delivery_count == 1
 
 
+def test_a_wait_longer_than_the_socket_timeout_is_cut_into_blocks(
+    broker: RedisBroker, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each BLPOP (and the claim behind it) returns before the socket timeout would call
+    the link dead, however long the fetch waits."""
+    short = RedisBroker(broker.url + "&socket_timeout=0.3")
+    caplog.set_level(logging.WARNING, logger="soloist.redis")
+    assert short.fetch([queue], 10, 30, timeout=1.0) == []
+    short.close()
+    assert not caplog.records
+
+
 def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, queue: str) -> None:
     """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLPOP
     gets NOSCRIPT, and the fetch loads the script and claims."""
