@@ -831,9 +831,7 @@ class AMQPBroker(Broker):
         if not s.consumers and not s.pushed:
             return
         s.conn.process_data_events(time_limit=0)
-        for tag in list(s.consumers):
-            s.sub.basic_cancel(tag)  # the same window as `_cancel`
-        s.consumers.clear()
+        self._cancel_waits(s)
         queue_of = {lane: queue for queue in s.declared for lane in self.lanes(queue)}
         pushed, s.pushed = s.pushed, []
         self._give_back(
@@ -843,6 +841,13 @@ class AMQPBroker(Broker):
                 for lane, method, props, body in pushed
             ],
         )
+
+    def _cancel_waits(self, s: _Session) -> None:
+        """Cancel the idle-wait consumers; what they pushed stays in `s.pushed`. (pika
+        rejects what reaches a consumer being cancelled: the window of `_cancel`.)"""
+        for tag in list(s.consumers):
+            s.sub.basic_cancel(tag)
+        s.consumers.clear()
 
     def _give_back(self, s: _Session, kept: Sequence[tuple[int, _Held, bytes]]) -> None:
         """Put deliveries back unstarted, as if never delivered: publish copies that carry
@@ -885,11 +890,7 @@ class AMQPBroker(Broker):
                 # Still idle: the consumers would have pushed anything waiting (prefetch
                 # 1 each), so no basic.get sweep; keep them for the next wait.
                 return []
-            for tag in list(s.consumers):
-                # pika rejects (requeue) what arrives for a consumer being cancelled; the
-                # quorum queue counts that as a delivery. The window is one round trip.
-                s.sub.basic_cancel(tag)
-            s.consumers.clear()
+            self._cancel_waits(s)
         out: list[Delivery] = []
         order = {lane: i for i, (_, lane) in enumerate(lanes)}
         queue_of = dict((lane, q) for q, lane in lanes)
