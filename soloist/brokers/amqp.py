@@ -711,6 +711,7 @@ class AMQPBroker(Broker):
         With no consumer yet, the batch is taken by basic.get (exact: whatever is ready,
         up to `count`, as on several lanes), and one is started for the next batches (or
         to wait on), unless the lane was empty and the caller does not wait.
+
         Its prefetch follows `count` plus what the caller still holds (a pool fetches for
         its free slots while tasks run), plus `count` again when the caller asks for more
         than one and came back within _AHEAD seconds: then the server pushes the next
