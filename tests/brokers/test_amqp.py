@@ -370,6 +370,30 @@ def test_a_stream_shrinks_with_the_prefetch_and_stops_hoarding(
     assert other.depth(queue) == 0
 
 
+def test_a_fast_stream_holds_at_most_one_batch_ahead(brokers: list[AMQPBroker], queue: str) -> None:
+    """A caller that comes back quickly for batches of 50 may let its consumer hold the
+    next batch as well, never more: another consumer can take the rest at once, and when
+    the holder goes, what it held comes back uncounted; every message is seen once."""
+    holder, other = make(brokers), make(brokers)
+    sent = [b"%03d" % i for i in range(300)]
+    holder.publish_many([(queue, body, 0, 0) for body in sent])
+    got: list[bytes] = []
+    for _ in range(3):
+        batch = holder.fetch([queue], 50, 30, 2.0)
+        got += [d.body for d in batch]
+        assert holder.ack_many(batch) == [True] * len(batch)
+    assert got == sent[: len(got)]
+    taken = drain(other, queue, 100)
+    assert len(taken) >= len(sent) - len(got) - 2 * 50
+    holder.die()  # gives back what its consumer holds
+    rest: list[Delivery] = []
+    while batch := other.fetch([queue], 100, 30, 0.5):
+        rest += batch
+        assert other.ack_many(batch) == [True] * len(batch)
+    assert {d.delivery_count for d in rest} <= {1}
+    assert sorted(got + taken + [d.body for d in rest]) == sent
+
+
 def test_burst_depth_counts_what_the_stream_holds(brokers: list[AMQPBroker], queue: str) -> None:
     """depth() includes what was pushed to this process and not handed out: a burst
     worker must not stop while the consumer still holds messages."""
