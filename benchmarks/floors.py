@@ -8,9 +8,9 @@ and `latency` (p50, p99 in ms of publish → an idle consumer has it).
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,31 +27,42 @@ def rate(n: int, run: Callable[[], object]) -> float:
 
 
 def latencies(
-    publish: Callable[[], object], consume: Callable[[], Callable[[], object]], rounds: int
+    publish: Callable[[], object],
+    open_consumer: Callable[[], Callable[[], Callable[[], object]]],
+    rounds: int,
 ) -> tuple[float, float]:
-    """p50, p99 in ms from just before a publish until an idle consumer's fetch returns.
+    """p50, p99 in ms from just before a publish until an idle consumer has it.
 
-    `consume` blocks until it has a message and returns how to settle it."""
-    got = threading.Event()
-    samples: list[float] = []
-    t0 = 0.0
+    The consumer runs in a process of its own, as a worker does: `open_consumer` is called
+    there (forked), opens its own connection and returns `consume`, which blocks until it
+    has a message and returns how to settle it."""
+    fork = multiprocessing.get_context("fork")
+    here, there = fork.Pipe()
 
-    def consumer() -> None:
+    def serve() -> None:
+        consume = open_consumer()
+        there.send(0.0)  # ready
         for _ in range(rounds):
             settle = consume()
-            samples.append(time.perf_counter() - t0)
+            there.send(time.time())
             settle()
-            got.set()
 
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    for _ in range(rounds):
-        time.sleep(0.003)  # the consumer is blocked again by now
-        got.clear()
-        t0 = time.perf_counter()
-        publish()
-        got.wait(5)
-    thread.join()
+    child = fork.Process(target=serve, daemon=True)
+    child.start()
+    samples: list[float] = []
+    try:
+        here.recv()
+        for _ in range(rounds):
+            time.sleep(0.005)  # the consumer is blocked again by now
+            t0 = time.time()
+            publish()
+            if not here.poll(5):
+                raise TimeoutError("the floor's consumer did not get a message in 5 s")
+            samples.append(here.recv() - t0)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
     return percentiles([s * 1000 for s in samples])
 
 
@@ -70,6 +81,7 @@ class RedisFloor:
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
+        self.url = url
         self.r: Any = redis.Redis.from_url(url)
         self.src, self.busy = prefix + "floor:src", prefix + "floor:busy"
 
@@ -117,11 +129,18 @@ class RedisFloor:
         return rate(n, run)
 
     def latency(self, rounds: int) -> tuple[float, float]:
-        def blmove() -> Callable[[], object]:
-            body = self.r.blmove(self.src, self.busy, 5, "RIGHT", "LEFT")
-            return lambda: self.r.lrem(self.busy, 1, body)
+        def open_consumer() -> Callable[[], Callable[[], object]]:
+            import redis
 
-        return latencies(lambda: self.r.lpush(self.src, BODY), blmove, rounds)
+            r: Any = redis.Redis.from_url(self.url)
+
+            def blmove() -> Callable[[], object]:
+                body = r.blmove(self.src, self.busy, 5, "RIGHT", "LEFT")
+                return lambda: r.lrem(self.busy, 1, body)
+
+            return blmove
+
+        return latencies(lambda: self.r.lpush(self.src, BODY), open_consumer, rounds)
 
     def close(self) -> None:
         self.r.delete(self.src, self.busy)
@@ -207,17 +226,17 @@ class SQLiteFloor:
         return rate(n, run)
 
     def latency(self, rounds: int) -> tuple[float, float]:
-        consumer = self._connect()
+        def open_consumer() -> Callable[[], Callable[[], object]]:
+            consumer = self._connect()
 
-        def claim() -> Callable[[], object]:
-            while not (rows := self._claim(consumer, 1)):
-                time.sleep(0.001)
-            return lambda: consumer.execute("DELETE FROM floor WHERE id = ?", rows[0])
+            def claim() -> Callable[[], object]:
+                while not (rows := self._claim(consumer, 1)):
+                    time.sleep(0.001)
+                return lambda: consumer.execute("DELETE FROM floor WHERE id = ?", rows[0])
 
-        try:
-            return latencies(lambda: self._insert(self.db), claim, rounds)
-        finally:
-            consumer.close()
+            return claim
+
+        return latencies(lambda: self._insert(self.db), open_consumer, rounds)
 
     def close(self) -> None:
         self.db.execute("DROP TABLE floor")
@@ -289,37 +308,19 @@ class AMQPFloor:
         return self._consume(n, BATCH)
 
     def latency(self, rounds: int) -> tuple[float, float]:
-        samples: list[float] = []
-        ready = threading.Event()
-
-        def consume() -> None:
+        def open_consumer() -> Callable[[], Callable[[], object]]:
             conn = self.pika.BlockingConnection(self.pika.URLParameters(self.url))
             ch = conn.channel()
             ch.basic_qos(prefetch_count=1)
+            pushed = ch.consume(self.queue)
 
-            def on_message(chan: Any, method: Any, props: Any, body: bytes) -> None:
-                samples.append(time.perf_counter() - float(body))
-                ch.basic_ack(method.delivery_tag)
-                if len(samples) >= rounds:
-                    ch.stop_consuming()
+            def consume() -> Callable[[], object]:
+                method, _, _ = next(pushed)
+                return lambda: ch.basic_ack(method.delivery_tag)
 
-            ch.basic_consume(self.queue, on_message)
-            ready.set()
-            ch.start_consuming()
-            conn.close()
+            return consume
 
-        thread = threading.Thread(target=consume)
-        thread.start()
-        ready.wait()
-        for i in range(rounds):
-            time.sleep(0.003)
-            body = repr(time.perf_counter()).encode()
-            self.ch.basic_publish("", self.queue, body, self.props)
-            deadline = time.monotonic() + 5
-            while len(samples) <= i and time.monotonic() < deadline:
-                time.sleep(0.0002)
-        thread.join()
-        return percentiles([s * 1000 for s in samples])
+        return latencies(lambda: self._send(self.ch), open_consumer, rounds)
 
     def close(self) -> None:
         self.ch.queue_delete(self.queue)

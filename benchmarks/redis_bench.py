@@ -84,11 +84,16 @@ def latency_figures(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     queue = "bench-latency"
 
-    def fetch() -> Callable[[], object]:
-        (delivery,) = broker.fetch([queue], 1, 30, 5)
-        return lambda: broker.ack(delivery)
+    def open_consumer() -> Callable[[], Callable[[], object]]:
+        consumer = RedisBroker(broker.url)
 
-    ours = latencies(lambda: broker.publish(queue, BODY), fetch, rounds)
+        def fetch() -> Callable[[], object]:
+            (delivery,) = consumer.fetch([queue], 1, 30, 5)
+            return lambda: consumer.ack(delivery)
+
+        return fetch
+
+    ours = latencies(lambda: broker.publish(queue, BODY), open_consumer, rounds)
     return ours, floor.latency(rounds)
 
 

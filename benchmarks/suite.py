@@ -116,6 +116,7 @@ def execution_rate(setup: Setup, results: bool) -> float:
     queue = new_queue("exec")
     app = make_app(setup.broker, setup.results, queue)
     app.tasks["suite.noop_result" if results else "suite.noop"].map([()] * setup.n)
+    app.results.get("suite-warm-up")  # import and connect the result store before timing
     worker = Worker(app, [queue], burst=True)
     try:
         return rate(setup.n, worker.run)
