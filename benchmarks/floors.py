@@ -3,7 +3,8 @@ Soloist in between, unbatched and batched (BATCH per round trip or transaction).
 
 Each broker's `Floor` measures, in msg/s: `publish`, `publish_batched`, `consume` (take one
 message under a lease or into a processing list, then remove it) and `consume_batched`,
-and `latency` (p50, p99 in ms of publish → an idle consumer has it).
+and `latency` (p50, p99 in ms of publish → an idle consumer has it). `consume_batched`
+can also hand each body to a function (benchmarks/ceiling.py: what Python must do anyway).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 BODY = b'j{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"suite.noop"}' + b" " * 40
 BATCH = 100
 INSERT = "INSERT INTO floor (body) VALUES (?)"
+
+
+def _skip(body: bytes) -> None:
+    """What a floor does with a message's body: nothing (see benchmarks/ceiling.py)."""
 
 
 def rate(n: int, run: Callable[[], object]) -> float:
@@ -113,7 +118,7 @@ class RedisFloor:
 
         return rate(n, run)
 
-    def consume_batched(self, n: int) -> float:
+    def consume_batched(self, n: int, each: Callable[[bytes], object] = _skip) -> float:
         self.r.lpush(self.src, *[BODY] * n)
 
         def run() -> None:
@@ -123,6 +128,7 @@ class RedisFloor:
                     pipe.lmove(self.src, self.busy, "RIGHT", "LEFT")
                 bodies = pipe.execute()
                 for body in bodies:
+                    each(body)
                     pipe.lrem(self.busy, 1, body)
                 pipe.execute()
 
@@ -169,10 +175,10 @@ class SQLiteFloor:
     def _insert(self, db: sqlite3.Connection) -> None:
         db.execute(INSERT, (BODY,))
 
-    def _claim(self, db: sqlite3.Connection, size: int) -> list[Any]:
+    def _claim(self, db: sqlite3.Connection, size: int, column: str = "id") -> list[Any]:
         return db.execute(
             "UPDATE floor SET leased = 1 WHERE id IN (SELECT id FROM floor WHERE leased = 0"
-            " ORDER BY id LIMIT ?) RETURNING id",
+            f" ORDER BY id LIMIT ?) RETURNING {column}",
             (size,),
         ).fetchall()
 
@@ -209,18 +215,21 @@ class SQLiteFloor:
 
         return rate(n, run)
 
-    def consume_batched(self, n: int) -> float:
+    def consume_batched(self, n: int, each: Callable[[bytes], object] = _skip) -> float:
         self._fill(n)
+        column = "id" if each is _skip else "id, body"
 
         def run() -> None:
             while True:
                 self.db.execute("BEGIN IMMEDIATE")
-                rows = self._claim(self.db, BATCH)
+                rows = self._claim(self.db, BATCH, column)
                 self.db.execute("COMMIT")
                 if not rows:
                     return
+                for row in rows if each is not _skip else ():
+                    each(row[1])
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("DELETE FROM floor WHERE id = ?", rows)
+                self.db.executemany("DELETE FROM floor WHERE id = ?", [row[:1] for row in rows])
                 self.db.execute("COMMIT")
 
         return rate(n, run)
@@ -285,11 +294,12 @@ class AMQPFloor:
         finally:
             self.ch.queue_purge(self.queue)
 
-    def _consume(self, n: int, prefetch: int) -> float:
+    def _consume(self, n: int, prefetch: int, each: Callable[[bytes], object] = _skip) -> float:
         sub = self.conn.channel()
         sub.basic_qos(prefetch_count=prefetch)
         t0 = time.perf_counter()
-        for got, (method, _, _) in enumerate(sub.consume(self.queue), 1):
+        for got, (method, _, body) in enumerate(sub.consume(self.queue), 1):
+            each(body)
             if got % prefetch == 0 or got == n:
                 sub.basic_ack(method.delivery_tag, multiple=True)
             if got == n:
@@ -303,9 +313,9 @@ class AMQPFloor:
         self._fill(n)
         return self._consume(n, 1)
 
-    def consume_batched(self, n: int) -> float:
+    def consume_batched(self, n: int, each: Callable[[bytes], object] = _skip) -> float:
         self._fill(n)
-        return self._consume(n, BATCH)
+        return self._consume(n, BATCH, each)
 
     def latency(self, rounds: int) -> tuple[float, float]:
         def open_consumer() -> Callable[[], Callable[[], object]]:
