@@ -621,7 +621,9 @@ class AMQPBroker(Broker):
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=out.message_id,
             timestamp=int(time.time()),
-            headers=out.headers,
+            # None, not an empty table, for a new message: a missing count reads as 0, and
+            # consumers then decode no header table.
+            headers=out.headers or None,
         )
 
     def _send(self, s: _Session, out: _Out) -> None:
@@ -660,9 +662,7 @@ class AMQPBroker(Broker):
     # -- publish and fetch -------------------------------------------------------------
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        out = _Out(
-            queue, self._lane(queue, priority), body, uuid.uuid4().hex, {H_ATTEMPTS: 0}, delay
-        )
+        out = _Out(queue, self._lane(queue, priority), body, uuid.uuid4().hex, {}, delay)
         # Retried across reconnects until confirmed: a publish that returns is durable; a
         # connection lost before the confirm may leave a duplicate (at-least-once).
         self._must(lambda s, _: self._send(s, out))
@@ -671,7 +671,7 @@ class AMQPBroker(Broker):
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
         """One transaction for the whole batch (retried whole across reconnects)."""
         outs = [
-            _Out(q, self._lane(q, p), body, uuid.uuid4().hex, {H_ATTEMPTS: 0}, delay)
+            _Out(q, self._lane(q, p), body, uuid.uuid4().hex, {}, delay)
             for q, body, delay, p in items
         ]
         if outs:
