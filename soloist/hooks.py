@@ -69,9 +69,6 @@ class Hooks:
 
         return register
 
-    def __contains__(self, event: str) -> bool:
-        return bool(self._handlers.get(event))
-
     def emit(self, event: str, **info: Any) -> None:
         for handler in self._handlers.get(event, ()):
             try:
