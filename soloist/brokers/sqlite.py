@@ -5,6 +5,8 @@ Schema (all tables prefixed `soloist_`):
 * `messages`: one row per waiting or leased message. `visible_at` is when it may be
   handed out: its delay while waiting, its lease's expiry while leased. `receipt` is
   NULL while waiting and a fresh random number for each lease, which fences settles.
+  `delayed` is 1 while a delay (a countdown, a retry's back-off) has not run out: such
+  rows stay out of the hand-out index until a claim finds them due and clears it.
 * `dead`: the dead-letter store, with the reason and counts.
 * `workers`: heartbeats.
 
@@ -50,10 +52,9 @@ CREATE TABLE IF NOT EXISTS soloist_messages (
     visible_at REAL NOT NULL,
     receipt INTEGER,
     deliveries INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    delayed INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS soloist_messages_due
-    ON soloist_messages (queue, priority DESC, id);
 CREATE INDEX IF NOT EXISTS soloist_messages_time ON soloist_messages (queue, visible_at);
 CREATE TABLE IF NOT EXISTS soloist_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,6 +73,16 @@ CREATE TABLE IF NOT EXISTS soloist_workers (
     expires_at REAL NOT NULL
 );
 """
+#: After `_SCHEMA` and the `delayed` column (`SQLiteBroker._migrate`). The claim walks
+#: `ready` in hand-out order and stops at its LIMIT; delayed rows are in `delayed` only,
+#: by due time, so finding the due ones costs nothing per row still waiting.
+_INDEXES = """
+DROP INDEX IF EXISTS soloist_messages_due;
+CREATE INDEX IF NOT EXISTS soloist_messages_ready
+    ON soloist_messages (queue, priority DESC, id) WHERE delayed = 0;
+CREATE INDEX IF NOT EXISTS soloist_messages_delayed
+    ON soloist_messages (queue, visible_at) WHERE delayed = 1;
+"""
 
 #: Idle fetches re-check for new commits this often, backing off from the first value
 #: once nothing has been claimed for _BUSY_SPELL seconds: a queue that was busy a moment
@@ -80,6 +91,17 @@ _POLL_MIN, _POLL_MAX = 0.001, 0.01
 _BUSY_SPELL = 1.0
 #: Ids per `IN (…)` list, well under SQLite's bound on parameters in one statement.
 _MAX_PARAMS = 500
+
+
+_INSERT = (
+    "INSERT INTO soloist_messages (queue, body, priority, visible_at, delayed)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _due(now: float, delay: float) -> tuple[float, int]:
+    """visible_at and delayed for a message that may go out `delay` seconds from `now`."""
+    return now + max(delay, 0), int(delay > 0)
 
 
 def path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -153,12 +175,28 @@ class SQLiteBroker(Broker):
         self.url = url
         self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
         self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+        self._migrate()
+        self.db.connection().executescript(_INDEXES)
         self._claimed_at = 0.0  # monotonic time of the last fetch that got something
+
+    def _migrate(self) -> None:
+        """Add `delayed` to a messages table made before it existed. Its rows read as not
+        delayed, which is still correct: the claim checks `visible_at` as well."""
+
+        def missing(conn: sqlite3.Connection) -> bool:
+            columns = conn.execute("PRAGMA table_info(soloist_messages)")
+            return "delayed" not in {row[1] for row in columns}
+
+        if missing(self.db.connection()):
+            with self.db.write() as conn:
+                if missing(conn):  # another process may have added it meanwhile
+                    conn.execute(
+                        "ALTER TABLE soloist_messages ADD COLUMN delayed INTEGER NOT NULL DEFAULT 0"
+                    )
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         cur = self.db.connection().execute(
-            "INSERT INTO soloist_messages (queue, body, priority, visible_at) VALUES (?, ?, ?, ?)",
-            (queue, body, priority, time.time() + max(delay, 0)),
+            _INSERT, (queue, body, priority, *_due(time.time(), delay))
         )
         return str(cur.lastrowid)
 
@@ -168,11 +206,7 @@ class SQLiteBroker(Broker):
         ids = []
         with self.db.write() as conn:
             for queue, body, delay, priority in items:
-                cur = conn.execute(
-                    "INSERT INTO soloist_messages (queue, body, priority, visible_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (queue, body, priority, now + max(delay, 0)),
-                )
+                cur = conn.execute(_INSERT, (queue, body, priority, *_due(now, delay)))
                 ids.append(str(cur.lastrowid))
         return ids
 
@@ -182,14 +216,19 @@ class SQLiteBroker(Broker):
         out: list[Delivery] = []
         with self.db.write() as conn:
             for queue in queues:
+                conn.execute(
+                    "UPDATE soloist_messages SET delayed = 0"
+                    " WHERE queue = ? AND delayed = 1 AND visible_at <= ?",
+                    (queue, now),
+                )
                 while len(out) < max_count:
                     # Left to itself (no statistics) the planner takes the visible_at index
                     # and sorts every due row of the queue on each claim: O(backlog). This
                     # one walks in hand-out order and stops at LIMIT, reading past only the
-                    # leased and delayed rows that sort ahead (a cost, if many are delayed).
+                    # leased rows that sort ahead (as many as are in flight).
                     candidates = conn.execute(
                         "SELECT id, deliveries FROM soloist_messages"
-                        " INDEXED BY soloist_messages_due WHERE queue = ?"
+                        " INDEXED BY soloist_messages_ready WHERE queue = ? AND delayed = 0"
                         " AND visible_at <= ? ORDER BY priority DESC, id LIMIT ?",
                         (queue, now, max_count - len(out)),
                     ).fetchall()
@@ -284,9 +323,9 @@ class SQLiteBroker(Broker):
     def retry(self, delivery: Delivery, delay: float) -> bool:
         return self._settle(
             "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
-            " attempts = attempts + 1, visible_at = ?",
+            " attempts = attempts + 1, visible_at = ?, delayed = ?",
             delivery,
-            time.time() + max(delay, 0),
+            *_due(time.time(), delay),
         )
 
     def _bury(self, conn: sqlite3.Connection, rid: int, reason: str) -> None:

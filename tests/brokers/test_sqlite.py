@@ -1,0 +1,91 @@
+"""What the SQLite broker promises beyond the contract suite: delayed rows kept out of the
+claim's way, and a database made by an earlier version opened and used as it is."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from soloist.brokers.sqlite import SQLiteBroker
+
+# The messages table and its hand-out index as they were before the `delayed` column.
+_OLD_SCHEMA = """
+CREATE TABLE soloist_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    visible_at REAL NOT NULL,
+    receipt INTEGER,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX soloist_messages_due ON soloist_messages (queue, priority DESC, id);
+CREATE INDEX soloist_messages_time ON soloist_messages (queue, visible_at);
+"""
+
+
+def test_a_database_from_before_the_delayed_column_is_migrated_and_served(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(_OLD_SCHEMA)
+    now = time.time()
+    old.executemany(
+        "INSERT INTO soloist_messages (queue, body, priority, visible_at) VALUES (?, ?, ?, ?)",
+        [("q", b"later", 0, now + 0.4), ("q", b"now", 0, now), ("q", b"urgent", 5, now)],
+    )
+    old.commit()
+    old.close()
+
+    broker = SQLiteBroker(f"sqlite:///{path}")
+    try:
+        got = broker.fetch(["q"], 10, 30, 0)
+        assert [d.body for d in got] == [b"urgent", b"now"]
+        assert all(broker.ack_many(got))
+        (later,) = broker.fetch(["q"], 10, 30, 2)  # the old row delayed by visible_at alone
+        assert later.body == b"later"
+        assert broker.ack(later)
+        conn = broker.db.connection()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(soloist_messages)")}
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(soloist_messages)")}
+        assert "delayed" in columns
+        assert "soloist_messages_due" not in indexes
+        assert {"soloist_messages_ready", "soloist_messages_delayed"} <= indexes
+    finally:
+        broker.close()
+    SQLiteBroker(f"sqlite:///{path}").close()  # opening it again changes nothing
+
+
+def test_delayed_rows_leave_the_hand_out_order_until_due_then_keep_their_place(
+    tmp_path: Path,
+) -> None:
+    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db")
+    try:
+        broker.publish_many([("q", b"far", 3600, 0)] * 50)
+        first = broker.publish("q", b"soon", delay=0.3)
+        broker.publish_many([("q", b"a", 0, 0), ("q", b"b", 0, 0)])
+        conn = broker.db.connection()
+
+        def delayed() -> int:
+            sql = "SELECT delayed FROM soloist_messages WHERE id = ?"
+            return int(conn.execute(sql, (int(first),)).fetchone()[0])
+
+        assert delayed() == 1
+
+        assert [d.body for d in broker.fetch(["q"], 10, 30, 0)] == [b"a", b"b"]
+        time.sleep(0.35)
+        # Due now: it joins the hand-out order at its id, ahead of anything published later.
+        broker.publish("q", b"c")
+        got = broker.fetch(["q"], 10, 30, 0)
+        assert [d.body for d in got] == [b"soon", b"c"]
+        assert got[0].id == first and delayed() == 0
+        assert broker.stats("q").delayed == 50
+
+        assert broker.retry(got[0], 3600)  # a retry's back-off is a delay too
+        assert delayed() == 1
+        assert broker.fetch(["q"], 10, 30, 0) == []
+    finally:
+        broker.close()
