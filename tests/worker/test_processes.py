@@ -250,13 +250,16 @@ def test_sqlite_claim_is_exclusive_across_processes(tmp_path: Path) -> None:
     import multiprocessing
 
     url = f"sqlite:///{tmp_path}/claims.db"
-    SQLiteBroker(url).publish_many([("q", b"%d" % i, 0, 0) for i in range(600)])
+    # Enough that one process cannot drain them all before the others wake (a claim of
+    # two and their acks take ~0.1 ms): the processes must really race.
+    count = 6000
+    SQLiteBroker(url).publish_many([("q", b"%d" % i, 0, 0) for i in range(count)])
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 3  # spawned processes start slowly: let them claim together
     with ctx.Pool(4) as pool:
         won = pool.starmap(_claim_all, [(url, start)] * 4)
     flat = [body for bodies in won for body in bodies]
-    assert sorted(flat) == sorted(b"%d" % i for i in range(600))
+    assert sorted(flat) == sorted(b"%d" % i for i in range(count))
     assert sum(1 for w in won if w) >= 2, "the claims should have raced"
 
 
