@@ -130,10 +130,20 @@ class BrokerUnderTest:
             workers.fill()
         return begin, time.time()
 
-    def close(self) -> None:
+    def close(self, queue: str) -> None:
+        """Stop a private server; on RabbitMQ, delete the run's queues (quorum queues hold
+        file handles on the shared server)."""
         if self.redis is not None:
             self.redis.kill()
             self.redis.wait()
+        if self.kind == "amqp":
+            from soloist.brokers.amqp import AMQPBroker
+
+            admin = AMQPBroker(self.url)
+            try:
+                admin.delete(queue)
+            finally:
+                admin.close()
 
 
 class Workers:
@@ -272,7 +282,7 @@ def run(
         report.kills = len(workers.killed)
         _judge(report, published, ledger, workers.killed, outage)
         app.close()
-        broker.close()
+        broker.close(queue)
     return report
 
 
