@@ -217,17 +217,18 @@ class SQLiteFloor:
 
     def consume_batched(self, n: int, each: Callable[[bytes], object] = _skip) -> float:
         self._fill(n)
-        column = "id" if each is _skip else "id, body"
+        reads = each is not _skip  # the bare floor leaves the bodies where they are
 
         def run() -> None:
             while True:
                 self.db.execute("BEGIN IMMEDIATE")
-                rows = self._claim(self.db, BATCH, column)
+                rows = self._claim(self.db, BATCH, "id, body" if reads else "id")
                 self.db.execute("COMMIT")
                 if not rows:
                     return
-                for row in rows if each is not _skip else ():
-                    each(row[1])
+                if reads:
+                    for _, body in rows:
+                        each(body)
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany("DELETE FROM floor WHERE id = ?", [row[:1] for row in rows])
                 self.db.execute("COMMIT")

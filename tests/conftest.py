@@ -49,6 +49,12 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[str]] = []
         ledger.touch()
 
+    def use(self, broker: str, results: str | None = None) -> None:
+        """Point the workers started from now on at `broker` and `results` (default: the
+        broker's URL, as `url` is both)."""
+        self.env["SOLOIST_BROKER_URL"] = broker
+        self.env["SOLOIST_RESULT_URL"] = broker if results is None else results
+
     def start(self, *args: str, app: str = "tests.sample_app:app") -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "soloist", "worker", "-A", app, "--loglevel", "info", *args]
         # Output goes to a file: a pipe nobody reads would fill up and block the worker.

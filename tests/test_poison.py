@@ -19,7 +19,7 @@ def test_poison_is_dead_lettered_and_nothing_crash_loops(
 ) -> None:
     url = f"sqlite:///{tmp_path}/poison.db?max_deliveries=3"
     sample_app.configure(url, url)
-    workers.env["SOLOIST_BROKER_URL"] = workers.env["SOLOIST_RESULT_URL"] = url
+    workers.use(url)
     sample_app.tasks["crash"].apply_async(priority=9)
     normal = [sample_app.tasks["sleepy"].delay(0, f"n{i}") for i in range(1000)]
     sup = workers.start("--replicas", "2", "--lease", "1", "--prefetch", "4", app=APP)

@@ -29,7 +29,7 @@ def test_a_refused_password_is_never_shown(
         "127.0.0.1",
         6379 if url.startswith("redis") else 5672,
     )
-    workers.env["SOLOIST_BROKER_URL"] = workers.env["SOLOIST_RESULT_URL"] = url
+    workers.use(url)
     args = {"worker": ["--burst", "--loglevel", "debug"], "dead-letters": ["list"]}
     done = workers.run(command, "-A", "tests.sample_app:app", *args.get(command, []))
     out = done.stdout + done.stderr

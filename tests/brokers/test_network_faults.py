@@ -41,7 +41,7 @@ def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: Fau
     app.configure(broker, results)
     try:
         via_proxy = prefixed_url(prefix, f"redis://127.0.0.1:{proxy.port}/15", socket_timeout=1)
-        workers.env["SOLOIST_BROKER_URL"] = workers.env["SOLOIST_RESULT_URL"] = via_proxy
+        workers.use(via_proxy)
         handles = [app.tasks["sleepy"].delay(0.02, f"t{i}") for i in range(300)]
         worker = workers.start("--lease", "5", "--prefetch", "5")
 
@@ -94,7 +94,7 @@ def test_amqp_resets_and_a_black_hole_past_two_heartbeats(
     app.configure(f"{AMQP_URL}?queue_expires=60", results)
     try:
         url = f"amqp://guest:guest@127.0.0.1:{amqp_proxy.port}/?heartbeat=1&queue_expires=60"
-        workers.env["SOLOIST_BROKER_URL"], workers.env["SOLOIST_RESULT_URL"] = url, results
+        workers.use(url, results)
         handles = [
             app.tasks["sleepy"].apply_async((0.02, f"t{i}"), queue=queue) for i in range(200)
         ]

@@ -49,7 +49,7 @@ def queue(
     else:
         broker = results = workers.url
     sample_app.configure(broker, results)
-    workers.env["SOLOIST_BROKER_URL"], workers.env["SOLOIST_RESULT_URL"] = broker, results
+    workers.use(broker, results)
     yield f"crash-{tag}"
     if request.param == "redis":
         delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]

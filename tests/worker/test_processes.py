@@ -97,7 +97,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(
 ) -> None:
     url = f"sqlite:///{tmp_path}/poison.db?max_deliveries=2"
     sample_app.configure(url, url)
-    workers.env["SOLOIST_BROKER_URL"] = workers.env["SOLOIST_RESULT_URL"] = url
+    workers.use(url)
     killer = sample_app.tasks["sleepy"].delay(60, "poison")
     for _ in range(2):
         proc = workers.start("--lease", "0.5")
