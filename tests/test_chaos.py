@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import require
+from tests.servers import mend_rabbitmq, require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,11 @@ def test_chaos_loses_nothing(kind: str) -> None:
     if kind == "amqp":
         require("RabbitMQ", "127.0.0.1", 5672)
     chaos = load_chaos()
-    report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
+    try:
+        report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
+    finally:
+        if kind == "amqp":
+            mend_rabbitmq()
     assert report.restarts == 1 and report.kills >= 2, report
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes

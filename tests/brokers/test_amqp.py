@@ -24,7 +24,7 @@ from soloist.brokers.base import Delivery
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.worker.loop import Worker
 from tests.amqp_support import DeletingAMQPBroker, amqp_url
-from tests.servers import AMQP_URL, require
+from tests.servers import AMQP_URL, mend_rabbitmq, require
 
 HEARTBEAT = 2  # seconds; RabbitMQ closes a connection after two missed intervals
 BLOCK = 20.0  # how long the "task" keeps the main thread
@@ -231,6 +231,7 @@ def test_server_restart_mid_run_loses_no_confirmed_message(
         time.sleep(2)
     finally:
         rabbitmqctl("start_app")
+        mend_rabbitmq()
     threads[0].join(timeout=60)
     assert len(confirmed) == total
     wanted = {b"warm-up", *confirmed}
