@@ -56,6 +56,8 @@ def latencies(
     child.start()
     samples: list[float] = []
     try:
+        if not here.poll(30):
+            raise TimeoutError("the consumer process did not get ready in 30 s")
         here.recv()
         for _ in range(rounds):
             time.sleep(0.005)  # the consumer is blocked again by now

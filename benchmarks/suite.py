@@ -55,7 +55,10 @@ class Setup:
     floor: Floor
     #: A bare process that imports the client and does one round trip (start-up floor).
     bare: str
-    n: int  # messages per rate
+    n: int  # messages per publish rate and unbatched consume floor
+    #: Tasks per execution rate and its batched floor: enough for a steady state, since a
+    #: worker starts at prefetch 1 and the floor at BATCH.
+    tasks: int
     rounds: int  # latency samples
     cleanup: Callable[[], None]
 
@@ -115,11 +118,11 @@ def execution_rate(setup: Setup, results: bool) -> float:
     """No-op tasks/s of one solo worker in this process, burst mode, on a full queue."""
     queue = new_queue("exec")
     app = make_app(setup.broker, setup.results, queue)
-    app.tasks["suite.noop_result" if results else "suite.noop"].map([()] * setup.n)
+    app.tasks["suite.noop_result" if results else "suite.noop"].map([()] * setup.tasks)
     app.results.get("suite-warm-up")  # import and connect the result store before timing
     worker = Worker(app, [queue], burst=True)
     try:
-        return rate(setup.n, worker.run)
+        return rate(setup.tasks, worker.run)
     finally:
         app.close()
 
@@ -186,7 +189,7 @@ def measure(setup: Setup, tmp: Path) -> list[Row]:
     publish, publish_many = publish_rates(setup)
     pub_floor, pub_batched = floor.publish(n), floor.publish_batched(n)
     off, on = execution_rate(setup, False), execution_rate(setup, True)
-    con_floor, con_batched = floor.consume(n), floor.consume_batched(n)
+    con_floor, con_batched = floor.consume(n), floor.consume_batched(setup.tasks)
     startup, p50, p99, rss = worker_process(setup, tmp)
     f50, f99 = floor.latency(setup.rounds)
     bare_start, bare_rss = bare_process(setup)
@@ -251,6 +254,7 @@ def setups(names: list[str], quick: bool, tmp: Path) -> list[Setup | str]:
                     SQLiteFloor(str(tmp / "floor.db")),
                     f"import sqlite3; sqlite3.connect({str(tmp / 'f.db')!r}).execute('select 1')",
                     int(4000 * scale),
+                    int(20000 * scale),
                     int(200 * scale),
                     lambda: None,
                 )
@@ -268,6 +272,7 @@ def setups(names: list[str], quick: bool, tmp: Path) -> list[Setup | str]:
                     url,
                     RedisFloor(REDIS_URL, prefix),
                     f"import redis; redis.Redis.from_url({REDIS_URL!r}).ping()",
+                    int(20000 * scale),
                     int(20000 * scale),
                     int(300 * scale),
                     lambda prefix=prefix: _drop_prefix(prefix),  # type: ignore[misc]
@@ -294,6 +299,7 @@ def setups(names: list[str], quick: bool, tmp: Path) -> list[Setup | str]:
                     AMQPFloor(AMQP_URL, queue, arguments),
                     f"import pika; pika.BlockingConnection(pika.URLParameters({AMQP_URL!r}))",
                     int(1500 * scale),
+                    int(8000 * scale),
                     int(150 * scale),
                     _delete_amqp_queues,
                 )
