@@ -213,7 +213,7 @@ def replicas(tmp: Path, tasks: int) -> list[Row]:
         prefix = f"soloist-suite-{uuid.uuid4().hex[:8]}:"
         queue = "naps"
         url = f"{REDIS_URL}?prefix={prefix}"
-        setup = Setup("redis", url, url, None, "", 0, 0, lambda: None)  # type: ignore[arg-type]
+        setup = Setup("redis", url, url, None, "", 0, 0, 0, lambda: None)  # type: ignore[arg-type]
         stamp_file = tmp / f"naps-{count}.stamps"
         app = make_app(url, url, queue)
         app.tasks["suite.nap"].map([()] * tasks)
