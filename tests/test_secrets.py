@@ -43,8 +43,7 @@ def test_a_working_password_is_never_logged(workers: WorkerProcesses) -> None:
     require("RabbitMQ", "127.0.0.1", 5672)
     queue = f"secret-{uuid.uuid4().hex[:8]}"
     url = "amqp://guest:guest@127.0.0.1:5672/?queue_expires=60"
-    workers.env["SOLOIST_BROKER_URL"] = url
-    workers.env["SOLOIST_RESULT_URL"] = "sqlite:///" + str(workers.ledger.with_name("r.db"))
+    workers.use(url, "sqlite:///" + str(workers.ledger.with_name("r.db")))
     sent = workers.run(
         "enqueue", "-A", "tests.sample_app:app", "add", "--args", "[1, 2]", "--queue", queue
     )
