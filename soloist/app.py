@@ -24,12 +24,14 @@ from .brokers.base import DEFAULT_MAX_DELIVERIES
 from .errors import ConfigurationError
 from .hooks import Hooks
 from .message import DEFAULT_MAX_DEPTH, Message
+from .results import SCHEMES as RESULT_SCHEMES
 from .results import ResultStore
 from .results import from_url as results_from_url
 from .results.base import DEFAULT_TTL
 from .results.handle import Result
 from .serializers import Codec
 from .task import AsyncTask, Task, TaskOptions
+from .urls import redact
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -79,9 +81,12 @@ class App:
     """A Soloist application.
 
     `broker` and `results` are URLs (or ready instances); they default to the
-    `SOLOIST_BROKER_URL` and `SOLOIST_RESULT_URL` environment variables, else to
-    `sqlite:///soloist.db` (`memory://` in eager mode). Connections open on first use,
-    so importing the module that defines an app is free and safe before a fork.
+    `SOLOIST_BROKER_URL` and `SOLOIST_RESULT_URL` environment variables. The broker's
+    default is `sqlite:///soloist.db` (`memory://` in eager mode); results default to the
+    broker's URL when that server can keep them (memory, SQLite, Redis). A RabbitMQ broker
+    keeps none: without a result URL, sending works and `get()` raises `ConfigurationError`.
+    Connections open on first use, so importing the module that defines an app is free
+    and safe before a fork.
     """
 
     def __init__(
@@ -132,13 +137,17 @@ class App:
         self._broker = broker if isinstance(broker, Broker) else None
         self._results = results if isinstance(results, ResultStore) else None
         if isinstance(broker, Broker):
-            self.broker_url = broker.url
+            broker_url = broker.url
         else:
-            self.broker_url = broker or os.environ.get("SOLOIST_BROKER_URL", default)
+            broker_url = broker or os.environ.get("SOLOIST_BROKER_URL", default)
+        self.broker_url = broker_url
         if isinstance(results, ResultStore):
             self.result_url = results.url
         else:
-            self.result_url = results or os.environ.get("SOLOIST_RESULT_URL", default)
+            # Results go where the broker is, so every process that shares a broker finds
+            # them (a default file would be one per working directory).
+            beside = broker_url if broker_url.partition(":")[0] in RESULT_SCHEMES else None
+            self.result_url = results or os.environ.get("SOLOIST_RESULT_URL") or beside
 
     @property
     def broker(self) -> Broker:
@@ -150,7 +159,12 @@ class App:
     @property
     def results(self) -> ResultStore:
         if self._results is None:
-            assert self.result_url is not None
+            if self.result_url is None:
+                raise ConfigurationError(
+                    f"no result store: the broker {redact(self.broker_url or '')} keeps no "
+                    "results; set SOLOIST_RESULT_URL (or App(results=...)) to redis://... or "
+                    "sqlite:///path"
+                )
             self._results = results_from_url(self.result_url)
         return self._results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -33,3 +34,18 @@ def scrub(text: str, hidden: Iterable[str]) -> str:
     for secret in hidden:
         text = text.replace(secret, "***")
     return text
+
+
+def sqlite_file(url: str) -> str:
+    """The file a `sqlite:///relative.db` or `sqlite:////abs/path.db` URL names ('' if none)."""
+    path = urlsplit(url).path
+    return path[1:] if path.startswith("/") else path
+
+
+def shown(url: str) -> str:
+    """`url` as a worker shows where it works: password masked, and a SQLite file's path
+    made absolute (`sqlite:///soloist.db` is relative to the directory it started in)."""
+    if url.startswith("sqlite:") and sqlite_file(url):
+        query = urlsplit(url).query
+        return f"sqlite:///{os.path.abspath(sqlite_file(url))}" + (f"?{query}" if query else "")
+    return redact(url)

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
+from ..urls import sqlite_file
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     Broker,
@@ -121,7 +122,7 @@ def path_from_url(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigurationError(f"not a sqlite URL: {url!r}")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path = sqlite_file(url)
     if not path:
         raise ConfigurationError(f"sqlite URL names no file: {url!r} (e.g. sqlite:///soloist.db)")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}

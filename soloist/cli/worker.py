@@ -174,7 +174,6 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
     )
-    w.broker.depth(w.queues[0])  # fail fast, with one line, if the broker is unreachable
     logs.task_events(app)
     if metrics_port is not None:
         from ..metrics import serve

@@ -13,10 +13,14 @@ __all__ = [
     "PENDING",
     "RETRY",
     "REVOKED",
+    "SCHEMES",
     "SUCCESS",
     "ResultStore",
     "from_url",
 ]
+
+#: URL schemes a result store exists for. A broker URL of one of these can keep results too.
+SCHEMES = ("memory", "sqlite", "redis", "rediss")
 
 
 def from_url(url: str) -> ResultStore:

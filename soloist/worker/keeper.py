@@ -39,12 +39,8 @@ class Keeper(threading.Thread):
         self._failing = False
 
     def start(self) -> None:
-        """Called in the main thread: read the revocations before the first fetch, then run."""
+        """Called in the main thread (after `Worker.check` read the revocations): run."""
         self.main_stop.install()
-        try:
-            self.worker.revoked.sync()
-        except Exception as exc:
-            log.warning("keeper: cannot read revocations yet (will keep trying): %s", exc)
         super().start()
 
     def arm(self, running: Running) -> None:

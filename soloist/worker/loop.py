@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Delivery
+from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
 from ..message import Message
 from ..results.base import FAILURE, SUCCESS
 from ..revocation import Revocations
 from ..task import Task
+from ..urls import shown
 from . import constants as c
 from .execution import Executor, Kind, Outcome
 from .keeper import Keeper
@@ -142,14 +144,36 @@ class Worker:
         running = [r.delivery for r in list(self.running.values())]
         return running + list(self.prefetched) + [d for d, _ in list(self.acks)]
 
+    def check(self) -> None:
+        """Reach the broker, the result store and its revocation log, or raise one
+        `SoloistError` saying which could not be used. Done before the first fetch: a worker
+        that could not record a result would run a task, die, and have it run again."""
+        self.broker.depth(self.queues[0])
+        try:
+            self.app.results.get("soloist-check")
+            self.revoked.sync()
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # unreachable, or the store's own error (sqlite3, OS)
+            detail = str(exc) if isinstance(exc, SoloistError) else f"{type(exc).__name__}: {exc}"
+            url = shown(self.app.result_url or "")
+            raise BrokerUnavailable(f"result store {url} is unusable: {detail}") from None
+
     def run(self) -> int:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
+        self.check()
         self.shutdown.install()
         if self.keeper is not None:
             self.keeper.start()
         self.app.hooks.emit("worker_start", worker=self)
         log.info(
-            "worker %s ready: queues %s, pool %s", self.id, ",".join(self.queues), self.pool.name
+            "worker %s ready: broker %s, results %s, queues %s, pool %s, concurrency %d",
+            self.id,
+            shown(self.app.broker_url or self.broker.url),
+            shown(self.app.result_url or ""),
+            ",".join(self.queues),
+            self.pool.name,
+            self.pool.concurrency,
         )
         try:
             while not self.shutdown.requested and not self.pool.worn():
