@@ -21,6 +21,7 @@ from . import signing
 from .brokers import Broker
 from .brokers import from_url as broker_from_url
 from .brokers.base import DEFAULT_MAX_DELIVERIES
+from .canvas import register_builtins
 from .errors import ConfigurationError
 from .hooks import Hooks
 from .message import DEFAULT_MAX_DEPTH, Message
@@ -123,6 +124,7 @@ class App:
         self.result_ttl = result_ttl
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.hooks = Hooks()
+        register_builtins(self)
 
     def configure(
         self, broker: str | Broker | None = None, results: str | ResultStore | None = None

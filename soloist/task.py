@@ -10,9 +10,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec, TypeVar
 
+from .canvas import CHUNK_TASK, Signature
 from .errors import ConfigurationError, Retry
 from .message import Message
 from .results.handle import Result
+from .results.workflow import GroupResult
 
 if TYPE_CHECKING:
     from .app import App
@@ -118,9 +120,15 @@ class Task(Generic[P, R]):
         priority: int | None = None,
         task_id: str | None = None,
         ignore_result: bool | None = None,
+        link: Signature[Any] | None = None,
+        link_error: Signature[Any] | None = None,
     ) -> Result[R]:
         """Send a call with options: run no sooner than `countdown` seconds from now or at
-        `eta` (a datetime, naive meaning local time, or a unix time), on `queue`."""
+        `eta` (a datetime, naive meaning local time, or a unix time), on `queue`.
+
+        `link` is sent when the call succeeds, with its result prepended to the link's
+        arguments; `link_error` when it fails for good, with its task id and error (see
+        `Signature.link` and `Signature.link_error`)."""
         delay = _delay(countdown, eta)
         ignore = self.options.ignore_result if ignore_result is None else ignore_result
         message = Message(
@@ -129,6 +137,13 @@ class Task(Generic[P, R]):
             dict(kwargs or {}),
             options={"ignore_result": True} if ignore else {},
         )
+        if link is not None or link_error is not None:
+            flow = self.s().set(task_id=message.id)
+            for callback in [link] if link is not None else []:
+                flow.link(callback)
+            for errback in [link_error] if link_error is not None else []:
+                flow.link_error(errback)
+            message.options["wf"] = flow.to_dict()["wf"]
         if task_id is not None:
             message.id = task_id
         self.app.send(
@@ -139,15 +154,55 @@ class Task(Generic[P, R]):
         )
         return Result(self.app, message.id, ignored=ignore)
 
-    def map(self, calls: Iterable[Sequence[Any]]) -> list[Result[R]]:
-        """Send one call per item of `calls` (each a sequence of positional arguments),
-        batched into as few broker round trips as the broker allows."""
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of a call, for workflows: in a chain or as a link, the result of the
+        step before is prepended to `args`. The arguments are not type-checked (a partial
+        call cannot be, in Python's type system); the return type is."""
+        return Signature(
+            self.app,
+            self.name,
+            args,
+            kwargs,
+            queue=self.options.queue,
+            priority=self.options.priority,
+        )
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: the call gets exactly these (type-checked) arguments."""
+        sig: Signature[R] = self.s(*args, **kwargs)
+        sig.immutable = True
+        return sig
+
+    def map(self, items: Iterable[Any]) -> GroupResult[R]:
+        """Send one call per item, the item its only argument, batched into as few broker
+        round trips as the broker allows; the handle's `get()` collects the results."""
+        return self.starmap((item,) for item in items)
+
+    def starmap(self, calls: Iterable[Sequence[Any]]) -> GroupResult[R]:
+        """Like `map`, each item of `calls` a sequence of positional arguments."""
         ignore = self.options.ignore_result
         opts = {"ignore_result": True} if ignore else {}
         messages = [Message(self.name, tuple(args), {}, options=opts) for args in calls]
         queue, priority = self.options.queue, self.options.priority
         self.app.send_many([(m, queue, 0.0, priority) for m in messages])
-        return [Result(self.app, m.id, ignored=ignore) for m in messages]
+        return GroupResult(self.app, [Result(self.app, m.id, ignored=ignore) for m in messages])
+
+    def chunks(self, calls: Iterable[Sequence[Any]], n: int) -> GroupResult[list[R]]:
+        """Split `calls` (sequences of positional arguments) into tasks of `n` calls each,
+        run one after the other by one worker: fewer, larger messages for many tiny calls.
+        The handle's `get()` returns one list of results per chunk."""
+        if n < 1:
+            raise ConfigurationError(f"chunks of {n} calls: give n >= 1")
+        if isinstance(self, AsyncTask):
+            raise ConfigurationError(f"{self.name} is async: chunks run plain tasks only")
+        items = [list(args) for args in calls]
+        chunk = self.app.tasks[CHUNK_TASK]
+        queue, priority = self.options.queue, self.options.priority
+        messages = [
+            Message(chunk.name, (self.name, items[i : i + n])) for i in range(0, len(items), n)
+        ]
+        self.app.send_many([(m, queue, 0.0, priority) for m in messages])
+        return GroupResult(self.app, [Result[list[R]](self.app, m.id) for m in messages])
 
     def retry(
         self,

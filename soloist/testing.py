@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .brokers.base import Delivery
 from .results.base import FAILURE, SUCCESS
 from .worker.execution import Executor, Kind
+from .workflow import proceed
 
 if TYPE_CHECKING:
     from .app import App
@@ -39,6 +40,8 @@ def run_eagerly(app: App, message: Message, queue: str, body: bytes) -> None:
     if outcome.result is not None:
         state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
         app.results.put(message.id, state, outcome.result, app.result_ttl)
+    if outcome.workflow is not None:
+        proceed(app, [(Delivery(message.id, queue, body, 1, attempts), outcome)])
 
 
 def drain(app: App, queues: Sequence[str] | None = None, **options: Any) -> Stats:

@@ -92,6 +92,18 @@ class ResultStore(abc.ABC):
         requeueing a dead letter forgets the failure it saw, never a newer result."""
 
     @abc.abstractmethod
+    def chord_add(
+        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
+    ) -> list[bytes] | None:
+        """Record member `index` (of `size`) of chord `chord_id` with its result `record`,
+        atomically, for `ttl` seconds. Adding an index again changes nothing, so a member
+        that is redelivered after a crash is not counted twice.
+
+        Returns every member's record, in index order, to the one member whose add
+        completed the set (and to that member again if it adds again: it may have crashed
+        before publishing the callback); None to every other caller."""
+
+    @abc.abstractmethod
     def expire(self) -> int:
         """Drop records past their ttl; returns how many."""
 

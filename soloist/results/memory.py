@@ -15,6 +15,8 @@ class MemoryResultStore(ResultStore):
         self._records: dict[str, tuple[str, bytes, float]] = {}
         #: task id -> (revoked at, expires at, terminate)
         self._revoked: dict[str, tuple[float, float, bool]] = {}
+        #: chord id -> (member index -> record, the completing index or -1, expires at)
+        self._chords: dict[str, tuple[dict[int, bytes], int, float]] = {}
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         with self._cond:
@@ -76,6 +78,21 @@ class MemoryResultStore(ResultStore):
             del self._records[task_id]
             return True
 
+    def chord_add(
+        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
+    ) -> list[bytes] | None:
+        with self._cond:
+            now = time.time()
+            members, last, expires = self._chords.get(chord_id, ({}, -1, 0.0))
+            if expires <= now:
+                members, last = {}, -1
+            if index not in members:
+                members[index] = record
+                if len(members) == size:
+                    last = index
+            self._chords[chord_id] = (members, last, now + ttl)
+            return [members[i] for i in range(size)] if last == index else None
+
     def expire(self) -> int:
         now = time.time()
         with self._cond:
@@ -84,4 +101,6 @@ class MemoryResultStore(ResultStore):
                 del self._records[key]
             for key in [k for k, (_, exp, _) in self._revoked.items() if exp <= now]:
                 del self._revoked[key]
+            for key in [k for k, (_, _, exp) in self._chords.items() if exp <= now]:
+                del self._chords[key]
             return len(old)

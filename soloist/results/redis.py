@@ -7,6 +7,8 @@
 #   revoked:at           ZSET    revocation log: task id -> unix time it was revoked
 #   revoked:until        ZSET    the same ids -> unix time the entry expires
 #   revoked:terminate    SET     the ids revoked with terminate=True
+#   chord:<chord id>     HASH    member index -> its result record; expires with the ttl
+#   chord:<chord id>:last STRING the index of the member whose add completed the hash
 """Results on Redis: expired by Redis itself, and waited for without polling."""
 
 from __future__ import annotations
@@ -99,6 +101,23 @@ redis.call('DEL', key, key .. ':done')
 return 1
 """
 
+# ARGV: prefix, chord id, index, size, record, ttl in ms. Returns every member's record in
+# index order to the member whose add completed the set, else nil (see ResultStore.chord_add).
+_CHORD_ADD = """
+local key = prefix .. 'chord:' .. ARGV[2]
+local size = tonumber(ARGV[4])
+if redis.call('HSETNX', key, ARGV[3], ARGV[5]) == 1 then
+  redis.call('PEXPIRE', key, ARGV[6])
+  if redis.call('HLEN', key) == size then
+    redis.call('SET', key .. ':last', ARGV[3], 'PX', ARGV[6])
+  end
+end
+if redis.call('GET', key .. ':last') ~= ARGV[3] then return nil end
+local all, out = redis.call('HGETALL', key), {}
+for i = 1, #all, 2 do out[tonumber(all[i]) + 1] = all[i + 1] end
+return out
+"""
+
 _FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
 _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
 _REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
@@ -113,6 +132,7 @@ class RedisResultStore(ResultStore):
         self._revoke = self.redis.script(_REVOKE)
         self._revoked_since = self.redis.script(_REVOKED_SINCE)
         self._forget_if = self.redis.script(_FORGET_IF)
+        self._chord_add = self.redis.script(_CHORD_ADD)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}r:{task_id}"
@@ -169,6 +189,13 @@ class RedisResultStore(ResultStore):
 
     def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
         return bool(self._forget_if(task_id, *record))
+
+    def chord_add(
+        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
+    ) -> list[bytes] | None:
+        ttl_ms = max(int(ttl * 1000), 1)
+        reply = self._chord_add(chord_id, index, size, record, ttl_ms)
+        return None if reply is None else [cast(bytes, body) for body in reply]
 
     def expire(self) -> int:
         """Redis drops expired results itself."""

@@ -23,6 +23,18 @@ CREATE TABLE IF NOT EXISTS soloist_revoked (
     terminate INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS soloist_revoked_at ON soloist_revoked (revoked_at);
+CREATE TABLE IF NOT EXISTS soloist_chords (
+    chord_id TEXT PRIMARY KEY,
+    added INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS soloist_chord_members (
+    chord_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (chord_id, idx)
+) WITHOUT ROWID;
 """
 
 #: Expired rows are swept by a writer at most this often.
@@ -114,10 +126,53 @@ class SQLiteResultStore(ResultStore):
         )
         return cur.rowcount == 1
 
+    def chord_add(
+        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
+    ) -> list[bytes] | None:
+        """One transaction: the member row, the count beside it, and who completed it."""
+        now = time.time()
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT added, last, expires_at FROM soloist_chords WHERE chord_id = ?",
+                (chord_id,),
+            ).fetchone()
+            if row is not None and row[2] <= now:  # an expired chord of the same id
+                conn.execute("DELETE FROM soloist_chord_members WHERE chord_id = ?", (chord_id,))
+                row = None
+            added, last = (0, -1) if row is None else (row[0], row[1])
+            fresh = conn.execute(
+                "INSERT OR IGNORE INTO soloist_chord_members (chord_id, idx, body)"
+                " VALUES (?, ?, ?)",
+                (chord_id, index, record),
+            ).rowcount
+            if fresh:
+                added += 1
+                if added == size:
+                    last = index
+            conn.execute(
+                "INSERT OR REPLACE INTO soloist_chords (chord_id, added, last, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (chord_id, added, last, now + ttl),
+            )
+            if last != index:
+                return None
+            rows = conn.execute(
+                "SELECT body FROM soloist_chord_members WHERE chord_id = ? ORDER BY idx",
+                (chord_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def expire(self) -> int:
         now = time.time()
         conn = self.db.connection()
         conn.execute("DELETE FROM soloist_revoked WHERE expires_at <= ?", (now,))
+        with self.db.write() as tx:
+            tx.execute(
+                "DELETE FROM soloist_chord_members WHERE chord_id IN"
+                " (SELECT chord_id FROM soloist_chords WHERE expires_at <= ?)",
+                (now,),
+            )
+            tx.execute("DELETE FROM soloist_chords WHERE expires_at <= ?", (now,))
         return conn.execute("DELETE FROM soloist_results WHERE expires_at <= ?", (now,)).rowcount
 
     def close(self) -> None:

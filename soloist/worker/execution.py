@@ -60,11 +60,15 @@ class Outcome:
     #: Why it failed or was dead-lettered.
     reason: str = ""
     runtime: float = 0.0
+    #: The message's workflow options (see soloist.workflow); None for a plain task.
+    workflow: dict[str, Any] | None = None
 
 
 def dead(reason: str, message: Message | None = None) -> Outcome:
+    if message is None:
+        return Outcome(Kind.DEAD, reason=reason)
     return Outcome(
-        Kind.DEAD, message.id if message else "", message.task if message else "", reason=reason
+        Kind.DEAD, message.id, message.task, reason=reason, workflow=message.options.get("wf")
     )
 
 
@@ -151,7 +155,7 @@ class Executor:
         finally:
             reset_request(token)
         ignore = opts.ignore_result or message.options.get("ignore_result", False)
-        if ignore:
+        if ignore and "wf" not in message.options:  # a workflow passes the value on
             return Outcome(Kind.SUCCESS, message.id, task.name, runtime=_clock() - start)
         try:
             result = self._encode(success_record(value))
@@ -248,9 +252,23 @@ class Executor:
         if isinstance(decoded, Outcome):
             return decoded
         message, task = decoded
+        flow = message.options.get("wf")
+        outcome = self._execute(delivery, message, task, flow)
+        if flow:
+            outcome.workflow = flow
+        return outcome
+
+    def _execute(
+        self,
+        delivery: Delivery,
+        message: Message,
+        task: Task[Any, Any],
+        flow: dict[str, Any] | None,
+    ) -> Outcome:
         if message.id in self.revoked:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked before it started")
-        if delivery.delivery_count > 1:
+        # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
+        if delivery.delivery_count > 1 or (flow and "p" in flow):
             finished = self._finished(message)
             if finished is not None:
                 return finished

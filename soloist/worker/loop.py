@@ -25,6 +25,7 @@ from ..results.base import FAILURE, SUCCESS
 from ..revocation import Revocations
 from ..task import Task
 from ..urls import shown
+from ..workflow import proceed
 from . import constants as c
 from .execution import Executor, Kind, Outcome
 from .keeper import Keeper
@@ -56,6 +57,8 @@ class Running:
     started: float  # monotonic
     time_limit: float | None
     stopped: bool = False  # by the pool, at its hard time limit
+    #: The message's workflow options, for an outcome the pool or keeper makes up.
+    workflow: dict[str, Any] | None = None
 
 
 @dataclass
@@ -130,7 +133,13 @@ class Worker:
     def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
         limit = task.options.time_limit or self.time_limit
         self.running[delivery.id] = Running(
-            delivery, message.id, task.name, time.time(), time.monotonic(), limit
+            delivery,
+            message.id,
+            task.name,
+            time.time(),
+            time.monotonic(),
+            limit,
+            workflow=message.options.get("wf"),
         )
         if self.keeper is not None and limit:
             self.keeper.arm(self.running[delivery.id])
@@ -228,8 +237,11 @@ class Worker:
         if "settling" in self.app.hooks.active:
             self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
-        if self.keeper is not None and running is not None:
-            self.keeper.disarm(running)
+        if running is not None:
+            if self.keeper is not None:
+                self.keeper.disarm(running)
+            if running.workflow is not None and outcome.workflow is None:
+                outcome.workflow = running.workflow  # stopped by the pool or the keeper
         self._adapt(outcome.runtime)
         if outcome.kind is Kind.LOST:
             # Its process died mid-run: end the lease now, so the message is redelivered
@@ -256,6 +268,8 @@ class Worker:
             return
         if outcome.result is not None and outcome.task_id:
             self.app.results.put(outcome.task_id, FAILURE, outcome.result, self.app.result_ttl)
+        if outcome.workflow is not None and outcome.kind is not Kind.RETRY:
+            proceed(self.app, [(delivery, outcome)])  # before the ack: see soloist.workflow
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
         if outcome.kind is Kind.RETRY:
             settled = self.broker.retry(delivery, outcome.delay)
@@ -307,6 +321,9 @@ class Worker:
         ]
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
+        flows = [(d, o) for d, o in acks if o.workflow is not None]
+        if flows:
+            proceed(self.app, flows)  # stored, not yet acked: see soloist.workflow
         hooks = self.app.hooks
         if "before_ack" in hooks.active:
             for delivery, outcome in acks:

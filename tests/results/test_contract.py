@@ -114,3 +114,43 @@ def test_forget_if_drops_only_the_record_seen(store: ResultStore) -> None:
     store.put(t, SUCCESS, b"rerun", ttl=60)
     assert not store.forget_if(t, seen), "a newer result must survive a late forget"
     assert store.get(t) == (SUCCESS, b"rerun")
+
+
+def test_chord_add_tells_the_completing_member_once(store: ResultStore) -> None:
+    c = tid()
+    assert store.chord_add(c, 2, 3, b"two", ttl=60) is None
+    assert store.chord_add(c, 0, 3, b"zero", ttl=60) is None
+    assert store.chord_add(c, 2, 3, b"two again", ttl=60) is None, "a redelivery counts once"
+    assert store.chord_add(c, 1, 3, b"one", ttl=60) == [b"zero", b"one", b"two"]
+    # The completing member, redelivered after a crash, is told again; nobody else is.
+    assert store.chord_add(c, 1, 3, b"one again", ttl=60) == [b"zero", b"one", b"two"]
+    assert store.chord_add(c, 0, 3, b"zero again", ttl=60) is None
+    assert store.chord_add(tid(), 0, 1, b"alone", ttl=60) == [b"alone"]
+
+
+def test_chord_add_is_atomic_across_threads(store: ResultStore) -> None:
+    c, size = tid(), 40
+    told: list[list[bytes]] = []
+
+    def add(i: int) -> None:
+        for _ in range(2):  # every member twice, as if each were redelivered
+            got = store.chord_add(c, i, size, str(i).encode(), ttl=60)
+            if got is not None:
+                told.append(got)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert told and all(got == [str(i).encode() for i in range(size)] for got in told)
+    assert len(told) in (1, 2), "only the completing member is told (once more on its re-add)"
+
+
+def test_chords_expire(store: ResultStore) -> None:
+    c = tid()
+    store.chord_add(c, 0, 2, b"old", ttl=0.2)
+    time.sleep(0.4)
+    store.expire()
+    assert store.chord_add(c, 1, 2, b"one", ttl=60) is None, "the old member is gone"
+    assert store.chord_add(c, 0, 2, b"zero", ttl=60) == [b"zero", b"one"]

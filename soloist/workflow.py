@@ -1,0 +1,233 @@
+"""Workflows, the worker's side: what happens after a step of a chain, group or chord ends.
+
+A message sent by `soloist.canvas` carries its continuation in its options (`wf`):
+
+    link   [signature]   sent when the call succeeds, its result prepended
+    err    [signature]   sent when it fails for good, (task id, error) prepended
+    chain  [signature]   the steps still to run; the next gets this one's result
+    chord  {id, i, n, cb}  member i of n of chord `id`; `cb` the callback
+    p      1             sent by a worker: it may be a duplicate (see below)
+
+The worker calls `proceed` for the tasks that ended (succeeded, failed for good, revoked or
+dead-lettered) whose message has a `wf`, after their results are stored and before their
+messages are acked. So a worker that dies in between leaves a message that is redelivered
+and continued again, never a continuation lost; what makes continuing twice harmless:
+
+* Every call's id is chosen by the producer, so a step sent twice has one id. A message
+  sent by a worker (`p`) is checked against the result store before it runs, like a
+  redelivery: a copy whose call already finished is settled without running again.
+* A chord member adds its result to a set in the result store (`ResultStore.chord_add`):
+  adding it again counts nothing, and only the member whose add completed the set is told
+  (again, if it adds again), so one member sends the callback.
+* Once a task's continuation is sent, a mark (`<task id>:wf`) is stored; a redelivered task
+  whose mark is there sends nothing. The one window left is a worker dying after the
+  broker took the continuation and before the mark was stored: then it is sent twice, with
+  the same id, and the copy is dropped when it is taken if the first has finished by then.
+  Only two copies taken at the same moment by two workers could both run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .brokers.base import Delivery
+from .errors import LimitExceeded
+from .message import Message
+from .results.base import FAILURE, REVOKED, SUCCESS
+from .results.handle import failure_record
+from .worker.execution import Kind, Outcome
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = logging.getLogger("soloist.workflow")
+
+#: The suffix of the mark recorded once a task's continuation is sent.
+MARK = ":wf"
+#: Outcomes that end a call for good: a workflow goes on after each.
+FINAL_KINDS = frozenset({Kind.SUCCESS, Kind.FAILURE, Kind.DEAD, Kind.REVOKED})
+
+Item = tuple[Message, str, float, int]
+
+
+class _Plan:
+    """What the continuations of a batch of tasks amount to: messages and records."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.sends: list[Item] = []
+        self.records: list[tuple[str, str, bytes]] = []
+
+
+def proceed(app: App, ended: Sequence[tuple[Delivery, Outcome]]) -> None:
+    """Send what comes after each of these workflow tasks, then mark them continued.
+
+    `ended` are (delivery, outcome) pairs whose outcome has a `workflow` and a final kind,
+    their results already stored. Raises if the broker or the store fails: the caller
+    has not acked, so the task is redelivered and continued again."""
+    store = app.results
+    todo = [(d, o) for d, o in ended if o.workflow and o.kind in FINAL_KINDS]
+    replayed = [o.task_id for d, o in todo if _maybe_continued(d, o)]
+    marked = {tid for tid in replayed if store.get(tid + MARK) is not None}
+    plan = _Plan(app)
+    done: list[str] = []
+    for _, outcome in todo:
+        if outcome.task_id in marked:
+            continue
+        try:
+            _continue(plan, outcome)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            log.error("task %s: malformed workflow options dropped: %r", outcome.task_id, exc)
+        done.append(outcome.task_id)
+    if plan.records:
+        store.put_many(plan.records, app.result_ttl)
+    _send(plan)
+    if done:
+        store.put_many([(tid + MARK, SUCCESS, b"1") for tid in done], app.result_ttl)
+
+
+def _maybe_continued(delivery: Delivery, outcome: Outcome) -> bool:
+    """Whether another worker may have continued this task already: the message was
+    delivered before, or the task had finished before this copy was taken (the executor
+    then gives an outcome without a record)."""
+    return delivery.delivery_count > 1 or (
+        outcome.result is None and outcome.kind in (Kind.SUCCESS, Kind.FAILURE)
+    )
+
+
+def _continue(plan: _Plan, outcome: Outcome) -> None:
+    flow: dict[str, Any] = outcome.workflow or {}
+    chord = flow.get("chord")
+    if outcome.kind is Kind.SUCCESS:
+        value = _value(plan.app, outcome)
+        for link in flow.get("link", ()):
+            plan.sends.append(_item(link, (value,)))
+        chain = flow.get("chain")
+        if chain:
+            plan.sends.append(
+                _item(chain[0], (value,), {"chain": chain[1:]} if chain[1:] else None)
+            )
+        if chord:
+            _join(plan, chord, {"v": value})
+        return
+    error = _error(plan.app, outcome)
+    for errback in flow.get("err", ()):
+        plan.sends.append(_item(errback, (outcome.task_id, error)))
+    if outcome.kind is Kind.DEAD:  # never ran: nothing is stored for it otherwise
+        plan.records.append((outcome.task_id, FAILURE, _failure_body(plan.app, error)))
+    for step in flow.get("chain", ()):
+        _stop(plan, step, error, revoked=outcome.kind is Kind.REVOKED)
+    if chord:
+        _join(plan, chord, {"e": error, "id": outcome.task_id})
+
+
+def _join(plan: _Plan, chord: dict[str, Any], member: dict[str, Any]) -> None:
+    """Add a member's result to its chord; the member that completes it sends the callback
+    (or, if a member failed, records the callback as failed and sends its errbacks)."""
+    app = plan.app
+    bodies = app.results.chord_add(
+        chord["id"], int(chord["i"]), int(chord["n"]), app.codec.dumps(member), app.result_ttl
+    )
+    if bodies is None:
+        return
+    members = [app.codec.loads(b) for b in bodies]
+    callback = chord["cb"]
+    failed = next(((i, m) for i, m in enumerate(members) if "e" in m), None)
+    if failed is None:
+        plan.sends.append(_item(callback, ([m["v"] for m in members],)))
+        return
+    index, member = failed
+    error = {
+        "exc_type": "ChordError",
+        "message": f"chord member {index} ({member['id']}) failed: "
+        f"{member['e']['exc_type']}: {member['e']['message']}",
+    }
+    _stop(plan, callback, error, revoked=False, errbacks=True)
+
+
+def _stop(
+    plan: _Plan,
+    sig: dict[str, Any],
+    error: dict[str, str],
+    *,
+    revoked: bool,
+    errbacks: bool = False,
+) -> None:
+    """Record a call that will never run as failed (or revoked) with `error`, and the
+    steps chained after it too, so that waiting for any of them does not hang."""
+    app = plan.app
+    if revoked:
+        body = app.codec.dumps({"revoked": time.time(), "terminate": False})
+        plan.records.append((sig["id"], REVOKED, body))
+    else:
+        plan.records.append((sig["id"], FAILURE, _failure_body(app, error)))
+    flow = sig.get("wf", {})
+    if errbacks:
+        for errback in flow.get("err", ()):
+            plan.sends.append(_item(errback, (sig["id"], error)))
+    for step in flow.get("chain", ()):
+        _stop(plan, step, error, revoked=revoked)
+
+
+def _send(plan: _Plan) -> None:
+    """Publish the plan's messages in one batch. One too large to send (a huge result
+    passed on) fails its call instead of failing the batch again and again."""
+    if not plan.sends:
+        return
+    try:
+        plan.app.send_many(plan.sends)
+        return
+    except LimitExceeded:
+        pass
+    for message, queue, delay, priority in plan.sends:
+        try:
+            plan.app.send(message, queue, delay=delay, priority=priority)
+        except LimitExceeded as exc:
+            error = {"exc_type": type(exc).__name__, "message": str(exc)}
+            body = _failure_body(plan.app, error)
+            plan.app.results.put(message.id, FAILURE, body, plan.app.result_ttl)
+
+
+def _item(
+    sig: dict[str, Any], prepend: tuple[Any, ...], flow: dict[str, Any] | None = None
+) -> Item:
+    """The message for signature `sig` (a dict, see `Signature.to_dict`)."""
+    args = sig.get("args", [])
+    if not sig.get("immutable"):
+        args = [*prepend, *args]
+    options = {"wf": {**sig.get("wf", {}), **(flow or {}), "p": 1}}
+    message = Message(sig["task"], tuple(args), dict(sig.get("kwargs", {})), id=sig["id"])
+    message.options = options
+    return message, sig["queue"], float(sig.get("countdown", 0.0)), int(sig.get("priority", 0))
+
+
+def _value(app: App, outcome: Outcome) -> Any:
+    body = outcome.result
+    if body is None:  # finished before this copy was taken: read what was stored
+        stored = app.results.get(outcome.task_id)
+        body = stored[1] if stored is not None else None
+    return None if body is None else app.codec.loads(body).get("value")
+
+
+def _error(app: App, outcome: Outcome) -> dict[str, str]:
+    """The error a failed, revoked or dead-lettered call passes on to its errbacks."""
+    if outcome.kind is Kind.REVOKED:
+        return {"exc_type": "TaskRevoked", "message": f"task {outcome.task_id} {outcome.reason}"}
+    if outcome.kind is Kind.DEAD:
+        return {"exc_type": "DeadLettered", "message": outcome.reason}
+    body = outcome.result
+    if body is None:
+        stored = app.results.get(outcome.task_id)
+        body = stored[1] if stored is not None else None
+    record = app.codec.loads(body) if body is not None else {}
+    return {
+        "exc_type": str(record.get("exc_type", "Exception")),
+        "message": str(record.get("message", outcome.reason)),
+    }
+
+
+def _failure_body(app: App, error: dict[str, str]) -> bytes:
+    return app.codec.dumps(failure_record(error["exc_type"], error["message"], ""))
