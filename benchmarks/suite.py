@@ -118,7 +118,7 @@ def execution_rate(setup: Setup, results: bool) -> float:
     """No-op tasks/s of one solo worker in this process, burst mode, on a full queue."""
     queue = new_queue("exec")
     app = make_app(setup.broker, setup.results, queue)
-    app.tasks["suite.noop_result" if results else "suite.noop"].map([()] * setup.tasks)
+    app.tasks["suite.noop_result" if results else "suite.noop"].starmap([()] * setup.tasks)
     app.results.get("suite-warm-up")  # import and connect the result store before timing
     worker = Worker(app, [queue], burst=True)
     try:
@@ -132,7 +132,7 @@ def publish_rates(setup: Setup) -> tuple[float, float]:
     app = make_app(setup.broker, setup.results, queue)
     noop = app.tasks["suite.noop"]
     one = rate(setup.n, lambda: [noop.delay() for _ in range(setup.n)])
-    batched = rate(setup.n, lambda: noop.map([()] * setup.n))
+    batched = rate(setup.n, lambda: noop.starmap([()] * setup.n))
     app.broker.purge(queue)
     app.close()
     return one, batched
@@ -157,7 +157,7 @@ def worker_process(setup: Setup, tmp: Path) -> tuple[float, float, float, float]
             stamp.delay(time.time())
             wait_for_stamps(stamp_file, i + 2)
         p50, p99 = percentiles([s * 1000 for s in stamps(stamp_file)[1:]])
-        noop.map([()] * setup.n)  # a busy spell, for the peak RSS
+        noop.starmap([()] * setup.n)  # a busy spell, for the peak RSS
         while app.broker.depth(queue):
             time.sleep(0.05)
         rss = peak_rss_mb(proc.pid)
@@ -216,7 +216,7 @@ def replicas(tmp: Path, tasks: int) -> list[Row]:
         setup = Setup("redis", url, url, None, "", 0, 0, 0, lambda: None)  # type: ignore[arg-type]
         stamp_file = tmp / f"naps-{count}.stamps"
         app = make_app(url, url, queue)
-        app.tasks["suite.nap"].map([()] * tasks)
+        app.tasks["suite.nap"].starmap([()] * tasks)
         cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app", "-Q", queue]
         cmd += ["--replicas", str(count), "--burst", "-l", "error"]
         subprocess.run(cmd, env=env_for(setup, queue, stamp_file), timeout=300, check=True)

@@ -1,6 +1,7 @@
 """Soloist: a distributed task queue built around the inline ("solo") worker."""
 
 from .app import App
+from .canvas import Chain, Chord, Group, Signature, chain, chord, group
 from .errors import (
     ConfigurationError,
     LimitExceeded,
@@ -14,19 +15,27 @@ from .errors import (
     TimeLimitExceeded,
 )
 from .results.handle import Result
+from .results.workflow import ChainResult, ChordResult, GroupResult
 from .task import AsyncTask, Request, Task
 from .worker import Worker
 
 __all__ = [
     "App",
     "AsyncTask",
+    "Chain",
+    "ChainResult",
+    "Chord",
+    "ChordResult",
     "ConfigurationError",
+    "Group",
+    "GroupResult",
     "LimitExceeded",
     "MessageTooLarge",
     "Request",
     "Result",
     "ResultTimeout",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "SoloistError",
     "Task",
@@ -34,6 +43,9 @@ __all__ = [
     "TaskRevoked",
     "TimeLimitExceeded",
     "Worker",
+    "chain",
+    "chord",
+    "group",
 ]
 
 __version__ = "0.1.0"

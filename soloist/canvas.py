@@ -146,11 +146,13 @@ class Signature(Generic[R]):
         return data
 
     def _flow(self) -> dict[str, Any]:
+        # A callback without an id of its own gets a new one each time it is sent: one
+        # signature can be the link of many calls.
         flow: dict[str, Any] = {}
         if self.links:
-            flow["link"] = [s.to_dict() for s in self.links]
+            flow["link"] = [(s if s.id else s.clone()).to_dict() for s in self.links]
         if self.errbacks:
-            flow["err"] = [s.to_dict() for s in self.errbacks]
+            flow["err"] = [(s if s.id else s.clone()).to_dict() for s in self.errbacks]
         return flow
 
     def _item(

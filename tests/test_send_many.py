@@ -1,4 +1,4 @@
-"""Batched sending (`task.map`, `app.send_many`) and the worker's batched settling."""
+"""Batched sending (`task.map`, `task.starmap`, `app.send_many`) and the worker's batched settling."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from soloist import App
 from soloist.testing import drain
 
 
-def test_map_sends_one_call_per_item_and_every_result_comes_back(app: App) -> None:
+def test_starmap_sends_one_call_per_item_and_every_result_comes_back(app: App) -> None:
     @app.task
     def add(a: int, b: int) -> int:
         return a + b
 
-    results = add.map([(i, i) for i in range(250)])
+    results = add.starmap([(i, i) for i in range(250)])
     assert app.broker.depth("default") == 250
     stats = drain(app)
     assert stats.done == 250
@@ -28,7 +28,7 @@ def test_map_runs_at_once_in_eager_mode() -> None:
     def double(x: int) -> int:
         return 2 * x
 
-    assert [r.get(timeout=1) for r in double.map([(1,), (2,)])] == [2, 4]
+    assert [r.get(timeout=1) for r in double.map([1, 2])] == [2, 4]
 
 
 def test_map_refuses_calls_that_cannot_be_encoded(app: App) -> None:
@@ -37,7 +37,7 @@ def test_map_refuses_calls_that_cannot_be_encoded(app: App) -> None:
         return x
 
     with pytest.raises(TypeError):
-        echo.map([(1,), (object(),)])
+        echo.map([1, object()])
     assert app.broker.depth("default") == 0  # nothing of the batch was published
 
 
@@ -49,7 +49,7 @@ def test_batched_acks_settle_every_outcome(app: App, prefetch: int | None) -> No
             raise ValueError(x)
         return x
 
-    results = maybe.map([(i,) for i in range(1, 41)])
+    results = maybe.map(range(1, 41))
     stats = drain(app, prefetch=prefetch)
     assert (stats.done, stats.failed) == (32, 8)
     assert [r.state for r in results].count("SUCCESS") == 32

@@ -21,6 +21,8 @@ def add(a: int, b: int) -> int:
 add.delay(1, "x")
 add.delay(1)
 name: str = add.delay(1, 2).get()
+add.si(1, "x")
+other: str = (add.s(1) | add.s(2)).delay().get()
 """
 
 
@@ -31,4 +33,4 @@ def test_wrong_calls_are_mypy_errors(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(bad)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout
     errors = [line for line in out.splitlines() if line.startswith(str(bad)) and ": error:" in line]
-    assert [int(line.split(":")[1]) for line in errors] == [9, 10, 11], out
+    assert [int(line.split(":")[1]) for line in errors] == [9, 10, 11, 12, 13], out

@@ -6,7 +6,19 @@ from typing import Any
 
 from typing_extensions import assert_type
 
-from soloist import App, AsyncTask, Result, Task
+from soloist import (
+    App,
+    AsyncTask,
+    ChainResult,
+    ChordResult,
+    GroupResult,
+    Result,
+    Signature,
+    Task,
+    chain,
+    chord,
+    group,
+)
 
 app = App("memory://", "memory://")
 
@@ -40,3 +52,21 @@ assert_type(bound.delay(3).get(), float)
 coroutine_task: AsyncTask[[str], bytes] = fetch
 assert_type(fetch.delay("u").get(), bytes)
 add.apply_async((1, 2), countdown=5, queue="other", priority=3)
+
+# Workflows. `si()` checks its arguments against the task's; `s()` cannot (a partial call:
+# the step before supplies the first arguments at run time), but keeps the return type,
+# which `|`, `chain()` (up to five steps), `group()` and `chord()` carry to `get()`.
+assert_type(add.s(1), Signature[int])
+assert_type(add.si(1, 2), Signature[int])
+assert_type(add.s(1).set(queue="q", countdown=1).delay(2).get(), int)
+assert_type((add.s(1, 2) | greet.s()).delay().get(), str)
+assert_type((add.si(1, 2) | add.s(3) | bound.s()).apply_async().get(), float)
+assert_type(chain(add.s(1, 2), greet.s()).delay(), ChainResult[str])
+assert_type(group(add.s(i, i) for i in range(3)).delay().get(), list[int])
+assert_type(group(add.s(1, 1), add.s(2, 2)).delay(), GroupResult[int])
+assert_type(chord([add.s(1, 1)], greet.s()).delay().get(), str)
+assert_type((group([add.s(1, 1)]) | bound.s()).delay(), ChordResult[float])
+assert_type(add.map([1, 2]).get(), list[int])
+assert_type(add.starmap([(1, 2)]).get(timeout=1), list[int])
+assert_type(add.chunks([(1, 2)], 10).get(), list[list[int]])
+add.apply_async((1, 2), link=greet.s(), link_error=greet.s())
