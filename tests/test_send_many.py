@@ -1,4 +1,4 @@
-"""Batched sending (`task.map`, `task.starmap`, `app.send_many`) and the worker's batched settling."""
+"""Batched sending (`task.map`, `starmap`, `app.send_many`) and the worker's batched settling."""
 
 from __future__ import annotations
 
