@@ -149,8 +149,11 @@ class BrokerUnderTest:
 class Workers:
     """Solo worker processes, replaced when killed."""
 
-    def __init__(self, env: dict[str, str], replicas: int, queue: str, log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], replicas: int, queue: str, log: Path, app: str = "chaos_app:app"
+    ) -> None:
         self.env = env
+        self.app = app
         self.replicas = replicas
         self.queue = queue
         self.log = log.open("a")
@@ -166,7 +169,7 @@ class Workers:
                 "soloist",
                 "worker",
                 "-A",
-                "chaos_app:app",
+                self.app,
                 "-Q",
                 self.queue,
                 "--lease",

@@ -169,3 +169,10 @@ def terminate_child() -> int | None:
     child.terminate()
     child.join(5)
     return child.exitcode
+
+
+@app.task(name="collect")
+def collect(values: list[Any], tag: str) -> list[Any]:
+    """A chord callback that leaves a trace of each run."""
+    ledger(f"collect {tag} {values}")
+    return values

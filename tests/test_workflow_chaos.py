@@ -1,0 +1,40 @@
+"""A small workflow chaos run per broker: chords and chains while workers are SIGKILLed
+(benchmarks/workflow_chaos.py runs the large one on demand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import require
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_workflow_chaos() -> Any:
+    path = ROOT / "benchmarks" / "workflow_chaos.py"
+    spec = importlib.util.spec_from_file_location("workflow_chaos", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["workflow_chaos"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "amqp"])
+def test_every_chord_and_chain_ends_once_while_workers_are_killed(kind: str) -> None:
+    require("Redis", "127.0.0.1", 6379)  # for redis-server; the run starts its own
+    if kind == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
+    chaos = load_workflow_chaos()
+    report = chaos.run(kind, chords=30, chains=30, kill_every=0.2, timeout=120)
+    assert report.kills >= 3, report
+    assert report.hung == 0, report.notes
+    assert report.wrong == 0, report.notes
+    assert report.callback_twice == 0, report.notes
+    assert report.unexplained == 0, report.notes
