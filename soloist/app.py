@@ -90,6 +90,11 @@ class App:
     and safe before a fork.
     """
 
+    #: Makes the executor a worker runs this app's deliveries with, called with the
+    #: executor's arguments; None: Soloist's own. An adapter's app (soloist.celery)
+    #: sets its own, since its messages and tasks are another framework's.
+    executor_factory: Callable[..., Any] | None = None
+
     def __init__(
         self,
         broker: str | Broker | None = None,

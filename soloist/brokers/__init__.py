@@ -25,6 +25,11 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
         from .redis import RedisBroker
 
         return RedisBroker(url, max_deliveries)
+    if scheme in ("celery+redis", "celery+rediss"):
+        # Celery's kombu layout: only Celery apps use it, and it needs the celery extra.
+        from ..celery.broker import KombuRedisBroker
+
+        return KombuRedisBroker(url, max_deliveries)
     if scheme in ("amqp", "amqps"):
         from .amqp import AMQPBroker
 

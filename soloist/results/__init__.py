@@ -34,6 +34,11 @@ def from_url(url: str) -> ResultStore:
         from .sqlite import SQLiteResultStore
 
         return SQLiteResultStore(url)
+    if scheme in ("celery+redis", "celery+rediss"):
+        # Celery's result format: only Celery apps use it, and it needs the celery extra.
+        from ..celery.results import CeleryResults
+
+        return CeleryResults(url)
     if scheme in ("redis", "rediss"):
         from .redis import RedisResultStore
 

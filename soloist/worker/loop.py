@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,8 @@ class Worker:
         self.started_at = time.time()
 
     def _executor(self) -> Executor:
-        return Executor(
+        factory: Callable[..., Executor] = self.app.executor_factory or Executor
+        return factory(
             self.app,
             started=self._started,
             revoked=self.revoked,

@@ -1,0 +1,84 @@
+"""A Soloist App view of a `celery.Celery` app: its tasks, its broker and its backend.
+
+The view reads everything from the Celery app's configuration: `broker_url` and
+`broker_transport_options` (global_keyprefix, visibility_timeout, priority_steps),
+`result_backend` and `result_backend_transport_options`, `result_expires`,
+`task_default_queue`, `accept_content`, `task_time_limit`, `task_soft_time_limit`.
+Each registered Celery task (`@app.task`, `@shared_task`) becomes a Soloist task of
+the same name, whose options carry what the Soloist worker enforces (queue, time
+limits); everything else (bind, retries, autoretry_for, ignore_result, track_started)
+stays Celery's, run by Celery's tracer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from kombu.serialization import prepare_accept_content
+
+from ..app import App
+from ..errors import ConfigurationError
+from ..task import Task, TaskOptions
+from .broker import broker_url
+from .control import Pidbox
+from .execution import CeleryExecutor
+from .results import CeleryResults, results_url
+
+_REDIS = ("redis", "rediss")
+
+
+class CeleryApp(App):
+    """A Soloist App whose tasks, broker and results are a Celery app's."""
+
+    executor_factory = CeleryExecutor
+
+    def __init__(self, celery: Any) -> None:
+        self.celery = celery
+        conf = celery.conf
+        celery.loader.import_default_modules()  # `imports`/`include`, as Celery's worker
+        celery.finalize(auto=True)
+        celery.set_current()
+        broker = str(conf.broker_url or "")
+        if urlsplit(broker).scheme not in _REDIS:
+            raise ConfigurationError(
+                f"the Celery app's broker is {urlsplit(broker).scheme or 'unset'}://: "
+                "a Soloist worker runs Celery apps on Redis (redis://, rediss://)"
+            )
+        options = dict(conf.broker_transport_options or {})
+        backend = str(conf.result_backend or "")
+        if urlsplit(backend).scheme not in _REDIS:
+            # Soloist records revocations and time limits in Celery's format somewhere;
+            # with no Redis backend, on the broker's Redis.
+            backend, backend_options = broker, options
+        else:
+            backend_options = dict(conf.result_backend_transport_options or {})
+        expires = conf.result_expires
+        seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
+        #: The content types the app's workers accept (as kombu's MIME types).
+        self.accept = prepare_accept_content(conf.accept_content or ("json",))
+        db = urlsplit(broker).path.strip("/") or "0"
+        channel = f"{options.get('global_keyprefix', '')}/{db}.{conf.control_exchange}.pidbox"
+        results = CeleryResults(
+            results_url(backend, backend_options, seconds), Pidbox(broker, channel, self.accept)
+        )
+        super().__init__(
+            broker_url(broker, options),
+            results,
+            default_queue=conf.task_default_queue,
+            result_ttl=float(seconds or 86400),
+        )
+        self._given_results = False  # ours to close
+        for name, ctask in celery.tasks.items():
+            self.tasks[name] = Task(self, ctask.run, self._options(name, ctask))
+
+    def _options(self, name: str, ctask: Any) -> TaskOptions:
+        conf = self.celery.conf
+        return TaskOptions(
+            name=name,
+            queue=getattr(ctask, "queue", None) or self.default_queue,
+            max_retries=None,  # Celery's Task.retry() counts and refuses
+            time_limit=ctask.time_limit or conf.task_time_limit,
+            soft_time_limit=ctask.soft_time_limit or conf.task_soft_time_limit,
+            ignore_result=bool(ctask.ignore_result),
+        )
