@@ -60,6 +60,7 @@ class TaskSettings(TypedDict, total=False):
     time_limit: float | None
     soft_time_limit: float | None
     ignore_result: bool
+    track_started: bool
 
 
 class _Decorator(Protocol):

@@ -44,6 +44,8 @@ class TaskOptions:
     #: Soft limit: `SoftTimeLimitExceeded` is raised inside the task.
     soft_time_limit: float | None = None
     ignore_result: bool = False
+    #: Record STARTED when a worker starts it (one more result-store write per run).
+    track_started: bool = False
     #: Pass the task itself as the first argument (for `self.retry()` and `self.request`).
     bind: bool = False
 
@@ -122,21 +124,22 @@ class Task(Generic[P, R]):
         ignore_result: bool | None = None,
         link: Signature[Any] | None = None,
         link_error: Signature[Any] | None = None,
+        expires: float | dt.datetime | None = None,
     ) -> Result[R]:
         """Send a call with options: run no sooner than `countdown` seconds from now or at
-        `eta` (a datetime, naive meaning local time, or a unix time), on `queue`.
+        `eta` (a datetime, naive meaning local time, or a unix time), on `queue`; not at
+        all if no worker starts it within `expires` (seconds from now, or a datetime):
+        then it is recorded as REVOKED, its reason "expired".
 
         `link` is sent when the call succeeds, with its result prepended to the link's
         arguments; `link_error` when it fails for good, with its task id and error (see
         `Signature.link` and `Signature.link_error`)."""
         delay = _delay(countdown, eta)
         ignore = self.options.ignore_result if ignore_result is None else ignore_result
-        message = Message(
-            self.name,
-            tuple(args),
-            dict(kwargs or {}),
-            options={"ignore_result": True} if ignore else {},
-        )
+        options: dict[str, Any] = {"ignore_result": True} if ignore else {}
+        if expires is not None:
+            options["expires"] = _expiry(expires)
+        message = Message(self.name, tuple(args), dict(kwargs or {}), options=options)
         if link is not None or link_error is not None:
             flow = self.s().set(task_id=message.id)
             for callback in [link] if link is not None else []:
@@ -231,6 +234,13 @@ def _delay(countdown: float | None, eta: dt.datetime | float | None) -> float:
         return 0.0
     when = eta.timestamp() if isinstance(eta, dt.datetime) else float(eta)
     return max(when - time.time(), 0.0)
+
+
+def _expiry(expires: float | dt.datetime) -> float:
+    """The unix time a call expires at, from seconds from now or a datetime."""
+    if isinstance(expires, dt.datetime):
+        return expires.timestamp()
+    return time.time() + float(expires)
 
 
 def set_request(request: Request | None) -> contextvars.Token[Request | None]:

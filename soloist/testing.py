@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .brokers.base import Delivery
-from .results.base import FAILURE, SUCCESS
-from .worker.execution import Executor, Kind
+from .worker.execution import STATE_OF, Executor, Kind
 from .workflow import proceed
 
 if TYPE_CHECKING:
@@ -38,8 +37,7 @@ def run_eagerly(app: App, message: Message, queue: str, body: bytes) -> None:
     if outcome.kind is Kind.DEAD:
         raise TypeError(outcome.reason)
     if outcome.result is not None:
-        state = SUCCESS if outcome.kind is Kind.SUCCESS else FAILURE
-        app.results.put(message.id, state, outcome.result, app.result_ttl)
+        app.results.put(message.id, STATE_OF[outcome.kind], outcome.result, app.result_ttl)
     if outcome.workflow is not None:
         proceed(app, [(Delivery(message.id, queue, body, 1, attempts), outcome)])
 

@@ -176,3 +176,15 @@ def collect(values: list[Any], tag: str) -> list[Any]:
     """A chord callback that leaves a trace of each run."""
     ledger(f"collect {tag} {values}")
     return values
+
+
+@app.task(name="retry_later", bind=True)
+def retry_later(self: Any) -> None:
+    raise self.retry(countdown=600, exc=ConnectionError("try later"))
+
+
+@app.task(name="tracked", track_started=True)
+def tracked(seconds: float, tag: str) -> str:
+    ledger(f"start {tag}")
+    time.sleep(seconds)
+    return tag

@@ -5,7 +5,16 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import FAILURE, FINAL_STATES, PENDING, RETRY, REVOKED, SUCCESS, ResultStore
+from .base import (
+    FAILURE,
+    FINAL_STATES,
+    PENDING,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+    ResultStore,
+)
 
 __all__ = [
     "FAILURE",
@@ -14,6 +23,7 @@ __all__ = [
     "RETRY",
     "REVOKED",
     "SCHEMES",
+    "STARTED",
     "SUCCESS",
     "ResultStore",
     "from_url",

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 PENDING = "PENDING"
+#: Recorded when a task that asks for it (`track_started=True`) starts running.
+STARTED = "STARTED"
+#: Recorded while a retry waits its back-off.
 RETRY = "RETRY"
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"

@@ -36,7 +36,8 @@ class Result(Generic[R]):
 
     @property
     def state(self) -> str:
-        """PENDING, RETRY, SUCCESS, FAILURE or REVOKED."""
+        """PENDING, STARTED (for tasks with `track_started`), RETRY, SUCCESS, FAILURE or
+        REVOKED."""
         raw = self.app.results.get(self.id)
         return PENDING if raw is None else raw[0]
 
@@ -64,7 +65,8 @@ class Result(Generic[R]):
         if record["state"] == SUCCESS:
             return cast(R, record.get("value"))
         if record["state"] == REVOKED:
-            raise TaskRevoked(f"task {self.id} was revoked")
+            why = f" ({record['reason']})" if record.get("reason") else ""
+            raise TaskRevoked(f"task {self.id} was revoked{why}")
         assert record["state"] == FAILURE
         raise TaskError(
             record.get("exc_type", "Exception"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import time
 import traceback
 from collections.abc import Callable, Container
 from contextlib import AbstractContextManager, nullcontext
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.base import Delivery
 from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded
 from ..message import Message
-from ..results.base import FAILURE, SUCCESS
+from ..results.base import FAILURE, RETRY, REVOKED, SUCCESS
 from ..results.handle import failure_record, success_record
 from ..revocation import TaskTerminated
 from ..task import Request, Task, reset_request, set_request
@@ -44,7 +45,19 @@ class Kind(enum.Enum):
     FAILURE = "failed"
     DEAD = "dead-lettered"  # never ran: the message itself was unusable
     LOST = "lost"  # the process running it died: it is redelivered, its count raised
-    REVOKED = "revoked"  # skipped, or stopped while running: acked, never run again
+    REVOKED = "revoked"  # skipped, expired, or stopped while running: acked, never run again
+
+
+#: The state recorded for an outcome that carries a record (`Outcome.result`).
+STATE_OF = {
+    Kind.SUCCESS: SUCCESS,
+    Kind.RETRY: RETRY,
+    Kind.FAILURE: FAILURE,
+    Kind.DEAD: FAILURE,
+    Kind.REVOKED: REVOKED,
+}
+#: The reason of a REVOKED outcome whose `expires` time passed before it started.
+EXPIRED = "expired"
 
 
 # Not frozen: one per task run, and a frozen dataclass costs three times as much to make.
@@ -53,7 +66,8 @@ class Outcome:
     kind: Kind
     task_id: str = ""
     task: str = ""
-    #: The encoded record to store for the task (see results.handle), or None.
+    #: The encoded record to store for the task (see results.handle), or None; its
+    #: state is STATE_OF[kind].
     result: bytes | None = None
     #: Seconds until the retry (RETRY only).
     delay: float = 0.0
@@ -64,12 +78,9 @@ class Outcome:
     workflow: dict[str, Any] | None = None
 
 
-def dead(reason: str, message: Message | None = None) -> Outcome:
-    if message is None:
-        return Outcome(Kind.DEAD, reason=reason)
-    return Outcome(
-        Kind.DEAD, message.id, message.task, reason=reason, workflow=message.options.get("wf")
-    )
+def dead(reason: str) -> Outcome:
+    """A message that cannot be read: no task id to record anything for."""
+    return Outcome(Kind.DEAD, reason=reason)
 
 
 class Executor:
@@ -111,7 +122,7 @@ class Executor:
             return dead(f"undecodable message: {exc}")
         task = self.app.tasks.get(message.task)
         if task is None:
-            return dead(f"unknown task {message.task!r}", message)
+            return self._dead(message, "UnknownTask", f"unknown task {message.task!r}")
         signature = self._signatures.get(task.name)
         if signature is None:
             signature = self._signatures[task.name] = inspect.signature(task.fn)
@@ -122,8 +133,18 @@ class Executor:
                 signature.bind(*args, **message.kwargs)
             except TypeError as exc:
                 params = ", ".join(signature.parameters)
-                return dead(f"arguments do not fit {task.name}({params}): {exc}", message)
+                reason = f"arguments do not fit {task.name}({params}): {exc}"
+                return self._dead(message, "TypeError", reason)
         return message, task
+
+    def _dead(self, message: Message, exc_type: str, reason: str) -> Outcome:
+        """A message that will never run but whose task id is known: its FAILURE is
+        recorded with the reason, so `get()` raises at once instead of timing out."""
+        record = None
+        if not message.options.get("ignore_result"):
+            record = self.app.codec.dumps(failure_record(exc_type, reason, ""))
+        flow = message.options.get("wf")
+        return Outcome(Kind.DEAD, message.id, message.task, record, reason=reason, workflow=flow)
 
     def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
         """Call the task and classify how it ended."""
@@ -204,13 +225,13 @@ class Executor:
             if request and request.countdown is not None
             else opts.backoff(delivery.attempts)
         )
+        reason = _describe(cause) if cause else "retry requested"
+        record = None  # RETRY is recorded while the retry waits
+        if not (opts.ignore_result or message.options.get("ignore_result")):
+            retries, eta = delivery.attempts + 1, time.time() + delay
+            record = self.app.codec.dumps({"reason": reason, "retries": retries, "eta": eta})
         return Outcome(
-            Kind.RETRY,
-            message.id,
-            task.name,
-            delay=delay,
-            runtime=runtime,
-            reason=_describe(cause) if cause else "retry requested",
+            Kind.RETRY, message.id, task.name, record, delay=delay, runtime=runtime, reason=reason
         )
 
     def _failure(
@@ -267,6 +288,10 @@ class Executor:
     ) -> Outcome:
         if message.id in self.revoked:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked before it started")
+        expires = message.options.get("expires") if message.options else None
+        if expires is not None and time.time() > expires:
+            record = self.app.codec.dumps({"revoked": time.time(), "reason": EXPIRED})
+            return Outcome(Kind.REVOKED, message.id, task.name, record, reason=EXPIRED)
         # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
         if delivery.delivery_count > 1 or (flow and "p" in flow):
             finished = self._finished(message)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.base import Delivery
 from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
 from ..message import Message
-from ..results.base import FAILURE, SUCCESS
+from ..results.base import STARTED
 from ..revocation import Revocations
 from ..task import Task
 from ..urls import shown
 from ..workflow import proceed
 from . import constants as c
-from .execution import Executor, Kind, Outcome
+from .execution import EXPIRED, STATE_OF, Executor, Kind, Outcome
 from .keeper import Keeper
 from .shutdown import ColdShutdown, Shutdown
 
@@ -69,6 +69,7 @@ class Stats:
     dead: int = 0
     stale: int = 0
     lost: int = 0
+    expired: int = 0
 
 
 class Worker:
@@ -144,6 +145,9 @@ class Worker:
         )
         if self.keeper is not None and limit:
             self.keeper.arm(self.running[delivery.id])
+        if task.options.track_started:
+            body = self.app.codec.dumps({"started": time.time(), "worker": self.id})
+            self.app.results.put(message.id, STARTED, body, self.app.result_ttl)
         if "task_started" in self.app.hooks.active:
             self.app.hooks.emit(
                 "task_started", worker=self, delivery=delivery, message=message, task=task
@@ -268,7 +272,8 @@ class Worker:
                 self._flush()
             return
         if outcome.result is not None and outcome.task_id:
-            self.app.results.put(outcome.task_id, FAILURE, outcome.result, self.app.result_ttl)
+            state = STATE_OF[outcome.kind]
+            self.app.results.put(outcome.task_id, state, outcome.result, self.app.result_ttl)
         if outcome.workflow is not None and outcome.kind is not Kind.RETRY:
             proceed(self.app, [(delivery, outcome)])  # before the ack: see soloist.workflow
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
@@ -315,11 +320,8 @@ class Worker:
         acks, self.acks = self.acks, []
         if not acks:
             return
-        records = [
-            (o.task_id, SUCCESS, o.result)
-            for _, o in acks
-            if o.kind is Kind.SUCCESS and o.result is not None
-        ]
+        # SUCCESS, and REVOKED for an expired call (revoke() records its own).
+        records = [(o.task_id, STATE_OF[o.kind], o.result) for _, o in acks if o.result is not None]
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
         flows = [(d, o) for d, o in acks if o.workflow is not None]
@@ -336,7 +338,8 @@ class Worker:
                 continue
             if outcome.kind is Kind.SUCCESS:
                 self.stats.done += 1
-            else:  # REVOKED is already recorded by revoke()
+            else:
+                self.stats.expired += outcome.reason == EXPIRED
                 log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
             event = _HOOK_BY_KIND[outcome.kind]
             if event in hooks.active:
@@ -382,11 +385,13 @@ class Worker:
         self.shutdown.uninstall()
         self.app.hooks.emit("worker_stop", worker=self)
         log.info(
-            "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered, %d stale",
+            "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered, "
+            "%d expired, %d stale",
             self.id,
             self.stats.done,
             self.stats.retried,
             self.stats.failed,
             self.stats.dead,
+            self.stats.expired,
             self.stats.stale,
         )
