@@ -122,7 +122,7 @@ class Executor:
             return dead(f"undecodable message: {exc}")
         task = self.app.tasks.get(message.task)
         if task is None:
-            return self._dead(message, "UnknownTask", f"unknown task {message.task!r}")
+            return self._dead(message, f"unknown task {message.task!r}")
         signature = self._signatures.get(task.name)
         if signature is None:
             signature = self._signatures[task.name] = inspect.signature(task.fn)
@@ -134,15 +134,16 @@ class Executor:
             except TypeError as exc:
                 params = ", ".join(signature.parameters)
                 reason = f"arguments do not fit {task.name}({params}): {exc}"
-                return self._dead(message, "TypeError", reason)
+                return self._dead(message, reason)
         return message, task
 
-    def _dead(self, message: Message, exc_type: str, reason: str) -> Outcome:
+    def _dead(self, message: Message, reason: str) -> Outcome:
         """A message that will never run but whose task id is known: its FAILURE is
-        recorded with the reason, so `get()` raises at once instead of timing out."""
+        recorded with the reason, so `get()` raises at once instead of timing out (a
+        `TaskError` of type DeadLettered, as workflows pass it to errbacks)."""
         record = None
         if not message.options.get("ignore_result"):
-            record = self.app.codec.dumps(failure_record(exc_type, reason, ""))
+            record = self.app.codec.dumps(failure_record("DeadLettered", reason, ""))
         flow = message.options.get("wf")
         return Outcome(Kind.DEAD, message.id, message.task, record, reason=reason, workflow=flow)
 
