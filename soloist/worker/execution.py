@@ -78,9 +78,13 @@ class Outcome:
     workflow: dict[str, Any] | None = None
 
 
-def dead(reason: str) -> Outcome:
-    """A message that cannot be read: no task id to record anything for."""
-    return Outcome(Kind.DEAD, reason=reason)
+def dead(reason: str, message: Message | None = None) -> Outcome:
+    """A message that will never run, with nothing to record (see `Executor._dead`)."""
+    if message is None:
+        return Outcome(Kind.DEAD, reason=reason)
+    return Outcome(
+        Kind.DEAD, message.id, message.task, reason=reason, workflow=message.options.get("wf")
+    )
 
 
 class Executor:
