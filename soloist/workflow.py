@@ -16,7 +16,8 @@ and continued again, never a continuation lost; what makes continuing twice harm
 * Every call's id is chosen by the producer, so a step sent twice has one id. A message
   sent by a worker (`p`) is checked against the result store before it runs, like a
   redelivery: a copy whose call already finished is settled without running again.
-* A chord member adds its result to a set in the result store (`ResultStore.chord_add`):
+* A chord member adds its result to a set in the result store (`ResultStore.chord_add_many`,
+  one call for the members a worker settles together):
   adding it again counts nothing, and only the member whose add completed the set is told
   (again, if it adds again), so one member sends the callback.
 * Once a task's continuation is sent, a mark (`<task id>:wf`) is stored; a redelivered task
@@ -60,6 +61,12 @@ class _Plan:
         self.app = app
         self.sends: list[Item] = []
         self.records: list[tuple[str, str, bytes]] = []
+        #: Chord members to add: their task ids, `chord_add_many` items and callbacks.
+        self.joins: list[tuple[str, tuple[str, int, int, bytes], dict[str, Any]]] = []
+
+    def join(self, task_id: str, chord: dict[str, Any], member: dict[str, Any]) -> None:
+        item = (str(chord["id"]), int(chord["i"]), int(chord["n"]), self.app.codec.dumps(member))
+        self.joins.append((task_id, item, dict(chord["cb"])))
 
 
 def proceed(app: App, ended: Sequence[tuple[Delivery, Outcome]]) -> None:
@@ -77,15 +84,18 @@ def proceed(app: App, ended: Sequence[tuple[Delivery, Outcome]]) -> None:
     for _, outcome in todo:
         if outcome.task_id in marked:
             continue
+        before = len(plan.sends) + len(plan.records)
         try:
             _continue(plan, outcome)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             log.error("task %s: malformed workflow options dropped: %r", outcome.task_id, exc)
-        done.append(outcome.task_id)
+        if len(plan.sends) + len(plan.records) > before:
+            done.append(outcome.task_id)
+    done += _join(plan)
     if plan.records:
         store.put_many(plan.records, app.result_ttl)
     _send(plan)
-    if done:
+    if done:  # a chord member that sent nothing needs no mark: adding it again is harmless
         store.put_many([(tid + MARK, SUCCESS, b"1") for tid in done], app.result_ttl)
 
 
@@ -111,7 +121,7 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
                 _item(chain[0], (value,), {"chain": chain[1:]} if chain[1:] else None)
             )
         if chord:
-            _join(plan, chord, {"v": value})
+            plan.join(outcome.task_id, chord, {"v": value})
         return
     error = _error(plan.app, outcome)
     for errback in flow.get("err", ()):
@@ -121,20 +131,26 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
     for step in flow.get("chain", ()):
         _stop(plan, step, error, revoked=outcome.kind is Kind.REVOKED)
     if chord:
-        _join(plan, chord, {"e": error, "id": outcome.task_id})
+        plan.join(outcome.task_id, chord, {"e": error, "id": outcome.task_id})
 
 
-def _join(plan: _Plan, chord: dict[str, Any], member: dict[str, Any]) -> None:
-    """Add a member's result to its chord; the member that completes it sends the callback
-    (or, if a member failed, records the callback as failed and sends its errbacks)."""
+def _join(plan: _Plan) -> list[str]:
+    """Add the members' results to their chords, in one call; the member that completes a
+    chord sends its callback (or, if a member failed, records the callback as failed and
+    sends its errbacks). Returns the ids of those members."""
+    if not plan.joins:
+        return []
     app = plan.app
-    bodies = app.results.chord_add(
-        chord["id"], int(chord["i"]), int(chord["n"]), app.codec.dumps(member), app.result_ttl
-    )
-    if bodies is None:
-        return
-    members = [app.codec.loads(b) for b in bodies]
-    callback = chord["cb"]
+    told = app.results.chord_add_many([item for _, item, _ in plan.joins], app.result_ttl)
+    completers = []
+    for (task_id, _, callback), bodies in zip(plan.joins, told, strict=True):
+        if bodies is not None:
+            _complete(plan, callback, [app.codec.loads(b) for b in bodies])
+            completers.append(task_id)
+    return completers
+
+
+def _complete(plan: _Plan, callback: dict[str, Any], members: list[dict[str, Any]]) -> None:
     failed = next(((i, m) for i, m in enumerate(members) if "e" in m), None)
     if failed is None:
         plan.sends.append(_item(callback, ([m["v"] for m in members],)))

@@ -11,6 +11,7 @@ import pytest
 from soloist import App, ConfigurationError, TaskError, TaskRevoked
 from soloist.brokers.base import Delivery
 from soloist.canvas import Signature, chain, chord, group
+from soloist.message import Message
 from soloist.results.base import FAILURE, REVOKED, SUCCESS
 from soloist.testing import drain
 from soloist.worker.execution import Kind, Outcome
@@ -284,3 +285,22 @@ def test_a_second_copy_of_a_sent_step_does_not_run_again(
     app.send(message, queue)
     drain(app)
     assert runs["add 2 10"] == 1
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [{"chain": [{"nope": 1}]}, {"chord": {"id": "c"}}, {"link": "x"}, {"err": [None]}],
+    ids=["chain", "chord", "link", "err"],
+)
+def test_malformed_workflow_options_lose_nothing(
+    app: App, tasks: dict[str, Any], flow: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    add = tasks["add"]
+    message = Message(add.name, (1, 2), options={"wf": flow})
+    if "err" in flow:
+        message.args = (1, "x")  # fails, so the errbacks are read
+    app.send(message, "default")
+    stats = drain(app)
+    assert stats.done + stats.failed == 1 and app.broker.depth("default") == 0
+    assert app.result(message.id).state in (SUCCESS, FAILURE)
+    assert "malformed workflow options" in caplog.text

@@ -95,16 +95,22 @@ class ResultStore(abc.ABC):
         requeueing a dead letter forgets the failure it saw, never a newer result."""
 
     @abc.abstractmethod
+    def chord_add_many(
+        self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
+    ) -> list[list[bytes] | None]:
+        """For each (chord id, index, size, record): record member `index` (of `size`) of
+        the chord with its result `record`, for `ttl` seconds, atomically. Adding an index
+        again changes nothing, so a member redelivered after a crash is not counted twice.
+
+        Returns, per item, every member's record in index order to the one member whose
+        add completed the set (and to that member again if it adds again: it may have
+        crashed before sending the callback); None to every other."""
+
     def chord_add(
         self, chord_id: str, index: int, size: int, record: bytes, ttl: float
     ) -> list[bytes] | None:
-        """Record member `index` (of `size`) of chord `chord_id` with its result `record`,
-        atomically, for `ttl` seconds. Adding an index again changes nothing, so a member
-        that is redelivered after a crash is not counted twice.
-
-        Returns every member's record, in index order, to the one member whose add
-        completed the set (and to that member again if it adds again: it may have crashed
-        before publishing the callback); None to every other caller."""
+        """`chord_add_many` of one member."""
+        return self.chord_add_many([(chord_id, index, size, record)], ttl)[0]
 
     @abc.abstractmethod
     def expire(self) -> int:

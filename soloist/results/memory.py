@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
@@ -78,20 +79,25 @@ class MemoryResultStore(ResultStore):
             del self._records[task_id]
             return True
 
-    def chord_add(
+    def chord_add_many(
+        self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
+    ) -> list[list[bytes] | None]:
+        with self._cond:
+            return [self._chord_add(*item, ttl) for item in items]
+
+    def _chord_add(
         self, chord_id: str, index: int, size: int, record: bytes, ttl: float
     ) -> list[bytes] | None:
-        with self._cond:
-            now = time.time()
-            members, last, expires = self._chords.get(chord_id, ({}, -1, 0.0))
-            if expires <= now:
-                members, last = {}, -1
-            if index not in members:
-                members[index] = record
-                if len(members) == size:
-                    last = index
-            self._chords[chord_id] = (members, last, now + ttl)
-            return [members[i] for i in range(size)] if last == index else None
+        now = time.time()
+        members, last, expires = self._chords.get(chord_id, ({}, -1, 0.0))
+        if expires <= now:
+            members, last = {}, -1
+        if index not in members:
+            members[index] = record
+            if len(members) == size:
+                last = index
+        self._chords[chord_id] = (members, last, now + ttl)
+        return [members[i] for i in range(size)] if last == index else None
 
     def expire(self) -> int:
         now = time.time()

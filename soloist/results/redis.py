@@ -101,20 +101,27 @@ redis.call('DEL', key, key .. ':done')
 return 1
 """
 
-# ARGV: prefix, chord id, index, size, record, ttl in ms. Returns every member's record in
-# index order to the member whose add completed the set, else nil (see ResultStore.chord_add).
+# ARGV: prefix, ttl in ms, then chord id, index, size, record for each member. Returns,
+# for each, every member's record in index order to the member whose add completed the set,
+# else false (see ResultStore.chord_add_many).
 _CHORD_ADD = """
-local key = prefix .. 'chord:' .. ARGV[2]
-local size = tonumber(ARGV[4])
-if redis.call('HSETNX', key, ARGV[3], ARGV[5]) == 1 then
-  redis.call('PEXPIRE', key, ARGV[6])
-  if redis.call('HLEN', key) == size then
-    redis.call('SET', key .. ':last', ARGV[3], 'PX', ARGV[6])
+local out = {}
+for i = 3, #ARGV, 4 do
+  local key, index, size = prefix .. 'chord:' .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if redis.call('HSETNX', key, index, ARGV[i + 3]) == 1 then
+    redis.call('PEXPIRE', key, ARGV[2])
+    if redis.call('HLEN', key) == size then
+      redis.call('SET', key .. ':last', index, 'PX', ARGV[2])
+    end
+  end
+  if redis.call('GET', key .. ':last') == index then
+    local all, bodies = redis.call('HGETALL', key), {}
+    for j = 1, #all, 2 do bodies[tonumber(all[j]) + 1] = all[j + 1] end
+    out[#out + 1] = bodies
+  else
+    out[#out + 1] = false
   end
 end
-if redis.call('GET', key .. ':last') ~= ARGV[3] then return nil end
-local all, out = redis.call('HGETALL', key), {}
-for i = 1, #all, 2 do out[tonumber(all[i]) + 1] = all[i + 1] end
 return out
 """
 
@@ -190,12 +197,16 @@ class RedisResultStore(ResultStore):
     def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
         return bool(self._forget_if(task_id, *record))
 
-    def chord_add(
-        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
-    ) -> list[bytes] | None:
+    def chord_add_many(
+        self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
+    ) -> list[list[bytes] | None]:
+        """One script call per CHUNK members."""
         ttl_ms = max(int(ttl * 1000), 1)
-        reply = self._chord_add(chord_id, index, size, record, ttl_ms)
-        return None if reply is None else [cast(bytes, body) for body in reply]
+        told: list[list[bytes] | None] = []
+        for start in range(0, len(items), CHUNK):
+            args = [x for item in items[start : start + CHUNK] for x in item]
+            told += (list(r) if r else None for r in self._chord_add(ttl_ms, *args))
+        return told
 
     def expire(self) -> int:
         """Redis drops expired results itself."""

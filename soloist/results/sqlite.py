@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -126,41 +127,13 @@ class SQLiteResultStore(ResultStore):
         )
         return cur.rowcount == 1
 
-    def chord_add(
-        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
-    ) -> list[bytes] | None:
-        """One transaction: the member row, the count beside it, and who completed it."""
+    def chord_add_many(
+        self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
+    ) -> list[list[bytes] | None]:
+        """All in one transaction: each member row, the count beside it, and who completed it."""
         now = time.time()
         with self.db.write() as conn:
-            row = conn.execute(
-                "SELECT added, last, expires_at FROM soloist_chords WHERE chord_id = ?",
-                (chord_id,),
-            ).fetchone()
-            if row is not None and row[2] <= now:  # an expired chord of the same id
-                conn.execute("DELETE FROM soloist_chord_members WHERE chord_id = ?", (chord_id,))
-                row = None
-            added, last = (0, -1) if row is None else (row[0], row[1])
-            fresh = conn.execute(
-                "INSERT OR IGNORE INTO soloist_chord_members (chord_id, idx, body)"
-                " VALUES (?, ?, ?)",
-                (chord_id, index, record),
-            ).rowcount
-            if fresh:
-                added += 1
-                if added == size:
-                    last = index
-            conn.execute(
-                "INSERT OR REPLACE INTO soloist_chords (chord_id, added, last, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (chord_id, added, last, now + ttl),
-            )
-            if last != index:
-                return None
-            rows = conn.execute(
-                "SELECT body FROM soloist_chord_members WHERE chord_id = ? ORDER BY idx",
-                (chord_id,),
-            ).fetchall()
-        return [r[0] for r in rows]
+            return [_chord_add(conn, *item, now, ttl) for item in items]
 
     def expire(self) -> int:
         now = time.time()
@@ -177,3 +150,43 @@ class SQLiteResultStore(ResultStore):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _chord_add(
+    conn: sqlite3.Connection,
+    chord_id: str,
+    index: int,
+    size: int,
+    record: bytes,
+    now: float,
+    ttl: float,
+) -> list[bytes] | None:
+    """One member of `chord_add_many`, in the caller's transaction."""
+    row = conn.execute(
+        "SELECT added, last, expires_at FROM soloist_chords WHERE chord_id = ?",
+        (chord_id,),
+    ).fetchone()
+    if row is not None and row[2] <= now:  # an expired chord of the same id
+        conn.execute("DELETE FROM soloist_chord_members WHERE chord_id = ?", (chord_id,))
+        row = None
+    added, last = (0, -1) if row is None else (row[0], row[1])
+    fresh = conn.execute(
+        "INSERT OR IGNORE INTO soloist_chord_members (chord_id, idx, body) VALUES (?, ?, ?)",
+        (chord_id, index, record),
+    ).rowcount
+    if fresh:
+        added += 1
+        if added == size:
+            last = index
+    conn.execute(
+        "INSERT OR REPLACE INTO soloist_chords (chord_id, added, last, expires_at)"
+        " VALUES (?, ?, ?, ?)",
+        (chord_id, added, last, now + ttl),
+    )
+    if last != index:
+        return None
+    rows = conn.execute(
+        "SELECT body FROM soloist_chord_members WHERE chord_id = ? ORDER BY idx",
+        (chord_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
