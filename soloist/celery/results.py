@@ -227,9 +227,9 @@ class CeleryResults(ResultStore):
     def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
         return bool(self._forget_if(task_id, record[1]))
 
-    def chord_add(
-        self, chord_id: str, index: int, size: int, record: bytes, ttl: float
-    ) -> list[bytes] | None:
+    def chord_add_many(
+        self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
+    ) -> list[list[bytes] | None]:
         """Not for Celery apps: their chords are Celery's, completed by Celery's tracer
         through the app's own backend (`on_chord_part_return`)."""
         raise ConfigurationError("a Celery app's chords go through Celery's result backend")
