@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import (
     TYPE_CHECKING,
@@ -28,10 +29,10 @@ from .message import DEFAULT_MAX_DEPTH, Message
 from .results import SCHEMES as RESULT_SCHEMES
 from .results import ResultStore
 from .results import from_url as results_from_url
-from .results.base import DEFAULT_TTL
+from .results.base import DEFAULT_TTL, PENDING
 from .results.handle import Result
 from .serializers import Codec
-from .task import AsyncTask, Task, TaskOptions
+from .task import AsyncTask, RemoteTask, Task, TaskOptions
 from .urls import redact
 
 if TYPE_CHECKING:
@@ -231,6 +232,43 @@ class App:
         self.broker.publish_many(
             [(queue, self.encode(m, delay), delay, priority) for m, queue, delay, priority in items]
         )
+
+    def send_once(
+        self, message: Message, queue: str, *, delay: float = 0, priority: int = 0
+    ) -> bool:
+        """Send `message` unless its task id is already queued, running or has a result
+        (within the result ttl): False then, and nothing is published. So a producer that
+        retries a publish after a timeout, with the same task id, does not enqueue twice.
+
+        The id is reserved first (a PENDING record, atomically, in the result store); if
+        the publish raises, the reservation is dropped so that a retry can send it. With no
+        result store (RabbitMQ alone) there is nowhere to reserve: it is sent as it is."""
+        if self.result_url is None and not self._given_results:
+            self.send(message, queue, delay=delay, priority=priority)
+            return True
+        body = self.codec.dumps({"sent": time.time()})
+        if not self.results.put_new(message.id, PENDING, body, self.result_ttl):
+            return False
+        try:
+            self.send(message, queue, delay=delay, priority=priority)
+        except BaseException:
+            self.results.forget_if(message.id, (PENDING, body))
+            raise
+        return True
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Result[Any]:
+        """Send a call of the task named `name`, whose code this process need not import
+        (a web tier that only produces), to its queue: `queue=` or the app's default.
+        `options` are those of `Task.apply_async`. A task registered here is checked and
+        sent as `apply_async` would."""
+        task = self.tasks.get(name) or RemoteTask(self, name)
+        return task.apply_async(args, kwargs, **options)
 
     def result(self, task_id: str) -> Result[Any]:
         """The handle of the task call with this id."""

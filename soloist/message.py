@@ -66,12 +66,30 @@ class Message:
         envelope["sent"] = self.sent
         if self.options:
             envelope["opts"] = self.options
-        body = codec.dumps(envelope)
+        try:
+            body = codec.dumps(envelope)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(self._unencodable(codec, exc)) from None
         if max_size is not None and len(body) > max_size:
             raise MessageTooLarge(
                 f"message for {self.task} is {len(body)} bytes, over the limit of {max_size}"
             )
         return body
+
+    def _unencodable(self, codec: Codec, error: Exception) -> str:
+        """Which argument the codec could not encode, and its type (the slow path of an
+        error: each argument is tried alone)."""
+        named = [f"argument {i}" for i in range(len(self.args))]
+        named += [f"keyword argument {k!r}" for k in self.kwargs]
+        for name, value in zip(named, [*self.args, *self.kwargs.values()], strict=True):
+            try:
+                codec.dumps(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                return (
+                    f"{name} of {self.task} is a {type(value).__name__}, which "
+                    f"{codec.serializer.name} cannot encode: {exc}"
+                )
+        return f"the call of {self.task} cannot be encoded with {codec.serializer.name}: {error}"
 
     @classmethod
     def decode(cls, body: bytes, codec: Codec, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import inspect
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec, TypeVar
 
@@ -87,9 +88,30 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", options.name)
         self.__wrapped__ = fn
+        #: The function's signature and its plain arity (see `misfit`), read on first use.
+        self._shape: tuple[inspect.Signature, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def misfit(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """Why a call with these arguments would not fit the function, or None.
+
+        Producers check before they send, workers before they run. The signature is read
+        once per task; the common call, exactly the N positional arguments of a function
+        that takes N without defaults, costs one length comparison."""
+        if self._shape is None:
+            signature = inspect.signature(self.fn)
+            arity = _plain_arity(signature)
+            self._shape = signature, arity - self.options.bind if arity >= 0 else -1
+        signature, arity = self._shape
+        if kwargs or len(args) != arity:
+            try:
+                signature.bind(*((self, *args) if self.options.bind else args), **kwargs)
+            except TypeError as exc:
+                params = ", ".join(signature.parameters)
+                return f"arguments do not fit {self.name}({params}): {exc}"
+        return None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self.run(args, kwargs)
@@ -134,12 +156,17 @@ class Task(Generic[P, R]):
         `link` is sent when the call succeeds, with its result prepended to the link's
         arguments; `link_error` when it fails for good, with its task id and error (see
         `Signature.link` and `Signature.link_error`)."""
+        misfit = self.misfit(args, kwargs or {})
+        if misfit is not None:
+            raise TypeError(misfit)
         delay = _delay(countdown, eta)
         ignore = self.options.ignore_result if ignore_result is None else ignore_result
         options: dict[str, Any] = {"ignore_result": True} if ignore else {}
         if expires is not None:
             options["expires"] = _expiry(expires)
         message = Message(self.name, tuple(args), dict(kwargs or {}), options=options)
+        if task_id is not None:
+            message.id = task_id
         if link is not None or link_error is not None:
             flow = self.s().set(task_id=message.id)
             for callback in [link] if link is not None else []:
@@ -147,9 +174,8 @@ class Task(Generic[P, R]):
             for errback in [link_error] if link_error is not None else []:
                 flow.link_error(errback)
             message.options["wf"] = flow.to_dict()["wf"]
-        if task_id is not None:
-            message.id = task_id
-        self.app.send(
+        send = self.app.send if task_id is None else self.app.send_once
+        send(
             message,
             queue or self.options.queue,
             delay=delay,
@@ -234,6 +260,30 @@ def _delay(countdown: float | None, eta: dt.datetime | float | None) -> float:
         return 0.0
     when = eta.timestamp() if isinstance(eta, dt.datetime) else float(eta)
     return max(when - time.time(), 0.0)
+
+
+class RemoteTask(Task[..., Any]):
+    """A task known here only by name (`app.send_task`): its code lives in the workers, so
+    its arguments are checked there."""
+
+    def __init__(self, app: App, name: str) -> None:
+        super().__init__(app, _remote, TaskOptions(name=name, queue=app.default_queue))
+
+    def misfit(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        return None
+
+
+def _remote(*args: Any, **kwargs: Any) -> Any:
+    raise ConfigurationError("a task sent by name runs on a worker, not here")
+
+
+def _plain_arity(signature: inspect.Signature) -> int:
+    """N when the function takes exactly N positional arguments without defaults (then
+    N positional arguments always fit), else -1: the arguments are bound to be sure."""
+    kinds = {p.kind for p in signature.parameters.values()}
+    plain = kinds <= {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    defaults = any(p.default is not p.empty for p in signature.parameters.values())
+    return len(signature.parameters) if plain and not defaults else -1
 
 
 def _expiry(expires: float | dt.datetime) -> float:

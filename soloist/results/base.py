@@ -50,6 +50,14 @@ class ResultStore(abc.ABC):
         The default puts one by one; stores that can batch the round trips do."""
         return [self.put(task_id, state, body, ttl) for task_id, state, body in items]
 
+    def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        """Record `state` and `body` for `ttl` seconds only if `task_id` has no record at
+        all (an expired one counts as none); False, and nothing changed, if it has one.
+
+        The default reads, then writes; the stores here override it with one atomic step,
+        so of two producers sending one task id at once, exactly one wins."""
+        return self.get(task_id) is None and self.put(task_id, state, body, ttl)
+
     @abc.abstractmethod
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         """The record of `task_id`, or None when there is none (pending or expired)."""

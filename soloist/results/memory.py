@@ -28,6 +28,10 @@ class MemoryResultStore(ResultStore):
             self._cond.notify_all()
             return True
 
+    def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        with self._cond:
+            return self.get(task_id) is None and self.put(task_id, state, body, ttl)
+
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         with self._cond:
             rec = self._records.get(task_id)

@@ -125,6 +125,15 @@ end
 return out
 """
 
+# ARGV: prefix, task id, state, body, ttl in ms. Returns 1 if recorded, 0 if a record was there.
+_PUT_NEW = """
+local key = prefix .. 'r:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 's', ARGV[3], 'b', ARGV[4])
+redis.call('PEXPIRE', key, ARGV[5])
+return 1
+"""
+
 _FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
 _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
 _REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
@@ -136,6 +145,7 @@ class RedisResultStore(ResultStore):
         self.redis = RedisConnection(url)
         self.prefix = self.redis.prefix
         self._put = self.redis.script(_PUT)
+        self._put_new = self.redis.script(_PUT_NEW)
         self._revoke = self.redis.script(_REVOKE)
         self._revoked_since = self.redis.script(_REVOKED_SINCE)
         self._forget_if = self.redis.script(_FORGET_IF)
@@ -155,6 +165,9 @@ class RedisResultStore(ResultStore):
             args = [x for item in items[start : start + CHUNK] for x in item]
             stored += (bool(n) for n in self._put(ttl_ms, *args))
         return stored
+
+    def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        return bool(self._put_new(task_id, state, body, max(int(ttl * 1000), 1)))
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         key = self._key(task_id)

@@ -50,6 +50,13 @@ _UPSERT = (
     f" WHERE soloist_results.state NOT IN ({_FINAL}) OR soloist_results.expires_at <= ?"
 )
 
+# Inserts unless a live record is there (an expired one is replaced).
+_INSERT_NEW = (
+    "INSERT INTO soloist_results (task_id, state, body, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, body = excluded.body,"
+    "  expires_at = excluded.expires_at WHERE soloist_results.expires_at <= ?"
+)
+
 
 class SQLiteResultStore(ResultStore):
     def __init__(self, url: str) -> None:
@@ -72,6 +79,11 @@ class SQLiteResultStore(ResultStore):
                 conn.execute(_UPSERT, (task_id, state, body, now + ttl, now)).rowcount == 1
                 for task_id, state, body in items
             ]
+
+    def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
+        now = time.time()
+        with self.db.write() as conn:
+            return conn.execute(_INSERT_NEW, (task_id, state, body, now + ttl, now)).rowcount == 1
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         row = (

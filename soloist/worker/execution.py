@@ -105,9 +105,6 @@ class Executor:
         self.started = started
         #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
         self.revoked = revoked
-        self._signatures: dict[str, inspect.Signature] = {}
-        #: Per task, the positional count that needs no binding check (see _plain_arity).
-        self._arity: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
@@ -127,18 +124,9 @@ class Executor:
         task = self.app.tasks.get(message.task)
         if task is None:
             return self._dead(message, f"unknown task {message.task!r}")
-        signature = self._signatures.get(task.name)
-        if signature is None:
-            signature = self._signatures[task.name] = inspect.signature(task.fn)
-            self._arity[task.name] = _plain_arity(signature)
-        args = (task, *message.args) if task.options.bind else message.args
-        if message.kwargs or len(args) != self._arity[task.name]:
-            try:
-                signature.bind(*args, **message.kwargs)
-            except TypeError as exc:
-                params = ", ".join(signature.parameters)
-                reason = f"arguments do not fit {task.name}({params}): {exc}"
-                return self._dead(message, reason)
+        reason = task.misfit(message.args, message.kwargs)
+        if reason is not None:
+            return self._dead(message, reason)
         return message, task
 
     def _dead(self, message: Message, reason: str) -> Outcome:
@@ -325,15 +313,6 @@ class Executor:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
-
-
-def _plain_arity(signature: inspect.Signature) -> int:
-    """N when the function takes exactly N positional arguments without defaults (then
-    N positional arguments always fit), else -1: the arguments are bound to be sure."""
-    kinds = {p.kind for p in signature.parameters.values()}
-    plain = kinds <= {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
-    defaults = any(p.default is not p.empty for p in signature.parameters.values())
-    return len(signature.parameters) if plain and not defaults else -1
 
 
 def _describe(exc: BaseException) -> str:

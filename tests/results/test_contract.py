@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from soloist.results.base import FAILURE, RETRY, REVOKED, SUCCESS, ResultStore
+from soloist.results.base import FAILURE, PENDING, RETRY, REVOKED, SUCCESS, ResultStore
 
 
 def tid() -> str:
@@ -165,3 +165,33 @@ def test_chords_expire(store: ResultStore) -> None:
     store.expire()
     assert store.chord_add(c, 1, 2, b"one", ttl=60) is None, "the old member is gone"
     assert store.chord_add(c, 0, 2, b"zero", ttl=60) == [b"zero", b"one"]
+
+
+def test_put_new_records_only_where_there_is_no_record(store: ResultStore) -> None:
+    t, gone = tid(), tid()
+    assert store.put_new(t, PENDING, b"sent", ttl=60)
+    assert not store.put_new(t, PENDING, b"again", ttl=60)
+    assert store.get(t) == (PENDING, b"sent")
+    assert store.put(t, SUCCESS, b"42", ttl=60)  # a worker's record replaces the reservation
+    assert not store.put_new(t, PENDING, b"again", ttl=60)
+    assert store.get(t) == (SUCCESS, b"42")
+    store.put(gone, SUCCESS, b"old", ttl=0.1)
+    deadline = time.monotonic() + 5
+    while store.get(gone) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.put_new(gone, PENDING, b"sent", ttl=60)  # an expired record is none
+
+
+def test_put_new_has_one_winner(store: ResultStore) -> None:
+    t = tid()
+    wins: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: wins.append(store.put_new(t, PENDING, b"x", ttl=60)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 7 + [True]
