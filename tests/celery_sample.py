@@ -119,3 +119,14 @@ def squares(n: int) -> list[int]:
 @shared_task
 def shared_mul(a: int, b: int) -> int:
     return a * b
+
+
+@app.task
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task
+def on_error(request: Any, exc: BaseException, traceback: str) -> None:
+    """A link_error callback (Celery's errback signature)."""
+    ledger(f"errback {request.id} {type(exc).__name__}")

@@ -15,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery.backends.redis import RedisBackend
 from kombu.serialization import prepare_accept_content
 
 from ..app import App
 from ..errors import ConfigurationError
 from ..task import Task, TaskOptions
+from .backend import DeferringRedisBackend
 from .broker import broker_url
 from .control import Pidbox
 from .execution import CeleryExecutor
@@ -69,8 +71,22 @@ class CeleryApp(App):
             result_ttl=float(seconds or 86400),
         )
         self._given_results = False  # ours to close
+        #: The backend that leaves SUCCESS records to the worker, if the app's allows it.
+        self.deferring = self._deferring_backend()
         for name, ctask in celery.tasks.items():
+            if self.deferring is not None and ctask._backend is None:
+                ctask.backend = self.deferring  # Celery's per-task backend setting
             self.tasks[name] = Task(self, ctask.run, self._options(name, ctask))
+
+    def _deferring_backend(self) -> DeferringRedisBackend | None:
+        """A DeferringRedisBackend in place of the app's plain Redis backend with JSON
+        results (the format `CeleryResults.put_many` writes); None for any other."""
+        conf = self.celery.conf
+        if type(self.celery.backend) is not RedisBackend or conf.result_serializer != "json":
+            return None
+        if conf.result_compression:
+            return None
+        return DeferringRedisBackend(app=self.celery, url=conf.result_backend)
 
     def _options(self, name: str, ctask: Any) -> TaskOptions:
         conf = self.celery.conf

@@ -109,14 +109,21 @@ class CeleryExecutor(Executor):
             Request(call.id, call.task, call.args, call.kwargs, delivery.queue, 0,
                     delivery.delivery_count)
         )  # fmt: skip
+        backend = self.app.deferring
         try:
-            with soft_limit(limit) if limit else nullcontext():
+            with (
+                backend.deferring() if backend else nullcontext() as deferred,
+                soft_limit(limit) if limit else nullcontext(),
+            ):
                 _, info, _, _ = tracer(call.id, call.args, call.kwargs, call.request)
         finally:
             reset_request(token)
         runtime = _clock() - start
         if info is None or info.state == states.IGNORED:
-            return Outcome(Kind.SUCCESS, call.id, call.task, runtime=runtime)
+            # The SUCCESS record, if the backend left it to us, is stored with the batch.
+            record = deferred.record if deferred is not None else None
+            body = record[1] if record is not None and record[0] == call.id else None
+            return Outcome(Kind.SUCCESS, call.id, call.task, body, runtime=runtime)
         exc = info.retval
         if info.state == states.RETRY:
             when = getattr(exc, "when", None)
