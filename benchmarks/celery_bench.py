@@ -102,9 +102,7 @@ def main() -> None:
             for name, cmd in WORKERS.items()}  # fmt: skip
     print(f"{'worker':24} {'tasks/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
     for name, row in rows.items():
-        print(
-            f"{name:24} {row['rate']:9.0f} {row['p50']:8.2f} {row['p99']:8.2f} {row['rss']:8.1f}"
-        )
+        print(f"{name:24} {row['rate']:9.0f} {row['p50']:8.2f} {row['p99']:8.2f} {row['rss']:8.1f}")
     celery_row, soloist_row = rows.values()
     print(f"soloist / celery: {soloist_row['rate'] / celery_row['rate']:.1f}x tasks/s")
 
