@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,15 +47,6 @@ def count(values: list[int]) -> int:
     return len(values)
 
 
-def _median(repeat: int, fn: Callable[[], None]) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure(broker: str, members: int, steps: int, repeat: int) -> dict[str, float]:
     queue = QUEUE
     env = {
@@ -72,7 +62,6 @@ def measure(broker: str, members: int, steps: int, repeat: int) -> dict[str, flo
     )
     try:
         assert inc.delay(1).get(timeout=60) == 2  # the worker is up
-        got: dict[str, float] = {}
 
         def mapped() -> None:
             inc.map(range(members)).get(timeout=300)
@@ -92,10 +81,14 @@ def measure(broker: str, members: int, steps: int, repeat: int) -> dict[str, flo
             for _ in range(steps):
                 value = inc.delay(value).get(timeout=60)
 
-        got["map"] = _median(repeat, mapped)
-        got["chord"] = _median(repeat, chorded)
-        got["chain"] = _median(repeat, chained)
-        got["round_trips"] = _median(repeat, round_trips)
+        runs = {"map": mapped, "chord": chorded, "chain": chained, "round_trips": round_trips}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(repeat):  # interleaved, so drift on a shared machine hits all alike
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        got = {name: statistics.median(values) for name, values in times.items()}
         return got
     finally:
         worker.terminate()

@@ -126,8 +126,6 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
     error = _error(plan.app, outcome)
     for errback in flow.get("err", ()):
         plan.sends.append(_item(errback, (outcome.task_id, error)))
-    if outcome.kind is Kind.DEAD:  # never ran: nothing is stored for it otherwise
-        plan.records.append((outcome.task_id, FAILURE, _failure_body(plan.app, error)))
     for step in flow.get("chain", ()):
         _stop(plan, step, error, revoked=outcome.kind is Kind.REVOKED)
     if chord:
