@@ -145,6 +145,24 @@ class Signature(Generic[R]):
             data["wf"] = flow
         return data
 
+    @classmethod
+    def from_dict(cls, app: App, data: dict[str, Any]) -> Signature[Any]:
+        """The signature `to_dict` gave (with its id, links and errbacks)."""
+        sig: Signature[Any] = cls(
+            app,
+            data["task"],
+            tuple(data.get("args", ())),
+            data.get("kwargs"),
+            immutable=bool(data.get("immutable")),
+            queue=data.get("queue"),
+            priority=int(data.get("priority", 0)),
+        )
+        sig.set(countdown=data.get("countdown"), task_id=data.get("id"))
+        flow = data.get("wf", {})
+        sig.links = [cls.from_dict(app, d) for d in flow.get("link", ())]
+        sig.errbacks = [cls.from_dict(app, d) for d in flow.get("err", ())]
+        return sig
+
     def _flow(self) -> dict[str, Any]:
         # A callback without an id of its own gets a new one each time it is sent: one
         # signature can be the link of many calls.

@@ -2,8 +2,9 @@
 
 Protocol version 1 is a map with short keys, serialized by a `Codec`:
 `v` version, `id` task id, `task` task name, `args`, `kwargs`, `sent` unix time,
-and `opts` per-call options the worker must honour (e.g. `ignore_result`). Empty `args`,
-`kwargs` and `opts` are left out: a missing one reads as empty.
+and `opts` per-call options the worker must honour (e.g. `ignore_result`; `wf`, what
+comes next in a workflow: see soloist.workflow). Empty `args`, `kwargs` and `opts` are
+left out: a missing one reads as empty.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ def test_signatures_are_partial_or_immutable(app: App, tasks: dict[str, Any]) ->
         "immutable": True,
     }
     assert app.codec.loads(app.codec.dumps(fixed.to_dict())) == fixed.to_dict()
+    linked = add.s(1).set(countdown=5, priority=2)
+    linked.link(add.s(2)).link_error(tasks["caught"].s("x"))
+    data = app.codec.loads(app.codec.dumps(linked.to_dict()))
+    assert Signature.from_dict(app, data).to_dict() == data
     sent = [partial.delay(5), fixed.apply_async((100,)), add.s(1).set(queue="other").delay(2)]
     assert app.broker.depth("other") == 1
     drain(app, ["default", "other"])
