@@ -145,6 +145,14 @@ class Signature(Generic[R]):
             data["wf"] = flow
         return data
 
+    def check(self, args: tuple[Any, ...] | None = None) -> None:
+        """Raise TypeError, before anything is sent, if the call (with `args` instead of
+        the signature's own) would not fit a task registered in this process."""
+        task = self.app.tasks.get(self.task)
+        misfit = task.misfit(self.args if args is None else args, self.kwargs) if task else None
+        if misfit is not None:
+            raise TypeError(misfit)
+
     @classmethod
     def from_dict(cls, app: App, data: dict[str, Any]) -> Signature[Any]:
         """The signature `to_dict` gave (with its id, links and errbacks)."""
@@ -177,9 +185,10 @@ class Signature(Generic[R]):
         self, args: tuple[Any, ...] = (), flow: dict[str, Any] | None = None
     ) -> tuple[Message, str, float, int]:
         """What to publish for this call: (message, queue, delay, priority)."""
+        call_args = self.args if self.immutable else (*args, *self.args)
+        self.check(call_args)
         data = self.to_dict()
         merged = {**data.get("wf", {}), **(flow or {})}
-        call_args = self.args if self.immutable else (*args, *self.args)
         message = Message(self.task, call_args, dict(self.kwargs), id=data["id"])
         if merged:
             message.options["wf"] = merged
@@ -257,6 +266,9 @@ class Chain(Generic[R]):
         if link_error is not None:
             for step in steps:
                 step.link_error(link_error)
+        for step in steps[1:]:
+            if step.immutable:  # the others get their first arguments at run time
+                step.check()
         ids = [s.freeze() for s in steps]
         rest = [s.to_dict() for s in steps[1:]]
         message, queue, delay, priority = steps[0]._item(
@@ -318,6 +330,8 @@ class Chord(Generic[R]):
             message, queue, delay, priority = body._item(([],))
             app.send(message, queue, delay=delay, priority=priority)
             return ChordResult(app, chord_id, GroupResult(app, []))
+        if body.immutable:
+            body.check()
         callback = body.to_dict()
         size = len(members)
         app.send_many(

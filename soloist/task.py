@@ -212,6 +212,10 @@ class Task(Generic[P, R]):
         ignore = self.options.ignore_result
         opts = {"ignore_result": True} if ignore else {}
         messages = [Message(self.name, tuple(args), {}, options=opts) for args in calls]
+        for message in messages:  # before anything is sent
+            misfit = self.misfit(message.args, {})
+            if misfit is not None:
+                raise TypeError(misfit)
         queue, priority = self.options.queue, self.options.priority
         self.app.send_many([(m, queue, 0.0, priority) for m in messages])
         return GroupResult(self.app, [Result(self.app, m.id, ignored=ignore) for m in messages])

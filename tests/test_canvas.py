@@ -125,6 +125,22 @@ def test_a_failure_stops_the_chain_and_is_what_get_raises(
     assert not any(key.startswith("add 2 3") for key in runs)
 
 
+def test_arguments_that_cannot_fit_are_refused_before_anything_is_sent(
+    app: App, tasks: dict[str, Any]
+) -> None:
+    add, total = tasks["add"], tasks["total"]
+    for flow in (
+        lambda: add.s(1).delay(),
+        lambda: (add.s(1, 2) | add.si(1)).delay(),
+        lambda: group(add.s(1, 1), add.s(1)).delay(),
+        lambda: chord([add.s(1, 1)], total.si()).delay(),
+        lambda: add.starmap([(1, 2), (1,)]),
+    ):
+        with pytest.raises(TypeError, match="arguments do not fit"):
+            flow()
+    assert app.broker.depth("default") == 0
+
+
 def test_bad_arguments_in_a_chain_fail_it_instead_of_hanging(
     app: App, tasks: dict[str, Any]
 ) -> None:
