@@ -190,8 +190,8 @@ class Signature(Generic[R]):
         data = self.to_dict()
         merged = {**data.get("wf", {}), **(flow or {})}
         message = Message(self.task, call_args, dict(self.kwargs), id=data["id"])
-        if merged:
-            message.options["wf"] = merged
+        # Even empty: a workflow's calls store their results, `ignore_result` or not.
+        message.options["wf"] = merged
         return message, self.queue, self.countdown, self.priority
 
     def apply_async(

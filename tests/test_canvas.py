@@ -41,12 +41,16 @@ def tasks(app: App, runs: Counter[str]) -> dict[str, Any]:
         runs[f"boom {x}"] += 1
         raise ValueError(f"boom {x}")
 
+    @app.task(ignore_result=True)
+    def quiet(x: int) -> int:
+        return x
+
     @app.task
     def caught(task_id: str, error: dict[str, str], tag: str) -> str:
         runs[f"caught {tag} {error['exc_type']}"] += 1
         return task_id
 
-    return {"add": add, "total": total, "boom": boom, "caught": caught}
+    return {"add": add, "total": total, "boom": boom, "caught": caught, "quiet": quiet}
 
 
 def test_signatures_are_partial_or_immutable(app: App, tasks: dict[str, Any]) -> None:
@@ -163,6 +167,9 @@ def test_group_results_in_order_and_failures_per_member(app: App, tasks: dict[st
     assert got[0] == 2 and got[2] == 4 and isinstance(got[1], TaskError)
     assert mixed.ready() and mixed.completed_count() == 2
     assert group().apply_async().get(timeout=1) == []
+    quiet = group(tasks["quiet"].s(1), tasks["quiet"].s(2)).delay()  # results kept anyway
+    drain(app)
+    assert quiet.get(timeout=1) == [1, 2]
 
 
 def test_chord_callback_gets_the_results_in_order_once(
