@@ -56,7 +56,7 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of a test's own, persisting every write (appendfsync always)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         if shutil.which("redis-server") is None:
             message = "redis-server is not installed"
             if os.environ.get("CI"):
@@ -65,6 +65,7 @@ class RedisServer:
         self.dir = data_dir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = options  # more redis-server arguments, e.g. "--maxmemory", "2mb"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -77,6 +78,7 @@ class RedisServer:
                 "--appendonly", "yes",
                 "--appendfsync", "always",
                 "--save", "",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip

@@ -65,6 +65,8 @@ class QueueStats:
     in_flight: int | None = None
     #: In the queue's dead-letter store.
     dead: int | None = None
+    #: Messages found gone from the store before they ran (a Redis that evicted them).
+    lost: int | None = None
 
 
 def poison_reason(count: int) -> str:
@@ -135,6 +137,10 @@ class Broker(abc.ABC):
     def stats(self, queue: str) -> QueueStats:
         """Counts of `queue` for operators. The default knows only the depth."""
         return QueueStats(self.depth(queue))
+
+    def check(self) -> None:
+        """Before a worker's first fetch: raise ConfigurationError if the server is set up
+        to lose messages. The default has nothing to check."""
 
     @abc.abstractmethod
     def purge(self, queue: str) -> int:

@@ -12,6 +12,8 @@
 #   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
 #   q:<queue>:dead       ZSET    dead letters: score = unix time they died
 #   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it (BLPOP)
+#   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
+#                                only an evicting maxmemory-policy does (workers refuse one)
 #   workers              ZSET    worker id -> unix time its heartbeat expires
 #   w:<worker id>        HASH    info, seen; expires with the heartbeat
 #
@@ -19,6 +21,11 @@
 # stays in leased until a claim moves it back to ready). Every change of place is one Lua
 # script, so it is atomic, and every script reads the clock of the Redis server, so
 # workers on machines with skewed clocks agree on when leases lapse.
+#
+# Memory: scripts that grow the data (publish, claim) carry no `allow-oom` flag, so at
+# `maxmemory` Redis refuses them whole, before they change anything: no task is started
+# whose result could not be stored. Settling, renewing leases and reading are flagged
+# `allow-oom`: they free memory or move a message, and must go on while it is full.
 #
 # Compatibility: publish used to write n 0 and r "" too. Messages queued by earlier
 # versions carry them and read the same; earlier workers read the new ones as well (their
@@ -222,7 +229,8 @@ for i = 7, #ARGV do
       end
       if seen > 0 then want = got + 1 end
       if not msg[2] then
-        -- Nothing left to deliver.
+        -- Nothing left to deliver: counted, for operators (`stats`).
+        redis.call('INCR', qkey(queue, 'lost'))
       elseif seen >= max_deliveries then
         redis.call('HSET', m, 'n', seen + 1)
         bury(queue, id, string.format(poison, seen))
@@ -269,7 +277,8 @@ end
 return out
 """.replace("$CHUNK", str(CHUNK))
 
-# ARGV: prefix, then id, receipt for each delivery. Returns 1 for each one acked.
+# ARGV: prefix, then id, receipt for each delivery. Returns, for each, 1 if acked, 0 if
+# another lease holds it, 2 if it is gone (acked already).
 _ACK = """
 local acked, ids_of, keys, done = {}, {}, {}, {}
 for i = 2, #ARGV, 2 do
@@ -281,6 +290,8 @@ for i = 2, #ARGV, 2 do
     table.insert(ids_of[queue], id)
     keys[#keys + 1] = mkey(id)
     acked[#acked + 1] = 1
+  elseif redis.call('EXISTS', mkey(id)) == 0 then
+    acked[#acked + 1] = 2
   else
     acked[#acked + 1] = 0
   end
@@ -363,7 +374,7 @@ return redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queu
   + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now())
 """
 
-# ARGV: prefix, queue. Returns {depth, delayed, in flight, dead letters}.
+# ARGV: prefix, queue. Returns {depth, delayed, in flight, dead letters, lost}.
 _STATS = """
 local queue = ARGV[2]
 local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. now(), '+inf')
@@ -371,7 +382,8 @@ local in_flight = redis.call('ZCOUNT', qkey(queue, 'leased'), '(' .. now(), '+in
 local depth = redis.call('ZCARD', qkey(queue, 'ready'))
   + redis.call('ZCARD', qkey(queue, 'delayed'))
   + redis.call('ZCARD', qkey(queue, 'leased')) - in_flight
-return {depth, delayed, in_flight, redis.call('ZCARD', qkey(queue, 'dead'))}
+local lost = tonumber(redis.call('GET', qkey(queue, 'lost'))) or 0
+return {depth, delayed, in_flight, redis.call('ZCARD', qkey(queue, 'dead')), lost}
 """
 
 # ARGV: prefix, queue. Drops up to CHUNK waiting messages; returns how many.
@@ -514,12 +526,42 @@ class RedisConnection:
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
 
-    def script(self, source: str) -> Script:
-        return Script(self, source)
+    def script(self, source: str, *, grows: bool = False) -> Script:
+        """A script; one that `grows` the data is refused whole at `maxmemory`."""
+        return Script(self, source, grows)
+
+    def check_eviction(self) -> None:
+        """Refuse a server that may evict keys: it drops messages without a trace."""
+        try:
+            info = self.command("INFO", "memory")
+        except BrokerUnavailable as exc:
+            log.warning("cannot read the maxmemory-policy of %s: %s", self.redacted, exc)
+            return
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        policy = fields.get("maxmemory_policy", "noeviction").strip()
+        if policy.startswith("allkeys"):
+            raise ConfigurationError(
+                f"Redis at {self.redacted} runs with maxmemory-policy {policy}: at maxmemory"
+                " it deletes queued messages without a trace. Set maxmemory-policy noeviction"
+            )
+        if policy != "noeviction":
+            log.warning(
+                "Redis at %s runs with maxmemory-policy %s: at maxmemory it may evict stored"
+                " results before their ttl (messages are kept). noeviction is safest",
+                self.redacted,
+                policy,
+            )
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` (which talks to Redis), reconnecting through outages."""
+        return self.call_resent(fn, *args)[0]
+
+    def call_resent(self, fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
+        """`call`, and whether `fn` had to be sent again after a lost connection: then
+        Redis may have run an earlier try whose reply never arrived."""
         deadline = None
+        resent = False
         pause = 0.05
         while True:
             try:
@@ -545,6 +587,7 @@ class RedisConnection:
                     ) from None
                 time.sleep(min(pause, deadline - now))
                 pause = min(pause * 2, 1.0)
+                resent = True
                 continue
             except redis.RedisError as exc:
                 raise BrokerUnavailable(
@@ -560,7 +603,7 @@ class RedisConnection:
                             time.monotonic() - self._down_since,
                         )
                         self._down_since = None
-            return result
+            return result, resent
 
     def command(self, *args: object) -> Any:
         """Run one command, reconnecting through outages; an error reply is raised."""
@@ -617,14 +660,19 @@ class Script:
     Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
     through outages like every other call."""
 
-    def __init__(self, conn: RedisConnection, source: str) -> None:
+    def __init__(self, conn: RedisConnection, source: str, grows: bool = False) -> None:
         self.conn = conn
-        self.source = _PRELUDE + source
+        # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
+        self.source = ("#!lua\n" if grows else "#!lua flags=allow-oom\n") + _PRELUDE + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self._head = ("EVALSHA", self.sha, 0, conn.prefix)
 
     def __call__(self, *args: object) -> Any:
         return self.conn.call(self._run, (), args)
+
+    def resent(self, *args: object) -> tuple[Any, bool]:
+        """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
+        return self.conn.call_resent(self._run, (), args)
 
     def after(self, command: tuple[object, ...], *args: object) -> Any:
         """Run `command`, then this script, in one round trip: Redis runs the script the
@@ -653,8 +701,8 @@ class RedisBroker(Broker):
         except ValueError:
             raise ConfigurationError(f"bad max_deliveries in {self.redis.redacted}") from None
         script = self.redis.script
-        self._publish = script(_PUBLISH)
-        self._claim = script(_CLAIM)
+        self._publish = script(_PUBLISH, grows=True)
+        self._claim = script(_CLAIM, grows=True)
         self._ack = script(_ACK)
         self._retry = script(_RETRY)
         self._dead_letter = script(_DEAD_LETTER)
@@ -711,10 +759,15 @@ class RedisBroker(Broker):
         return self.ack_many([delivery])[0]
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        """One script call per CHUNK deliveries."""
+        """One script call per CHUNK deliveries.
+
+        A call sent again after a lost connection may find its messages gone: the first
+        try ran and its reply was lost. Those count as acked (the message is gone for
+        good, which is what an ack asks); a first try that finds one gone was too late."""
         acked: list[bool] = []
         for start in range(0, len(deliveries), CHUNK):
-            acked += (bool(n) for n in self._ack(*_pairs(deliveries[start : start + CHUNK])))
+            reply, resent = self._ack.resent(*_pairs(deliveries[start : start + CHUNK]))
+            acked += (n == 1 or (n == 2 and resent) for n in reply)
         return acked
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
@@ -738,6 +791,9 @@ class RedisBroker(Broker):
 
     def stats(self, queue: str) -> QueueStats:
         return QueueStats(*(int(n) for n in self._stats(queue)))
+
+    def check(self) -> None:
+        self.redis.check_eviction()
 
     def purge(self, queue: str) -> int:
         total = 0

@@ -129,12 +129,51 @@ def path_from_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+#: How long a statement waits for another connection's write lock (`?busy_timeout=`).
+DEFAULT_BUSY_TIMEOUT = 60.0
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose operational errors (locked past the busy timeout, disk or
+    database full, I/O errors) are raised as BrokerUnavailable with the cause: the store
+    is unavailable, which callers (a worker) ride out instead of crashing."""
+
+    path = ""
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> BrokerUnavailable:
+        return BrokerUnavailable(f"SQLite database {self.path!r} unavailable: {exc}")
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        try:
+            return super().executescript(script)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+
 class Database:
     """Per-thread connections to one SQLite file, tuned for a queue."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL", schema: str = "") -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", schema: str = "", busy_timeout: str = ""
+    ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError(f"bad sqlite synchronous mode {synchronous!r}")
+        try:
+            self.busy_timeout = float(busy_timeout or DEFAULT_BUSY_TIMEOUT)
+        except ValueError:
+            raise ConfigurationError(f"bad sqlite busy_timeout {busy_timeout!r}") from None
         self.path = path
         self.synchronous = synchronous.upper()
         self._local = threading.local()
@@ -149,11 +188,16 @@ class Database:
             self._pid = os.getpid()
             try:
                 conn = sqlite3.connect(
-                    self.path, isolation_level=None, timeout=60, check_same_thread=False
+                    self.path,
+                    isolation_level=None,
+                    timeout=self.busy_timeout,
+                    check_same_thread=False,
+                    factory=_Connection,
                 )
+                conn.path = self.path
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, BrokerUnavailable) as exc:
                 raise BrokerUnavailable(
                     f"cannot open SQLite database {self.path!r}: {exc}"
                 ) from None
@@ -167,10 +211,12 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A COMMIT that failed (busy, disk full) may leave the transaction open.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def data_version(self) -> int:
         return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
@@ -187,7 +233,9 @@ class SQLiteBroker(Broker):
         path, options = path_from_url(url)
         self.url = url
         self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
-        self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+        self.db = Database(
+            path, options.get("synchronous", "NORMAL"), _SCHEMA, options.get("busy_timeout", "")
+        )
         self._migrate()
         self.db.connection().executescript(_INDEXES)
         self._claimed_at = 0.0  # monotonic time of the last fetch that got something

@@ -60,6 +60,7 @@ def snapshot(app: App, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
                 "delayed": stats.delayed,
                 "in_flight": stats.in_flight,
                 "dead": stats.dead,
+                "lost": stats.lost,
             }
         )
     return {"time": now, "queues": queues, "workers": workers}

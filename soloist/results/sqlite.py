@@ -62,7 +62,9 @@ class SQLiteResultStore(ResultStore):
     def __init__(self, url: str) -> None:
         path, options = path_from_url(url)
         self.url = url
-        self.db = Database(path, options.get("synchronous", "NORMAL"), _SCHEMA)
+        self.db = Database(
+            path, options.get("synchronous", "NORMAL"), _SCHEMA, options.get("busy_timeout", "")
+        )
         self._next_sweep = 0.0
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:

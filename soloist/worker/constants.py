@@ -12,6 +12,9 @@ EXIT_COLD_SHUTDOWN = 3
 EXIT_HARD_TIME_LIMIT = 4
 #: Past --max-tasks-per-child or --max-memory-per-child: finished warm, wants a fresh process.
 EXIT_RECYCLE = 5
+#: Stopped (on a shutdown signal) while the broker or result store was down: what it held
+#: could not be settled, and runs again once its leases lapse.
+EXIT_UNAVAILABLE = 6
 
 #: A lease long enough that renewals every lease/3 survive a few slow broker round trips.
 DEFAULT_LEASE = 30.0

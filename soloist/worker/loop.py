@@ -29,6 +29,7 @@ from ..workflow import proceed
 from . import constants as c
 from .execution import EXPIRED, STATE_OF, Executor, Kind, Outcome
 from .keeper import Keeper
+from .outage import ride_out
 from .shutdown import ColdShutdown, Shutdown
 
 if TYPE_CHECKING:
@@ -118,6 +119,10 @@ class Worker:
         self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
         #: Ended tasks whose message is acked in one batch (see `settle`).
         self.acks: list[tuple[Delivery, Outcome]] = []
+        #: Ended tasks whose settling met a store outage, to settle again once it is over.
+        self.unsettled: collections.deque[tuple[Delivery, Outcome]] = collections.deque()
+        #: Why the worker stopped, when that is not a shutdown asked for: its last line says so.
+        self.stop_reason = ""
         self._acks_since = 0.0
         self._flush_lock = threading.Lock()
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
@@ -156,13 +161,15 @@ class Worker:
     def held(self) -> list[Delivery]:
         """Every delivery this worker holds a lease on: running, prefetched, to be acked."""
         running = [r.delivery for r in list(self.running.values())]
-        return running + list(self.prefetched) + [d for d, _ in list(self.acks)]
+        ended = [d for d, _ in list(self.acks)] + [d for d, _ in list(self.unsettled)]
+        return running + list(self.prefetched) + ended
 
     def check(self) -> None:
         """Reach the broker, the result store and its revocation log, or raise one
         `SoloistError` saying which could not be used. Done before the first fetch: a worker
         that could not record a result would run a task, die, and have it run again."""
         self.broker.depth(self.queues[0])
+        self.broker.check()
         try:
             self.app.results.get("soloist-check")
             self.revoked.sync()
@@ -190,29 +197,69 @@ class Worker:
             self.pool.concurrency,
         )
         try:
-            while not self.shutdown.requested and not self.pool.worn():
-                done = self.pool.collect(0)
-                if not done and not self.pool.free():
-                    self._flush()  # nothing waits to be acked while the loop blocks
-                    done = self.pool.collect(c.FETCH_WAIT)
-                for finished, outcome in done:
-                    self.settle(finished, outcome)
-                if not self.pool.free():
-                    continue
-                # Outcomes are settled between fetches: keep those short while tasks run.
-                delivery = self._next(c.BUSY_FETCH_WAIT if self.pool.busy() else c.FETCH_WAIT)
-                if delivery is not None:
-                    self.pool.submit(delivery)
-                elif self.burst and not self.pool.busy() and self._drained():
-                    break
-            self._finish_running()
-            return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
-        except ColdShutdown:
-            self._flush()
-            self.broker.release([r.delivery for r in self.running.values()])
-            return c.EXIT_COLD_SHUTDOWN
+            try:
+                while not self.shutdown.requested and not self.pool.worn():
+                    try:
+                        if not self._step():
+                            break
+                    except BrokerUnavailable as exc:
+                        if not ride_out(exc, self._resume, self.shutdown):
+                            break
+                self._finish_running()
+                return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
+            except ColdShutdown:
+                self._flush()
+                self.broker.release([r.delivery for r in self.running.values()])
+                return c.EXIT_COLD_SHUTDOWN
+        except BrokerUnavailable as exc:
+            return self._unavailable(exc)
         finally:
             self._stop()
+
+    def _step(self) -> bool:
+        """One turn of the loop: settle what ended, then fetch and submit. False when a
+        burst run has drained its queues."""
+        done = self.pool.collect(0)
+        if not done and not self.pool.free():
+            self._flush()  # nothing waits to be acked while the loop blocks
+            done = self.pool.collect(c.FETCH_WAIT)
+        for n, (finished, outcome) in enumerate(done):
+            try:
+                self.settle(finished, outcome)
+            except BrokerUnavailable:
+                self.unsettled.extend(done[n + 1 :])
+                raise
+        if not self.pool.free():
+            return True
+        # Outcomes are settled between fetches: keep those short while tasks run.
+        delivery = self._next(c.BUSY_FETCH_WAIT if self.pool.busy() else c.FETCH_WAIT)
+        if delivery is not None:
+            self.pool.submit(delivery)
+        elif self.burst and not self.pool.busy() and self._drained():
+            return False
+        return True
+
+    def _resume(self) -> None:
+        """After an outage: settle what waited, then check that the broker answers."""
+        while self.unsettled:
+            self.settle(*self.unsettled.popleft())  # queued again if it fails
+        self._flush()
+        if not self.prefetched:
+            self._fill(0)  # the call that failed may have been a fetch
+
+    def _unavailable(self, exc: BrokerUnavailable) -> int:
+        """Stopping while the stores are down: what this worker holds cannot be settled
+        or given back; its leases lapse and other workers run it."""
+        held = len(self.held())
+        self.prefetched.clear()
+        self.running.clear()
+        self.acks.clear()
+        self.unsettled.clear()
+        self.stop_reason = (
+            f"the broker or result store stayed unavailable ({exc}); {held} deliveries left"
+            " to run again once their leases lapse"
+        )
+        return c.EXIT_UNAVAILABLE
 
     def _next(self, wait: float) -> Delivery | None:
         if not self.prefetched:
@@ -248,6 +295,18 @@ class Worker:
             if running.workflow is not None and outcome.workflow is None:
                 outcome.workflow = running.workflow  # stopped by the pool or the keeper
         self._adapt(outcome.runtime)
+        try:
+            self._record(delivery, outcome, running)
+        except BrokerUnavailable:
+            # A store outage, not the task's fault: keep the lease and settle it later.
+            self.unsettled.append((delivery, outcome))
+            raise
+        if self.acks and (len(self.acks) >= self.prefetch or not self.prefetched):
+            self._flush()
+
+    def _record(self, delivery: Delivery, outcome: Outcome, running: Running | None) -> None:
+        """Store a failure and retry or dead-letter the message; queue a success or a
+        revocation to be acked in a batch (`_flush`)."""
         if outcome.kind is Kind.LOST:
             # Its process died mid-run: end the lease now, so the message is redelivered
             # with its delivery count raised, as if this worker had died.
@@ -268,8 +327,6 @@ class Worker:
             if not self.acks:
                 self._acks_since = time.monotonic()
             self.acks.append((delivery, outcome))
-            if len(self.acks) >= self.prefetch or not self.prefetched:
-                self._flush()
             return
         if outcome.result is not None and outcome.task_id:
             state = STATE_OF[outcome.kind]
@@ -320,6 +377,13 @@ class Worker:
         acks, self.acks = self.acks, []
         if not acks:
             return
+        try:
+            self._store_and_ack(acks)
+        except BrokerUnavailable:
+            self.acks[:0] = acks  # still held: acked once the stores answer again
+            raise
+
+    def _store_and_ack(self, acks: list[tuple[Delivery, Outcome]]) -> None:
         # SUCCESS, and REVOKED for an expired call (revoke() records its own).
         records = [(o.task_id, STATE_OF[o.kind], o.result) for _, o in acks if o.result is not None]
         if records:
@@ -384,9 +448,10 @@ class Worker:
         self.pool.close()
         self.shutdown.uninstall()
         self.app.hooks.emit("worker_stop", worker=self)
-        log.info(
+        log.log(
+            logging.ERROR if self.stop_reason else logging.INFO,
             "worker %s stopped: %d done, %d retried, %d failed, %d dead-lettered, "
-            "%d expired, %d stale",
+            "%d expired, %d stale%s",
             self.id,
             self.stats.done,
             self.stats.retried,
@@ -394,4 +459,5 @@ class Worker:
             self.stats.dead,
             self.stats.expired,
             self.stats.stale,
+            f"; {self.stop_reason}" if self.stop_reason else "",
         )

@@ -133,7 +133,7 @@ def test_a_wait_that_times_out_runs_a_harmless_claim(broker: RedisBroker, queue:
     """The claim sent behind a BLPOP runs when the BLPOP times out too; with nothing due it
     leases nothing and leaves no trace."""
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
     assert broker.redis.client.keys(f"{broker.prefix}*") == []
     broker.publish(queue, b"later", delay=0.3)
     (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLPOP times out when it is due
@@ -185,7 +185,7 @@ def test_an_interrupted_exchange_leaves_no_stale_reply(broker: RedisBroker, queu
         broker.stats(queue)
     del conn.read_response
     assert broker.depth(queue) == 1
-    assert broker.stats(queue) == QueueStats(1, 0, 0, 0)
+    assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)
 
 
 def test_a_forked_child_talks_on_a_connection_of_its_own(broker: RedisBroker) -> None:
@@ -254,7 +254,7 @@ def test_a_message_published_with_every_field_is_served(broker: RedisBroker, que
     assert broker.ack(again)
     (dead,) = broker.dead_letters(queue)
     assert (dead.body, dead.reason, dead.delivery_count) == (b"bury me", "why not", 1)
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 1)
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 1, 0)
 
 
 def test_a_lapsed_lease_moved_back_to_ready_can_still_be_acked_by_its_holder(
@@ -271,7 +271,7 @@ def test_a_lapsed_lease_moved_back_to_ready_can_still_be_acked_by_its_holder(
     assert urgent.body == b"urgent"
     assert broker.redis.client.zcard(f"{broker.prefix}q:{queue}:ready") == 1
     assert broker.ack_many([slow, urgent]) == [True, True]
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
     assert broker.fetch([queue], 10, 30, 0) == []
 
 
@@ -281,9 +281,9 @@ def test_a_batch_past_luas_unpack_limit_is_claimed_and_acked_whole(
     """The batch's ZADD, ZREM and DEL go in slices: Lua cannot unpack 9000 values at once."""
     broker.publish_many([(queue, b"%d" % i, 0, 0) for i in range(4500)])
     got = broker.fetch([queue], 4500, 30, 1.0)
-    assert len(got) == 4500 and broker.stats(queue) == QueueStats(0, 0, 4500, 0)
+    assert len(got) == 4500 and broker.stats(queue) == QueueStats(0, 0, 4500, 0, 0)
     assert broker.ack_many(got) == [True] * 4500
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 0)
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
     assert broker.redis.client.keys(f"{broker.prefix}m:*") == []
 
 
