@@ -84,16 +84,12 @@ def test_a_worker_rides_out_an_outage_longer_than_its_reconnect_window(
 
 
 def fill(client: redis.Redis) -> None:
-    """Write filler keys until Redis refuses even a small write (maxmemory, noeviction).
-    Big values alone stop short: a refused big write's own buffer is what went over."""
-    n = 0
-    for size in (100_000, 1_000, 10):
-        while n < 100_000:
-            n += 1
-            try:
-                client.set(f"filler:{n}", b"x" * size)
-            except redis.exceptions.OutOfMemoryError:
-                break
+    """Put Redis past its maxmemory (noeviction): every write that grows data is refused."""
+    client.config_set("maxmemory", 1)
+
+
+def free(client: redis.Redis) -> None:
+    client.config_set("maxmemory", 0)
 
 
 def test_redis_at_maxmemory_holds_tasks_instead_of_making_them_poison(
@@ -101,7 +97,7 @@ def test_redis_at_maxmemory_holds_tasks_instead_of_making_them_poison(
 ) -> None:
     """A result write refused at maxmemory is an outage: the worker keeps the lease, claims
     nothing new (the claim script is refused whole), and finishes once memory is freed."""
-    server = private_redis(tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    server = private_redis(tmp_path, "--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url)
     try:
         url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
@@ -117,7 +113,7 @@ def test_redis_at_maxmemory_holds_tasks_instead_of_making_them_poison(
         workers.wait_for("end a")
         time.sleep(1)  # the worker keeps trying; nothing may be claimed or dead-lettered
         assert proc.poll() is None, workers.output(proc)
-        client.delete(*client.keys("filler:*"))
+        free(client)
         assert running.get(timeout=30) == "a"
         assert sample.sleepy.delay(0, "c").get(timeout=30) == "c"
         assert runs_of(workers, "a") == ["1"]
@@ -130,7 +126,7 @@ def test_redis_at_maxmemory_holds_tasks_instead_of_making_them_poison(
 def test_a_claim_at_maxmemory_is_refused_before_any_task_starts(
     tmp_path: Path, workers: WorkerProcesses, producer: App
 ) -> None:
-    server = private_redis(tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    server = private_redis(tmp_path, "--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url)
     try:
         url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
@@ -142,7 +138,7 @@ def test_a_claim_at_maxmemory_is_refused_before_any_task_starts(
         logged(workers, proc, "unavailable, holding on")
         assert "maxmemory" in workers.output(proc)
         assert not workers.lines(), "no task may start while results cannot be stored"
-        client.delete(*client.keys("filler:*"))
+        free(client)
         assert [r.get(timeout=30) for r in results] == ["t0", "t1", "t2"]
         assert all(runs_of(workers, f"t{n}") == ["1"] for n in range(3))
         assert proc.poll() is None
