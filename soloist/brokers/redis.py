@@ -526,9 +526,10 @@ class RedisConnection:
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
 
-    def script(self, source: str, *, grows: bool = False) -> Script:
-        """A script; one that `grows` the data is refused whole at `maxmemory`."""
-        return Script(self, source, grows)
+    def script(self, source: str, *, allow_oom: bool = False) -> Script:
+        """A script, refused whole at `maxmemory` unless `allow_oom` (for one that frees
+        memory or only moves what is there: settling must go on while Redis is full)."""
+        return Script(self, source, allow_oom)
 
     def check_eviction(self) -> None:
         """Refuse a server that may evict keys: it drops messages without a trace."""
@@ -660,10 +661,10 @@ class Script:
     Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
     through outages like every other call."""
 
-    def __init__(self, conn: RedisConnection, source: str, grows: bool = False) -> None:
+    def __init__(self, conn: RedisConnection, source: str, allow_oom: bool = False) -> None:
         self.conn = conn
         # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
-        self.source = ("#!lua\n" if grows else "#!lua flags=allow-oom\n") + _PRELUDE + source
+        self.source = ("#!lua flags=allow-oom\n" if allow_oom else "#!lua\n") + _PRELUDE + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self._head = ("EVALSHA", self.sha, 0, conn.prefix)
 
@@ -701,21 +702,21 @@ class RedisBroker(Broker):
         except ValueError:
             raise ConfigurationError(f"bad max_deliveries in {self.redis.redacted}") from None
         script = self.redis.script
-        self._publish = script(_PUBLISH, grows=True)
-        self._claim = script(_CLAIM, grows=True)
-        self._ack = script(_ACK)
-        self._retry = script(_RETRY)
-        self._dead_letter = script(_DEAD_LETTER)
-        self._release = script(_RELEASE)
-        self._extend = script(_EXTEND)
-        self._depth = script(_DEPTH)
-        self._stats = script(_STATS)
-        self._purge = script(_PURGE)
-        self._dead_letters = script(_DEAD_LETTERS)
-        self._settle_dead = script(_SETTLE_DEAD)
-        self._heartbeat = script(_HEARTBEAT)
-        self._workers = script(_WORKERS)
-        self._forget_worker = script(_FORGET_WORKER)
+        self._publish = script(_PUBLISH)
+        self._claim = script(_CLAIM)
+        self._ack = script(_ACK, allow_oom=True)
+        self._retry = script(_RETRY, allow_oom=True)
+        self._dead_letter = script(_DEAD_LETTER, allow_oom=True)
+        self._release = script(_RELEASE, allow_oom=True)
+        self._extend = script(_EXTEND, allow_oom=True)
+        self._depth = script(_DEPTH, allow_oom=True)
+        self._stats = script(_STATS, allow_oom=True)
+        self._purge = script(_PURGE, allow_oom=True)
+        self._dead_letters = script(_DEAD_LETTERS, allow_oom=True)
+        self._settle_dead = script(_SETTLE_DEAD, allow_oom=True)
+        self._heartbeat = script(_HEARTBEAT, allow_oom=True)
+        self._workers = script(_WORKERS, allow_oom=True)
+        self._forget_worker = script(_FORGET_WORKER, allow_oom=True)
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         (mid,) = self._publish(queue, body, max(delay, 0), int(priority))

@@ -144,12 +144,12 @@ class RedisResultStore(ResultStore):
         self.url = url
         self.redis = RedisConnection(url)
         self.prefix = self.redis.prefix
-        self._put = self.redis.script(_PUT, grows=True)
-        self._put_new = self.redis.script(_PUT_NEW, grows=True)
-        self._revoke = self.redis.script(_REVOKE, grows=True)
-        self._revoked_since = self.redis.script(_REVOKED_SINCE)
-        self._forget_if = self.redis.script(_FORGET_IF)
-        self._chord_add = self.redis.script(_CHORD_ADD, grows=True)
+        self._put = self.redis.script(_PUT)
+        self._put_new = self.redis.script(_PUT_NEW)
+        self._revoke = self.redis.script(_REVOKE)
+        self._revoked_since = self.redis.script(_REVOKED_SINCE, allow_oom=True)
+        self._forget_if = self.redis.script(_FORGET_IF, allow_oom=True)
+        self._chord_add = self.redis.script(_CHORD_ADD)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}r:{task_id}"
