@@ -159,6 +159,12 @@ class App:
             self.result_url = results or os.environ.get("SOLOIST_RESULT_URL") or beside
 
     @property
+    def origin(self) -> object:
+        """What the user's module defines: this app, or the app of another framework an
+        adapter wraps (see soloist.adapters); the processes pool imports it by name."""
+        return self
+
+    @property
     def broker(self) -> Broker:
         if self._broker is None:
             assert self.broker_url is not None

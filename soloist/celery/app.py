@@ -78,6 +78,10 @@ class CeleryApp(App):
                 ctask.backend = self.deferring  # Celery's per-task backend setting
             self.tasks[name] = Task(self, ctask.run, self._options(name, ctask))
 
+    @property
+    def origin(self) -> object:
+        return self.celery
+
     def _deferring_backend(self) -> DeferringRedisBackend | None:
         """A DeferringRedisBackend in place of the app's plain Redis backend with JSON
         results (the format `CeleryResults.put_many` writes); None for any other."""

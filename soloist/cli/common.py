@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..adapters import as_app
 from ..app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,25 +25,12 @@ def load_app(path: str) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="-A") from None
-    app = getattr(module, attr or "app", None)
-    if _is_celery_app(app):
-        # A Celery app runs through the adapter, which imports celery (an optional extra).
-        from ..celery import CeleryApp
-
-        return CeleryApp(app)
-    if not isinstance(app, App):
+    app = as_app(getattr(module, attr or "app", None))
+    if app is None:
         raise click.BadParameter(
             f"{module_name}:{attr or 'app'} is not a soloist App", param_hint="-A"
         )
     return app
-
-
-def _is_celery_app(obj: object) -> bool:
-    """True for a `celery.Celery` instance, told without importing celery."""
-    return any(
-        cls.__module__ == "celery.app.base" and cls.__name__ == "Celery"
-        for cls in type(obj).__mro__
-    )
 
 
 def app_option(fn: F) -> F:

@@ -27,11 +27,13 @@ import queue
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
+from ..adapters import as_app
 from ..brokers.base import Delivery
 from ..errors import ConfigurationError
 from ..worker.execution import Executor, Kind, Outcome
@@ -71,9 +73,11 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     for name in spec.modules:
         importlib.import_module(name)
     module, _, attr = spec.app.partition(":")
-    app: App = getattr(importlib.import_module(module), attr)
+    app = as_app(getattr(importlib.import_module(module), attr))
+    assert app is not None, f"{spec.app} is not an app"  # the worker loaded it as one
     app.configure(spec.broker_url, spec.result_url)
-    executor = Executor(
+    factory: Callable[..., Executor] = app.executor_factory or Executor
+    executor = factory(
         app,
         soft_limit=alarm,
         started=lambda d, m, t: results.send(("started", d.id)),
@@ -305,7 +309,7 @@ def app_path(app: App) -> str:
         if name in _MAIN:
             continue
         for attr, value in list(getattr(sys.modules.get(name), "__dict__", {}).items()):
-            if value is app:
+            if value is app.origin:
                 return f"{name}:{attr}"
     raise ConfigurationError(
         "the processes pool imports the app in each child: define it at module level "

@@ -148,3 +148,15 @@ def test_a_long_inline_task_outlives_the_visibility_timeout_once(
     rig.worker("-P", "solo", "--without-mingle", "--without-gossip", command="celery")
     assert job.get(timeout=60) == "long"
     assert rig.lines().count("start long") == 1
+
+
+def test_processes_pool(rig: CeleryRig) -> None:
+    rig.worker("--pool", "processes", "-c", "2")
+    results = [rig.send("add", i, i) for i in range(10)]
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(10)]
+    assert rig.send("soft").get(timeout=20) == "cleaned up"
+    assert rig.send("squares", 4).get(timeout=30) == [0, 1, 4, 9]
+    stuck = rig.send("stuck")
+    with pytest.raises(exceptions.TimeLimitExceeded):
+        stuck.get(timeout=20)
+    assert rig.send("add", 2, 2).get(timeout=20) == 4  # a fresh child took over
