@@ -21,15 +21,15 @@ from typing import (
 from . import signing
 from .brokers import Broker
 from .brokers import from_url as broker_from_url
-from .brokers.base import DEFAULT_MAX_DELIVERIES
+from .brokers.base import DEFAULT_MAX_DELIVERIES, DeadLetter
 from .canvas import register_builtins
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DecodeError
 from .hooks import Hooks
 from .message import DEFAULT_MAX_DEPTH, Message
 from .results import SCHEMES as RESULT_SCHEMES
 from .results import ResultStore
 from .results import from_url as results_from_url
-from .results.base import DEFAULT_TTL, PENDING
+from .results.base import DEFAULT_TTL, FAILURE, PENDING
 from .results.handle import Result
 from .serializers import Codec
 from .task import AsyncTask, RemoteTask, Task, TaskOptions
@@ -45,6 +45,8 @@ R = TypeVar("R")
 DEFAULT_URL = "sqlite:///soloist.db"
 #: Messages over this many bytes are refused by producers and dead-lettered by workers.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+#: Dead letters read per queue by one `requeue_dead` (or `soloist dead-letters`) call.
+DEAD_SCAN = 100_000
 
 
 class TaskSettings(TypedDict, total=False):
@@ -279,6 +281,50 @@ class App:
     def result(self, task_id: str) -> Result[Any]:
         """The handle of the task call with this id."""
         return Result(self, task_id)
+
+    def decode(self, body: bytes) -> Message:
+        """A message body (a dead letter's, say) back as a task call: its signature checked
+        when the app signs. Raises DecodeError."""
+        if self.signer is not None:
+            body = self.signer.verify(body)
+        return Message.decode(body, self.codec, self.max_depth)
+
+    def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Run dead letters of `queue` again (the oldest DEAD_SCAN when `ids` is None), their
+        counts reset and their stored failures forgotten; returns how many this call moved.
+
+        A FAILURE is final, so a letter's failure is forgotten before it moves, or the rerun
+        could not record its result. Only that failure ever is: each record is read first,
+        then the letter is checked to be still dead (so the record was there before any
+        operator moved it, and is not a rerun's), and `forget_if` drops the record only if
+        it is still exactly that one. Two operators requeueing at once thus never erase a
+        rerun's result, and the broker moves each letter once (atomically).
+        """
+        letters = self._dead(queue, ids)
+        failures: dict[str, tuple[str, tuple[str, bytes]]] = {}
+        for letter in letters:
+            try:
+                task_id = self.decode(letter.body).id
+            except DecodeError:
+                continue  # requeued as it is; the rerun dead-letters it with the reason
+            record = self.results.get(task_id)
+            if record is not None and record[0] == FAILURE:
+                failures[letter.id] = (task_id, record)
+        still_dead = {letter.id for letter in self._dead(queue, list(failures))}
+        moved = 0
+        for letter in letters:
+            if letter.id in still_dead:
+                self.results.forget_if(*failures[letter.id])
+            moved += self.broker.requeue_dead(queue, [letter.id])
+        return moved
+
+    def _dead(self, queue: str, ids: Sequence[str] | None) -> list[DeadLetter]:
+        """The dead letters of `queue` with these ids (all when None, up to DEAD_SCAN)."""
+        if ids is not None and not ids:
+            return []
+        wanted = None if ids is None else set(ids)
+        letters = self.broker.dead_letters(queue, DEAD_SCAN)
+        return [letter for letter in letters if wanted is None or letter.id in wanted]
 
     def close(self) -> None:
         """Close the connections the app opened from URLs (they reopen on next use).

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..app import App
+from ..app import DEAD_SCAN, App
 from ..brokers.base import DeadLetter
 from ..errors import DecodeError
 from ..message import Message
@@ -20,8 +20,6 @@ from .common import app_option, load_app, queue_names
 
 #: Characters of a message's arguments shown by `list` and by `show`.
 _ARGS_LIST, _ARGS_SHOW = 60, 2000
-#: Dead letters read per queue to find ids or to requeue/drop --all; more need another run.
-_SCAN = 100_000
 
 
 def describe(app: App, letter: DeadLetter, args_limit: int = _ARGS_SHOW) -> dict[str, Any]:
@@ -48,9 +46,7 @@ def describe(app: App, letter: DeadLetter, args_limit: int = _ARGS_SHOW) -> dict
 
 def decode(app: App, body: bytes) -> Message | None:
     try:
-        if app.signer is not None:
-            body = app.signer.verify(body)
-        return Message.decode(body, app.codec, app.max_depth)
+        return app.decode(body)
     except DecodeError:
         return None
 
@@ -61,29 +57,17 @@ def find(app: App, queues: Sequence[str], ids: Sequence[str] | None) -> list[Dea
     return [
         letter
         for queue in queues
-        for letter in app.broker.dead_letters(queue, _SCAN)
+        for letter in app.broker.dead_letters(queue, DEAD_SCAN)
         if wanted is None or letter.id in wanted
     ]
 
 
 def requeue(app: App, letters: Sequence[DeadLetter]) -> int:
-    """Put dead letters back on their queues; returns how many this call moved.
-
-    A failed task's FAILURE is final, so the failure stored for each task id is forgotten
-    first, or the rerun could not record its result. `forget_if` drops only the record read
-    here: if another operator requeued the same letter and its rerun already finished, that
-    newer result stays. The broker moves each letter at most once (atomically), so two
-    operators at once never requeue one twice. An undecodable body is requeued as it is.
-    """
-    moved = 0
+    """Put dead letters back on their queues (`App.requeue_dead`); how many this moved."""
+    by_queue: dict[str, list[str]] = {}
     for letter in letters:
-        message = decode(app, letter.body)
-        if message is not None:
-            seen = app.results.get(message.id)
-            if seen is not None:
-                app.results.forget_if(message.id, seen)
-        moved += app.broker.requeue_dead(letter.queue, [letter.id])
-    return moved
+        by_queue.setdefault(letter.queue, []).append(letter.id)
+    return sum(app.requeue_dead(queue, ids) for queue, ids in by_queue.items())
 
 
 def drop(app: App, letters: Sequence[DeadLetter]) -> int:

@@ -1,0 +1,97 @@
+"""`dead-letters requeue` under concurrency: two operators at once never erase a rerun's
+result (App.requeue_dead forgets only the failure it read, while the letter is still dead)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from soloist.brokers.redis import RedisConnection
+from soloist.results.base import FAILURE, SUCCESS
+from tests import sample_app as sample
+from tests.conftest import ROOT, WorkerProcesses
+from tests.redis_support import delete_prefix, prefixed_url
+from tests.servers import REDIS_URL, require
+
+LETTERS = 150
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/soloist.db"
+        return
+    require("Redis", "127.0.0.1", 6379)
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", REDIS_URL)
+    yield url
+    conn = RedisConnection(url)
+    delete_prefix(conn)
+    conn.close()
+
+
+def wait_until(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_two_operators_requeueing_at_once_erase_no_rerun_result(
+    url: str, workers: WorkerProcesses
+) -> None:
+    workers.use(url)
+    app = sample.app
+    app.configure(url, url)
+    try:
+        calls = [sample.fail_first.delay(f"t{n}") for n in range(LETTERS)]
+        for _ in range(2):
+            workers.start("--pool", "threads", "-c", "4")
+        wait_until(lambda: app.broker.stats("default").dead == LETTERS)
+        assert all(app.results.get(c.id)[0] == FAILURE for c in calls)  # type: ignore[index]
+        # Two operators at once, each through the CLI (which calls App.requeue_dead).
+        command = [sys.executable, "-m", "soloist", "dead-letters", "requeue", "-A",
+                   "tests.sample_app:app", "--all"]  # fmt: skip
+        operators = [
+            subprocess.Popen(command, env=workers.env, cwd=ROOT, text=True, stdout=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        moved = [int(op.communicate(timeout=120)[0].split()[-1]) for op in operators]
+        assert sum(moved) == LETTERS, moved  # each letter moved once
+        wait_until(lambda: app.broker.stats("default").depth == 0)
+        wait_until(lambda: app.broker.stats("default").in_flight == 0)
+        states = [app.results.get(c.id) for c in calls]
+        erased = sum(1 for s in states if s is None)
+        assert erased == 0, f"{erased} of {LETTERS} reruns' results erased"
+        assert all(s is not None and s[0] == SUCCESS for s in states)
+        assert app.broker.stats("default").dead == 0
+    finally:
+        app.close()
+
+
+def test_requeue_dead_forgets_only_a_failure(tmp_path: Path) -> None:
+    """In the library: a letter's FAILURE is forgotten as it moves; any other record (a
+    rerun's SUCCESS) stays; an undecodable letter is requeued as it is."""
+    url = f"sqlite:///{tmp_path}/soloist.db"
+    app = sample.app
+    app.configure(url, url)
+    try:
+        failed, done = sample.add.delay(1, 1), sample.add.delay(2, 2)
+        app.broker.publish("default", b"garbage")
+        for delivery in app.broker.fetch(["default"], 3, 30, 1):
+            assert app.broker.dead_letter(delivery, "test")
+        app.results.put(failed.id, FAILURE, b"failed", 60)
+        app.results.put(done.id, SUCCESS, b"done", 60)
+        ids = [letter.id for letter in app.broker.dead_letters("default")]
+        assert app.requeue_dead("default", ids) == 3
+        assert app.results.get(failed.id) is None
+        assert app.results.get(done.id) == (SUCCESS, b"done")
+        assert app.requeue_dead("default", ids) == 0
+        assert app.requeue_dead("default", []) == 0
+    finally:
+        app.close()
