@@ -30,7 +30,7 @@ def test_status_shows_queues_and_a_worker_busy_in_a_long_task(
     snap = json.loads(done.stdout)
     queues = {q["queue"]: q for q in snap["queues"]}
     assert queues["default"] | {"queue": "", "dead": 0} == {
-        "queue": "", "depth": 1, "delayed": 1, "in_flight": 1, "dead": 0,
+        "queue": "", "depth": 1, "delayed": 1, "in_flight": 1, "dead": 0, "lost": None,
     }  # fmt: skip
     assert "extra" in queues  # consumed by a worker though no task names it
     (busy,) = [w for w in snap["workers"] if w["pid"] == proc.pid]
