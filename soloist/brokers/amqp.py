@@ -291,6 +291,19 @@ class _Session:
         yield from (method.delivery_tag for _, method, _, _ in self.pushed)
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The socket error under pika's connection errors (kept in their args or their
+    `exception` attribute, not as a cause)."""
+    todo, seen = [exc], 0
+    while todo and seen < 20:
+        error, seen = todo.pop(), seen + 1
+        if isinstance(error, OSError):
+            return error
+        inner = [*error.args, getattr(error, "exception", None), error.__cause__]
+        todo += [e for e in inner if isinstance(e, BaseException)]
+    return None
+
+
 class _Link(threading.Thread):
     """The I/O thread: connects, reconnects with back-off, and runs requests in order."""
 
@@ -307,7 +320,11 @@ class _Link(threading.Thread):
         self.fatal: BrokerUnavailable | None = None
 
     def describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cause = _os_error(exc)
+        if cause is not None:  # "connection refused (host:port)", not pika's wrapper's name
+            why = (cause.strerror or type(cause).__name__).lower()
+            return f"{why} ({self.params.host}:{self.params.port})"
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
         return scrub(text, self.secrets)
 
     # -- the caller's side -------------------------------------------------------------

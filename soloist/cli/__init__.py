@@ -10,6 +10,7 @@ import click
 
 from ..errors import SoloistError
 from ..worker import constants as c
+from .common import APP_HELP
 
 #: Command name -> the module defining it (the function has the command's name).
 COMMANDS = {
@@ -18,6 +19,7 @@ COMMANDS = {
     "status": "status",
     "dead-letters": "dead_letters",
     "revoke": "revoke",
+    "result": "result",
     "demo": "demo",
 }
 
@@ -35,9 +37,17 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup)
+@click.option(
+    "-A", "--app", "app_path", default=None, metavar="MODULE:APP", envvar="SOLOIST_APP",
+    help="The app, for every command (each also takes -A), " + APP_HELP,
+)  # fmt: skip
 @click.version_option(package_name="soloist")
-def cli() -> None:
-    """Soloist: a task queue built around the inline (solo) worker."""
+def cli(app_path: str | None) -> None:
+    """Soloist: a task queue built around the inline (solo) worker.
+
+    Exit codes: 0 success; 1 an error Soloist reports in one line (bad configuration, a
+    broker or result store it cannot use); 2 a usage error (a bad option or argument, an
+    -A that cannot be loaded). `worker` and `result` add their own (see their --help)."""
 
 
 def main() -> None:

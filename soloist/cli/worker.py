@@ -46,7 +46,13 @@ def _replica_command(ctx: click.Context) -> list[str]:
 
 @click.command()
 @app_option
-@click.option("-Q", "--queues", default=None, help="Comma-separated queues, in priority order.")
+@click.option(
+    "-Q",
+    "--queues",
+    default=None,
+    show_default="the app's default queue: default",
+    help="Comma-separated queues, in priority order.",
+)
 @click.option("--pool", type=click.Choice(POOL_NAMES), default="solo", show_default=True)
 @click.option(
     "-c",
@@ -54,7 +60,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Tasks at once in the threads and processes pools.",
+    help="Tasks at once in the threads and processes pools (solo runs one: see --replicas).",
 )
 @click.option(
     "--prefetch",
@@ -62,6 +68,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     default=None,
     help="Deliveries fetched per round trip. Default: adaptive, from 1 up to "
     f"{c.AUTO_PREFETCH}, as many as run in about {c.PREFETCH_HORIZON * 1000:.0f} ms.",
+    show_default="adaptive",
 )
 @click.option(
     "--lease",
@@ -76,6 +83,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     type=float,
     default=None,
     callback=_positive,
+    show_default="none",
     help="Default hard time limit in seconds.",
 )
 @click.option(
@@ -83,6 +91,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     type=float,
     default=None,
     callback=_positive,
+    show_default="none",
     help="Default soft time limit in seconds.",
 )
 @click.option("--burst", is_flag=True, help="Exit 0 once the queues are empty.")
@@ -90,6 +99,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
     default=None,
+    show_default="never",
     help="Replace a process after this many tasks: a processes-pool child, else the worker "
     f"itself (it exits {c.EXIT_RECYCLE} for its supervisor to start a fresh one).",
 )
@@ -99,12 +109,14 @@ def _replica_command(ctx: click.Context) -> list[str]:
     default=None,
     callback=_positive,
     metavar="MB",
+    show_default="never",
     help="Replace a process once its resident memory passes this many MB after a task.",
 )
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
     default=None,
+    show_default="one worker, no supervisor",
     help="Run a supervisor and this many independent workers, restarted when they die.",
 )
 @click.option(
@@ -112,12 +124,14 @@ def _replica_command(ctx: click.Context) -> list[str]:
     default=None,
     callback=_range,
     metavar="MIN,MAX",
+    show_default="off",
     help="With a supervisor: between MIN and MAX replicas, by queue depth and idleness.",
 )
 @click.option(
     "--metrics-port",
     type=click.IntRange(min=1, max=65535),
     default=None,
+    show_default="off",
     help="Serve Prometheus metrics on this port (each replica: the next free one).",
 )
 @click.option(
@@ -152,8 +166,19 @@ def worker(
     log_format: str,
     loglevel: str,
 ) -> None:
-    """Run a worker: each task runs inline in its main thread (with --pool solo)."""
+    """Run a worker: each task runs inline in its main thread (with --pool solo).
+
+    Exits 0 after a warm shutdown or --burst, 1 for bad configuration or a broker or result
+    store it cannot use, 2 for a usage error, 3 after a cold shutdown, 4 after a hard time
+    limit, 5 when recycled by --max-tasks-per-child or --max-memory-per-child."""
     from ..worker import Worker
+
+    if pool == "solo" and concurrency != 1:
+        raise click.UsageError(
+            f"the solo pool runs one task at a time, so -c {concurrency} would be ignored: "
+            f"use --pool threads -c {concurrency} or --pool processes -c {concurrency}, "
+            f"or --replicas {concurrency} for {concurrency} solo workers"
+        )
 
     setup_logging(loglevel, log_format)
     app = load_app(app_path)
