@@ -20,7 +20,9 @@ from kombu.serialization import prepare_accept_content
 
 from ..app import App
 from ..errors import ConfigurationError
+from ..message import Message
 from ..task import Task, TaskOptions
+from . import protocol
 from .backend import DeferringRedisBackend
 from .broker import broker_url
 from .control import Pidbox
@@ -81,6 +83,11 @@ class CeleryApp(App):
     @property
     def origin(self) -> object:
         return self.celery
+
+    def decode(self, body: bytes) -> Message:
+        """A Celery message back as a task call; raises DecodeError."""
+        call = protocol.decode(body, self.accept)
+        return Message(call.task, call.args, call.kwargs, call.id)
 
     def _deferring_backend(self) -> DeferringRedisBackend | None:
         """A DeferringRedisBackend in place of the app's plain Redis backend with JSON
