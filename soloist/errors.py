@@ -50,6 +50,12 @@ class SoftTimeLimitExceeded(SoloistError):
     """Raised inside a task when its soft time limit passes, so it can clean up."""
 
 
+class WorkerInterrupt(BaseException):
+    """Raised into a running task by the worker itself (a cold shutdown, a revoke with
+    terminate=True). Not the task's failure: the executor lets it through, where it
+    records any other exception, BaseExceptions like SystemExit included."""
+
+
 class TimeLimitExceeded(SoloistError):
     """Recorded for a task stopped at its hard time limit."""
 

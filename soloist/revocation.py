@@ -19,6 +19,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .errors import WorkerInterrupt
 from .results.base import Revocation
 from .task import _current_request
 
@@ -34,7 +35,7 @@ _OVERLAP = 5.0
 STOP_SIGNAL = signal.SIGUSR1
 
 
-class TaskTerminated(BaseException):
+class TaskTerminated(WorkerInterrupt):
     """Raised inside a task stopped by `revoke(terminate=True)`; it is recorded as revoked.
 
     A BaseException, like KeyboardInterrupt, so `except Exception` in task code lets it by.

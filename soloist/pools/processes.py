@@ -38,6 +38,7 @@ from ..brokers.base import Delivery
 from ..errors import ConfigurationError
 from ..worker.execution import Executor, Kind, Outcome
 from .base import ExecutorFactory, Pool, rss_mb
+from .guard import TaskGuard
 from .solo import alarm
 
 if TYPE_CHECKING:
@@ -83,10 +84,11 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
         started=lambda d, m, t: results.send(("started", d.id)),
         default_soft_time_limit=spec.soft_time_limit,
     )
+    guard = TaskGuard()
     ran = 0
     try:
         while (delivery := tasks.recv()) is not None:
-            outcome = executor.execute(delivery)
+            outcome = guard.run(executor.execute, delivery)
             ran += 1
             retire = bool(spec.max_tasks and ran >= spec.max_tasks) or bool(
                 spec.max_memory and rss_mb() >= spec.max_memory
@@ -267,8 +269,12 @@ class ProcessPool(Pool):
 
     def _announce(self, delivery: Delivery) -> None:
         decoded = self._local.decode(delivery)
-        if self._local.started is not None and not isinstance(decoded, Outcome):
+        if self._local.started is None or isinstance(decoded, Outcome):
+            return
+        try:
             self._local.started(delivery, *decoded)
+        except BaseException:  # a task_started hook, say: the listener must live on
+            log.exception("task_started failed for delivery %s", delivery.id)
 
     def _reap(self, child: Child) -> None:
         while not child.eof and child.results.poll():

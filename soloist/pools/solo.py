@@ -15,6 +15,7 @@ from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded
 from ..worker.execution import Outcome
 from .base import ExecutorFactory, Pool
+from .guard import TaskGuard
 
 
 @contextmanager
@@ -47,10 +48,11 @@ class SoloPool(Pool):
         super().__init__(make_executor, 1, max_tasks=max_tasks, max_memory=max_memory)
         self.executor = make_executor()
         self.executor.soft_limit = alarm
+        self.guard = TaskGuard()
         self._done: list[tuple[Delivery, Outcome]] = []
 
     def submit(self, delivery: Delivery) -> None:
-        self._done.append((delivery, self.executor.execute(delivery)))
+        self._done.append((delivery, self.guard.run(self.executor.execute, delivery)))
 
     def free(self) -> int:
         return 0 if self._done or self.worn() else 1
@@ -69,3 +71,4 @@ class SoloPool(Pool):
 
     def close(self) -> None:
         self.executor.close()
+        self.guard.close()

@@ -7,20 +7,29 @@ thread the same way, and gives the slot to a fresh thread; the stuck thread's ow
 is dropped whenever it ends. Once as many threads are stuck as there are slots, only a fresh
 process helps, and `stop` says so. A C call that holds the GIL stops every thread, the
 keeper's too: the watchdog process covers that, as in every pool.
+
+Each thread has an inbox, and `submit` records which thread a delivery goes to before the
+thread sees it: whatever ends a thread (nothing a task raises does; the guard turns it into
+an outcome), its delivery is reported lost and a fresh thread takes its place.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded, TimeLimitExceeded
-from ..worker.execution import Outcome
+from ..worker.execution import Kind, Outcome
 from .base import ExecutorFactory, Pool
+from .guard import TaskGuard
+
+log = logging.getLogger("soloist.worker")
 
 
 def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
@@ -51,6 +60,16 @@ def thread_alarm(seconds: float) -> Iterator[None]:
             _raise_in(target, None)
 
 
+class _Slot:
+    """One task thread, its inbox, and the delivery it was last handed."""
+
+    def __init__(self, serve: Callable[[_Slot], None]) -> None:
+        self.inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self.delivery: Delivery | None = None
+        # Daemon threads: a cold shutdown must not wait for running tasks to return.
+        self.thread = threading.Thread(target=serve, args=(self,), name="soloist-task", daemon=True)
+
+
 class ThreadPool(Pool):
     name = "threads"
 
@@ -63,41 +82,70 @@ class ThreadPool(Pool):
         max_memory: float | None = None,
     ) -> None:
         super().__init__(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
-        self._todo: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
         self._busy = 0
-        #: delivery id -> the thread running it. Whoever pops an entry reports its outcome:
-        #: the thread when the task returns, or `stop` at the hard limit (pops are atomic).
-        self._running: dict[str, int] = {}
-        self._threads: list[threading.Thread] = []
+        #: delivery id -> the slot running it, entered by `submit` before the thread sees
+        #: the delivery. Whoever pops an entry reports its outcome: the thread when the
+        #: task returns, `stop` at the hard limit, `_thread_ended` if the thread dies.
+        self._running: dict[str, _Slot] = {}
+        self._slots: list[_Slot] = []  # live, not stuck past a hard limit
+        self._idle: collections.deque[_Slot] = collections.deque()
         self._stuck: list[threading.Thread] = []
+        self._lock = threading.Lock()  # _slots and _idle, against a thread that dies
+        self._closing = False
+        self._guard = TaskGuard(signals=False)
         for _ in range(concurrency):
             self._spawn()
 
     def _spawn(self) -> None:
-        # Daemon threads: a cold shutdown must not wait for running tasks to return.
-        thread = threading.Thread(target=self._serve, name="soloist-task", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        slot = _Slot(self._serve)
+        with self._lock:
+            self._slots.append(slot)
+            self._idle.append(slot)
+        slot.thread.start()
 
-    def _serve(self) -> None:
+    def _serve(self, slot: _Slot) -> None:
+        """One thread's life. Nothing a task does ends it: the guard turns what escapes
+        the executor into an outcome. Should it end anyway, `_thread_ended` makes good."""
         executor = self.make_executor()
         executor.soft_limit = thread_alarm
         try:
-            while (delivery := self._todo.get()) is not None:
-                self._running[delivery.id] = threading.get_ident()
-                outcome = executor.execute(delivery)
+            while (delivery := slot.inbox.get()) is not None:
+                outcome = self._guard.run(executor.execute, delivery)
                 if self._running.pop(delivery.id, None) is None:
                     return  # stopped at its hard limit: its outcome is already reported
+                self._idle.append(slot)
                 self._done.put((delivery, outcome))
         except TimeLimitExceeded:
             pass  # the stop landed after the task had returned
         finally:
+            self._thread_ended(slot)
             executor.close()
+
+    def _thread_ended(self, slot: _Slot) -> None:
+        """A thread ends: on close, or stopped at a hard limit (already replaced), or else
+        by something nothing caught: then its delivery is reported lost, and a fresh
+        thread takes its place."""
+        with self._lock:
+            if self._closing or slot not in self._slots:
+                return
+            self._slots.remove(slot)
+            if slot in self._idle:
+                self._idle.remove(slot)
+        held = slot.delivery
+        mine = held is not None and self._running.get(held.id) is slot
+        if held is not None and mine and self._running.pop(held.id, None) is not None:
+            self._done.put((held, Outcome(Kind.LOST, reason="the thread running it died")))
+        log.error("a task thread ended unexpectedly; starting another")
+        self._spawn()
 
     def submit(self, delivery: Delivery) -> None:
         self._busy += 1
-        self._todo.put(delivery)
+        with self._lock:
+            slot = self._idle.popleft()
+            slot.delivery = delivery
+            self._running[delivery.id] = slot
+        slot.inbox.put(delivery)
 
     def free(self) -> int:
         return 0 if self.worn() else self.concurrency - self._busy
@@ -124,19 +172,23 @@ class ThreadPool(Pool):
         self._stuck = [t for t in self._stuck if t.is_alive()]
         if len(self._stuck) >= self.concurrency:
             return False
-        ident = self._running.pop(delivery.id, None)
-        if ident is None:
+        slot = self._running.pop(delivery.id, None)
+        if slot is None:
             return True  # it returned meanwhile
-        (thread,) = [t for t in self._threads if t.ident == ident]
-        self._threads.remove(thread)
-        self._stuck.append(thread)
-        _raise_in(ident, TimeLimitExceeded)
+        with self._lock:
+            self._slots.remove(slot)
+        self._stuck.append(slot.thread)
+        _raise_in(slot.thread.ident or 0, TimeLimitExceeded)
         self._spawn()
         self._done.put((delivery, outcome))
         return True
 
     def close(self) -> None:
-        for _ in self._threads:
-            self._todo.put(None)
-        for thread in self._threads:
-            thread.join(timeout=1)
+        with self._lock:
+            self._closing = True
+            slots = list(self._slots)
+        for slot in slots:
+            slot.inbox.put(None)
+        for slot in slots:
+            slot.thread.join(timeout=1)
+        self._guard.close()

@@ -17,7 +17,7 @@ from time import perf_counter as _clock
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Delivery
-from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded
+from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded, WorkerInterrupt
 from ..message import Message
 from ..results.base import FAILURE, RETRY, REVOKED, SUCCESS
 from ..results.handle import failure_record, success_record
@@ -162,7 +162,11 @@ class Executor:
                     value = self._await(value, limit)
         except Retry as exc:
             return self._retry(delivery, message, task, exc, exc.exc, _clock() - start)
-        except Exception as exc:
+        except WorkerInterrupt:
+            raise
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and GeneratorExit from a task are its failure
+            # too: they must not end the worker, or stop the fleet with its exit code.
             if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
                 return self._retry(delivery, message, task, None, exc, _clock() - start)
             return self._failure(message, task, exc, _clock() - start)
@@ -173,7 +177,9 @@ class Executor:
             return Outcome(Kind.SUCCESS, message.id, task.name, runtime=_clock() - start)
         try:
             result = self._encode(success_record(value))
-        except (TypeError, ValueError, OverflowError, LimitExceeded) as exc:
+        except WorkerInterrupt:
+            raise
+        except BaseException as exc:  # a __reduce__ or __str__ of the value may raise anything
             return self._failure(message, task, exc, _clock() - start)
         return Outcome(
             Kind.SUCCESS,
@@ -218,7 +224,7 @@ class Executor:
             if request and request.countdown is not None
             else opts.backoff(delivery.attempts)
         )
-        reason = _describe(cause) if cause else "retry requested"
+        reason = describe(cause) if cause else "retry requested"
         record = None  # RETRY is recorded while the retry waits
         if not (opts.ignore_result or message.options.get("ignore_result")):
             retries, eta = delivery.attempts + 1, time.time() + delay
@@ -235,11 +241,16 @@ class Executor:
         runtime: float,
         when: str = "",
     ) -> Outcome:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except WorkerInterrupt:
+            raise
+        except BaseException:
+            text = describe(exc)
         record = failure_record(
-            type(exc).__name__, str(exc)[:_MAX_TRACEBACK], text[-_MAX_TRACEBACK:]
+            type(exc).__name__, _text(exc)[:_MAX_TRACEBACK], text[-_MAX_TRACEBACK:]
         )
-        reason = f"failed{' ' + when if when else ''}: {_describe(exc)}"
+        reason = f"failed{' ' + when if when else ''}: {describe(exc)}"
         return Outcome(
             Kind.FAILURE,
             message.id,
@@ -254,7 +265,13 @@ class Executor:
         try:
             body = self.app.codec.dumps(record)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise type(exc)(f"the task's return value cannot be serialized: {exc}") from None
+            raise type(exc)(f"the task's return value cannot be serialized: {_text(exc)}") from None
+        except WorkerInterrupt:
+            raise
+        except BaseException as exc:  # a __reduce__ (pickle) or default hook that raises
+            raise TypeError(
+                f"the task's return value cannot be serialized: {describe(exc)}"
+            ) from None
         if len(body) > self.app.max_result_size:
             raise LimitExceeded(
                 f"result of {len(body)} bytes is over the limit of {self.app.max_result_size}"
@@ -315,5 +332,16 @@ class Executor:
             self._loop = None
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+def describe(exc: BaseException) -> str:
+    """`Type: message` of an exception, short, whatever its __str__ does."""
+    return f"{type(exc).__name__}: {_text(exc)}"[:500]
+
+
+def _text(exc: BaseException) -> str:
+    """str(exc), or why there is none: task code may define a __str__ that raises."""
+    try:
+        return str(exc)
+    except WorkerInterrupt:
+        raise
+    except BaseException as error:
+        return f"<str() of the exception raised {type(error).__name__}>"

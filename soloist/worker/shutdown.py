@@ -14,6 +14,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from ..errors import WorkerInterrupt
+
 log = logging.getLogger("soloist.worker")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -37,7 +39,7 @@ def _reset_handlers_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_handlers_in_child)
 
 
-class ColdShutdown(BaseException):
+class ColdShutdown(WorkerInterrupt):
     """Raised in the main thread by the second shutdown signal."""
 
 

@@ -1,0 +1,119 @@
+"""What a task may do to the process that runs it, undone after each task.
+
+Task code runs in the worker's own process (or a pool child), so it can reach past its
+task: replace the worker's SIGTERM or SIGINT handler (then a shutdown signal no longer
+reaches the worker), its SIGALRM or SIGUSR1 handler (soft time limits, terminating
+revokes), leave a timer armed (its SIGALRM lands in a later task), or fork and return in
+the child (which would go on as a second worker on the parent's broker connection). A
+`TaskGuard` runs each task of a pool and, after it:
+
+* ends a forked child at once with `os._exit`, before it touches the broker;
+* puts back any of those handlers the task replaced, and disarms the timer if the task
+  had its own SIGALRM handler (a timer armed without one reaches `_stray_alarm`, which
+  the guard installs so that such a SIGALRM cannot kill the worker);
+* turns anything that escapes the executor (which records what the task raised) into a
+  `LOST` outcome, so a thread or child survives it and the delivery is given back.
+
+Cost per task: the four handlers read before and after (`signal.getsignal` reads
+Python's own table, no system call) and an integer compare; a system call only when
+something was changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from ..brokers.base import Delivery
+from ..errors import WorkerInterrupt
+from ..worker.execution import Kind, Outcome, describe
+
+log = logging.getLogger("soloist.worker")
+
+#: The signals whose handlers belong to the worker (shutdown, soft limit, revoke).
+WATCHED = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1)
+
+#: Forks of this process so far, seen from a child (raised in each child at fork).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+    if signal.getsignal(signal.SIGALRM) is _stray_alarm:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a forked child's alarms are its own
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _stray_alarm(signum: int, frame: FrameType | None) -> None:
+    log.warning("ignored a SIGALRM that no running task expected (a timer a task left armed)")
+
+
+class TaskGuard:
+    """Runs tasks for one pool; `signals` is False where tasks run on other threads than
+    the main one (they cannot replace handlers, which only the main thread sets)."""
+
+    def __init__(self, signals: bool = True) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        self.signals = signals and main
+        self._forks = _forks
+        self._stray = main and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+        if self._stray:
+            signal.signal(signal.SIGALRM, _stray_alarm)
+
+    def run(self, execute: Callable[[Delivery], Outcome], delivery: Delivery) -> Outcome:
+        before = [signal.getsignal(s) for s in WATCHED] if self.signals else None
+        try:
+            outcome = execute(delivery)
+        except WorkerInterrupt:
+            raise
+        except BaseException as exc:
+            log.exception("delivery %s could not be run; giving it back", delivery.id)
+            outcome = Outcome(Kind.LOST, reason=f"the worker could not run it: {describe(exc)}")
+        if _forks != self._forks:
+            _leave(outcome)
+        if before is not None:
+            after = [signal.getsignal(s) for s in WATCHED]
+            if after != before:
+                _restore(before, after, outcome)
+        return outcome
+
+    def close(self) -> None:
+        """Give SIGALRM its default handler back (from the thread that made the guard)."""
+        if self._stray and signal.getsignal(signal.SIGALRM) is _stray_alarm:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        self._stray = False
+
+
+def _restore(before: list[Any], after: list[Any], outcome: Outcome) -> None:
+    for sig, was, now in zip(WATCHED, before, after, strict=True):
+        if now == was or was is None:  # None: not set from Python; nothing to put back
+            continue
+        signal.signal(sig, was)
+        if sig == signal.SIGALRM:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # whatever timer the task armed for it
+        log.warning(
+            "task %s[%s] replaced the worker's %s handler; restored",
+            outcome.task or "?",
+            outcome.task_id,
+            sig.name,
+        )
+
+
+def _leave(outcome: Outcome) -> None:
+    """In a child the task forked, back from the task: exit now, never as a worker."""
+    try:
+        os.write(
+            2,
+            f"soloist: a process forked by task {outcome.task or '?'}[{outcome.task_id}] "
+            f"returned into the worker; it exits\n".encode(),
+        )
+    finally:
+        os._exit(0 if outcome.kind is Kind.SUCCESS else 1)
