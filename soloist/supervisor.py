@@ -10,10 +10,14 @@ one log line per replica event:
   replica has lived a minute, so a crash loop does not spin.
 * A replica that exits `EXIT_RECYCLE` (it ran --max-tasks-per-child tasks or grew past
   --max-memory-per-child MB, and finished warm) is replaced at once.
-* A replica that exits 0 (in burst mode: the queues are empty) is done; so is the
-  supervisor once no replica is left.
+* Any other exit while the fleet is meant to run is a failure, whatever its code: a
+  task may call `os._exit(0)`, or someone may stop one replica, and the queue must not
+  be stranded. Only with `burst=True` is a replica that exits 0 while the queues are
+  empty done (as a `--burst` worker is: it does not wait for messages other replicas
+  hold); the supervisor is done once no replica is left.
 * The first SIGTERM/SIGINT goes on to every replica as SIGTERM, a warm shutdown, and the
   supervisor exits 0 once all have ended. A second is forwarded too: a cold shutdown.
+  Only then, or when the autoscaler stops one, does a replica stay stopped.
 * With `autoscale=(MIN, MAX)` it adds a replica while the queues hold more waiting messages
   than there are replicas, and stops one (warm) after the queues stayed empty a while.
 """
@@ -81,11 +85,13 @@ class Supervisor:
         *,
         autoscale: tuple[int, int] | None = None,
         depth: Callable[[], int] | None = None,
+        burst: bool = False,
     ) -> None:
         self.command = list(command)
         self.initial = replicas
         self.autoscale = autoscale
         self.depth = depth
+        self.burst = burst
         self.replicas: list[Replica] = []
         self._signals = self._forwarded = 0
         self._numbers = 0
@@ -149,7 +155,7 @@ class Supervisor:
         if code == c.EXIT_RECYCLE and not self._signals:
             log.info("replica %d recycled: %s", replica.number, what)
             self._start(replica)
-        elif code == c.EXIT_OK or self._signals or replica.retiring:
+        elif self._signals or replica.retiring or (code == c.EXIT_OK and self._drained()):
             log.info("%s", what)
             self.replicas.remove(replica)
         else:
@@ -159,6 +165,16 @@ class Supervisor:
             delay = min(BACKOFF_FIRST * 2 ** (replica.failures - 1), BACKOFF_MAX)
             replica.restart_at = now + delay
             log.warning("%s; restarting in %.1fs", what, delay)
+
+    def _drained(self) -> bool:
+        """In burst mode, whether the queues are empty (then a replica exiting 0 is done)."""
+        if not self.burst or self.depth is None:
+            return False
+        try:
+            return self.depth() == 0
+        except Exception as exc:
+            log.warning("cannot read the queue depth (restarting the replica): %s", exc)
+            return False
 
     def _scale(self, now: float) -> None:
         if now < self._next_scale or self.depth is None or self.autoscale is None:

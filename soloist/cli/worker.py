@@ -185,7 +185,7 @@ def worker(
     logs.redact(app)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if replicas is not None or autoscale is not None:
-        sys.exit(_supervise(app, names, replicas, autoscale))
+        sys.exit(_supervise(app, names, replicas, autoscale, burst))
     w = Worker(
         app,
         names,
@@ -208,7 +208,11 @@ def worker(
 
 
 def _supervise(
-    app: App, queues: list[str] | None, replicas: int | None, autoscale: tuple[int, int] | None
+    app: App,
+    queues: list[str] | None,
+    replicas: int | None,
+    autoscale: tuple[int, int] | None,
+    burst: bool,
 ) -> int:
     from ..supervisor import Supervisor
 
@@ -221,11 +225,11 @@ def _supervise(
         )
     names = queues or [app.default_queue]
     app.broker.depth(names[0])  # fail fast, with one line, if the broker is unreachable
-    if autoscale is None:
+    if autoscale is None and not burst:
         app.close()  # the replicas have their own connections; this one is not needed
 
     def depth() -> int:
         return sum(app.broker.depth(q) for q in names)
 
     command = _replica_command(click.get_current_context())
-    return Supervisor(command, replicas, autoscale=autoscale, depth=depth).run()
+    return Supervisor(command, replicas, autoscale=autoscale, depth=depth, burst=burst).run()

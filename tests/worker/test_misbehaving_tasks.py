@@ -155,3 +155,28 @@ def test_a_forked_child_returning_from_the_task_exits_at_once(
     (ran,) = [line.split()[2] for line in lines if line.startswith("start after")]
     assert ran != child  # the child went nowhere near the broker
     assert "returned into the worker; it exits" in done.stderr
+
+
+def test_the_supervisor_restarts_a_replica_that_exits_0_and_stops_on_its_own_signal(
+    workers: WorkerProcesses, bad_app: App
+) -> None:
+    exiting = bad_app.tasks["os_exit"].delay(0)
+    sup = workers.start("--replicas", "1", "--lease", "1", app=APP)
+    assert exiting.get(timeout=30) == "survived"  # run again, counted, by a fresh replica
+    counts = [line.split()[3] for line in workers.lines() if line.startswith("start os_exit")]
+    assert counts == ["1", "2"]
+    out = workers.output(sup)
+    assert "exited with code 0; restarting in 1.0s" in out
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=20) == 0
+
+
+def test_a_burst_fleet_restarts_a_replica_that_exits_0_before_the_queues_are_empty(
+    workers: WorkerProcesses, bad_app: App
+) -> None:
+    bad_app.tasks["os_exit"].delay(0)
+    behind = [bad_app.tasks["add"].delay(i, 1) for i in range(3)]
+    done = workers.run("worker", "-A", APP, "--replicas", "1", "--burst", "--prefetch", "1")
+    assert done.returncode == 0, done.stderr
+    assert [r.get(timeout=1) for r in behind] == [1, 2, 3]
+    assert "exited with code 0; restarting" in done.stderr
