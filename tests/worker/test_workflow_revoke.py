@@ -10,7 +10,7 @@ from soloist.results.base import REVOKED
 from tests.conftest import WorkerProcesses
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads"])
+@pytest.mark.parametrize("pool", ["solo", "threads", "processes"])
 def test_revoking_a_running_chain_stops_it(
     workers: WorkerProcesses, sample_app: App, pool: str
 ) -> None:
@@ -41,3 +41,19 @@ def test_revoking_a_running_chord_stops_its_members_and_its_callback(
     assert [r.state for r in result.group] == [REVOKED, REVOKED]
     assert sample_app.tasks["add"].delay(2, 3).get(timeout=10) == 5
     assert not any(line.startswith(("end m", "collect")) for line in workers.lines())
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_a_step_stopped_by_its_pool_stops_the_rest_of_its_chain(
+    workers: WorkerProcesses, sample_app: App, pool: str
+) -> None:
+    """The pool makes up the outcome of a task it stops: the worker still knows the
+    message's workflow, so the steps after it are recorded revoked instead of waited for."""
+    workers.start("--pool", pool)
+    sleepy = sample_app.tasks["sleepy"]
+    result = chain(sleepy.si(60, "first"), sleepy.si(0, "second")).apply_async()
+    workers.wait_for("start first")
+    assert result.steps[0].revoke(terminate=True)  # that step only
+    with pytest.raises(TaskRevoked):
+        result.get(timeout=10)
+    assert not any(line.startswith("start second") for line in workers.lines())
