@@ -8,15 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..app import DEAD_SCAN, App
 from ..brokers.base import DeadLetter
 from ..errors import DecodeError
 from ..message import Message
+from . import tables
 from .common import app_option, load_app, queue_names
+from .tables import Column, for_terminal
 
 #: Characters of a message's arguments shown by `list` and by `show`.
 _ARGS_LIST, _ARGS_SHOW = 60, 2000
@@ -92,6 +91,17 @@ def _pick(app: App, queue: str | None, ids: tuple[str, ...], all_: bool) -> list
     return letters
 
 
+_COLUMNS = [
+    Column("id"),
+    Column("queue"),
+    Column("task"),
+    Column("task id"),
+    Column("arguments", cut=True),
+    Column("reason", cut=True),
+    Column("deliveries"),
+    Column("dead at"),
+]
+
 queue_option = click.option("-Q", "--queue", default=None, help="Only this queue.")
 
 
@@ -108,17 +118,17 @@ def dead_letters() -> None:
 def list_(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
     """The oldest dead letters of each queue."""
     app = load_app(app_path)
+    terminal = for_terminal()  # elsewhere, scripts read every value whole
     entries = [
-        describe(app, letter, _ARGS_LIST)
+        describe(app, letter, _ARGS_LIST if terminal else _ARGS_SHOW)
         for q in _queues(app, queue)
         for letter in app.broker.dead_letters(q, limit)
     ]
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    table = Table("id", "queue", "task", "task id", "arguments", "reason", "deliveries", "dead at")
-    for e in entries:
-        cells = (
+    rows = [
+        [
             e["id"],
             e["queue"],
             e["task"] or "?",
@@ -127,9 +137,13 @@ def list_(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
             e["reason"],
             str(e["delivery_count"]),
             _when(e["dead_at"]),
-        )
-        table.add_row(*(escape(cell) for cell in cells))  # text, not rich markup
-    Console().print(table if entries else "no dead letters")
+        ]
+        for e in entries
+    ]
+    if terminal and not rows:
+        click.echo("no dead letters")
+        return
+    tables.show(None, _COLUMNS, rows)
 
 
 @dead_letters.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from collections.abc import Sequence
@@ -10,12 +11,12 @@ from typing import Any
 import click
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
 from ..app import App
 from ..worker import constants as c
 from .common import app_option, load_app, queue_names
+from .tables import Column, for_terminal, table
+from .tables import plain as plain_lines
 
 #: A worker whose last heartbeat is older than this is shown as gone; the broker drops it
 #: once its heartbeat ttl (HEARTBEAT_TTL) passes.
@@ -45,11 +46,18 @@ def snapshot(app: App, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
                     {"task": r.get("task"), "id": r.get("id"), "for": now - r.get("since", now)}
                     for r in info.get("running", [])
                 ],
+                "held": info.get("held", {}),
                 "last_seen": seen,
                 "gone": now - seen > GONE_AFTER,
             }
         )
     consumed = [q for w in workers if not w["gone"] for q in w["queues"]]
+    # Where the broker cannot count a queue's leased messages (RabbitMQ), the live
+    # workers' heartbeats say how many each holds.
+    held: collections.Counter[str] = collections.Counter()
+    for w in workers:
+        if not w["gone"]:
+            held.update(w["held"])
     queues = []
     for name in queue_names(app, [*extra_queues, *consumed]):
         stats = app.broker.stats(name)
@@ -58,7 +66,7 @@ def snapshot(app: App, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
                 "queue": name,
                 "depth": stats.depth,
                 "delayed": stats.delayed,
-                "in_flight": stats.in_flight,
+                "in_flight": held[name] if stats.in_flight is None else stats.in_flight,
                 "dead": stats.dead,
                 "lost": stats.lost,
             }
@@ -79,29 +87,64 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(snap: dict[str, Any]) -> Group:
-    queues = Table("queue", "waiting", "of them delayed", "in flight", "dead letters")
-    queues.title = "Queues"
-    for q in snap["queues"]:
-        queues.add_row(
-            escape(q["queue"]), _n(q["depth"]), _n(q["delayed"]), _n(q["in_flight"]), _n(q["dead"])
-        )
-    workers = Table("worker", "host", "pid", "pool", "running", "done", "last seen")
-    workers.title = "Workers"
+QUEUE_COLUMNS = [
+    Column("queue"),
+    Column("waiting"),
+    Column("of them delayed"),
+    Column("in flight"),
+    Column("dead letters"),
+    Column("lost"),
+]
+WORKER_COLUMNS = [
+    Column("worker"),
+    Column("host"),
+    Column("pid"),
+    Column("pool"),
+    Column("running", cut=True),
+    Column("done"),
+    Column("failed"),
+    Column("last seen"),
+]
+
+
+def rows(snap: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The queue and worker rows of a snapshot, as text: the same figures as its JSON."""
+    queues = [
+        [q["queue"], *(_n(q[k]) for k in ("depth", "delayed", "in_flight", "dead", "lost"))]
+        for q in snap["queues"]
+    ]
+    workers = []
     for w in snap["workers"]:
         running = ", ".join(f"{r['task']}[{r['id']}] {_ago(r['for'])}" for r in w["running"])
-        running = escape(running)  # not rich markup: [id] would vanish
         seen = _ago(snap["time"] - w["last_seen"]) + " ago"
-        workers.add_row(
-            escape(w["id"]),
-            escape(w["host"] or "?"),
-            str(w["pid"] or "?"),
-            f"{w['pool']} x{w['concurrency']}" if w["concurrency"] else str(w["pool"]),
-            running or "idle",
-            _n(w["done"]),
-            f"[red]gone[/red] ({seen})" if w["gone"] else seen,
+        workers.append(
+            [
+                w["id"],
+                w["host"] or "?",
+                str(w["pid"] or "?"),
+                f"{w['pool']} x{w['concurrency']}" if w["concurrency"] else str(w["pool"]),
+                running or "idle",
+                _n(w["done"]),
+                _n(w["failed"]),
+                f"gone ({seen})" if w["gone"] else seen,
+            ]
         )
-    return Group(queues, workers if snap["workers"] else "no workers")
+    return queues, workers
+
+
+def render(snap: dict[str, Any]) -> Group:
+    """For a terminal: ids and names whole, what each worker runs cut to fit."""
+    queues, workers = rows(snap)
+    return Group(
+        table("Queues", QUEUE_COLUMNS, queues),
+        table("Workers", WORKER_COLUMNS, workers) if workers else "no workers",
+    )
+
+
+def plain(snap: dict[str, Any]) -> str:
+    """For scripts: the queue lines, a blank line, the worker lines, tab-separated."""
+    queues, workers = rows(snap)
+    return plain_lines(QUEUE_COLUMNS, queues) + "\n\n" + plain_lines(WORKER_COLUMNS, workers)
 
 
 @click.command()
@@ -123,9 +166,16 @@ def status(app_path: str, queues: str | None, as_json: bool, watch: bool, interv
                 if not watch:
                     return
                 time.sleep(interval)
-        if not watch:
-            Console().print(render(snapshot(app, extra)))
-            return
+        if not watch or not for_terminal():
+            while True:
+                snap = snapshot(app, extra)
+                if for_terminal():
+                    Console().print(render(snap))
+                else:
+                    click.echo(plain(snap))
+                if not watch:
+                    return
+                time.sleep(interval)
         with Live(render(snapshot(app, extra)), auto_refresh=False) as live:
             while True:
                 time.sleep(interval)

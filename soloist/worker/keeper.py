@@ -9,6 +9,7 @@ that case.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -145,4 +146,6 @@ class Keeper(threading.Thread):
                 {"task": r.task, "id": r.task_id, "since": r.since}
                 for r in list(w.running.values())
             ],
+            # Leased deliveries per queue, for brokers that cannot count them (RabbitMQ).
+            "held": dict(collections.Counter(d.queue for d in w.held())),
         }
