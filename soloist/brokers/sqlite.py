@@ -9,6 +9,16 @@ Schema (all tables prefixed `soloist_`):
   rows stay out of the hand-out index until a claim finds them due and clears it.
 * `dead`: the dead-letter store, with the reason and counts.
 * `workers`: heartbeats.
+* `clock`: the base of the database's clock for the current boot (see below).
+
+Time. Leases and delays are deadlines shared by every process on the file, so they are
+read on one clock that a step of the wall clock does not move: CLOCK_MONOTONIC, which on
+Linux is one clock for every process of a machine (WAL already requires them all to be on
+one machine), plus an offset fixed for the boot (the wall time minus the monotonic time
+when the first process of the boot opened the file, kept in `clock` under the kernel's
+boot id). Within a boot it never steps; after a reboot it starts again from the wall
+clock, so a delay outlives a reboot and every lease of the old boot has lapsed. Where
+there is no boot id (not Linux) the wall clock is used, and stepping it moves leases.
 
 Claiming is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` inside a
 `BEGIN IMMEDIATE` transaction: SQLite admits one writer at a time, so two workers can
@@ -66,6 +76,10 @@ CREATE TABLE IF NOT EXISTS soloist_dead (
     dead_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS soloist_dead_queue ON soloist_dead (queue, id);
+CREATE TABLE IF NOT EXISTS soloist_clock (
+    boot TEXT PRIMARY KEY,
+    offset REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS soloist_workers (
     id TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -104,6 +118,8 @@ _POLL_MIN, _POLL_MAX = 0.001, 0.01
 _BUSY_SPELL = 1.0
 #: Ids per `IN (…)` list, well under SQLite's bound on parameters in one statement.
 _MAX_PARAMS = 500
+#: Linux: a random id per boot, the same for every process (see the module doc on time).
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 _INSERT = (
@@ -239,6 +255,31 @@ class SQLiteBroker(Broker):
         self._migrate()
         self.db.connection().executescript(_INDEXES)
         self._claimed_at = 0.0  # monotonic time of the last fetch that got something
+        self._offset = self._clock_offset()
+
+    def _clock_offset(self) -> float | None:
+        """The database clock's offset from CLOCK_MONOTONIC for this boot (module doc)."""
+        try:
+            with open(_BOOT_ID) as f:
+                boot = f.read().strip()
+        except OSError:
+            return None
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM soloist_clock WHERE boot != ?", (boot,))
+            conn.execute(
+                "INSERT OR IGNORE INTO soloist_clock (boot, offset) VALUES (?, ?)",
+                (boot, time.time() - time.monotonic()),
+            )
+            (offset,) = conn.execute(
+                "SELECT offset FROM soloist_clock WHERE boot = ?", (boot,)
+            ).fetchone()
+        return float(offset)
+
+    def _now(self) -> float:
+        """The database clock: what `visible_at` (delays, lease expiries) is read on."""
+        if self._offset is None:
+            return time.time()
+        return time.monotonic() + self._offset
 
     def _migrate(self) -> None:
         """Add `delayed` to a messages table made before it existed. Its rows read as not
@@ -257,13 +298,13 @@ class SQLiteBroker(Broker):
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         cur = self.db.connection().execute(
-            _INSERT, (queue, body, priority, *_due(time.time(), delay))
+            _INSERT, (queue, body, priority, *_due(self._now(), delay))
         )
         return str(cur.lastrowid)
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
         """Publish (queue, body, delay, priority) items in one transaction."""
-        now = time.time()
+        now = self._now()
         ids = []
         with self.db.write() as conn:
             for queue, body, delay, priority in items:
@@ -272,7 +313,7 @@ class SQLiteBroker(Broker):
         return ids
 
     def _claim(self, queues: Sequence[str], max_count: int, lease: float) -> list[Delivery]:
-        now = time.time()
+        now = self._now()
         receipt = random.getrandbits(62)
         out: list[Delivery] = []
         with self.db.write() as conn:
@@ -351,7 +392,7 @@ class SQLiteBroker(Broker):
             due = min((r[0] for r in row if r[0] is not None), default=None)
             poll = _POLL_MIN
             while time.monotonic() < deadline and self.db.data_version() == version:
-                if due is not None and time.time() >= due:
+                if due is not None and self._now() >= due:
                     break
                 time.sleep(poll)
                 if time.monotonic() - self._claimed_at > _BUSY_SPELL:
@@ -391,7 +432,7 @@ class SQLiteBroker(Broker):
             "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
             " attempts = attempts + 1, visible_at = ?, delayed = ?",
             delivery,
-            *_due(time.time(), delay),
+            *_due(self._now(), delay),
         )
 
     def _bury(self, conn: sqlite3.Connection, rid: int, reason: str) -> None:
@@ -413,7 +454,7 @@ class SQLiteBroker(Broker):
             return held is not None
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        now = time.time()
+        now = self._now()
         with self.db.write() as conn:
             conn.executemany(
                 "UPDATE soloist_messages SET receipt = NULL, visible_at = ?,"
@@ -422,7 +463,7 @@ class SQLiteBroker(Broker):
             )
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
-        until = time.time() + lease
+        until = self._now() + lease
         lost = []
         with self.db.write() as conn:
             for d in deliveries:
@@ -440,14 +481,14 @@ class SQLiteBroker(Broker):
             .execute(
                 f"SELECT count(*) FROM ({_QUEUE_ROWS})"
                 " WHERE receipt IS NULL OR visible_at <= :now",
-                {"queue": queue, "now": time.time()},
+                {"queue": queue, "now": self._now()},
             )
             .fetchone()
         )
         return int(row[0])
 
     def stats(self, queue: str) -> QueueStats:
-        now = time.time()
+        now = self._now()
         depth, delayed, in_flight, dead = (
             self.db.connection()
             .execute(
@@ -465,7 +506,7 @@ class SQLiteBroker(Broker):
     def purge(self, queue: str) -> int:
         cur = self.db.connection().execute(
             "DELETE FROM soloist_messages WHERE queue = ? AND (receipt IS NULL OR visible_at <= ?)",
-            (queue, time.time()),
+            (queue, self._now()),
         )
         return cur.rowcount
 
@@ -490,7 +531,7 @@ class SQLiteBroker(Broker):
         return [int(i) for i in ids if i.isdigit()]
 
     def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        now = time.time()
+        now = self._now()
         moved = 0
         with self.db.write() as conn:
             for rid in self._dead_ids(conn, queue, ids):

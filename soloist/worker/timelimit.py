@@ -142,7 +142,9 @@ class Watchdog:
         self._send(
             {
                 "key": d.id,
-                "deadline": running.since + (running.time_limit or 0) + grace,
+                # CLOCK_MONOTONIC: one clock for every process of the machine, which a
+                # step of the wall clock does not move.
+                "deadline": running.started + (running.time_limit or 0) + grace,
                 "limit": running.time_limit,
                 "task_id": running.task_id,
                 "delivery": {
@@ -189,14 +191,14 @@ def watch() -> None:
             else:
                 armed[message["key"]] = message
         first = min((a["deadline"] for a in armed.values()), default=None)
-        timeout = None if first is None else max(first - time.time(), 0)
+        timeout = None if first is None else max(first - time.monotonic(), 0)
         if selector.select(timeout):
             chunk = os.read(fd, 65536)
             if not chunk:
                 return  # the worker closed the pipe: it exited
             buffer += chunk
         elif init is not None:
-            now = time.time()
+            now = time.monotonic()
             _kill_and_record(init, [a for a in armed.values() if a["deadline"] <= now])
             return
 
