@@ -12,12 +12,25 @@ import socket
 import subprocess
 import uuid
 import warnings
+from urllib.parse import urlsplit
 
 import pika
 import pytest
 
 REDIS_URL = os.environ.get("SOLOIST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 AMQP_URL = os.environ.get("SOLOIST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _address(url: str, port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or port
+
+
+#: Tests name the default addresses; the environment's URLs move them to other servers.
+_MOVED = {
+    ("127.0.0.1", 6379): _address(REDIS_URL, 6379),
+    ("127.0.0.1", 5672): _address(AMQP_URL, 5672),
+}
 
 
 def reachable(host: str, port: int) -> bool:
@@ -29,7 +42,9 @@ def reachable(host: str, port: int) -> bool:
 
 
 def require(name: str, host: str, port: int) -> None:
-    """Skip (fail under CI) unless `host:port` accepts connections."""
+    """Skip (fail under CI) unless `host:port` accepts connections (the server of
+    SOLOIST_TEST_REDIS_URL or SOLOIST_TEST_AMQP_URL for the default addresses)."""
+    host, port = _MOVED.get((host, port), (host, port))
     if reachable(host, port):
         return
     message = f"{name} is not reachable on {host}:{port}"
