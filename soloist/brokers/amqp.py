@@ -37,7 +37,8 @@ publish waits for its confirm (`mandatory`, so a publish to a missing queue fail
 
 Leases and fencing. A delivery's lease is its channel's life: RabbitMQ returns unacked
 messages when the channel or connection dies (the quorum queue then raises the count), so
-`extend` is a liveness check and `lease` values are not used. The receipt is (channel
+`extend` is a liveness check and `lease` values are not used; a lost run (`abandon`) is
+given back at once as a copy with the count raised. The receipt is (channel
 epoch, delivery tag); a settle with a receipt of a dead channel returns False without
 touching the wire. An ack returns True only once the server has processed it: it is
 followed by a synchronous basic.qos on the same channel (AMQP acks have no reply).
@@ -867,17 +868,26 @@ class AMQPBroker(Broker):
             s.sub.basic_cancel(tag)
         s.consumers.clear()
 
-    def _give_back(self, s: _Session, kept: Sequence[tuple[int, _Held, bytes]]) -> None:
+    def _give_back(
+        self, s: _Session, kept: Sequence[tuple[int, _Held, bytes]], counted: bool = False
+    ) -> None:
         """Put deliveries back unstarted, as if never delivered: publish copies that carry
         the count so far, then ack the originals (a basic.nack would raise the quorum
         queue's count, and a message given back often would look like poison). The
-        copies go to the back of their lanes."""
+        copies go to the back of their lanes. `counted`: a lost run, whose delivery counts
+        (a copy handed out past max_deliveries is dead-lettered by `_hand_out`)."""
         if not kept:
             return
         self._send_many(
             s,
             [
-                _Out(h.queue, h.lane, body, h.message_id, h.copy_headers({H_PRIOR: h.count - 1}))
+                _Out(
+                    h.queue,
+                    h.lane,
+                    body,
+                    h.message_id,
+                    h.copy_headers({H_PRIOR: h.count - 1 + counted}),
+                )
                 for _, h, body in kept
             ],
         )
@@ -1105,6 +1115,26 @@ class AMQPBroker(Broker):
             return  # never connected: nothing is held
         with contextlib.suppress(_Down, BrokerUnavailable):
             # Its channel died with the connection: the server returned everything.
+            self._call(work, self.publish_timeout)
+
+    def abandon(self, deliveries: Sequence[Delivery]) -> None:
+        """Copies with the count raised, then acks (`_give_back`): the lease is the
+        channel's life, so ending it by time, as other brokers do, would never happen."""
+
+        def work(s: _Session, _: _Request) -> None:
+            kept = []
+            for d in deliveries:
+                held = s.holds(d.receipt)
+                if held is not None:
+                    kept.append((d.receipt[1], held, d.body))
+            self._give_back(s, kept, counted=True)
+            if kept:
+                self._confirm_acks(s)
+
+        if self._link is None:
+            return  # never connected: nothing is held
+        with contextlib.suppress(_Down, BrokerUnavailable):
+            # Its channel died with the connection: the server returned it, counted.
             self._call(work, self.publish_timeout)
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:

@@ -6,7 +6,7 @@ suite (tests/brokers/test_contract.py) holds each of them to it:
 * `publish` is durable once it returns.
 * `fetch` hands out deliveries under a lease; a delivery is invisible to every other
   consumer until it is settled or its lease lapses.
-* Settling (`ack`, `retry`, `dead_letter`, `release`) is fenced by the delivery's receipt:
+* Settling (`ack`, `retry`, `dead_letter`, `release`, `abandon`) is fenced by the delivery's receipt:
   once the lease lapsed and the message was handed to someone else, the old holder's
   settle is refused (returns False) and changes nothing.
 * A message whose lease lapsed is delivered again with `delivery_count` raised; once it
@@ -125,6 +125,15 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Give unstarted deliveries back at once, as if never delivered (shutdown)."""
+
+    def abandon(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back deliveries whose run was lost (the process running it died), at once
+        and counted: each is delivered again with `delivery_count` raised, as if its holder
+        had died, so one that kills every run ends dead-lettered after `max_deliveries`.
+
+        The default ends the lease now; a broker whose leases do not end by time overrides
+        it."""
+        self.extend(deliveries, 0)
 
     @abc.abstractmethod
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:

@@ -310,7 +310,7 @@ class Worker:
         if outcome.kind is Kind.LOST:
             # Its process died mid-run: end the lease now, so the message is redelivered
             # with its delivery count raised, as if this worker had died.
-            self.broker.extend([delivery], 0)
+            self.broker.abandon([delivery])
             self.stats.lost += 1
             log.warning("delivery %s given back: %s", delivery.id, outcome.reason)
             return

@@ -174,6 +174,22 @@ def test_release_gives_back_at_once_without_counting(broker: Broker, queue: str)
     assert again.body == b"x" and again.delivery_count == 1
 
 
+def test_give_back_after_a_lost_execution(make_broker: Callable[..., Broker], queue: str) -> None:
+    """`abandon`: the run was lost (a pool child died), so the message is out again at
+    once, its count raised, the old holder fenced; past max_deliveries it is poison."""
+    a, b = make_broker(max_deliveries=2), make_broker(max_deliveries=2)
+    a.publish(queue, b"x")
+    first = fetch_one(a, queue, lease=60)
+    a.abandon([first])
+    second = fetch_one(b, queue, lease=60, timeout=2)
+    assert second.body == b"x" and second.delivery_count == 2
+    assert not a.ack(first), "the lost run's holder is fenced"
+    b.abandon([second])
+    assert b.fetch([queue], 1, 60, 0.5) == []
+    (dead,) = b.dead_letters(queue)
+    assert dead.body == b"x" and "2 times" in dead.reason
+
+
 def test_dead_letter_list_requeue_drop(broker: Broker, queue: str) -> None:
     broker.publish(queue, b"bad")
     broker.publish(queue, b"worse")

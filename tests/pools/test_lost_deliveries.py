@@ -1,0 +1,65 @@
+"""A delivery whose pool child died is given back at once, on every broker (issue 23)."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from soloist import App
+from tests.conftest import WorkerProcesses
+from tests.redis_support import delete_prefix, prefixed_url
+from tests.servers import AMQP_URL, require
+from tests.worker import misbehaving
+
+
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def queue(
+    request: pytest.FixtureRequest, workers: WorkerProcesses, tmp_path: Path
+) -> Iterator[str]:
+    """Points tests.worker.misbehaving's app and the workers at one broker; a queue on it."""
+    tag = uuid.uuid4().hex[:8]
+    if request.param == "redis":
+        require("Redis", "127.0.0.1", 6379)
+        broker = results = prefixed_url(f"soloist-lost-{tag}:")
+    elif request.param == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
+        broker = f"{AMQP_URL}?queue_expires=60"
+        results = f"sqlite:///{tmp_path}/results.db"
+    else:
+        broker = results = workers.url
+    misbehaving.app.configure(broker, results)
+    workers.use(broker, results)
+    yield f"lost-{tag}"
+    if request.param == "redis":
+        delete_prefix(misbehaving.app.broker.redis)  # type: ignore[attr-defined]
+    misbehaving.app.close()
+
+
+def test_a_child_that_dies_has_its_delivery_run_again_at_once(
+    workers: WorkerProcesses, queue: str
+) -> None:
+    """The lease is long (on RabbitMQ, the channel's life): only an immediate give-back
+    lets the task run again while the worker lives."""
+    app: App = misbehaving.app
+    exiting = app.tasks["os_exit"].apply_async((7,), queue=queue)
+    worker = workers.start(
+        "-Q",
+        queue,
+        "--pool",
+        "processes",
+        "-c",
+        "1",
+        "--lease",
+        "120",
+        app="tests.worker.misbehaving:app",
+    )
+    assert exiting.get(timeout=30) == "survived"
+    counts = [line.split()[3] for line in workers.lines() if line.startswith("start os_exit")]
+    assert counts == ["1", "2"]
+    assert "given back" in workers.output(worker)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
