@@ -6,9 +6,9 @@ suite (tests/brokers/test_contract.py) holds each of them to it:
 * `publish` is durable once it returns.
 * `fetch` hands out deliveries under a lease; a delivery is invisible to every other
   consumer until it is settled or its lease lapses.
-* Settling (`ack`, `retry`, `dead_letter`, `release`, `abandon`) is fenced by the delivery's receipt:
-  once the lease lapsed and the message was handed to someone else, the old holder's
-  settle is refused (returns False) and changes nothing.
+* Settling (`ack`, `retry`, `dead_letter`, `release`, `abandon`) is fenced by the
+  delivery's receipt: once the lease lapsed and the message was handed to someone else,
+  the old holder's settle is refused (returns False) and changes nothing.
 * A message whose lease lapsed is delivered again with `delivery_count` raised; once it
   has been handed out `max_deliveries` times without being settled it is dead-lettered,
   so a message that kills every worker touching it cannot loop forever.
