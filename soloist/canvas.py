@@ -12,6 +12,10 @@ Workflows are sent as ordinary messages whose options carry what happens next, u
   index, the size and the callback; the result store counts the members (a set, so a
   redelivered member counts once) and the member that completes the set sends the callback.
 
+They nest: members can be chains (the chord's option rides on the last call a member
+makes), and a chord in a chain is one step that carries the steps after it in its
+callback's options, so a chain is always a list of calls that may end with a chord.
+
 Every call's id is chosen here, before anything is sent (`freeze`), so the handle of a
 workflow knows all of its task ids, and a step a worker sends twice (it died in between)
 keeps its id: the copy finds the first one's result and does not run again.
@@ -21,16 +25,16 @@ from __future__ import annotations
 
 import copy
 import secrets
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 from .errors import ConfigurationError
 from .message import Message
+from .results.handle import Result
 from .results.workflow import ChainResult, ChordResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App
-    from .results.handle import Result
 
 R = TypeVar("R")
 S = TypeVar("S")
@@ -181,19 +185,6 @@ class Signature(Generic[R]):
             flow["err"] = [(s if s.id else s.clone()).to_dict() for s in self.errbacks]
         return flow
 
-    def _item(
-        self, args: tuple[Any, ...] = (), flow: dict[str, Any] | None = None
-    ) -> tuple[Message, str, float, int]:
-        """What to publish for this call: (message, queue, delay, priority)."""
-        call_args = self.args if self.immutable else (*args, *self.args)
-        self.check(call_args)
-        data = self.to_dict()
-        merged = {**data.get("wf", {}), **(flow or {})}
-        message = Message(self.task, call_args, dict(self.kwargs), id=data["id"])
-        # Even empty: a workflow's calls store their results, `ignore_result` or not.
-        message.options["wf"] = merged
-        return message, self.queue, self.countdown, self.priority
-
     def apply_async(
         self,
         args: tuple[Any, ...] | list[Any] = (),
@@ -214,7 +205,8 @@ class Signature(Generic[R]):
             sig.link(link)
         if link_error is not None:
             sig.link_error(link_error)
-        message, queue, delay, priority = sig._item(tuple(args))
+        _check(sig, tuple(args))
+        ((message, queue, delay, priority),) = items_for(sig.to_dict(), tuple(args))
         self.app.send(message, queue, delay=delay, priority=priority)
         return self.app.result(message.id)
 
@@ -223,19 +215,37 @@ class Signature(Generic[R]):
         return self.apply_async(args, kwargs)
 
     @overload
-    def __or__(self, other: Signature[S]) -> Chain[S]: ...
+    def __or__(self, other: Signature[S] | Chain[S] | Chord[S]) -> Chain[S]: ...
     @overload
-    def __or__(self, other: Chain[S]) -> Chain[S]: ...
-    def __or__(self, other: Signature[Any] | Chain[Any]) -> Chain[Any]:
-        return Chain([self, *_steps(other)])
+    def __or__(self, other: Group[S]) -> Chain[list[S]]: ...
+    def __or__(self, other: Step) -> Chain[Any]:
+        return Chain([self, other])
+
+
+#: What a chain is made of. A group followed by a step is a chord; a chain in a chain is
+#: its steps.
+Step = Union[Signature[Any], "Chain[Any]", "Group[Any]", "Chord[Any]"]
+#: What a group (or a chord's header) is made of.
+Member = Union[Signature[Any], "Chain[Any]"]
 
 
 class Chain(Generic[R]):
     """Calls run one after the other, each getting the result of the one before; `R` is
-    the last one's return type."""
+    the last one's return type. A step can be a group followed by a step (a chord: each
+    member gets the result before, the step after gets the list of theirs)."""
 
-    def __init__(self, steps: Iterable[Signature[Any]]) -> None:
-        self.steps = [_signature(s) for s in steps]
+    def __init__(self, steps: Iterable[Step]) -> None:
+        self.steps: list[Signature[Any] | Group[Any] | Chord[Any]] = []
+        for step in steps:
+            if isinstance(step, Chain):
+                self.steps += step.steps
+            elif isinstance(step, (Signature, Group, Chord)):
+                self.steps.append(step)
+            else:
+                raise ConfigurationError(
+                    "a chain step must be a signature (task.s() or task.si()), a chain, "
+                    f"a group or a chord, not {step!r}"
+                )
         if not self.steps:
             raise ConfigurationError("a chain needs at least one step")
 
@@ -243,11 +253,11 @@ class Chain(Generic[R]):
         return " | ".join(map(repr, self.steps))
 
     @overload
-    def __or__(self, other: Signature[S]) -> Chain[S]: ...
+    def __or__(self, other: Signature[S] | Chain[S] | Chord[S]) -> Chain[S]: ...
     @overload
-    def __or__(self, other: Chain[S]) -> Chain[S]: ...
-    def __or__(self, other: Signature[Any] | Chain[Any]) -> Chain[Any]:
-        return Chain([*self.steps, *_steps(other)])
+    def __or__(self, other: Group[S]) -> Chain[list[S]]: ...
+    def __or__(self, other: Step) -> Chain[Any]:
+        return Chain([self, other])
 
     def apply_async(
         self,
@@ -260,32 +270,34 @@ class Chain(Generic[R]):
 
         `link` runs after the last step succeeds; `link_error` once, for the step that
         fails (the steps after it are recorded as failed with the same error)."""
-        steps = [s.clone() for s in self.steps]
+        steps = _fold(self.steps)
         if link is not None:
-            steps[-1].link(link)
+            _tail(steps[-1]).link(link)
         if link_error is not None:
             for step in steps:
-                step.link_error(link_error)
-        for step in steps[1:]:
-            if step.immutable:  # the others get their first arguments at run time
-                step.check()
-        ids = [s.freeze() for s in steps]
-        rest = [s.to_dict() for s in steps[1:]]
-        message, queue, delay, priority = steps[0]._item(
-            tuple(args), {"chain": rest} if rest else None
-        )
-        self.steps[0].app.send(message, queue, delay=delay, priority=priority)
-        return ChainResult(self.steps[0].app, ids)
+                _tail(step).link_error(link_error)
+        for i, step in enumerate(steps):
+            _check(step, tuple(args) if i == 0 else None)
+        wire = _wire(steps)
+        app = _app(steps[0])
+        app.send_many(items_for(wire[0], tuple(args), wire[1:]))
+        return ChainResult(app, [task_id for step in wire for task_id in ids_of(step)])
 
     def delay(self, *args: Any) -> ChainResult[R]:
         return self.apply_async(args)
 
 
 class Group(Generic[R]):
-    """Calls run in parallel, on any workers; `R` is the members' return type."""
+    """Calls (or chains) run in parallel, on any workers; `R` is their return type."""
 
-    def __init__(self, members: Iterable[Signature[R]]) -> None:
-        self.members = [_signature(s) for s in members]
+    def __init__(self, members: Iterable[Signature[R] | Chain[R]]) -> None:
+        self.members: list[Member] = []
+        for member in members:
+            if not isinstance(member, (Signature, Chain)):
+                raise ConfigurationError(
+                    f"a group member must be a signature or a chain, not {member!r}"
+                )
+            self.members.append(member)
 
     def __repr__(self) -> str:
         return f"group({', '.join(map(repr, self.members))})"
@@ -295,12 +307,13 @@ class Group(Generic[R]):
 
     def apply_async(self, args: tuple[Any, ...] | list[Any] = ()) -> GroupResult[R]:
         """Send every member in one batch (with `args` prepended to each)."""
-        members = [s.clone() for s in self.members]
-        if not members:
+        if not self.members:
             return GroupResult(None, [])
-        app = members[0].app
-        app.send_many([m._item(tuple(args)) for m in members])
-        return GroupResult(app, [app.result(m.freeze()) for m in members])
+        app = _app(self.members[0])
+        _check(self, tuple(args))
+        members = [_member(m) for m in self.members]
+        app.send_many([item for m in members for item in items_for(m, tuple(args))])
+        return GroupResult(app, [_handle(app, m) for m in members])
 
     def delay(self, *args: Any) -> GroupResult[R]:
         return self.apply_async(args)
@@ -313,86 +326,211 @@ class Chord(Generic[R]):
     If a member fails (or is revoked), the callback does not run: it is recorded as failed
     with a `ChordError` naming the first failed member, and its `link_error` runs."""
 
-    def __init__(self, header: Group[Any] | Iterable[Signature[Any]], body: Signature[R]) -> None:
+    def __init__(self, header: Group[Any] | Iterable[Member], body: Signature[R]) -> None:
         self.header = header if isinstance(header, Group) else Group(header)
-        self.body = _signature(body)
+        if not isinstance(body, Signature):
+            raise ConfigurationError(f"a chord's callback must be a signature, not {body!r}")
+        self.body = body
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
 
+    def __or__(self, other: Signature[S] | Chain[S] | Chord[S]) -> Chain[S]:
+        return Chain([self, other])
+
     def apply_async(self, args: tuple[Any, ...] | list[Any] = ()) -> ChordResult[R]:
         """Send the members (with `args` prepended to each) in one batch."""
-        body = self.body.clone()
-        app = body.app
-        chord_id = body.freeze()
-        members = [s.clone() for s in self.header.members]
-        if not members:  # nothing to wait for: the callback runs now, on an empty list
-            message, queue, delay, priority = body._item(([],))
-            app.send(message, queue, delay=delay, priority=priority)
-            return ChordResult(app, chord_id, GroupResult(app, []))
-        if body.immutable:
-            body.check()
-        callback = body.to_dict()
-        size = len(members)
-        app.send_many(
-            [
-                m._item(tuple(args), {"chord": {"id": chord_id, "i": i, "n": size, "cb": callback}})
-                for i, m in enumerate(members)
-            ]
-        )
-        return ChordResult(
-            app, chord_id, GroupResult(app, [app.result(m.freeze()) for m in members])
-        )
+        app = self.body.app
+        _check(self, tuple(args))
+        step = _wire([Chord(self.header, self.body.clone())])[0]
+        app.send_many(items_for(step, tuple(args)))
+        members = GroupResult(app, [_handle(app, m) for m in step["group"]])
+        return ChordResult(app, step["cb"]["id"], members)
 
     def delay(self, *args: Any) -> ChordResult[R]:
         return self.apply_async(args)
 
 
-# Typed for up to six steps; `|` keeps the last step's type for any length.
+#: The message options of a call: (message, queue, delay, priority), as App.send_many takes.
+Item = tuple[Message, str, float, int]
+
+
+def items_for(
+    step: dict[str, Any],
+    prepend: tuple[Any, ...],
+    rest: Sequence[dict[str, Any]] = (),
+    *,
+    resent: bool = False,
+) -> list[Item]:
+    """The messages that start `step` (a signature's `to_dict`, or a chord step: its
+    members, or its callback if it has none), with `prepend` before each call's arguments
+    (unless immutable) and `rest` the chain steps that follow it. `resent` marks messages a
+    worker sends: they may be second copies (see soloist.workflow)."""
+    if "group" in step:  # a chord step: what follows it is in its callback's options
+        if not step["group"]:  # nothing to wait for: the callback runs now, on an empty list
+            return items_for(step["cb"], ([],), resent=resent)
+        return [item for m in step["group"] for item in items_for(m, prepend, resent=resent)]
+    args = step.get("args", [])
+    if not step.get("immutable"):
+        args = [*prepend, *args]
+    # Even empty: a workflow's calls store their results, `ignore_result` or not.
+    flow = dict(step.get("wf", {}))
+    if rest:
+        flow["chain"] = list(rest)
+    if resent:
+        flow["p"] = 1
+    message = Message(step["task"], tuple(args), dict(step.get("kwargs", {})), id=step["id"])
+    message.options["wf"] = flow
+    return [
+        (message, step["queue"], float(step.get("countdown", 0.0)), int(step.get("priority", 0)))
+    ]
+
+
+def ids_of(step: dict[str, Any]) -> list[str]:
+    """The task ids of a wire step and of what is chained after it, the last one last."""
+    if "group" in step:
+        return [task_id for m in step["group"] for task_id in ids_of(m)] + ids_of(step["cb"])
+    chained = step.get("wf", {}).get("chain", ())
+    return [step["id"], *(task_id for s in chained for task_id in ids_of(s))]
+
+
+def _fold(
+    steps: Sequence[Signature[Any] | Group[Any] | Chord[Any]],
+) -> list[Signature[Any] | Chord[Any]]:
+    """A chain's steps as signatures and chords (a group and the step after it), copied so
+    that sending does not change the caller's objects."""
+    out: list[Signature[Any] | Chord[Any] | Group[Any]] = []
+    for step in steps:
+        last = out[-1] if out else None
+        if isinstance(step, Signature) and isinstance(last, Group):
+            out[-1] = Chord(last, step.clone())
+        elif isinstance(step, Signature):
+            out.append(step.clone())
+        elif isinstance(step, Chord):
+            out.append(Chord(step.header, step.body.clone()))
+        else:
+            out.append(step)
+    folded = [step for step in out if not isinstance(step, Group)]
+    if len(folded) != len(out):
+        raise ConfigurationError("a group in a chain must be followed by a step (a chord)")
+    return folded
+
+
+def _wire(steps: Sequence[Signature[Any] | Chord[Any]]) -> list[dict[str, Any]]:
+    """A folded chain as the dicts messages carry: a chord takes the steps after it into
+    its callback's options, so it is always the last."""
+    out: list[dict[str, Any]] = []
+    for step in reversed(steps):
+        if isinstance(step, Signature):
+            out.insert(0, step.to_dict())
+        else:
+            out = [_chord_step(step, out)]
+    return out
+
+
+def _chord_step(chord: Chord[Any], rest: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chord as one wire step: its members, each carrying the chord's id, its index, the
+    size and the callback (which carries `rest`) on the last call it makes."""
+    callback = chord.body.to_dict()
+    if rest:
+        callback.setdefault("wf", {})["chain"] = rest
+    size = len(chord.header.members)
+    members = [_member(m) for m in chord.header.members]
+    for i, member in enumerate(members):
+        option = {"id": callback["id"], "i": i, "n": size, "cb": callback}
+        _last_call(member).setdefault("wf", {})["chord"] = option
+    return {"group": members, "cb": callback}
+
+
+def _member(member: Member) -> dict[str, Any]:
+    """A group member as one self-contained wire step (a chain's rest in its options)."""
+    if isinstance(member, Signature):
+        return member.clone().to_dict()
+    first, *rest = _wire(_fold(member.steps))
+    if rest:
+        first.setdefault("wf", {})["chain"] = rest
+    return first
+
+
+def _last_call(step: dict[str, Any]) -> dict[str, Any]:
+    """The call a self-contained wire step ends with."""
+    if "group" in step:
+        return _last_call(step["cb"])
+    chained = step.get("wf", {}).get("chain")
+    return _last_call(chained[-1]) if chained else step
+
+
+def _handle(app: App, step: dict[str, Any]) -> Result[Any]:
+    ids = ids_of(step)
+    return app.result(ids[0]) if len(ids) == 1 else ChainResult(app, ids)
+
+
+def _tail(step: Signature[Any] | Chord[Any]) -> Signature[Any]:
+    return step if isinstance(step, Signature) else step.body
+
+
+def _app(step: Step) -> App:
+    if isinstance(step, Signature):
+        return step.app
+    if isinstance(step, Chord):
+        return step.body.app
+    if isinstance(step, Chain):
+        return _app(step.steps[0])
+    if not step.members:
+        raise ConfigurationError("an empty group cannot start a chain")
+    return _app(step.members[0])
+
+
+def _check(step: Step, args: tuple[Any, ...] | None) -> None:
+    """Raise TypeError before anything is sent for a call that cannot fit its task: every
+    immutable call, and the others that get `args` (None: known only at run time)."""
+    if isinstance(step, Signature):
+        if step.immutable:
+            step.check()
+        elif args is not None:
+            step.check((*args, *step.args))
+    elif isinstance(step, Chain):
+        for i, s in enumerate(step.steps):
+            _check(s, args if i == 0 else None)
+    elif isinstance(step, Group):
+        for member in step.members:
+            _check(member, args)
+    else:
+        _check(step.header, args)
+        _check(step.body, None)
+
+
+# Typed for up to five steps; `|` keeps the last step's type for any length.
 @overload
-def chain(a: Signature[R], /) -> Chain[R]: ...
+def chain(a: Signature[R] | Chain[R] | Chord[R], /) -> Chain[R]: ...
 @overload
-def chain(a: Signature[Any], b: Signature[R], /) -> Chain[R]: ...
+def chain(a: Step, b: Signature[R] | Chain[R] | Chord[R], /) -> Chain[R]: ...
 @overload
-def chain(a: Signature[Any], b: Signature[Any], c: Signature[R], /) -> Chain[R]: ...
+def chain(a: Step, b: Step, c: Signature[R] | Chain[R] | Chord[R], /) -> Chain[R]: ...
+@overload
+def chain(a: Step, b: Step, c: Step, d: Signature[R] | Chain[R] | Chord[R], /) -> Chain[R]: ...
 @overload
 def chain(
-    a: Signature[Any], b: Signature[Any], c: Signature[Any], d: Signature[R], /
+    a: Step, b: Step, c: Step, d: Step, e: Signature[R] | Chain[R] | Chord[R], /
 ) -> Chain[R]: ...
 @overload
-def chain(
-    a: Signature[Any], b: Signature[Any], c: Signature[Any], d: Signature[Any], e: Signature[R], /
-) -> Chain[R]: ...
-@overload
-def chain(*steps: Signature[Any]) -> Chain[Any]: ...
-def chain(*steps: Signature[Any]) -> Chain[Any]:
+def chain(*steps: Step) -> Chain[Any]: ...
+def chain(*steps: Step) -> Chain[Any]:
     """Run the steps one after another, each getting the result of the one before."""
     return Chain(steps)
 
 
 @overload
-def group(members: Iterable[Signature[R]], /) -> Group[R]: ...
+def group(members: Iterable[Signature[R] | Chain[R]], /) -> Group[R]: ...
 @overload
-def group(*members: Signature[R]) -> Group[R]: ...
+def group(*members: Signature[R] | Chain[R]) -> Group[R]: ...
 def group(*members: Any) -> Group[Any]:
     """Run the members in parallel: `group([a, b])` or `group(a, b)`."""
-    if len(members) == 1 and not isinstance(members[0], Signature):
+    if len(members) == 1 and not isinstance(members[0], (Signature, Chain)):
         return Group(members[0])
     return Group(members)
 
 
-def chord(header: Group[Any] | Iterable[Signature[Any]], body: Signature[R]) -> Chord[R]:
+def chord(header: Group[Any] | Iterable[Member], body: Signature[R]) -> Chord[R]:
     """Run the header's members in parallel, then `body` with the list of their results."""
     return Chord(header, body)
-
-
-def _signature(step: object) -> Signature[Any]:
-    if not isinstance(step, Signature):
-        raise ConfigurationError(
-            f"a workflow step must be a task signature (task.s() or task.si()), not {step!r}"
-        )
-    return step
-
-
-def _steps(other: object) -> list[Signature[Any]]:
-    return other.steps if isinstance(other, Chain) else [_signature(other)]

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .brokers.base import Delivery
+from .canvas import Item, items_for
 from .errors import LimitExceeded
-from .message import Message
 from .results.base import FAILURE, REVOKED, SUCCESS
 from .results.handle import failure_record
 from .worker.execution import Kind, Outcome
@@ -50,8 +50,6 @@ log = logging.getLogger("soloist.workflow")
 MARK = ":wf"
 #: Outcomes that end a call for good: a workflow goes on after each.
 FINAL_KINDS = frozenset({Kind.SUCCESS, Kind.FAILURE, Kind.DEAD, Kind.REVOKED})
-
-Item = tuple[Message, str, float, int]
 
 
 class _Plan:
@@ -114,18 +112,16 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
     if outcome.kind is Kind.SUCCESS:
         value = _value(plan.app, outcome)
         for link in flow.get("link", ()):
-            plan.sends.append(_item(link, (value,)))
+            plan.sends += items_for(link, (value,), resent=True)
         chain = flow.get("chain")
         if chain:
-            plan.sends.append(
-                _item(chain[0], (value,), {"chain": chain[1:]} if chain[1:] else None)
-            )
+            plan.sends += items_for(chain[0], (value,), chain[1:], resent=True)
         if chord:
             plan.join(outcome.task_id, chord, {"v": value})
         return
     error = _error(plan.app, outcome)
     for errback in flow.get("err", ()):
-        plan.sends.append(_item(errback, (outcome.task_id, error)))
+        plan.sends += items_for(errback, (outcome.task_id, error), resent=True)
     for step in flow.get("chain", ()):
         _stop(plan, step, error, revoked=outcome.kind is Kind.REVOKED)
     if chord:
@@ -136,22 +132,22 @@ def _join(plan: _Plan) -> list[str]:
     """Add the members' results to their chords, in one call; the member that completes a
     chord sends its callback (or, if a member failed, records the callback as failed and
     sends its errbacks). Returns the ids of those members."""
-    if not plan.joins:
-        return []
     app = plan.app
-    told = app.results.chord_add_many([item for _, item, _ in plan.joins], app.result_ttl)
     completers = []
-    for (task_id, _, callback), bodies in zip(plan.joins, told, strict=True):
-        if bodies is not None:
-            _complete(plan, callback, [app.codec.loads(b) for b in bodies])
-            completers.append(task_id)
+    while plan.joins:  # a failed chord fails the chord it is a member of: another round
+        joins, plan.joins = plan.joins, []
+        told = app.results.chord_add_many([item for _, item, _ in joins], app.result_ttl)
+        for (task_id, _, callback), bodies in zip(joins, told, strict=True):
+            if bodies is not None:
+                _complete(plan, callback, [app.codec.loads(b) for b in bodies])
+                completers.append(task_id)
     return completers
 
 
 def _complete(plan: _Plan, callback: dict[str, Any], members: list[dict[str, Any]]) -> None:
     failed = next(((i, m) for i, m in enumerate(members) if "e" in m), None)
     if failed is None:
-        plan.sends.append(_item(callback, ([m["v"] for m in members],)))
+        plan.sends += items_for(callback, ([m["v"] for m in members],), resent=True)
         return
     index, member = failed
     error = {
@@ -164,26 +160,36 @@ def _complete(plan: _Plan, callback: dict[str, Any], members: list[dict[str, Any
 
 def _stop(
     plan: _Plan,
-    sig: dict[str, Any],
+    step: dict[str, Any],
     error: dict[str, str],
     *,
     revoked: bool,
     errbacks: bool = False,
+    join: bool = True,
 ) -> None:
-    """Record a call that will never run as failed (or revoked) with `error`, and the
-    steps chained after it too, so that waiting for any of them does not hang."""
+    """Record a call that will never run as failed (or revoked) with `error`, and what is
+    chained after it too, so that waiting for any of them does not hang. A chord member
+    among them is added to its chord as failed (unless `join` is False: the chord itself
+    is being stopped), so that the chord does not wait for it."""
+    if "group" in step:  # a chord never started: its members, then its callback
+        for member in step["group"]:
+            _stop(plan, member, error, revoked=revoked, join=False)
+        _stop(plan, step["cb"], error, revoked=revoked, join=join)
+        return
     app = plan.app
     if revoked:
         body = app.codec.dumps({"revoked": time.time(), "terminate": False})
-        plan.records.append((sig["id"], REVOKED, body))
+        plan.records.append((step["id"], REVOKED, body))
     else:
-        plan.records.append((sig["id"], FAILURE, _failure_body(app, error)))
-    flow = sig.get("wf", {})
+        plan.records.append((step["id"], FAILURE, _failure_body(app, error)))
+    flow = step.get("wf", {})
     if errbacks:
         for errback in flow.get("err", ()):
-            plan.sends.append(_item(errback, (sig["id"], error)))
-    for step in flow.get("chain", ()):
-        _stop(plan, step, error, revoked=revoked)
+            plan.sends += items_for(errback, (step["id"], error), resent=True)
+    for chained in flow.get("chain", ()):
+        _stop(plan, chained, error, revoked=revoked, join=join)
+    if join and "chord" in flow:
+        plan.join(step["id"], flow["chord"], {"e": error, "id": step["id"]})
 
 
 def _send(plan: _Plan) -> None:
@@ -203,19 +209,6 @@ def _send(plan: _Plan) -> None:
             error = {"exc_type": type(exc).__name__, "message": str(exc)}
             body = _failure_body(plan.app, error)
             plan.app.results.put(message.id, FAILURE, body, plan.app.result_ttl)
-
-
-def _item(
-    sig: dict[str, Any], prepend: tuple[Any, ...], flow: dict[str, Any] | None = None
-) -> Item:
-    """The message for signature `sig` (a dict, see `Signature.to_dict`)."""
-    args = sig.get("args", [])
-    if not sig.get("immutable"):
-        args = [*prepend, *args]
-    options = {"wf": {**sig.get("wf", {}), **(flow or {}), "p": 1}}
-    message = Message(sig["task"], tuple(args), dict(sig.get("kwargs", {})), id=sig["id"])
-    message.options = options
-    return message, sig["queue"], float(sig.get("countdown", 0.0)), int(sig.get("priority", 0))
 
 
 def _value(app: App, outcome: Outcome) -> Any:

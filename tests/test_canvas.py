@@ -10,7 +10,7 @@ import pytest
 
 from soloist import App, ConfigurationError, TaskError, TaskRevoked
 from soloist.brokers.base import Delivery
-from soloist.canvas import Signature, chain, chord, group
+from soloist.canvas import Signature, chain, chord, group, items_for
 from soloist.message import Message
 from soloist.results.base import FAILURE, REVOKED, SUCCESS
 from soloist.testing import drain
@@ -261,8 +261,12 @@ def test_workflows_run_in_eager_mode(runs: Counter[str]) -> None:
 
 
 def test_steps_must_be_signatures(tasks: dict[str, Any]) -> None:
-    with pytest.raises(ConfigurationError, match="must be a task signature"):
+    with pytest.raises(ConfigurationError, match="a chain step must be a signature"):
         chain(tasks["add"].s(1, 1), object())  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="a group member must be"):
+        group(tasks["add"].s(1, 1), group())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="must be followed by a step"):
+        (tasks["add"].s(1, 1) | group(tasks["add"].s(1))).delay()
 
 
 def _member_outcome(
@@ -308,7 +312,7 @@ def test_a_second_copy_of_a_sent_step_does_not_run_again(
     drain(app)
     assert result.get(timeout=1) == 12
     step = add.s(10).set(task_id=result.id)
-    message, queue, _, _ = step._item((2,), {"p": 1})
+    ((message, queue, _, _),) = items_for(step.to_dict(), (2,), resent=True)
     app.send(message, queue)
     drain(app)
     assert runs["add 2 10"] == 1
@@ -331,3 +335,79 @@ def test_malformed_workflow_options_lose_nothing(
     assert stats.done + stats.failed == 1 and app.broker.depth("default") == 0
     assert app.result(message.id).state in (SUCCESS, FAILURE)
     assert "malformed workflow options" in caplog.text
+
+
+def test_groups_and_chords_of_chains(app: App, tasks: dict[str, Any]) -> None:
+    add, total = tasks["add"], tasks["total"]
+    chains = group(add.s(1, 1) | add.s(1), add.s(5, 5)).delay()
+    joined = chord([add.s(1, 1) | add.s(10), add.s(2, 2) | add.s(20)], total.s()).delay()
+    drain(app)
+    assert chains.get(timeout=1) == [3, 10]
+    assert joined.get(timeout=1) == 36 and joined.group.get(timeout=1) == [12, 24]
+
+
+def test_a_group_in_a_chain_is_a_chord(app: App, tasks: dict[str, Any]) -> None:
+    add, total = tasks["add"], tasks["total"]
+    result = (add.si(1, 1) | group(add.s(10), add.s(20)) | total.s() | add.s(5)).delay()
+    nested = chord(
+        [add.si(1, 1) | group(add.s(1), add.s(2)) | total.s(), add.si(0, 1)], total.s()
+    ).delay()
+    drain(app)
+    assert result.get(timeout=1) == 39  # total([12, 22]) + 5
+    assert len(result.steps) == 5
+    assert nested.get(timeout=1) == 8  # total([total([3, 4]), 1])
+
+
+def test_a_failure_inside_a_chord_member_chain_fails_the_chord(
+    app: App, tasks: dict[str, Any], runs: Counter[str]
+) -> None:
+    add, boom, total, caught = tasks["add"], tasks["boom"], tasks["total"], tasks["caught"]
+    callback = total.s()
+    callback.link_error(caught.s("outer"))
+    member = add.s(1, 1) | boom.s() | add.s(1)
+    result = chord([member, add.s(2, 2)], callback).delay()
+    deeper = chord([add.si(1, 1) | chord([boom.si(9)], total.s())], total.s()).delay()
+    drain(app)
+    with pytest.raises(TaskError, match=r"ChordError: chord member 0 \(\w+\) failed: ValueError"):
+        result.get(timeout=1)
+    assert [s.state for s in result.group[0].steps] == [SUCCESS, FAILURE, FAILURE]  # type: ignore[attr-defined]
+    assert runs["caught outer ChordError"] == 1 and not any(k.startswith("total") for k in runs)
+    with pytest.raises(TaskError, match="ChordError: chord member 0"):
+        deeper.get(timeout=1)
+
+
+def test_a_failure_before_a_chord_in_a_chain_fails_everything_after_it(
+    app: App, tasks: dict[str, Any], runs: Counter[str]
+) -> None:
+    add, boom, total = tasks["add"], tasks["boom"], tasks["total"]
+    result = (boom.si(1) | group(add.s(1), add.s(2)) | total.s() | add.s(1)).delay()
+    drain(app)
+    with pytest.raises(TaskError, match="ValueError: boom 1"):
+        result.get(timeout=1)
+    assert [s.state for s in result.steps] == [FAILURE] * 5
+    assert runs == Counter({"boom 1": 1})
+
+
+def test_revoking_a_chain_with_a_chord_revokes_its_members(
+    app: App, tasks: dict[str, Any], runs: Counter[str]
+) -> None:
+    add, total = tasks["add"], tasks["total"]
+    result = (add.si(1, 1) | group(add.s(1), add.s(2)) | total.s()).delay()
+    assert result.revoke()
+    drain(app)
+    assert [s.state for s in result.steps] == [REVOKED] * 4
+    assert sum(runs.values()) == 0
+
+
+def test_nested_workflows_run_in_eager_mode() -> None:
+    app = App(eager=True)
+
+    @app.task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @app.task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    assert (inc.s(0) | group(inc.s(), inc.s()) | total.s()).delay().get(timeout=1) == 4

@@ -9,6 +9,7 @@ from typing_extensions import assert_type
 from soloist import (
     App,
     AsyncTask,
+    Chain,
     ChainResult,
     ChordResult,
     GroupResult,
@@ -70,3 +71,6 @@ assert_type(add.map([1, 2]).get(), list[int])
 assert_type(add.starmap([(1, 2)]).get(timeout=1), list[int])
 assert_type(add.chunks([(1, 2)], 10).get(), list[list[int]])
 add.apply_async((1, 2), link=greet.s(), link_error=greet.s())
+assert_type((add.si(1, 2) | group(add.s(1), add.s(2)) | bound.s()).delay(), ChainResult[float])
+assert_type(group(add.s(1) | greet.s(), greet.s("x")).delay().get(), list[str])
+assert_type(chord([add.s(1) | add.s(2)], greet.s()) | bound.s(), Chain[float])
