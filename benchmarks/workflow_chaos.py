@@ -1,14 +1,17 @@
 """Workflow chaos run: chords and chains finish, exactly once, while workers are killed.
 
     python benchmarks/workflow_chaos.py [--broker sqlite|redis|amqp|all] [--chords 300]
-                                        [--chains 300] [--replicas 3] [--kill-every 1.0]
+                                        [--chains 300] [--nested 100] [--replicas 3]
+                                        [--kill-every 1.0]
 
-Chords of 10 members (`wf.member`, then the callback `wf.collect`) and chains of 5 steps
-(`wf.step`) are published, half before the workers start and half while they run; solo
-worker processes run them while a random worker is SIGKILLed every `--kill-every` seconds
-and replaced. Brokers: SQLite (results in the same file), a private Redis (results there
-too), and RabbitMQ with results on a private Redis. Every task writes start and end lines
-to a ledger; the oracle checks, against the result store and the ledger:
+Chords of 10 members (`wf.member`, then the callback `wf.collect`), chains of 5 steps
+(`wf.step`), and nested workflows (a chord of 5 chains of two steps, its callback
+`wf.gather`, then one more step) are published, half before the workers start and half
+while they run; solo worker processes run them while a random worker is SIGKILLed every
+`--kill-every` seconds and replaced. Brokers: SQLite (results in the same file), a
+private Redis (results there too), and RabbitMQ with results on a private Redis. Every
+task writes start and end lines to a ledger; the oracle checks, against the result store
+and the ledger:
 
 * hung: a chord or chain with no final result by the timeout. Must be 0.
 * wrong: a chord callback that got other values than its members' (or in another order),
@@ -42,7 +45,14 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
 from chaos import BrokerUnderTest, Workers  # noqa: E402
-from workflow_chaos_app import app, collect, member, step  # noqa: E402
+from workflow_chaos_app import (  # noqa: E402
+    NESTED_MEMBERS,
+    app,
+    collect,
+    gather,
+    member,
+    step,
+)
 
 from soloist import chain, chord  # noqa: E402
 
@@ -54,6 +64,7 @@ class Report:
     broker: str
     chords: int
     chains: int
+    nested: int = 0
     kills: int = 0
     hung: int = 0
     wrong: int = 0
@@ -71,13 +82,14 @@ def run(
     kind: str,
     chords: int,
     chains: int,
+    nested: int = 0,
     replicas: int = 3,
     kill_every: float = 1.0,
     timeout: float = 300.0,
     seed: int = 1,
 ) -> Report:
     rng = random.Random(seed)
-    report = Report(kind, chords, chains)
+    report = Report(kind, chords, chains, nested)
     with tempfile.TemporaryDirectory(prefix=f"workflow-chaos-{kind}-") as tmp_name:
         tmp = Path(tmp_name)
         broker = BrokerUnderTest(kind, tmp)
@@ -107,10 +119,17 @@ def run(
                     members = [member.s(n, i).set(queue=queue) for i in range(10)]
                     flow: Any = chord(members, collect.s(n).set(queue=queue))
                     kind_of = "chord"
-                else:
+                elif n < chords + chains:
                     steps = [step.s(0, n).set(queue=queue)]
                     steps += [step.s(n).set(queue=queue) for _ in range(STEPS - 1)]
                     flow, kind_of = chain(*steps), "chain"
+                else:
+                    links = [
+                        step.s(0, n).set(queue=queue) | step.s(n).set(queue=queue)
+                        for _ in range(NESTED_MEMBERS)
+                    ]
+                    inner = chord(links, gather.s(n).set(queue=queue))
+                    flow, kind_of = inner | step.s(n).set(queue=queue), "nested"
                 while True:
                     try:
                         handle = flow.apply_async()
@@ -121,7 +140,7 @@ def run(
                 with lock:
                     sent.append((kind_of, n, handle))
 
-        numbers = list(range(chords + chains))
+        numbers = list(range(chords + chains + nested))
         rng.shuffle(numbers)
         half = len(numbers) // 2
         publish(numbers[:half])
@@ -174,12 +193,17 @@ def _judge(
 
     def explained(task_id: str, pid: int) -> bool:
         return pid in killed and (task_id, pid) not in acked
+
     for kind, n, handle in sent:
         if not handle.ready():
             report.hung += 1
             report.notes.append(f"{kind} {n} ({handle.id}) did not finish")
             continue
-        expected = sum(100 * n + i for i in range(10)) if kind == "chord" else STEPS
+        expected = {
+            "chord": sum(100 * n + i for i in range(10)),
+            "chain": STEPS,
+            "nested": 2 * NESTED_MEMBERS + 1,
+        }[kind]
         try:
             value = handle.get(timeout=1)
         except Exception as exc:
@@ -187,15 +211,16 @@ def _judge(
         if value != expected:
             report.wrong += 1
             report.notes.append(f"{kind} {n}: {value!r}, not {expected}")
-        if kind != "chord":
+        if kind == "chain":
             continue
-        runs = ends.get(handle.id, [])
+        callback = handle.id if kind == "chord" else handle.steps[-2].id
+        runs = ends.get(callback, [])
         if any(info[-1] != "right" for _, info in runs):
             report.wrong += 1
-            report.notes.append(f"chord {n}: its callback got the wrong values")
+            report.notes.append(f"{kind} {n}: its callback got the wrong values")
         if len(runs) > 1 and not all(explained(handle.id, pid) for pid, _ in runs[:-1]):
             report.callback_twice += 1
-            report.notes.append(f"chord {n}: the callback ran {len(runs)} times")
+            report.notes.append(f"{kind} {n}: the callback ran {len(runs)} times")
     for task_id, pids in starts.items():
         if len(pids) < 2:
             continue
@@ -211,20 +236,29 @@ def main() -> int:
     parser.add_argument("--broker", default="all", help="sqlite, redis, amqp or all")
     parser.add_argument("--chords", type=int, default=300)
     parser.add_argument("--chains", type=int, default=300)
+    parser.add_argument("--nested", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     kinds = ["sqlite", "redis", "amqp"] if args.broker == "all" else args.broker.split(",")
     print(
-        f"{'broker':<8}{'chords':>7}{'chains':>7}{'kills':>7}{'hung':>6}{'wrong':>7}"
+        f"{'broker':<8}{'chords':>7}{'chains':>7}{'nested':>7}{'kills':>7}{'hung':>6}{'wrong':>7}"
         f"{'cb twice':>10}{'run twice':>11}{'unexplained':>13}{'seconds':>9}"
     )
     failed = False
     for kind in kinds:
-        r = run(kind, args.chords, args.chains, args.replicas, args.kill_every, args.timeout)
+        r = run(
+            kind,
+            args.chords,
+            args.chains,
+            args.nested,
+            args.replicas,
+            args.kill_every,
+            args.timeout,
+        )
         print(
-            f"{r.broker:<8}{r.chords:>7}{r.chains:>7}{r.kills:>7}{r.hung:>6}{r.wrong:>7}"
+            f"{r.broker:<8}{r.chords:>7}{r.chains:>7}{r.nested:>7}{r.kills:>7}{r.hung:>6}{r.wrong:>7}"
             f"{r.callback_twice:>10}{r.run_twice:>11}{r.unexplained:>13}{r.seconds:>9.1f}"
         )
         for note in sorted(set(r.notes))[:10]:

@@ -17,6 +17,8 @@ app = App(default_queue=os.environ.get("CHAOS_QUEUE", "default"))
 _LEDGER = os.environ.get("CHAOS_LEDGER", "workflow-chaos-ledger.txt")
 #: How many members each chord has.
 MEMBERS = 10
+#: How many two-step chains the chord of a nested workflow has.
+NESTED_MEMBERS = 5
 
 
 def _append(line: str) -> None:
@@ -50,6 +52,14 @@ def collect(self: Any, values: list[int], chord_no: int) -> int:
     """The chord callback: the ledger says whether it got the right values, in order."""
     right = values == expected_members(chord_no)
     _run(self, "callback", f"{chord_no} {'right' if right else 'wrong'}")
+    return sum(values)
+
+
+@app.task(name="wf.gather", bind=True, max_retries=0)
+def gather(self: Any, values: list[int], nested_no: int) -> int:
+    """The callback of a nested workflow's chord, whose members are chains of two steps."""
+    right = values == [2] * NESTED_MEMBERS
+    _run(self, "callback", f"{nested_no} {'right' if right else 'wrong'}")
     return sum(values)
 
 

@@ -33,7 +33,7 @@ def test_every_chord_and_chain_ends_once_while_workers_are_killed(kind: str) -> 
     if kind == "amqp":
         require("RabbitMQ", "127.0.0.1", 5672)
     chaos = load_workflow_chaos()
-    report = chaos.run(kind, chords=30, chains=30, kill_every=0.2, timeout=120)
+    report = chaos.run(kind, chords=30, chains=30, nested=10, kill_every=0.2, timeout=120)
     assert report.kills >= 3, report
     assert report.hung == 0, report.notes
     assert report.wrong == 0, report.notes
