@@ -1,4 +1,5 @@
-"""A TCP proxy for network-fault tests: reset every connection, or black-hole them.
+"""A TCP proxy for network-fault tests: reset every connection, black-hole them, or drop
+the server's replies (a request that ran, whose answer never arrives).
 
 A black hole pauses forwarding in both directions without closing anything, as a network
 partition does: bytes wait, the peers see silence until their own timeouts fire.
@@ -26,6 +27,7 @@ class FaultyProxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._mute = False
         self.resets = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -65,6 +67,8 @@ class FaultyProxy:
                         if isinstance(sock, ssl.SSLSocket):
                             while sock.pending():  # decrypted bytes select() cannot see
                                 data += sock.recv(sock.pending())
+                        if self._mute and sock is b:
+                            continue  # a reply lost on the way
                         peer[sock].sendall(data)
             except OSError:
                 return
@@ -95,6 +99,10 @@ class FaultyProxy:
             self._open.clear()
         else:
             self._open.set()
+
+    def mute_replies(self, on: bool) -> None:
+        """Forward requests, but drop what the server sends back (until turned off)."""
+        self._mute = on
 
     def close(self) -> None:
         self._closed = True

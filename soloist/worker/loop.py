@@ -203,7 +203,9 @@ class Worker:
                         if not self._step():
                             break
                     except BrokerUnavailable as exc:
-                        if not ride_out(exc, self._resume, self.shutdown):
+                        down = ride_out(exc, self._resume, self.shutdown)
+                        if down is not None:
+                            self.stop_reason = f"stopped while the stores were unavailable: {down}"
                             break
                 self._finish_running()
                 return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
@@ -256,8 +258,8 @@ class Worker:
         self.acks.clear()
         self.unsettled.clear()
         self.stop_reason = (
-            f"the broker or result store stayed unavailable ({exc}); {held} deliveries left"
-            " to run again once their leases lapse"
+            f"the broker or result store stayed unavailable ({exc}); {held} held"
+            " deliveries run again once their leases lapse"
         )
         return c.EXIT_UNAVAILABLE
 

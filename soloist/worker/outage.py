@@ -26,9 +26,11 @@ MAX_PAUSE = 5.0
 _SHUTDOWN_CHECK = 0.1
 
 
-def ride_out(exc: BrokerUnavailable, resume: Callable[[], None], shutdown: Shutdown) -> bool:
-    """Call `resume` with back-off until it returns without BrokerUnavailable (True), or
-    until a shutdown is asked for (False)."""
+def ride_out(
+    exc: BrokerUnavailable, resume: Callable[[], None], shutdown: Shutdown
+) -> BrokerUnavailable | None:
+    """Call `resume` with back-off until it returns without BrokerUnavailable (None), or
+    until a shutdown is asked for (the last error)."""
     started = time.monotonic()
     log.warning("broker or result store unavailable, holding on and retrying: %s", exc)
     pause = FIRST_PAUSE
@@ -41,9 +43,8 @@ def ride_out(exc: BrokerUnavailable, resume: Callable[[], None], shutdown: Shutd
             continue
         down = time.monotonic() - started
         log.warning("broker and result store reachable again after %.1fs", down)
-        return True
-    log.warning("shutdown asked for while the broker or result store is unavailable: %s", exc)
-    return False
+        return None
+    return exc
 
 
 def _pause(seconds: float, shutdown: Shutdown) -> bool:

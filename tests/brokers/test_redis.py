@@ -422,3 +422,38 @@ def test_a_worker_process_runs_tasks_and_the_results_arrive(
         worker.kill()
         worker.wait()
         sample_app.app.close()
+
+
+def test_an_ack_whose_reply_was_lost_counts_as_acked(
+    redis_server: RedisServer, queue: str
+) -> None:
+    """Redis ran the ack, the reply never came, the connection dropped: the call is sent
+    again and finds the message gone. That is this ack's own effect, not a lost lease."""
+    from tests.netfaults import FaultyProxy
+
+    proxy = FaultyProxy(("127.0.0.1", redis_server.port))
+    prefix = f"t-{uuid.uuid4().hex[:8]}:"
+    broker = FlushingRedisBroker(prefixed_url(prefix, f"redis://127.0.0.1:{proxy.port}/0"))
+    direct = redis.Redis.from_url(redis_server.url)
+    try:
+        broker.publish_many([(queue, b"x", 0, 0), (queue, b"y", 0, 0)])
+        first, delivery = broker.fetch([queue], 2, 30, 1.0)
+        assert broker.ack_many([first]) == [True]  # the script is loaded (NOSCRIPT is a reply)
+        proxy.mute_replies(True)
+        acked: list[list[bool]] = []
+        acking = threading.Thread(target=lambda: acked.append(broker.ack_many([delivery])))
+        acking.start()
+        deadline = time.monotonic() + 10
+        while direct.exists(f"{prefix}m:{delivery.id}"):  # the ack ran on the server
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proxy.mute_replies(False)
+        proxy.reset_all()
+        acking.join(timeout=30)
+        assert acked == [[True]]
+        # A first try that finds the message gone is still refused (fencing holds).
+        assert broker.ack_many([delivery]) == [False]
+    finally:
+        direct.close()
+        broker.close()
+        proxy.close()

@@ -8,6 +8,7 @@ locked past the busy timeout.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import time
@@ -204,3 +205,24 @@ def test_sqlite_locked_past_the_busy_timeout_is_an_outage_not_a_crash(
     assert sample.add.delay(2, 3).get(timeout=30) == 5
     assert runs_of(workers, "a") == ["1"]
     assert proc.poll() is None
+
+
+def test_a_worker_stopped_while_its_broker_is_down_says_so_last(
+    tmp_path: Path, workers: WorkerProcesses, producer: App
+) -> None:
+    server = private_redis(tmp_path)
+    try:
+        url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url, reconnect_timeout=1)
+        workers.use(url)
+        producer.configure(url, url)
+        proc = workers.start()
+        sample.sleepy.delay(0.5, "a")
+        workers.wait_for("start a")
+        server.stop()
+        logged(workers, proc, "unavailable, holding on")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 6  # EXIT_UNAVAILABLE
+        last = workers.output(proc).strip().splitlines()[-1]
+        assert "stopped" in last and "stayed unavailable" in last and "1 held" in last
+    finally:
+        server.stop()
