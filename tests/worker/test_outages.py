@@ -226,3 +226,50 @@ def test_a_worker_stopped_while_its_broker_is_down_says_so_last(
         assert "stopped" in last and "stayed unavailable" in last and "1 held" in last
     finally:
         server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs of the test's own (needs root; skipped where mounting is not allowed),
+    unmounted after."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_sqlite_on_a_full_disk_is_an_outage_not_a_crash(
+    small_disk: Path, workers: WorkerProcesses, producer: App
+) -> None:
+    url = f"sqlite:///{small_disk}/soloist.db"
+    workers.use(url)
+    producer.configure(url, url)
+    proc = workers.start()
+    big = "x" * 400_000  # its result must grow the files: the space freed by checkpoints is less
+    running = sample.sleepy.delay(1.0, big)
+    workers.wait_for("start ")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass  # the disk is full
+    try:
+        logged(workers, proc, "database or disk is full")
+        time.sleep(1)
+        assert proc.poll() is None, workers.output(proc)
+    finally:
+        filler.unlink()
+    assert running.get(timeout=30) == big
+    assert sample.add.delay(2, 3).get(timeout=30) == 5
+    assert [line.split()[-1] for line in workers.lines() if line.startswith("start ")] == ["1"]
+    assert proc.poll() is None
