@@ -1,8 +1,9 @@
 """An unchanged Celery app, run by `soloist worker -A tests.celery_sample:app` in the tests
 of soloist.celery (and by `celery worker` in its benchmark).
 
-Broker and backend are the test Redis (SOLOIST_TEST_REDIS_URL); every key goes under the
-prefix in SOLOIST_CELERY_PREFIX, so each test has queues of its own. Tasks that leave a
+Broker and backend are the test Redis (SOLOIST_TEST_REDIS_URL), or the broker RabbitMQ
+(SOLOIST_CELERY_BROKER); every key goes under the prefix in SOLOIST_CELERY_PREFIX and
+tasks go to the queue SOLOIST_CELERY_QUEUE, so each test has queues of its own. Tasks that leave a
 trace append lines to the file named by SOLOIST_TEST_LEDGER.
 """
 
@@ -19,12 +20,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 REDIS_URL = os.environ.get("SOLOIST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PREFIX = os.environ.get("SOLOIST_CELERY_PREFIX", "celerytest:")
 
-app = Celery("celery_sample", broker=REDIS_URL, backend=REDIS_URL)
+BROKER_URL = os.environ.get("SOLOIST_CELERY_BROKER", REDIS_URL)
+
+app = Celery("celery_sample", broker=BROKER_URL, backend=REDIS_URL)
 app.conf.update(
     broker_transport_options={"global_keyprefix": PREFIX, "visibility_timeout": 3600},
     result_backend_transport_options={"global_keyprefix": PREFIX},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    task_default_queue=os.environ.get("SOLOIST_CELERY_QUEUE", "celery"),
+    broker_heartbeat=float(os.environ.get("SOLOIST_CELERY_HEARTBEAT", "120")),
 )
 if os.environ.get("SOLOIST_CELERY_VISIBILITY"):
     app.conf.broker_transport_options["visibility_timeout"] = float(

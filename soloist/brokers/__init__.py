@@ -30,6 +30,11 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
         from ..celery.broker import KombuRedisBroker
 
         return KombuRedisBroker(url, max_deliveries)
+    if scheme in ("celery+amqp", "celery+pyamqp"):
+        # Celery's RabbitMQ queues, for Celery apps: the celery extra.
+        from ..celery.amqp import CeleryAMQPBroker
+
+        return CeleryAMQPBroker(url, max_deliveries)
     if scheme in ("amqp", "amqps"):
         from .amqp import AMQPBroker
 

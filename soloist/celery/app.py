@@ -23,13 +23,15 @@ from ..errors import ConfigurationError
 from ..message import Message
 from ..task import Task, TaskOptions
 from . import protocol
+from .amqp import CeleryAMQPBroker, amqp_url
 from .backend import DeferringRedisBackend
 from .broker import broker_url
-from .control import Pidbox
+from .control import AMQPPidbox, Pidbox
 from .execution import CeleryExecutor
 from .results import CeleryResults, results_url
 
 _REDIS = ("redis", "rediss")
+_AMQP = ("amqp", "pyamqp")
 
 
 class CeleryApp(App):
@@ -44,30 +46,46 @@ class CeleryApp(App):
         celery.finalize(auto=True)
         celery.set_current()
         broker = str(conf.broker_url or "")
-        if urlsplit(broker).scheme not in _REDIS:
+        scheme = urlsplit(broker).scheme
+        if scheme not in (*_REDIS, *_AMQP):
             raise ConfigurationError(
-                f"the Celery app's broker is {urlsplit(broker).scheme or 'unset'}://: "
-                "a Soloist worker runs Celery apps on Redis (redis://, rediss://)"
+                f"the Celery app's broker is {scheme or 'unset'}://: a Soloist worker runs "
+                "Celery apps on Redis (redis://, rediss://) and RabbitMQ (amqp://)"
             )
         options = dict(conf.broker_transport_options or {})
         backend = str(conf.result_backend or "")
-        if urlsplit(backend).scheme not in _REDIS:
+        if urlsplit(backend).scheme in _REDIS:
+            backend_options = dict(conf.result_backend_transport_options or {})
+        elif scheme in _REDIS:
             # Soloist records revocations and time limits in Celery's format somewhere;
             # with no Redis backend, on the broker's Redis.
             backend, backend_options = broker, options
         else:
-            backend_options = dict(conf.result_backend_transport_options or {})
+            raise ConfigurationError(
+                "on RabbitMQ, a Soloist worker needs the Celery app's result backend on "
+                f"Redis (result_backend = redis://…), not {urlsplit(backend).scheme or 'unset'}"
+            )
         expires = conf.result_expires
         seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
         #: The content types the app's workers accept (as kombu's MIME types).
         self.accept = prepare_accept_content(conf.accept_content or ("json",))
-        db = urlsplit(broker).path.strip("/") or "0"
-        channel = f"{options.get('global_keyprefix', '')}/{db}.{conf.control_exchange}.pidbox"
-        results = CeleryResults(
-            results_url(backend, backend_options, seconds), Pidbox(broker, channel, self.accept)
-        )
+        if scheme in _REDIS:
+            url = broker_url(broker, options)
+            db = urlsplit(broker).path.strip("/") or "0"
+            prefix = options.get("global_keyprefix", "")
+            pidbox: Pidbox | AMQPPidbox = Pidbox(
+                broker, f"{prefix}/{db}.{conf.control_exchange}.pidbox", self.accept
+            )
+        else:
+            url = amqp_url(broker, conf)
+            pidbox = AMQPPidbox(
+                CeleryAMQPBroker(url).connection_params(),
+                f"{conf.control_exchange}.pidbox",
+                self.accept,
+            )
+        results = CeleryResults(results_url(backend, backend_options, seconds), pidbox)
         super().__init__(
-            broker_url(broker, options),
+            url,
             results,
             default_queue=conf.task_default_queue,
             result_ttl=float(seconds or 86400),

@@ -36,7 +36,7 @@ from ..results.base import FAILURE, REVOKED, SUCCESS, ResultStore, Revocation
 from ..serializers import Codec
 
 if TYPE_CHECKING:
-    from .control import Pidbox
+    from .control import AMQPPidbox, Pidbox
 
 META_PREFIX = "celery-task-meta-"
 #: Reads the records Soloist's worker writes itself (a hard time limit's failure).
@@ -142,7 +142,7 @@ class CeleryResults(ResultStore):
     `global_keyprefix` and `expires` (seconds; Celery's `result_expires`).
     """
 
-    def __init__(self, url: str, pidbox: Pidbox | None = None) -> None:
+    def __init__(self, url: str, pidbox: Pidbox | AMQPPidbox | None = None) -> None:
         self.url = url
         parts = urlsplit(url)
         if not parts.scheme.startswith("celery+"):

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT
-from tests.servers import REDIS_URL, require
+from tests.servers import AMQP_URL, REDIS_URL, require
 
 celery = pytest.importorskip("celery")
 
@@ -24,8 +24,13 @@ celery = pytest.importorskip("celery")
 class CeleryRig:
     """A Celery producer app and Soloist (or Celery) worker processes, on one prefix."""
 
-    def __init__(self, tmp: Path, visibility: float = 3600) -> None:
+    def __init__(
+        self, tmp: Path, visibility: float = 3600, broker: str = REDIS_URL, heartbeat: float = 120
+    ) -> None:
         self.prefix = f"soloist-celery-{uuid.uuid4().hex[:10]}:"
+        #: On RabbitMQ, what keeps the tests apart is the queue's name.
+        self.queue = "celery" if broker == REDIS_URL else f"soloist-celery-{uuid.uuid4().hex[:10]}"
+        self.broker = broker
         self.ledger = tmp / "ledger.txt"
         self.ledger.touch()
         self.tmp = tmp
@@ -35,11 +40,15 @@ class CeleryRig:
             "SOLOIST_CELERY_VISIBILITY": str(visibility),
             "SOLOIST_TEST_LEDGER": str(self.ledger),
             "SOLOIST_TEST_REDIS_URL": REDIS_URL,
+            "SOLOIST_CELERY_BROKER": broker,
+            "SOLOIST_CELERY_QUEUE": self.queue,
+            "SOLOIST_CELERY_HEARTBEAT": str(heartbeat),
             "PYTHONPATH": str(ROOT),
         }
         options = {"global_keyprefix": self.prefix, "visibility_timeout": visibility}
-        self.app = celery.Celery("producer", broker=REDIS_URL, backend=REDIS_URL)
+        self.app = celery.Celery("producer", broker=broker, backend=REDIS_URL)
         self.app.conf.update(
+            task_default_queue=self.queue,
             broker_transport_options=options,
             result_backend_transport_options={"global_keyprefix": self.prefix},
         )
@@ -53,8 +62,10 @@ class CeleryRig:
     def worker(self, *args: str, command: str = "soloist") -> subprocess.Popen[str]:
         if command == "soloist":
             cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.celery_sample:app"]
+            cmd += ["-Q", self.queue]
         else:
             cmd = [sys.executable, "-m", "celery", "-A", "tests.celery_sample:app", "worker"]
+            cmd += ["-Q", self.queue]
         log = self.tmp / f"worker-{len(self.procs)}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
@@ -85,6 +96,10 @@ class CeleryRig:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        if self.queue != "celery":
+            with self.app.connection_for_write() as conn:
+                for name in (self.queue, f"{self.queue}.soloist.dead"):
+                    conn.default_channel.queue_delete(name)
         self.app.close()
         keys = list(self.redis.scan_iter(match=f"{self.prefix}*", count=1000))
         if keys:
@@ -96,6 +111,16 @@ class CeleryRig:
 def rig(tmp_path: Path) -> Iterator[CeleryRig]:
     require("Redis", "127.0.0.1", 6379)
     rig = CeleryRig(tmp_path)
+    yield rig
+    rig.close()
+
+
+@pytest.fixture
+def amqp_rig(tmp_path: Path) -> Iterator[CeleryRig]:
+    """Celery's broker on the shared RabbitMQ (a queue of the test's own), results on Redis."""
+    require("Redis", "127.0.0.1", 6379)
+    require("RabbitMQ", "127.0.0.1", 5672)
+    rig = CeleryRig(tmp_path, broker=AMQP_URL.rstrip("/") + "//", heartbeat=2)
     yield rig
     rig.close()
 
