@@ -73,7 +73,7 @@ def test_dead_letters_and_the_connection_fence(amqp_rig: CeleryRig) -> None:
         first = broker.fetch([rig.queue], 2, 30, 10)
         while len(first) < 2:
             first += broker.fetch([rig.queue], 2 - len(first), 30, 10)
-        assert [d.id for d in first][0] == unknown.id
+        assert first[0].id == unknown.id
         assert broker.dead_letter(first[0], "unknown task") is True
         (letter,) = broker.dead_letters(rig.queue)
         assert (letter.id, letter.reason) == (unknown.id, "unknown task")
