@@ -1,7 +1,7 @@
 """Chaos run: prove that nothing is lost while workers are killed and the broker restarts.
 
     python benchmarks/chaos.py [--broker sqlite|redis|amqp|all] [--tasks N] [--replicas 3]
-                               [--kill-every 2.0] [--timeout 300]
+                               [--kill-every 2.0] [--timeout 300] [--faults]
 
 Tasks sleeping 0-20 ms are published (half before the workers start, half while they
 run), solo worker processes consume them, a random worker is SIGKILLed every
@@ -15,6 +15,10 @@ end lines to a ledger; the oracle checks it against what was published:
   attempt was on a worker that was killed, or overlapped the broker restart.
 
 Exits 1 if anything is lost or a second run is unexplained.
+
+`--faults` runs the environment's faults instead of the broker restart (see `run_faults`):
+the store refuses writes for a while, the workers' wall clocks step by +120 s and
+-3,600 s, and two operators requeue dead letters at once, while workers are killed.
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ class Report:
     run_twice: int = 0
     unexplained: int = 0
     seconds: float = 0.0
+    #: `run_faults`: stored results not SUCCESS after the run (a rerun's result erased).
+    wrong_results: int = 0
     notes: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return self.lost == 0 and self.unexplained == 0
+        return self.lost == 0 and self.unexplained == 0 and self.wrong_results == 0
 
 
 def _free_port() -> int:
@@ -150,9 +156,16 @@ class Workers:
     """Solo worker processes, replaced when killed."""
 
     def __init__(
-        self, env: dict[str, str], replicas: int, queue: str, log: Path, app: str = "chaos_app:app"
+        self,
+        env: dict[str, str],
+        replicas: int,
+        queue: str,
+        log: Path,
+        app: str = "chaos_app:app",
+        lease: float = 2.0,
     ) -> None:
         self.env = env
+        self.lease = lease
         self.app = app
         self.replicas = replicas
         self.queue = queue
@@ -173,7 +186,7 @@ class Workers:
                 "-Q",
                 self.queue,
                 "--lease",
-                "2",
+                str(self.lease),
                 "--loglevel",
                 "warning",
             ]
@@ -289,6 +302,173 @@ def run(
     return report
 
 
+def run_faults(
+    kind: str,
+    tasks: int,
+    replicas: int = 3,
+    kill_every: float = 1.0,
+    timeout: float = 120.0,
+    seed: int = 1,
+) -> Report:
+    """The environment's faults, while a random worker is killed every `kill_every` s:
+
+    * the store refuses writes for 1.5 s, twice: a private Redis is put past its
+      maxmemory (noeviction); SQLite is held under an exclusive lock past the workers'
+      busy timeout (0.5 s). Workers must hold their leases and carry on;
+    * the workers' wall clocks step (+120 s, -3,600 s, back), through tests/clock_step.py:
+      no lease or delay may move;
+    * half the tasks fail their first run and are dead-lettered; two operators requeue
+      the dead letters at once (App.requeue_dead), over and over: each letter must run
+      once more, and every one of those tasks must end with SUCCESS stored.
+
+    Judged as `run` (nothing lost, every second start explained by a kill), plus the
+    stored results. Not for RabbitMQ: the shared server must not be made to refuse writes.
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.clock_step import install, step
+
+    if kind == "amqp":
+        raise SystemExit("run_faults needs a store of its own: sqlite or redis")
+    rng = random.Random(seed)
+    report = Report(kind, tasks)
+    with tempfile.TemporaryDirectory(prefix=f"faults-{kind}-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = BrokerUnderTest(kind, tmp)
+        url = broker.url + ("?busy_timeout=0.5" if kind == "sqlite" else "")
+        queue = f"faults-{uuid.uuid4().hex[:8]}"
+        ledger = tmp / "ledger.txt"
+        (tmp / "site").mkdir()
+        install(tmp / "site")
+        clock = tmp / "clock-step"
+        step(clock, 0)
+        env = {
+            **os.environ,
+            "SOLOIST_BROKER_URL": url,
+            "SOLOIST_RESULT_URL": url,
+            "CHAOS_LEDGER": str(ledger),
+            "CHAOS_QUEUE": queue,
+            "SOLOIST_TEST_CLOCK_STEP": str(clock),
+            "PYTHONPATH": os.pathsep.join([str(tmp / "site"), str(HERE), str(ROOT)]),
+        }
+        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+        sys.path.insert(0, str(HERE))
+        from chaos_app import app, flaky, work
+
+        app.configure(url, url)
+        app.default_queue = queue
+        published: list[str] = []
+        flaky_ids: list[str] = []
+        for n in range(tasks):
+            task = flaky if n % 2 else work
+            while True:
+                try:
+                    result = task.apply_async((rng.randint(0, 20),), queue=queue)
+                    break
+                except Exception as exc:
+                    report.notes.append(f"publish retried: {type(exc).__name__}")
+                    time.sleep(0.2)
+            published.append(result.id)
+            if task is flaky:
+                flaky_ids.append(result.id)
+        # SQLite refuses writes by a lock, which stops lease renewals too: the lease must
+        # outlast it (Redis renews leases at maxmemory).
+        workers = Workers(env, replicas, queue, tmp / "workers.log", lease=5.0)
+        stop = threading.Event()
+        operators = [
+            threading.Thread(target=_operate, args=(url, queue, stop, report)) for _ in range(2)
+        ]
+        start = time.monotonic()
+        workers.fill()
+        for operator in operators:
+            operator.start()
+        refusals = [start + 1.0, start + 5.0]
+        steps = [(start + 0.5 + 1.5 * i, s) for i, s in enumerate([120, -3600, 120, 0, -3600, 0])]
+        next_kill = start + kill_every
+        try:
+            while time.monotonic() - start < timeout:
+                now = time.monotonic()
+                if _ended(ledger) >= set(published) and not steps and not refusals:
+                    break
+                if refusals and now >= refusals[0]:
+                    refusals.pop(0)
+                    _refuse_writes(kind, broker, seconds=1.5)
+                    report.restarts += 1
+                if steps and now >= steps[0][0]:
+                    step(clock, steps.pop(0)[1])
+                if now >= next_kill:
+                    workers.kill_one(rng)
+                    next_kill = now + kill_every
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for operator in operators:
+                operator.join()
+            step(clock, 0)
+        report.seconds = time.monotonic() - start
+        workers.stop()
+        report.kills = len(workers.killed)
+        _judge(report, published, ledger, workers.killed, (0.0, 0.0))
+        for task_id in flaky_ids:
+            stored = app.results.get(task_id)
+            if stored is None or stored[0] != "SUCCESS":
+                report.wrong_results += 1
+                state = stored[0] if stored else "nothing stored"
+                report.notes.append(f"{task_id}: {state} after its rerun")
+        app.close()
+        broker.close(queue)
+    return report
+
+
+def _operate(url: str, queue: str, stop: threading.Event, report: Report) -> None:
+    """An operator requeueing every dead letter of `queue`, again and again."""
+    from soloist import App
+    from soloist.errors import BrokerUnavailable
+
+    operator = App(url, url)
+    try:
+        while not stop.is_set():
+            try:
+                operator.requeue_dead(queue)
+            except BrokerUnavailable as exc:  # the store refusing writes: try again
+                report.notes.append(f"requeue retried: {str(exc)[:60]}")
+            stop.wait(0.2)
+    finally:
+        operator.close()
+
+
+def _refuse_writes(kind: str, broker: BrokerUnderTest, seconds: float) -> None:
+    """Have the store refuse writes for `seconds` (in the background)."""
+    if kind == "redis":
+        import redis
+
+        client = redis.Redis(port=broker.port)
+        client.config_set("maxmemory", 1)  # past it, with noeviction: writes refused
+
+        def restore() -> None:
+            time.sleep(seconds)
+            client.config_set("maxmemory", 0)
+            client.close()
+
+        threading.Thread(target=restore, daemon=True).start()
+        return
+    import sqlite3
+
+    path = broker.url.removeprefix("sqlite:///")
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    threading.Thread(target=hold, daemon=True).start()
+    locked.wait(30)
+
+
 def _ended(ledger: Path) -> set[str]:
     if not ledger.exists():
         return set()
@@ -332,18 +512,26 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="store refusing writes, clock steps and concurrent operators (sqlite, redis)",
+    )
     args = parser.parse_args()
-    kinds = ["sqlite", "redis", "amqp"] if args.broker == "all" else args.broker.split(",")
+    every = ["sqlite", "redis"] if args.faults else ["sqlite", "redis", "amqp"]
+    kinds = every if args.broker == "all" else args.broker.split(",")
+    chaos = run_faults if args.faults else run
     print(
         f"{'broker':<8}{'tasks':>7}{'kills':>7}{'restarts':>10}{'lost':>6}"
         f"{'run twice':>11}{'unexplained':>13}{'seconds':>9}"
     )
     failed = False
     for kind in kinds:
-        r = run(kind, args.tasks, args.replicas, args.kill_every, args.timeout)
+        r = chaos(kind, args.tasks, args.replicas, args.kill_every, args.timeout)
         print(
             f"{r.broker:<8}{r.tasks:>7}{r.kills:>7}{r.restarts:>10}{r.lost:>6}"
             f"{r.run_twice:>11}{r.unexplained:>13}{r.seconds:>9.1f}"
+            + (f"  wrong results: {r.wrong_results}" if args.faults else "")
         )
         for note in sorted(set(r.notes))[:10]:
             print(f"    {note}")

@@ -24,9 +24,29 @@ def _append(line: str) -> None:
         os.close(fd)
 
 
-@app.task(name="chaos.work", bind=True, ignore_result=True, max_retries=0)
-def work(self: Any, ms: int) -> None:
-    req = self.request
+def _live(req: Any, ms: int) -> None:
     _append(f"start {req.id} {req.delivery_count} {os.getpid()} {time.time():.6f}")
     time.sleep(ms / 1000)
     _append(f"end {req.id} {os.getpid()} {time.time():.6f}")
+
+
+@app.task(name="chaos.work", bind=True, ignore_result=True, max_retries=0)
+def work(self: Any, ms: int) -> None:
+    _live(self.request, ms)
+
+
+@app.task(name="chaos.flaky", bind=True, max_retries=0)
+def flaky(self: Any, ms: int) -> str:
+    """Fails its first run (dead-lettered, for the operators to requeue), then runs as
+    `work` does. The first run writes `failed`, not `start`: only reruns are counted."""
+    req = self.request
+    try:
+        with open(_LEDGER) as f:
+            failed_before = any(line.startswith(f"failed {req.id} ") for line in f)
+    except FileNotFoundError:
+        failed_before = False
+    if not failed_before:
+        _append(f"failed {req.id} {os.getpid()} {time.time():.6f}")
+        raise RuntimeError("the first run of a flaky task")
+    _live(req, ms)
+    return str(req.id)

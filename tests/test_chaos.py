@@ -37,3 +37,17 @@ def test_chaos_loses_nothing(kind: str) -> None:
     assert report.restarts == 1 and report.kills >= 2, report
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_environment_faults_lose_nothing_and_erase_no_result(kind: str) -> None:
+    """The store refusing writes, workers' clocks stepping and two operators requeueing at
+    once, while workers are killed (benchmarks/chaos.py --faults runs the large one)."""
+    if kind == "redis":
+        require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
+    chaos = load_chaos()
+    report = chaos.run_faults(kind, tasks=120, replicas=3, kill_every=1.0, timeout=120)  # type: ignore[attr-defined]
+    assert report.restarts == 2 and report.kills >= 2, report
+    assert report.lost == 0, report
+    assert report.unexplained == 0, report.notes
+    assert report.wrong_results == 0, report.notes
