@@ -242,12 +242,17 @@ class Worker:
         return True
 
     def _resume(self) -> None:
-        """After an outage: settle what waited, then check that the broker answers."""
+        """After an outage: renew what this worker holds before anyone else can claim a
+        lease that lapsed meanwhile, settle what waited, then fetch (the call that failed
+        may have been a fetch)."""
+        held = self.held()
+        if held:
+            self.broker.extend(held, self.lease)
         while self.unsettled:
             self.settle(*self.unsettled.popleft())  # queued again if it fails
         self._flush()
         if not self.prefetched:
-            self._fill(0)  # the call that failed may have been a fetch
+            self._fill(0)
 
     def _unavailable(self, exc: BrokerUnavailable) -> int:
         """Stopping while the stores are down: what this worker holds cannot be settled
