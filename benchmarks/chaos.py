@@ -2,6 +2,7 @@
 
     python benchmarks/chaos.py [--broker sqlite|redis|amqp|all] [--tasks N] [--replicas 3]
                                [--kill-every 2.0] [--timeout 300] [--faults]
+                               [--hostile POOLS]
 
 Tasks sleeping 0-20 ms are published (half before the workers start, half while they
 run), solo worker processes consume them, a random worker is SIGKILLed every
@@ -19,6 +20,11 @@ Exits 1 if anything is lost or a second run is unexplained.
 `--faults` runs the environment's faults instead of the broker restart (see `run_faults`):
 the store refuses writes for a while, the workers' wall clocks step by +120 s and
 -3,600 s, and two operators requeue dead letters at once, while workers are killed.
+
+With `--hostile solo,threads,processes` it runs `run_hostile` instead, per broker and pool:
+a `--replicas 2` fleet runs `work` mixed with tasks that reach past their task (they call
+sys.exit and os._exit(0), fork and return in the child, leave a SIGALRM timer armed, ignore
+SIGTERM, kill idle task threads); nothing may be lost, stall or run in a forked child.
 """
 
 from __future__ import annotations
@@ -505,6 +511,141 @@ def _judge(
                 break
 
 
+@dataclass
+class HostileReport:
+    """`run_hostile`: what the fleet did with tasks that reach past their task."""
+
+    broker: str
+    pool: str
+    tasks: int
+    hostile: int = 0
+    lost: int = 0  # expected to end, never did
+    wrongly_dead: int = 0  # dead-lettered, though expected to end
+    missing_dead: int = 0  # sys_exit tasks not dead-lettered (their failure)
+    child_ran: int = 0  # tasks started by a forked child that went on as a worker
+    unexplained: int = 0  # run twice, the earlier run not on a process that exited
+    stalled: bool = False  # the fleet did not stop warm on SIGTERM
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.wrongly_dead
+            or self.missing_dead
+            or self.child_ran
+            or self.unexplained
+            or self.stalled
+        )
+
+
+def run_hostile(
+    kind: str,
+    pool: str,
+    tasks: int = 200,
+    each: int = 3,
+    timeout: float = 120.0,
+    seed: int = 1,
+) -> HostileReport:
+    """A `--replicas 2` fleet runs `work` tasks mixed with `each` of every hostile task of
+    chaos_app (they exit, os._exit, fork, leave timers armed, take SIGTERM, kill task
+    threads); then the fleet is stopped with SIGTERM. Nothing may be lost or stall."""
+    rng = random.Random(seed)
+    report = HostileReport(kind, pool, tasks)
+    with tempfile.TemporaryDirectory(prefix=f"chaos-hostile-{kind}-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = BrokerUnderTest(kind, tmp)
+        queue = f"chaos-{uuid.uuid4().hex[:8]}"
+        ledger = tmp / "ledger.txt"
+        env = {
+            **os.environ,
+            "SOLOIST_BROKER_URL": broker.url,
+            "SOLOIST_RESULT_URL": "memory://",
+            "CHAOS_LEDGER": str(ledger),
+            "CHAOS_QUEUE": queue,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+        }
+        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+        sys.path.insert(0, str(HERE))
+        from chaos_app import HOSTILE, HOSTILE_THREADS, app, sys_exit, work
+
+        from soloist.message import Message
+
+        app.configure(broker.url, "memory://")
+        hostile = [
+            t for t in (HOSTILE_THREADS if pool == "threads" else HOSTILE) for _ in range(each)
+        ]
+        calls = hostile + [work] * max(tasks - len(hostile), 0)
+        rng.shuffle(calls)
+        report.tasks, report.hostile = len(calls), len(hostile)
+        ids: dict[str, str] = {}  # task id -> task name
+        for task in calls:
+            args = (rng.randint(0, 20),) if task is work else ()
+            ids[task.apply_async(args, queue=queue).id] = task.name
+        expect_dead = {i for i, name in ids.items() if name == sys_exit.name}
+        concurrency = [] if pool == "solo" else ["-c", "2"]
+        cmd = [sys.executable, "-m", "soloist", "worker", "-A", "chaos_app:app", "-Q", queue]
+        cmd += ["--replicas", "2", "--pool", pool, *concurrency, "--lease", "2"]
+        with (tmp / "fleet.log").open("w") as log:
+            fleet = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
+        start = time.monotonic()
+        dead: set[str] = set()
+        while time.monotonic() - start < timeout:
+            ended = _ended(ledger)
+            dead = {
+                Message.decode(d.body, app.codec).id
+                for d in app.broker.dead_letters(queue, limit=len(ids))
+            }
+            if ended | dead >= set(ids):
+                break
+            time.sleep(0.2)
+        report.seconds = time.monotonic() - start
+        fleet.send_signal(signal.SIGTERM)
+        try:
+            report.stalled = fleet.wait(timeout=30) != 0
+        except subprocess.TimeoutExpired:
+            report.stalled = True
+            fleet.kill()
+            fleet.wait()
+        if report.stalled:
+            report.notes.append("the fleet did not stop warm on SIGTERM")
+        _judge_hostile(report, ids, expect_dead, dead, ledger)
+        if not report.ok():
+            report.notes.append((tmp / "fleet.log").read_text()[-3000:])
+        app.close()
+        broker.close(queue)
+    return report
+
+
+def _judge_hostile(
+    report: HostileReport, ids: dict[str, str], expect_dead: set[str], dead: set[str], ledger: Path
+) -> None:
+    lines = [line.split() for line in ledger.read_text().splitlines()] if ledger.exists() else []
+    ended = {p[1] for p in lines if p[0] == "end"}
+    exited = {int(p[2]) for p in lines if p[0] == "exit"}
+    children = {int(p[2]) for p in lines if p[0] == "child"}
+    starts: dict[str, list[int]] = collections.defaultdict(list)
+    for p in lines:
+        if p[0] == "start":
+            starts[p[1]].append(int(p[3]))
+    for task_id, name in ids.items():
+        if task_id in expect_dead:
+            if task_id not in dead:
+                report.missing_dead += 1
+                report.notes.append(f"{name} {task_id} not dead-lettered")
+        elif task_id in dead:
+            report.wrongly_dead += 1
+            report.notes.append(f"{name} {task_id} dead-lettered")
+        elif task_id not in ended:
+            report.lost += 1
+            report.notes.append(f"{name} {task_id} never ended")
+    for task_id, pids in starts.items():
+        report.child_ran += sum(pid in children for pid in pids)
+        if any(pid not in exited for pid in pids[:-1]):
+            report.unexplained += 1
+            report.notes.append(f"{ids.get(task_id)} {task_id} ran again: pids {pids}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", default="all", help="sqlite, redis, amqp or all")
@@ -517,9 +658,17 @@ def main() -> int:
         action="store_true",
         help="store refusing writes, clock steps and concurrent operators (sqlite, redis)",
     )
+    parser.add_argument(
+        "--hostile",
+        metavar="POOLS",
+        help="instead: run hostile tasks (exits, forks, signals, thread kills) on a "
+        "--replicas fleet of each pool given (solo,threads,processes)",
+    )
     args = parser.parse_args()
     every = ["sqlite", "redis"] if args.faults else ["sqlite", "redis", "amqp"]
     kinds = every if args.broker == "all" else args.broker.split(",")
+    if args.hostile:
+        return _main_hostile(kinds, args.hostile.split(","), args.tasks, args.timeout)
     chaos = run_faults if args.faults else run
     print(
         f"{'broker':<8}{'tasks':>7}{'kills':>7}{'restarts':>10}{'lost':>6}"
@@ -536,6 +685,26 @@ def main() -> int:
         for note in sorted(set(r.notes))[:10]:
             print(f"    {note}")
         failed = failed or not r.ok()
+    return 1 if failed else 0
+
+
+def _main_hostile(kinds: list[str], pools: list[str], tasks: int, timeout: float) -> int:
+    print(
+        f"{'broker':<8}{'pool':<11}{'tasks':>6}{'hostile':>8}{'lost':>6}{'wrong dead':>11}"
+        f"{'missing dead':>13}{'child ran':>10}{'unexplained':>12}{'stalled':>8}{'seconds':>9}"
+    )
+    failed = False
+    for kind in kinds:
+        for pool in pools:
+            r = run_hostile(kind, pool, tasks, timeout=timeout)
+            print(
+                f"{r.broker:<8}{r.pool:<11}{r.tasks:>6}{r.hostile:>8}{r.lost:>6}"
+                f"{r.wrongly_dead:>11}{r.missing_dead:>13}{r.child_ran:>10}{r.unexplained:>12}"
+                f"{'yes' if r.stalled else 'no':>8}{r.seconds:>9.1f}"
+            )
+            for note in r.notes[:10]:
+                print(f"    {note}")
+            failed = failed or not r.ok()
     return 1 if failed else 0
 
 

@@ -51,3 +51,12 @@ def test_environment_faults_lose_nothing_and_erase_no_result(kind: str) -> None:
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes
     assert report.wrong_results == 0, report.notes
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "processes"])
+def test_hostile_tasks_neither_end_nor_stall_the_fleet(pool: str) -> None:
+    """Tasks that exit, os._exit, fork, arm timers, take SIGTERM or kill task threads,
+    among ordinary ones, on a --replicas fleet (SQLite: no shared server is touched)."""
+    chaos = load_chaos()
+    report = chaos.run_hostile("sqlite", pool, tasks=60, each=2, timeout=90)  # type: ignore[attr-defined]
+    assert report.ok(), report.notes
