@@ -31,6 +31,7 @@ import argparse
 import collections
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -87,6 +88,7 @@ def run(
     kill_every: float = 1.0,
     timeout: float = 300.0,
     seed: int = 1,
+    keep: Path | None = None,
 ) -> Report:
     rng = random.Random(seed)
     report = Report(kind, chords, chains, nested)
@@ -169,6 +171,12 @@ def run(
         workers.stop()
         report.kills = len(workers.killed)
         _judge(report, sent, ledger, workers.killed)
+        if keep is not None and not report.ok():  # the evidence, before the directory goes
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("ledger.txt", "workers.log"):
+                if (tmp / name).exists():
+                    shutil.copy(tmp / name, keep / f"{kind}-{name}")
+            (keep / f"{kind}-killed.txt").write_text("\n".join(map(str, sorted(workers.killed))))
         app.close()
         broker.close(queue)
         if results_server is not None:
@@ -240,6 +248,7 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--keep", type=Path, help="copy the ledger and logs here on failure")
     args = parser.parse_args()
     kinds = ["sqlite", "redis", "amqp"] if args.broker == "all" else args.broker.split(",")
     print(
@@ -256,6 +265,7 @@ def main() -> int:
             args.replicas,
             args.kill_every,
             args.timeout,
+            keep=args.keep,
         )
         print(
             f"{r.broker:<8}{r.chords:>7}{r.chains:>7}{r.nested:>7}{r.kills:>7}{r.hung:>6}{r.wrong:>7}"

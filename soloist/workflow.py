@@ -6,25 +6,30 @@ A message sent by `soloist.canvas` carries its continuation in its options (`wf`
     err    [signature]   sent when it fails for good, (task id, error) prepended
     chain  [signature]   the steps still to run; the next gets this one's result
     chord  {id, i, n, cb}  member i of n of chord `id`; `cb` the callback
-    p      1             sent by a worker: it may be a duplicate (see below)
+    p      1             sent by a worker: it may be a second copy (see below)
 
 The worker calls `proceed` for the tasks that ended (succeeded, failed for good, revoked or
 dead-lettered) whose message has a `wf`, after their results are stored and before their
 messages are acked. So a worker that dies in between leaves a message that is redelivered
 and continued again, never a continuation lost; what makes continuing twice harmless:
 
-* Every call's id is chosen by the producer, so a step sent twice has one id. A message
-  sent by a worker (`p`) is checked against the result store before it runs, like a
-  redelivery: a copy whose call already finished is settled without running again.
+* Every call's id is chosen by the producer, so a step sent twice has one id.
 * A chord member adds its result to a set in the result store (`ResultStore.chord_add_many`,
-  one call for the members a worker settles together):
-  adding it again counts nothing, and only the member whose add completed the set is told
-  (again, if it adds again), so one member sends the callback.
+  one call for the members a worker settles together): adding it again counts nothing, and
+  only the member whose add completed the set is told (again, if it adds again), so one
+  member sends the callback.
 * Once a task's continuation is sent, a mark (`<task id>:wf`) is stored; a redelivered task
-  whose mark is there sends nothing. The one window left is a worker dying after the
-  broker took the continuation and before the mark was stored: then it is sent twice, with
-  the same id, and the copy is dropped when it is taken if the first has finished by then.
-  Only two copies taken at the same moment by two workers could both run.
+  whose mark is there sends nothing again. A worker dying after the broker took the
+  continuation and before the mark was stored leaves it sent twice, with one id.
+* So a message sent by a worker (`p`) may be a second copy: before it runs, the executor
+  claims the run for its broker message id (`put_new` of `<task id>:run`). The first copy
+  taken wins, and runs again only if it is redelivered (its worker died); any other copy
+  is acked without running (`Executor._claimed`).
+
+What is left: a step that kills `max_deliveries` workers is dead-lettered by the broker,
+which records nothing, so its workflow waits; a failed step requeued from the dead letters
+runs again only where the broker keeps its message id (not SQLite), and does not resume
+the steps after it (they were recorded failed).
 """
 
 from __future__ import annotations

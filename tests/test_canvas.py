@@ -14,7 +14,7 @@ from soloist.canvas import Signature, chain, chord, group, items_for
 from soloist.message import Message
 from soloist.results.base import FAILURE, REVOKED, SUCCESS
 from soloist.testing import drain
-from soloist.worker.execution import Kind, Outcome
+from soloist.worker.execution import Executor, Kind, Outcome
 from soloist.workflow import proceed
 
 
@@ -300,6 +300,35 @@ def test_a_continuation_replayed_after_a_crash_sends_nothing_twice(
     drain(app)
     assert app.result(callback.freeze()).get(timeout=1) == 6
     assert runs["total [2, 4]"] == 1
+
+
+def test_two_copies_of_a_sent_step_taken_at_once_run_once(
+    app: App, tasks: dict[str, Any], runs: Counter[str]
+) -> None:
+    """A worker died after sending a step and before marking it sent, so the step was
+    sent twice, and both copies wait: the first copy taken claims the run."""
+    step = tasks["add"].s(10)
+    ((message, queue, _, _),) = items_for(step.to_dict(), (2,), resent=True)
+    app.send_many([(message, queue, 0.0, 0), (message, queue, 0.0, 0)])
+    stats = drain(app, prefetch=2)
+    assert runs["add 2 10"] == 1 and stats.done == 2
+    assert app.result(message.id).get(timeout=1) == 12
+
+
+def test_a_sent_step_delivered_twice_under_one_broker_id_runs_once(
+    app: App, tasks: dict[str, Any], runs: Counter[str]
+) -> None:
+    """A broker that hands the same message out again after it was settled: the claim is
+    its own, but the step has finished, so it does not run again."""
+    ((message, queue, _, _),) = items_for(tasks["add"].s(10).to_dict(), (2,), resent=True)
+    delivery = Delivery("m1", queue, app.encode(message), 1, 0)
+    executor = Executor(app)
+    first = executor.execute(delivery)
+    assert first.result is not None
+    app.results.put(message.id, SUCCESS, first.result, 60)
+    again = executor.execute(delivery)
+    assert runs["add 2 10"] == 1
+    assert (again.kind, again.result, again.workflow) == (Kind.SUCCESS, None, first.workflow)
 
 
 def test_a_second_copy_of_a_sent_step_does_not_run_again(

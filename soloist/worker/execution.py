@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.base import Delivery
 from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded, WorkerInterrupt
 from ..message import Message
-from ..results.base import FAILURE, RETRY, REVOKED, SUCCESS
+from ..results.base import FAILURE, PENDING, RETRY, REVOKED, SUCCESS
 from ..results.handle import failure_record, success_record
 from ..revocation import TaskTerminated
 from ..task import Request, Task, reset_request, set_request
@@ -37,6 +37,12 @@ _NO_LIMIT = nullcontext()
 
 #: Longest traceback text kept with a failure.
 _MAX_TRACEBACK = 8000
+
+
+#: The suffix of the record that claims the run of a workflow step for one copy of its
+#: message (see `Executor._claimed`), and the reason a second copy is settled unrun.
+RUN_CLAIM = ":run"
+DUPLICATE = "a copy of a workflow step another delivery claimed: settled without running"
 
 
 class Kind(enum.Enum):
@@ -284,17 +290,25 @@ class Executor:
             return decoded
         message, task = decoded
         flow = message.options.get("wf")
-        outcome = self._execute(delivery, message, task, flow)
+        # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
+        if flow and "p" in flow and not self._claimed(delivery, message):
+            return Outcome(Kind.SUCCESS, message.id, task.name, reason=DUPLICATE)
+        outcome = self._execute(delivery, message, task, bool(flow and "p" in flow))
         if flow:
             outcome.workflow = flow
         return outcome
 
+    def _claimed(self, delivery: Delivery, message: Message) -> bool:
+        """Claim the run of a workflow step for this message, by its broker id: True for
+        the first copy taken (and its redeliveries), False for any other copy of it."""
+        key, mine = message.id + RUN_CLAIM, delivery.id.encode()
+        if self.app.results.put_new(key, PENDING, mine, self.app.result_ttl):
+            return True
+        held = self.app.results.get(key)
+        return held is None or held[1] == mine
+
     def _execute(
-        self,
-        delivery: Delivery,
-        message: Message,
-        task: Task[Any, Any],
-        flow: dict[str, Any] | None,
+        self, delivery: Delivery, message: Message, task: Task[Any, Any], resent: bool
     ) -> Outcome:
         if message.id in self.revoked:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked before it started")
@@ -302,8 +316,9 @@ class Executor:
         if expires is not None and time.time() > expires:
             record = self.app.codec.dumps({"revoked": time.time(), "reason": EXPIRED})
             return Outcome(Kind.REVOKED, message.id, task.name, record, reason=EXPIRED)
-        # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
-        if delivery.delivery_count > 1 or (flow and "p" in flow):
+        # A step a worker sent may also come again under its broker message id (a broker
+        # that delivers a message twice): it may have finished already.
+        if delivery.delivery_count > 1 or resent:
             finished = self._finished(message)
             if finished is not None:
                 return finished
