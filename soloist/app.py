@@ -310,13 +310,11 @@ class App:
             record = self.results.get(task_id)
             if record is not None and record[0] == FAILURE:
                 failures[letter.id] = (task_id, record)
-        still_dead = {letter.id for letter in self._dead(queue, list(failures))}
-        moved = 0
-        for letter in letters:
-            if letter.id in still_dead:
-                self.results.forget_if(*failures[letter.id])
-            moved += self.broker.requeue_dead(queue, [letter.id])
-        return moved
+        for letter in self._dead(queue, list(failures)):  # still dead after the read
+            self.results.forget_if(*failures[letter.id])
+        if not letters:
+            return 0
+        return self.broker.requeue_dead(queue, [letter.id for letter in letters])
 
     def _dead(self, queue: str, ids: Sequence[str] | None) -> list[DeadLetter]:
         """The dead letters of `queue` with these ids (all when None, up to DEAD_SCAN)."""

@@ -12,27 +12,40 @@ from pathlib import Path
 
 import pytest
 
+from soloist.brokers.amqp import AMQPBroker
 from soloist.brokers.redis import RedisConnection
 from soloist.results.base import FAILURE, SUCCESS
 from tests import sample_app as sample
 from tests.conftest import ROOT, WorkerProcesses
 from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import REDIS_URL, require
+from tests.servers import AMQP_URL, REDIS_URL, require
 
 LETTERS = 150
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """(broker URL, result URL, queue): on RabbitMQ, results on Redis and a queue of the
+    test's own (the server is shared), deleted after."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/soloist.db"
+        yield f"sqlite:///{tmp_path}/soloist.db", f"sqlite:///{tmp_path}/soloist.db", "default"
         return
     require("Redis", "127.0.0.1", 6379)
-    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", REDIS_URL)
-    yield url
-    conn = RedisConnection(url)
+    results = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", REDIS_URL)
+    queue = "default"
+    if request.param == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
+        broker, queue = AMQP_URL, f"requeue-{uuid.uuid4().hex[:8]}"
+    else:
+        broker = results
+    yield broker, results, queue
+    conn = RedisConnection(results)
     delete_prefix(conn)
     conn.close()
+    if request.param == "amqp":
+        admin = AMQPBroker(AMQP_URL)
+        admin.delete(queue)
+        admin.close()
 
 
 def wait_until(check: object, timeout: float = 60) -> None:
@@ -43,33 +56,38 @@ def wait_until(check: object, timeout: float = 60) -> None:
 
 
 def test_two_operators_requeueing_at_once_erase_no_rerun_result(
-    url: str, workers: WorkerProcesses
+    where: tuple[str, str, str], workers: WorkerProcesses
 ) -> None:
-    workers.use(url)
+    broker, results, queue = where
+    workers.use(broker, results)
     app = sample.app
-    app.configure(url, url)
+    app.configure(broker, results)
     try:
-        calls = [sample.fail_first.delay(f"t{n}") for n in range(LETTERS)]
+        calls = [sample.fail_first.apply_async((f"t{n}",), queue=queue) for n in range(LETTERS)]
         for _ in range(2):
-            workers.start("--pool", "threads", "-c", "4")
-        wait_until(lambda: app.broker.stats("default").dead == LETTERS)
+            workers.start("--pool", "threads", "-c", "4", "-Q", queue)
+        wait_until(lambda: app.broker.stats(queue).dead == LETTERS)
         assert all(app.results.get(c.id)[0] == FAILURE for c in calls)  # type: ignore[index]
         # Two operators at once, each through the CLI (which calls App.requeue_dead).
         command = [sys.executable, "-m", "soloist", "dead-letters", "requeue", "-A",
-                   "tests.sample_app:app", "--all"]  # fmt: skip
+                   "tests.sample_app:app", "-Q", queue, "--all"]  # fmt: skip
         operators = [
             subprocess.Popen(command, env=workers.env, cwd=ROOT, text=True, stdout=subprocess.PIPE)
             for _ in range(2)
         ]
         moved = [int(op.communicate(timeout=120)[0].split()[-1]) for op in operators]
         assert sum(moved) == LETTERS, moved  # each letter moved once
-        wait_until(lambda: app.broker.stats("default").depth == 0)
-        wait_until(lambda: app.broker.stats("default").in_flight == 0)
-        states = [app.results.get(c.id) for c in calls]
+        # Every rerun stores SUCCESS; an erased one leaves nothing, for good.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [app.results.get(c.id) for c in calls]
+            if all(s is not None and s[0] == SUCCESS for s in states):
+                break
+            time.sleep(0.1)
         erased = sum(1 for s in states if s is None)
         assert erased == 0, f"{erased} of {LETTERS} reruns' results erased"
         assert all(s is not None and s[0] == SUCCESS for s in states)
-        assert app.broker.stats("default").dead == 0
+        assert app.broker.stats(queue).dead == 0
     finally:
         app.close()
 
