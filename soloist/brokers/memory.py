@@ -2,7 +2,7 @@
 
 It honours the whole broker contract (leases, fencing, delivery counts, dead letters) but
 lives in one process's memory: nothing survives the process, and other processes cannot
-see it.
+see it. Delays and leases count monotonic time: a step of the wall clock moves neither.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class MemoryBroker(Broker):
     def _push(self, rec: _Record) -> None:
         """(Re)schedule `rec`; earlier heap entries for it go stale and are skipped."""
         rec.version += 1
-        if rec.visible_at <= time.time():
+        if rec.visible_at <= time.monotonic():
             entry = (-rec.priority, rec.seq, rec.id, rec.version)
             heapq.heappush(self._ready.setdefault(rec.queue, []), entry)
         else:
@@ -73,7 +73,7 @@ class MemoryBroker(Broker):
                 queue,
                 body,
                 priority,
-                time.time() + max(delay, 0),
+                time.monotonic() + max(delay, 0),
                 seq=next(self._seq),
             )
             self._records[rec.id] = rec
@@ -110,7 +110,7 @@ class MemoryBroker(Broker):
         out: list[Delivery] = []
         with self._cond:
             while True:
-                now = time.time()
+                now = time.monotonic()
                 for queue in queues:
                     while len(out) < max_count:
                         rec = self._due(queue, now)
@@ -163,7 +163,7 @@ class MemoryBroker(Broker):
             rec.attempts += 1
             rec.deliveries = 0
             rec.receipt = 0
-            rec.visible_at = time.time() + max(delay, 0)
+            rec.visible_at = time.monotonic() + max(delay, 0)
             self._push(rec)
             return True
 
@@ -188,7 +188,7 @@ class MemoryBroker(Broker):
                 if rec is not None:
                     rec.deliveries -= 1
                     rec.receipt = 0
-                    rec.visible_at = time.time()
+                    rec.visible_at = time.monotonic()
                     self._push(rec)
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
@@ -199,7 +199,7 @@ class MemoryBroker(Broker):
                 if rec is None:
                     lost.append(delivery)
                 else:
-                    rec.visible_at = time.time() + lease
+                    rec.visible_at = time.monotonic() + lease
                     self._push(rec)
         return lost
 
@@ -208,7 +208,7 @@ class MemoryBroker(Broker):
             return sum(1 for r in self._records.values() if r.queue == queue and not r.receipt)
 
     def stats(self, queue: str) -> QueueStats:
-        now = time.time()
+        now = time.monotonic()
         with self._cond:
             mine = [r for r in self._records.values() if r.queue == queue]
             return QueueStats(
@@ -239,7 +239,7 @@ class MemoryBroker(Broker):
         with self._cond:
             taken = self._take_dead(queue, ids)
             for dead in taken:
-                rec = _Record(dead.id, queue, dead.body, 0, time.time(), seq=next(self._seq))
+                rec = _Record(dead.id, queue, dead.body, 0, time.monotonic(), seq=next(self._seq))
                 self._records[rec.id] = rec
                 self._push(rec)
             return len(taken)

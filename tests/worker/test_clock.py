@@ -9,6 +9,7 @@ must not hide a dead worker's task for an hour.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,18 @@ def test_a_backward_step_does_not_hide_a_dead_workers_task(
     start_stepped(workers, stepped, "--lease", "2")
     assert result.get(timeout=20) == "c"
     assert [line.split()[-1] for line in starts(workers, "c")] == ["1", "2"]
+
+
+def test_the_memory_broker_counts_leases_and_delays_on_the_monotonic_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from soloist.brokers.memory import MemoryBroker
+
+    broker = MemoryBroker()
+    broker.publish("q", b"leased")
+    broker.publish("q", b"later", delay=60)
+    (held,) = broker.fetch(["q"], 10, 30, 0)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 120)
+    assert broker.fetch(["q"], 10, 30, 0) == []  # neither the lease nor the delay ran out
+    assert broker.ack(held)
