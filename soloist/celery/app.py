@@ -73,9 +73,8 @@ class CeleryApp(App):
             url = broker_url(broker, options)
             db = urlsplit(broker).path.strip("/") or "0"
             prefix = options.get("global_keyprefix", "")
-            pidbox: Pidbox | AMQPPidbox = Pidbox(
-                broker, f"{prefix}/{db}.{conf.control_exchange}.pidbox", self.accept
-            )
+            channel = f"{prefix}/{db}.{conf.control_exchange}.pidbox"
+            pidbox: Pidbox | AMQPPidbox = Pidbox(broker, channel, prefix, self.accept)
         else:
             url = amqp_url(broker, conf)
             pidbox = AMQPPidbox(

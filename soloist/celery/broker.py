@@ -138,7 +138,11 @@ local function restore_lapsed(vt, steps)
       elseif text then
         -- Held by a Celery worker: its queue from kombu's binding table, as kombu would.
         local queue = rkey
-        local bound = redis.call('SMEMBERS', prefix .. '_kombu.binding.' .. tostring(exchange))
+        local table_key = prefix .. '_kombu.binding.' .. tostring(exchange)
+        local bound = {}
+        if redis.call('TYPE', table_key).ok == 'set' then
+          bound = redis.call('SMEMBERS', table_key)
+        end
         for _, member in ipairs(bound) do
           local rk, rest = string.match(member, '^(.-)' .. SEP .. '(.*)$')
           if rk == rkey and rest then queue = string.match(rest, '^.-' .. SEP .. '(.*)$') end

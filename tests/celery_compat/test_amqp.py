@@ -89,3 +89,11 @@ def test_dead_letters_and_the_connection_fence(amqp_rig: CeleryRig) -> None:
         assert broker.dead_letters(rig.queue) == []
     finally:
         broker.close()
+
+
+def test_inspect_ping_is_answered(amqp_rig: CeleryRig) -> None:
+    rig = amqp_rig
+    worker = rig.worker()
+    assert rig.send("add", 1, 1).get(timeout=20) == 2  # it is up
+    replies = rig.app.control.ping(timeout=2)
+    assert any(f"soloist.{worker.pid}@" in name for answer in replies for name in answer)
