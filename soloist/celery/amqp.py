@@ -368,6 +368,11 @@ class CeleryAMQPBroker(Broker):
             self._parked = [p for p in self._parked if p[2].receipt not in gone]
             heapq.heapify(self._parked)
 
+    def abandon(self, deliveries: Sequence[Delivery]) -> None:
+        """Back to the queue at once (a quorum queue counts it as a delivery)."""
+        for delivery in deliveries:
+            self._settle(delivery, lambda ch, tag: ch.basic_reject(tag, requeue=True))
+
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         """Held for as long as the connection lives: the lost ones are those of an older
         connection."""
