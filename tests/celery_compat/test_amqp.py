@@ -95,5 +95,5 @@ def test_inspect_ping_is_answered(amqp_rig: CeleryRig) -> None:
     rig = amqp_rig
     worker = rig.worker()
     assert rig.send("add", 1, 1).get(timeout=20) == 2  # it is up
-    replies = rig.app.control.ping(timeout=2)
+    replies = rig.app.control.ping(timeout=5)
     assert any(f"soloist.{worker.pid}@" in name for answer in replies for name in answer)

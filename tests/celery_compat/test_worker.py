@@ -165,6 +165,6 @@ def test_processes_pool(rig: CeleryRig) -> None:
 def test_inspect_ping_is_answered(rig: CeleryRig) -> None:
     worker = rig.worker()
     assert rig.send("add", 1, 1).get(timeout=20) == 2  # it is up
-    replies = rig.app.control.ping(timeout=2)
+    replies = rig.app.control.ping(timeout=5)
     assert {"ok": "pong"} in [reply for answer in replies for reply in answer.values()]
     assert any(f"soloist.{worker.pid}@" in name for answer in replies for name in answer)
