@@ -4,6 +4,7 @@ results in Celery's Redis backend."""
 from __future__ import annotations
 
 import signal
+import socket
 
 import pytest
 
@@ -95,5 +96,6 @@ def test_inspect_ping_is_answered(amqp_rig: CeleryRig) -> None:
     rig = amqp_rig
     worker = rig.worker()
     assert rig.send("add", 1, 1).get(timeout=20) == 2  # it is up
-    replies = rig.app.control.ping(timeout=5)
-    assert any(f"soloist.{worker.pid}@" in name for answer in replies for name in answer)
+    name = f"soloist.{worker.pid}@{socket.gethostname()}"
+    replies = rig.app.control.ping(destination=[name], timeout=10, limit=1)
+    assert replies == [{name: {"ok": "pong"}}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import socket
 import time
 
 import pytest
@@ -165,6 +166,6 @@ def test_processes_pool(rig: CeleryRig) -> None:
 def test_inspect_ping_is_answered(rig: CeleryRig) -> None:
     worker = rig.worker()
     assert rig.send("add", 1, 1).get(timeout=20) == 2  # it is up
-    replies = rig.app.control.ping(timeout=5)
-    assert {"ok": "pong"} in [reply for answer in replies for reply in answer.values()]
-    assert any(f"soloist.{worker.pid}@" in name for answer in replies for name in answer)
+    name = f"soloist.{worker.pid}@{socket.gethostname()}"
+    replies = rig.app.control.ping(destination=[name], timeout=10, limit=1)
+    assert replies == [{name: {"ok": "pong"}}]
