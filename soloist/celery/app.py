@@ -12,6 +12,7 @@ stays Celery's, run by Celery's tracer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -100,6 +101,23 @@ class CeleryApp(App):
     @property
     def origin(self) -> object:
         return self.celery
+
+    def send(self, message: Message, queue: str, *, delay: float = 0, priority: int = 0) -> None:
+        """Publish with Celery's own producer (`soloist enqueue` on a Celery app), so the
+        queue holds a Celery message like every other."""
+        self.celery.send_task(
+            message.task,
+            message.args,
+            message.kwargs,
+            task_id=message.id,
+            queue=queue,
+            countdown=delay or None,
+            priority=priority,
+        )
+
+    def send_many(self, items: Sequence[tuple[Message, str, float, int]]) -> None:
+        for message, queue, delay, priority in items:
+            self.send(message, queue, delay=delay, priority=priority)
 
     def decode(self, body: bytes) -> Message:
         """A Celery message back as a task call; raises DecodeError."""

@@ -49,3 +49,13 @@ def test_a_broker_it_does_not_speak_is_one_line_and_exit_1(rig: CeleryRig) -> No
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: the Celery app's broker is sqs://"), done.stderr
+
+
+def test_enqueue_sends_a_celery_message(rig: CeleryRig) -> None:
+    rig.worker()
+    done = soloist(
+        rig, "enqueue", "-A", "tests.celery_sample:app", "tests.celery_sample.add",
+        "--args", "[20, 22]", "--task-id", "enqueued-1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert rig.app.AsyncResult("enqueued-1").get(timeout=20) == 42
