@@ -14,8 +14,10 @@ the child (which would go on as a second worker on the parent's broker connectio
 * turns anything that escapes the executor (which records what the task raised) into a
   `LOST` outcome, so a thread or child survives it and the delivery is given back.
 
-Cost per task: the four handlers read before and after (Python's own table, no system
-call) and an integer compare, about 0.5 µs; a system call only when something changed.
+The worker's handlers are the ones in place when the first task runs (the worker installs
+them all before it fetches). Cost per task: the four handlers read after it (Python's own
+table, no system call) and compared, and an integer compare: about 0.25 µs; a system call
+only when something changed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ _getsignal: Callable[[int], Any] = signal._signal.getsignal  # type: ignore[attr
 
 #: The signals whose handlers belong to the worker (shutdown, soft limit, revoke).
 WATCHED = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1)
+_TERM, _INT, _ALRM, _USR1 = (int(s) for s in WATCHED)
+
+
+def _handlers() -> tuple[Any, ...]:
+    """The handlers of WATCHED now (unrolled: a loop would double the cost)."""
+    return (_getsignal(_TERM), _getsignal(_INT), _getsignal(_ALRM), _getsignal(_USR1))
+
 
 #: Forks of this process so far, seen from a child (raised in each child at fork).
 _forks = 0
@@ -67,12 +76,15 @@ class TaskGuard:
         main = threading.current_thread() is threading.main_thread()
         self.signals = signals and main
         self._forks = _forks
+        #: The worker's handlers of WATCHED, read when the first task runs.
+        self._handlers: tuple[Any, ...] | None = None
         self._stray = main and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
         if self._stray:
             signal.signal(signal.SIGALRM, _stray_alarm)
 
     def run(self, execute: Callable[[Delivery], Outcome], delivery: Delivery) -> Outcome:
-        before = tuple(map(_getsignal, WATCHED)) if self.signals else None
+        if self.signals and self._handlers is None:
+            self._handlers = _handlers()
         try:
             outcome = execute(delivery)
         except WorkerInterrupt:
@@ -82,10 +94,8 @@ class TaskGuard:
             outcome = Outcome(Kind.LOST, reason=f"the worker could not run it: {describe(exc)}")
         if _forks != self._forks:
             _leave(outcome)
-        if before is not None:
-            after = tuple(map(_getsignal, WATCHED))
-            if after != before:
-                _restore(before, after, outcome)
+        if self._handlers is not None and (now := _handlers()) != self._handlers:
+            _restore(self._handlers, now, outcome)
         return outcome
 
     def close(self) -> None:
