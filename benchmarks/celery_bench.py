@@ -1,14 +1,15 @@
 """The same Celery app's no-op tasks through `celery worker -P solo` and `soloist worker`,
 on the same Redis, in the same run.
 
-    python benchmarks/celery_bench.py [--tasks 5000] [--latency 200]
+    python benchmarks/celery_bench.py [--tasks 5000] [--latency 200] [--no-results]
 
 For each worker: tasks/s over a backlog of --tasks no-op tasks sent by Celery's producer
-(results stored, as the app's backend says), timed from the first message taken to the
-last one settled; enqueue-to-start latency p50 and p99 of --latency tasks sent one at a
-time to the idle worker (each returns when it started, read with AsyncResult.get()); and
-the worker process's peak RSS. Each worker gets key prefixes of its own. Machines are
-shared and noisy: read the ratio of the two, measured side by side.
+(results stored in the app's Redis backend; none with --no-results), timed from the
+first message taken to the last one settled; enqueue-to-start latency p50 and p99 of
+--latency tasks sent one at a time to the idle worker (each returns when it started,
+read with AsyncResult.get()); and the worker process's peak RSS. Each worker gets key
+prefixes of its own. Machines are shared and noisy: read the ratio of the two, measured
+side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-TASK = os.environ.get("CELERY_BENCH_TASK", "celery_bench_app.noop")
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = {
     "celery worker -P solo": [
@@ -45,7 +45,7 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure(name: str, command: list[str], tasks: int, samples: int, url: str) -> dict[str, float]:
+def measure(command: list[str], task: str, tasks: int, samples: int, url: str) -> dict[str, float]:
     prefix = f"celery-bench-{uuid.uuid4().hex[:8]}:"
     os.environ["CELERY_BENCH_PREFIX"] = prefix
     os.environ["CELERY_BENCH_REDIS"] = url
@@ -60,7 +60,7 @@ def measure(name: str, command: list[str], tasks: int, samples: int, url: str) -
     queue = f"{prefix}celery"
     with producer_app.producer_or_acquire() as producer:
         for _ in range(tasks):
-            producer_app.send_task(TASK, producer=producer)
+            producer_app.send_task(task, producer=producer)
     proc = subprocess.Popen(command, env=env, cwd=ROOT / "benchmarks")
     try:
         while client.llen(queue) == tasks:
@@ -97,8 +97,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument(
+        "--no-results", action="store_true", help="no-op tasks with ignore_result=True"
+    )
     args = parser.parse_args()
-    rows = {name: measure(name, cmd, args.tasks, args.latency, args.redis)
+    task = "celery_bench_app.noop_quiet" if args.no_results else "celery_bench_app.noop"
+    rows = {name: measure(cmd, task, args.tasks, args.latency, args.redis)
             for name, cmd in WORKERS.items()}  # fmt: skip
     print(f"{'worker':24} {'tasks/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
     for name, row in rows.items():
