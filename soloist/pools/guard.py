@@ -7,7 +7,8 @@ revokes), leave a timer armed (its SIGALRM lands in a later task), or fork and r
 the child (which would go on as a second worker on the parent's broker connection). A
 `TaskGuard` runs each task of a pool and, after it:
 
-* ends a forked child at once with `os._exit`, before it touches the broker;
+* ends a forked child at once with `os._exit`, before it touches the broker (0 if the
+  task succeeded, else 1; its own code if it called `sys.exit`);
 * puts back any of those handlers the task replaced, and disarms the timer if the task
   had its own SIGALRM handler (a timer armed without one reaches `_stray_alarm`, which
   the guard installs so that such a SIGALRM cannot kill the worker);
@@ -90,6 +91,8 @@ class TaskGuard:
         except WorkerInterrupt:
             raise
         except BaseException as exc:
+            if isinstance(exc, SystemExit) and _forks != self._forks:
+                _exit(exc)  # a child the task forked ends itself, with its own exit code
             log.exception("delivery %s could not be run; giving it back", delivery.id)
             outcome = Outcome(Kind.LOST, reason=f"the worker could not run it: {describe(exc)}")
         if _forks != self._forks:
@@ -118,6 +121,15 @@ def _restore(before: tuple[Any, ...], after: tuple[Any, ...], outcome: Outcome) 
             outcome.task_id,
             sig.name,
         )
+
+
+def _exit(exc: SystemExit) -> None:
+    """End this process as an uncaught SystemExit would, without unwinding the worker."""
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        os.write(2, f"{code}\n".encode())
+        code = 1
+    os._exit(code or 0)
 
 
 def _leave(outcome: Outcome) -> None:

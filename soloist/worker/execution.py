@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import os
 import time
 import traceback
 from collections.abc import Callable, Container
@@ -112,6 +113,7 @@ class Executor:
         #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
         self.revoked = revoked
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
         """The message and its task, or the DEAD outcome saying why there are none."""
@@ -173,6 +175,8 @@ class Executor:
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt and GeneratorExit from a task are its failure
             # too: they must not end the worker, or stop the fleet with its exit code.
+            if isinstance(exc, SystemExit) and os.getpid() != self._pid:
+                raise  # in a child the task forked: its exit, which the pool's guard ends
             if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
                 return self._retry(delivery, message, task, None, exc, _clock() - start)
             return self._failure(message, task, exc, _clock() - start)

@@ -106,11 +106,14 @@ def arms_alarm(own_handler: bool) -> str:
 
 
 @app.task(name="forks")
-def forks() -> str:
-    """Forks without exec; the child returns from the task as if it were the parent."""
+def forks(child_exit: int | None = None) -> str:
+    """Forks without exec; the child returns from the task as if it were the parent, or
+    ends itself with sys.exit(child_exit)."""
     pid = os.fork()
     if pid == 0:
         ledger(f"child {os.getpid()}")
+        if child_exit is not None:
+            sys.exit(child_exit)
         return "child"
     _, status = os.waitpid(pid, 0)
     ledger(f"child exited {os.waitstatus_to_exitcode(status)}")

@@ -138,23 +138,25 @@ def test_a_task_replacing_the_shutdown_handlers_does_not_keep_the_worker_running
     assert "task's SIGTERM handler" not in workers.lines()
 
 
+@pytest.mark.parametrize("child_exit", [None, 3], ids=["returns", "sys-exit-3"])
 def test_a_forked_child_returning_from_the_task_exits_at_once(
-    pool: str, workers: WorkerProcesses, bad_app: App
+    pool: str, child_exit: int | None, workers: WorkerProcesses, bad_app: App
 ) -> None:
-    forked = bad_app.tasks["forks"].delay()
+    forked = bad_app.tasks["forks"].delay(child_exit)
     after = bad_app.tasks["nap"].delay(0, "after")
     done = burst(workers, pool, "-c", "1") if pool != "solo" else burst(workers, pool)
     assert done.returncode == 0, done.stderr
     assert forked.get(timeout=1) == "parent"
     assert after.get(timeout=1) == "after"
     lines = workers.lines()
-    assert "child exited 0" in lines
+    assert f"child exited {child_exit or 0}" in lines
     (child,) = [
         line.split()[1] for line in lines if line.startswith("child ") and "exited" not in line
     ]
     (ran,) = [line.split()[2] for line in lines if line.startswith("start after")]
     assert ran != child  # the child went nowhere near the broker
-    assert "returned into the worker; it exits" in done.stderr
+    if child_exit is None:
+        assert "returned into the worker; it exits" in done.stderr
 
 
 def test_the_supervisor_restarts_a_replica_that_exits_0_and_stops_on_its_own_signal(

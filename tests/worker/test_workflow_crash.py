@@ -85,8 +85,6 @@ def test_a_chord_member_continued_twice_sends_the_callback_once(
     assert _crash_then_finish(workers, queue) == size + 1
     assert result.get(timeout=5) == tags
     assert result.group.get(timeout=1) == tags
-    assert [line for line in workers.lines() if line.startswith("collect")] == [
-        f"collect c {tags}"
-    ]
+    assert [line for line in workers.lines() if line.startswith("collect")] == [f"collect c {tags}"]
     starts = sorted(line.split()[1] for line in workers.lines() if line.startswith("start "))
     assert starts == tags
