@@ -70,15 +70,15 @@ def workloads(rounds: int) -> dict[str, tuple[str, tuple[Any, ...]]]:
 
 def bare_loop(url: str) -> None:
     """The floor: fetch, run the function, store the result, ack; nothing else."""
+    from soloist.execution import TaskRunner
     from soloist.results.base import SUCCESS
-    from soloist.results.handle import success_record
-    from soloist.worker.execution import Executor
+    from soloist.results.record import success_record
 
     app.configure(url, url)
-    executor = Executor(app)
+    runner = TaskRunner(app)
     while True:
         for delivery in app.broker.fetch(["default"], 1, 30, 0.5):
-            message, task = executor.decode(delivery)  # type: ignore[misc]
+            message, task = runner.decode(delivery)  # type: ignore[misc]
             value = task.fn(*message.args, **message.kwargs)
             record = app.codec.dumps(success_record(value))
             app.results.put(message.id, SUCCESS, record, app.result_ttl)

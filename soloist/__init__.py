@@ -1,5 +1,6 @@
 """Soloist: a distributed task queue built around the inline ("solo") worker."""
 
+from . import eager  # noqa: F401  (registers the eager broker with App)
 from .app import App
 from .canvas import Chain, Chord, Group, Signature, chain, chord, group
 from .errors import (
@@ -14,10 +15,10 @@ from .errors import (
     TaskRevoked,
     TimeLimitExceeded,
 )
-from .results.handle import Result
-from .results.workflow import ChainResult, ChordResult, GroupResult
+from .result import Result
 from .task import AsyncTask, Request, Task
 from .worker import Worker
+from .workflow_result import ChainResult, ChordResult, GroupResult
 
 __all__ = [
     "App",

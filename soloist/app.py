@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
+    ClassVar,
     Concatenate,
     Literal,
     ParamSpec,
@@ -26,11 +27,11 @@ from .canvas import register_builtins
 from .errors import ConfigurationError, DecodeError
 from .hooks import Hooks
 from .message import DEFAULT_MAX_DEPTH, Message
+from .result import Result
 from .results import SCHEMES as RESULT_SCHEMES
 from .results import ResultStore
 from .results import from_url as results_from_url
 from .results.base import DEFAULT_TTL, FAILURE, PENDING
-from .results.handle import Result
 from .serializers import Codec
 from .task import AsyncTask, RemoteTask, Task, TaskOptions
 from .urls import redact
@@ -87,17 +88,21 @@ class App:
 
     `broker` and `results` are URLs (or ready instances); they default to the
     `SOLOIST_BROKER_URL` and `SOLOIST_RESULT_URL` environment variables. The broker's
-    default is `sqlite:///soloist.db` (`memory://` in eager mode); results default to the
-    broker's URL when that server can keep them (memory, SQLite, Redis). A RabbitMQ broker
-    keeps none: without a result URL, sending works and `get()` raises `ConfigurationError`.
-    Connections open on first use, so importing the module that defines an app is free
-    and safe before a fork.
+    default is `sqlite:///soloist.db`; results default to the broker's URL when that server
+    can keep them (memory, SQLite, Redis). A RabbitMQ broker keeps none: without a result
+    URL, sending works and `get()` raises `ConfigurationError`. In eager mode
+    (`eager=True`) the broker is the eager broker, which runs each task as it is sent, and
+    results default to `memory://` (see soloist.eager). Connections open on first use, so
+    importing the module that defines an app is free and safe before a fork.
     """
 
-    #: Makes the executor a worker runs this app's deliveries with, called with the
-    #: executor's arguments; None: Soloist's own. An adapter's app (soloist.celery)
+    #: Makes the task runner a worker runs this app's deliveries with, called with the
+    #: runner's arguments; None: Soloist's own. An adapter's app (soloist.celery)
     #: sets its own, since its messages and tasks are another framework's.
-    executor_factory: Callable[..., Any] | None = None
+    runner_factory: Callable[..., Any] | None = None
+
+    #: Builds the eager broker; soloist.eager sets it (it runs tasks, a layer above this).
+    eager_broker: ClassVar[Callable[[App], Broker]]
 
     def __init__(
         self,
@@ -143,21 +148,23 @@ class App:
         self.close()
         self._given_broker = isinstance(broker, Broker)
         self._given_results = isinstance(results, ResultStore)
-        # Eager mode runs tasks in the producer: nothing needs to reach another process.
-        default = "memory://" if self.eager else DEFAULT_URL
         self._broker = broker if isinstance(broker, Broker) else None
         self._results = results if isinstance(results, ResultStore) else None
-        if isinstance(broker, Broker):
+        if self.eager:
+            self._given_broker, self._broker, broker_url = False, None, "eager://"
+        elif isinstance(broker, Broker):
             broker_url = broker.url
         else:
-            broker_url = broker or os.environ.get("SOLOIST_BROKER_URL", default)
+            broker_url = broker or os.environ.get("SOLOIST_BROKER_URL", DEFAULT_URL)
         self.broker_url = broker_url
         if isinstance(results, ResultStore):
             self.result_url = results.url
         else:
             # Results go where the broker is, so every process that shares a broker finds
-            # them (a default file would be one per working directory).
-            beside = broker_url if broker_url.partition(":")[0] in RESULT_SCHEMES else None
+            # them (a default file would be one per working directory). Eager mode runs
+            # tasks in the producer: nothing needs to reach another process.
+            home = "memory://" if self.eager else broker_url
+            beside = home if home.partition(":")[0] in RESULT_SCHEMES else None
             self.result_url = results or os.environ.get("SOLOIST_RESULT_URL") or beside
 
     @property
@@ -168,7 +175,9 @@ class App:
 
     @property
     def broker(self) -> Broker:
-        if self._broker is None:
+        if self._broker is None and self.eager:
+            self._broker = App.eager_broker(self)
+        elif self._broker is None:
             assert self.broker_url is not None
             self._broker = broker_from_url(self.broker_url, self.max_deliveries)
         return self._broker
@@ -221,22 +230,12 @@ class App:
         return body if self.signer is None else self.signer.sign(body, delay)
 
     def send(self, message: Message, queue: str, *, delay: float = 0, priority: int = 0) -> None:
-        """Encode and publish one message (or run it now, in eager mode)."""
-        body = self.encode(message, delay)
-        if self.eager:
-            from .testing import run_eagerly
-
-            run_eagerly(self, message, queue, body)
-            return
-        self.broker.publish(queue, body, delay=delay, priority=priority)
+        """Encode and publish one message (in eager mode: run it now)."""
+        self.broker.publish(queue, self.encode(message, delay), delay=delay, priority=priority)
 
     def send_many(self, items: Sequence[tuple[Message, str, float, int]]) -> None:
         """Encode and publish (message, queue, delay, priority) items in as few round trips
-        as the broker allows (or run them now, in eager mode). Durable once it returns."""
-        if self.eager:
-            for message, queue, delay, priority in items:
-                self.send(message, queue, delay=delay, priority=priority)
-            return
+        as the broker allows (in eager mode: run them now). Durable once it returns."""
         self.broker.publish_many(
             [(queue, self.encode(m, delay), delay, priority) for m, queue, delay, priority in items]
         )

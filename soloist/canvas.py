@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 from .errors import ConfigurationError
 from .message import Message
-from .results.handle import Result
-from .results.workflow import ChainResult, ChordResult, GroupResult
+from .result import Result
+from .workflow_result import ChainResult, ChordResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App

@@ -52,7 +52,7 @@ class SoftTimeLimitExceeded(SoloistError):
 
 class WorkerInterrupt(BaseException):
     """Raised into a running task by the worker itself (a cold shutdown, a revoke with
-    terminate=True). Not the task's failure: the executor lets it through, where it
+    terminate=True). Not the task's failure: the task runner lets it through, where it
     records any other exception, BaseExceptions like SystemExit included."""
 
 
@@ -79,3 +79,10 @@ class ResultTimeout(SoloistError, TimeoutError):
 
 class TaskRevoked(SoloistError):
     """`Result.get()` of a task that was revoked."""
+
+
+class TaskTerminated(WorkerInterrupt):
+    """Raised inside a task stopped by `revoke(terminate=True)`; it is recorded as revoked.
+
+    A BaseException, like KeyboardInterrupt, so `except Exception` in task code lets it by.
+    """

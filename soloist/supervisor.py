@@ -35,7 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from .worker import constants as c
+from .worker.constants import (
+    EXIT_COLD_SHUTDOWN,
+    EXIT_CONFIG,
+    EXIT_HARD_TIME_LIMIT,
+    EXIT_OK,
+    EXIT_RECYCLE,
+)
 from .worker.shutdown import SIGNALS
 
 log = logging.getLogger("soloist.supervisor")
@@ -53,9 +59,9 @@ SCALE_INTERVAL = 1.0
 SCALE_DOWN_IDLE = 5.0
 
 _REASONS = {
-    c.EXIT_CONFIG: "configuration or broker error",
-    c.EXIT_COLD_SHUTDOWN: "cold shutdown",
-    c.EXIT_HARD_TIME_LIMIT: "hard time limit",
+    EXIT_CONFIG: "configuration or broker error",
+    EXIT_COLD_SHUTDOWN: "cold shutdown",
+    EXIT_HARD_TIME_LIMIT: "hard time limit",
 }
 
 
@@ -109,7 +115,7 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return c.EXIT_COLD_SHUTDOWN if self._signals > 1 else c.EXIT_OK
+        return EXIT_COLD_SHUTDOWN if self._signals > 1 else EXIT_OK
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1  # acted on in the loop, not inside the handler
@@ -152,10 +158,10 @@ class Supervisor:
         what = f"replica {replica.number} (pid {replica.proc.pid}) exited with code {code}"
         what += f" ({reason})" if reason else ""
         replica.proc = None
-        if code == c.EXIT_RECYCLE and not self._signals:
+        if code == EXIT_RECYCLE and not self._signals:
             log.info("replica %d recycled: %s", replica.number, what)
             self._start(replica)
-        elif self._signals or replica.retiring or (code == c.EXIT_OK and self._drained()):
+        elif self._signals or replica.retiring or (code == EXIT_OK and self._drained()):
             log.info("%s", what)
             self.replicas.remove(replica)
         else:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec,
 from .canvas import CHUNK_TASK, Signature
 from .errors import ConfigurationError, Retry
 from .message import Message
-from .results.handle import Result
-from .results.workflow import GroupResult
+from .result import Result
+from .workflow_result import GroupResult
 
 if TYPE_CHECKING:
     from .app import App
@@ -124,7 +124,7 @@ class Task(Generic[P, R]):
     @property
     def request(self) -> Request:
         """The call being run right now, inside this task."""
-        req = _current_request.get()
+        req = current_request()
         if req is None:
             return Request("", self.name, (), {}, self.options.queue)
         return req
@@ -295,6 +295,11 @@ def _expiry(expires: float | dt.datetime) -> float:
     if isinstance(expires, dt.datetime):
         return expires.timestamp()
     return time.time() + float(expires)
+
+
+def current_request() -> Request | None:
+    """The call running in this thread (or task) right now, if any."""
+    return _current_request.get()
 
 
 def set_request(request: Request | None) -> contextvars.Token[Request | None]:

@@ -21,10 +21,10 @@ and continued again, never a continuation lost; what makes continuing twice harm
 * Once a task's continuation is sent, a mark (`<task id>:wf`) is stored; a redelivered task
   whose mark is there sends nothing again. A worker dying after the broker took the
   continuation and before the mark was stored leaves it sent twice, with one id.
-* So a message sent by a worker (`p`) may be a second copy: before it runs, the executor
+* So a message sent by a worker (`p`) may be a second copy: before it runs, the task runner
   claims the run for its broker message id (`put_new` of `<task id>:run`). The first copy
   taken wins, and runs again only if it is redelivered (its worker died); any other copy
-  is acked without running (`Executor._claimed`).
+  is acked without running (`TaskRunner._claimed`).
 
 What is left: a step that kills `max_deliveries` workers is dead-lettered by the broker,
 which records nothing, so its workflow waits; a failed step requeued from the dead letters
@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 from .brokers.base import Delivery
 from .canvas import Item, items_for
 from .errors import LimitExceeded
+from .execution import Kind, Outcome
 from .results.base import FAILURE, REVOKED, SUCCESS
-from .results.handle import failure_record
-from .worker.execution import Kind, Outcome
+from .results.record import failure_record
 
 if TYPE_CHECKING:
     from .app import App
@@ -104,10 +104,10 @@ def proceed(app: App, ended: Sequence[tuple[Delivery, Outcome]]) -> None:
 
 def _maybe_continued(delivery: Delivery, outcome: Outcome) -> bool:
     """Whether another worker may have continued this task already: the message was
-    delivered before, or the task had finished before this copy was taken (the executor
+    delivered before, or the task had finished before this copy was taken (the task runner
     then gives an outcome without a record)."""
     return delivery.delivery_count > 1 or (
-        outcome.result is None and outcome.kind in (Kind.SUCCESS, Kind.FAILURE)
+        outcome.record is None and outcome.kind in (Kind.SUCCESS, Kind.FAILURE)
     )
 
 
@@ -217,7 +217,7 @@ def _send(plan: _Plan) -> None:
 
 
 def _value(app: App, outcome: Outcome) -> Any:
-    body = outcome.result
+    body = outcome.record
     if body is None:  # finished before this copy was taken: read what was stored
         stored = app.results.get(outcome.task_id)
         body = stored[1] if stored is not None else None
@@ -230,7 +230,7 @@ def _error(app: App, outcome: Outcome) -> dict[str, str]:
         return {"exc_type": "TaskRevoked", "message": f"task {outcome.task_id} {outcome.reason}"}
     if outcome.kind is Kind.DEAD:
         return {"exc_type": "DeadLettered", "message": outcome.reason}
-    body = outcome.result
+    body = outcome.record
     if body is None:
         stored = app.results.get(outcome.task_id)
         body = stored[1] if stored is not None else None

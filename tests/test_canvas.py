@@ -11,10 +11,10 @@ import pytest
 from soloist import App, ConfigurationError, TaskError, TaskRevoked
 from soloist.brokers.base import Delivery
 from soloist.canvas import Signature, chain, chord, group, items_for
+from soloist.execution import Kind, Outcome, TaskRunner
 from soloist.message import Message
 from soloist.results.base import FAILURE, REVOKED, SUCCESS
 from soloist.testing import drain
-from soloist.worker.execution import Executor, Kind, Outcome
 from soloist.workflow import proceed
 
 
@@ -292,8 +292,8 @@ def test_a_continuation_replayed_after_a_crash_sends_nothing_twice(
     proceed(app, [(Delivery("d1", "default", b"", 1, 0), last)])
     assert app.broker.depth("default") == 1
     # Both redelivered (delivery count 2) and continued again, once with no record: the
-    # executor found the result stored before it took them.
-    last.result = None
+    # task runner found the result stored before it took them.
+    last.record = None
     for outcome in (first, last, last):
         proceed(app, [(Delivery("d", "default", b"", 2, 0), outcome)])
     assert app.broker.depth("default") == 1
@@ -322,13 +322,13 @@ def test_a_sent_step_delivered_twice_under_one_broker_id_runs_once(
     its own, but the step has finished, so it does not run again."""
     ((message, queue, _, _),) = items_for(tasks["add"].s(10).to_dict(), (2,), resent=True)
     delivery = Delivery("m1", queue, app.encode(message), 1, 0)
-    executor = Executor(app)
-    first = executor.execute(delivery)
-    assert first.result is not None
-    app.results.put(message.id, SUCCESS, first.result, 60)
-    again = executor.execute(delivery)
+    runner = TaskRunner(app)
+    first = runner.run(delivery)
+    assert first.record is not None
+    app.results.put(message.id, SUCCESS, first.record, 60)
+    again = runner.run(delivery)
     assert runs["add 2 10"] == 1
-    assert (again.kind, again.result, again.workflow) == (Kind.SUCCESS, None, first.workflow)
+    assert (again.kind, again.record, again.workflow) == (Kind.SUCCESS, None, first.workflow)
 
 
 def test_a_second_copy_of_a_sent_step_does_not_run_again(

@@ -193,7 +193,7 @@ def test_unknown_option_is_a_clear_error(app: App) -> None:
 
 def test_eager_mode_runs_at_delay() -> None:
     app = App(eager=True)
-    assert app.broker_url == "memory://"
+    assert (app.broker_url, app.result_url) == ("eager://", "memory://")
 
     @app.task(bind=True, max_retries=2)
     def flaky(self: Any) -> int:

@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from .base import DEFAULT_MAX_DELIVERIES, Broker, DeadLetter, Delivery
+from .memory import MemoryBroker
+from .sqlite import SQLiteBroker
 
 __all__ = ["Broker", "DeadLetter", "Delivery", "from_url"]
 
@@ -14,15 +16,11 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
     """Build the broker a URL names, without connecting yet where that can wait."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        from .memory import MemoryBroker
-
         return MemoryBroker(url, max_deliveries)
     if scheme == "sqlite":
-        from .sqlite import SQLiteBroker
-
         return SQLiteBroker(url, max_deliveries)
     if scheme in ("redis", "rediss"):
-        from .redis import RedisBroker
+        from .redis import RedisBroker  # here: redis-py is an optional extra
 
         return RedisBroker(url, max_deliveries)
     if scheme in ("celery+redis", "celery+rediss"):
@@ -36,7 +34,7 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
 
         return CeleryAMQPBroker(url, max_deliveries)
     if scheme in ("amqp", "amqps"):
-        from .amqp import AMQPBroker
+        from .amqp import AMQPBroker  # here: pika is an optional extra
 
         return AMQPBroker(url, max_deliveries)
     raise ConfigurationError(

@@ -87,7 +87,7 @@ T = TypeVar("T")
 
 #: Our headers. Counts live in headers because a retried or released message is a new
 #: AMQP message, whose quorum `x-delivery-count` starts again at 0.
-H_ATTEMPTS = "x-soloist-attempts"
+H_RETRIES = "x-soloist-retries"
 H_PRIOR = "x-soloist-prior-deliveries"  # deliveries before this copy was published
 H_REASON = "x-soloist-reason"
 #: pika cannot encode floats in headers, so times and ttls travel as repr() strings.
@@ -141,7 +141,7 @@ class _Held:
     message_id: str
     headers: dict[str, Any]
     count: int
-    attempts: int
+    retries: int
 
     def copy_headers(self, changes: dict[str, Any]) -> dict[str, Any]:
         """The headers of a copy we publish: ours, with `changes`, not the server's."""
@@ -945,8 +945,8 @@ class AMQPBroker(Broker):
     def _held(self, queue: str, lane: str, props: Any) -> _Held:
         headers = props.headers or {}
         count = int(headers.get("x-delivery-count", 0)) + int(headers.get(H_PRIOR, 0)) + 1
-        attempts = int(headers.get(H_ATTEMPTS, 0))
-        return _Held(queue, lane, props.message_id or uuid.uuid4().hex, headers, count, attempts)
+        retries = int(headers.get(H_RETRIES, 0))
+        return _Held(queue, lane, props.message_id or uuid.uuid4().hex, headers, count, retries)
 
     def _hand_out(
         self,
@@ -965,7 +965,7 @@ class AMQPBroker(Broker):
             self._move(s, tag, f"{queue}.dead", body, self._dead_headers(held, held.count))
             return
         out.append(
-            Delivery(held.message_id, queue, body, held.count, held.attempts, (s.epoch, tag))
+            Delivery(held.message_id, queue, body, held.count, held.retries, (s.epoch, tag))
         )
 
     def _wait(
@@ -1074,7 +1074,7 @@ class AMQPBroker(Broker):
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
-            headers = held.copy_headers({H_ATTEMPTS: held.attempts + 1, H_PRIOR: 0})
+            headers = held.copy_headers({H_RETRIES: held.retries + 1, H_PRIOR: 0})
             self._move(s, tag, held.lane, delivery.body, headers, delay=delay)
 
         return self._settle(delivery, work)
@@ -1085,7 +1085,7 @@ class AMQPBroker(Broker):
                 H_REASON: reason or poison_reason(count - 1),
                 H_DEAD_AT: repr(time.time()),
                 H_COUNT: count,
-                H_ATTEMPTS: held.attempts,
+                H_RETRIES: held.retries,
             }
         )
 
@@ -1297,7 +1297,7 @@ class AMQPBroker(Broker):
             body,
             str(reason),
             count,
-            int(h.get(H_ATTEMPTS, 0)),
+            int(h.get(H_RETRIES, 0)),
             dead_at,
         )
 
@@ -1328,7 +1328,7 @@ class AMQPBroker(Broker):
                         headers = {
                             k: v for k, v in (props.headers or {}).items() if not k.startswith("x-")
                         }
-                        headers[H_ATTEMPTS] = 0
+                        headers[H_RETRIES] = 0
                         self._send(s, _Out(queue, queue, body, props.message_id or "", headers))
                     ch.basic_ack(tag)
                     done += 1

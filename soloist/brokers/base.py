@@ -35,7 +35,7 @@ class Delivery(NamedTuple):
     #: 1 on the first delivery; raised each time a lease lapsed and it was handed out again.
     delivery_count: int
     #: How many times the message went through `retry`; 0 on its first run.
-    attempts: int
+    retries: int
     #: The broker's token for this lease; settling with a stale receipt is refused.
     receipt: Any = None
 
@@ -49,7 +49,7 @@ class DeadLetter:
     body: bytes
     reason: str
     delivery_count: int
-    attempts: int
+    retries: int
     dead_at: float
 
 
@@ -116,7 +116,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def retry(self, delivery: Delivery, delay: float) -> bool:
-        """Make the message visible again after `delay`, with `attempts` raised."""
+        """Make the message visible again after `delay`, with `retries` raised."""
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:

@@ -33,7 +33,7 @@ class _Record:
     priority: int
     visible_at: float
     deliveries: int = 0
-    attempts: int = 0
+    retries: int = 0
     receipt: int = 0  # 0 while waiting; the current lease's receipt while leased
     version: int = 0
     seq: int = 0  # its age: publication order
@@ -129,7 +129,7 @@ class MemoryBroker(Broker):
                         self._push(rec)  # the lease's expiry is when it becomes due again
                         out.append(
                             Delivery(
-                                rec.id, queue, rec.body, rec.deliveries, rec.attempts, rec.receipt
+                                rec.id, queue, rec.body, rec.deliveries, rec.retries, rec.receipt
                             )
                         )
                         if rec.deliveries > 1:
@@ -160,7 +160,7 @@ class MemoryBroker(Broker):
             rec = self._held(delivery)
             if rec is None:
                 return False
-            rec.attempts += 1
+            rec.retries += 1
             rec.deliveries = 0
             rec.receipt = 0
             rec.visible_at = time.monotonic() + max(delay, 0)
@@ -170,7 +170,7 @@ class MemoryBroker(Broker):
     def _bury(self, rec: _Record, reason: str) -> None:
         self._records.pop(rec.id, None)
         self._dead.setdefault(rec.queue, {})[rec.id] = DeadLetter(
-            rec.id, rec.queue, rec.body, reason, rec.deliveries, rec.attempts, time.time()
+            rec.id, rec.queue, rec.body, reason, rec.deliveries, rec.retries, time.time()
         )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:

@@ -3,7 +3,7 @@
 #   ids                  STRING  counter behind message ids (INCR); an id is the counter,
 #                                zero-padded to 15 digits, so ids sort by age as strings
 #   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
-#                                a attempts, r receipt of its current lease ("" when none);
+#                                a retries, r receipt of its current lease ("" when none);
 #                                a dead letter also has why (reason) and t (dead_at). n and
 #                                r are absent until the message is first claimed (read: 0, "")
 #   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
@@ -179,7 +179,7 @@ return ids
 """
 
 # ARGV: prefix, max_count, lease, receipt, max_deliveries, poison reason format, queues...
-# Returns {wait_ms, id, queue, body, delivery_count, attempts, id, ...}; wait_ms, when
+# Returns {wait_ms, id, queue, body, delivery_count, retries, id, ...}; wait_ms, when
 # nothing was claimed, is how long until a delayed message or lease of these queues falls
 # due (-1: none).
 _CLAIM = """
@@ -211,7 +211,7 @@ for i = 7, #ARGV do
     for j = 1, #popped, 2 do
       local id = popped[j]
       local m = mkey(id)
-      -- Deliveries so far, body, attempts; all false if the hash is gone (evicted: Redis
+      -- Deliveries so far, body, retries; all false if the hash is gone (evicted: Redis
       -- must run with maxmemory-policy noeviction).
       local msg = redis.call('HMGET', m, 'n', 'b', 'a')
       local seen = tonumber(msg[1]) or 0
@@ -405,7 +405,7 @@ end
 return $CHUNK - room
 """.replace("$CHUNK", str(CHUNK))
 
-# ARGV: prefix, queue, limit. Returns {id, body, reason, delivery_count, attempts, dead_at, …}.
+# ARGV: prefix, queue, limit. Returns {id, body, reason, delivery_count, retries, dead_at, …}.
 _DEAD_LETTERS = """
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', qkey(ARGV[2], 'dead'), 0, tonumber(ARGV[3]) - 1)) do
@@ -752,8 +752,8 @@ class RedisBroker(Broker):
             # wake-up costs one round trip, like a bare BLMOVE.
             reply = self._claim.after(wake, *args)
         return [
-            Delivery(rid.decode(), queue.decode(), body, count, attempts, receipt)
-            for rid, queue, body, count, attempts in zip(*[iter(reply[1:])] * 5, strict=True)
+            Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
+            for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
         ]
 
     def ack(self, delivery: Delivery) -> bool:
@@ -810,9 +810,9 @@ class RedisBroker(Broker):
         reply = self._dead_letters(queue, limit)
         return [
             DeadLetter(
-                rid.decode(), queue, body, reason.decode(), int(count), int(attempts), float(t)
+                rid.decode(), queue, body, reason.decode(), int(count), int(retries), float(t)
             )
-            for rid, body, reason, count, attempts, t in zip(*[iter(reply)] * 6, strict=True)
+            for rid, body, reason, count, retries, t in zip(*[iter(reply)] * 6, strict=True)
         ]
 
     def _settle_dead_letters(self, queue: str, requeue: bool, ids: Sequence[str] | None) -> int:

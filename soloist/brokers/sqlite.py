@@ -352,12 +352,12 @@ class SQLiteBroker(Broker):
                     ).fetchall()
                     order = {rid: i for i, rid in enumerate(ids)}
                     rows.sort(key=lambda r: order[r[0]])  # RETURNING gives no order
-                    for rid, body, deliveries, attempts in rows:
+                    for rid, body, deliveries, retries in rows:
                         if deliveries > self.max_deliveries:
                             self._bury(conn, rid, poison_reason(deliveries - 1))
                         else:
                             out.append(
-                                Delivery(str(rid), queue, body, deliveries, attempts, receipt)
+                                Delivery(str(rid), queue, body, deliveries, retries, receipt)
                             )
                     if (alone and out) or len(ids) < len(candidates):
                         return out

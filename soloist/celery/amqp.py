@@ -20,7 +20,7 @@ own AMQP client). On RabbitMQ the lease is the channel's unacked delivery:
 * A dead letter is republished (with publisher confirms) to `<queue>.soloist.dead`, a
   durable queue beside Celery's, before the original is acked.
 
-Each message is handed to the executor in the same JSON envelope kombu keeps on Redis
+Each message is handed to the task runner in the same JSON envelope kombu keeps on Redis
 (see `protocol`), so one decoder serves both brokers.
 """
 
@@ -310,7 +310,7 @@ class CeleryAMQPBroker(Broker):
         redelivered = 2 if info.get("redelivered") else 1
         deliveries = count + 1 if isinstance(count, int) else redelivered
         queue = str(info.get("routing_key") or "")
-        # The executor reads the envelope; the task id stands in for the message id.
+        # The task runner reads the envelope; the task id stands in for the message id.
         body = envelope(message)
         task_id = str(headers.get("id") or tag)
         return Delivery(task_id, queue, body, deliveries, 0, (self._generation, tag))

@@ -28,7 +28,7 @@ from .amqp import CeleryAMQPBroker, amqp_url
 from .backend import DeferringRedisBackend
 from .broker import broker_url
 from .control import AMQPPidbox, Pidbox
-from .execution import CeleryExecutor
+from .execution import CeleryTaskRunner
 from .results import CeleryResults, results_url
 
 _REDIS = ("redis", "rediss")
@@ -38,7 +38,7 @@ _AMQP = ("amqp", "pyamqp")
 class CeleryApp(App):
     """A Soloist App whose tasks, broker and results are a Celery app's."""
 
-    executor_factory = CeleryExecutor
+    runner_factory = CeleryTaskRunner
 
     def __init__(self, celery: Any) -> None:
         self.celery = celery

@@ -33,10 +33,10 @@ from celery.app.trace import build_tracer
 
 from ..brokers.base import Delivery
 from ..errors import DecodeError
+from ..execution import Kind, Outcome, SoftLimit, TaskRunner, dead
 from ..message import Message
 from ..results.base import REVOKED
 from ..task import Request, Task, reset_request, set_request
-from ..worker.execution import Executor, Kind, Outcome, SoftLimit, dead
 from . import protocol
 from .limits import soft_limit
 from .results import revoked_meta
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .app import CeleryApp
 
 
-class CeleryExecutor(Executor):
+class CeleryTaskRunner(TaskRunner):
     """Turns deliveries of Celery messages into outcomes (one per thread running tasks)."""
 
     app: CeleryApp
@@ -81,14 +81,14 @@ class CeleryExecutor(Executor):
             return Outcome(Kind.REVOKED, call.id, call.task, reason="expired")
         return message, task
 
-    def execute(self, delivery: Delivery) -> Outcome:
-        outcome = super().execute(delivery)
+    def run(self, delivery: Delivery) -> Outcome:
+        outcome = super().run(delivery)
         if outcome.kind is Kind.REVOKED and outcome.task_id:
             record = revoked_meta(outcome.task_id, outcome.reason)
             self.app.results.put(outcome.task_id, REVOKED, record, self.app.result_ttl)
         return outcome
 
-    def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
+    def call(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
         call: protocol.CeleryCall = message.options["celery"]
         tracer = self._tracers.get(call.task)
         if tracer is None:

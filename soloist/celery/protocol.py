@@ -95,7 +95,7 @@ def eta_of(raw: bytes) -> float | None:
         env = json.loads(raw)
         return when(env["headers"].get("eta"))
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, DecodeError):
-        return None  # the executor dead-letters it with the reason
+        return None  # the task runner dead-letters it with the reason
 
 
 def decode(raw: bytes, accept: Collection[str]) -> CeleryCall:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import SoloistError
-from ..worker import constants as c
+from ..worker.constants import EXIT_CONFIG
 from .common import APP_HELP
 
 #: Command name -> the module defining it (the function has the command's name).
@@ -56,4 +56,4 @@ def main() -> None:
         cli.main(standalone_mode=True)
     except SoloistError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(c.EXIT_CONFIG)
+        sys.exit(EXIT_CONFIG)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import logs
 from ..adapters import as_app
 from ..app import App
 
@@ -80,9 +81,7 @@ def app_option(fn: F) -> F:
 
 def setup_logging(level: str, fmt: str = "text") -> None:
     """Log to stderr at `level`, as text lines or (`fmt="json"`) JSON objects."""
-    from ..logs import setup
-
-    setup(level, fmt)
+    logs.setup(level, fmt)
 
 
 def queue_names(app: App, extra: Iterable[str] = ()) -> list[str]:

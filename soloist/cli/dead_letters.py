@@ -28,7 +28,7 @@ def describe(app: App, letter: DeadLetter, args_limit: int = _ARGS_SHOW) -> dict
         "queue": letter.queue,
         "reason": letter.reason,
         "delivery_count": letter.delivery_count,
-        "attempts": letter.attempts,
+        "retries": letter.retries,
         "dead_at": letter.dead_at,
         "size": len(letter.body),
         "task": None,

@@ -13,14 +13,14 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from ..app import App
-from ..worker import constants as c
+from ..worker.constants import HEARTBEAT_INTERVAL
 from .common import app_option, load_app, queue_names
 from .tables import Column, for_terminal, table
 from .tables import plain as plain_lines
 
 #: A worker whose last heartbeat is older than this is shown as gone; the broker drops it
 #: once its heartbeat ttl (HEARTBEAT_TTL) passes.
-GONE_AFTER = 3 * c.HEARTBEAT_INTERVAL
+GONE_AFTER = 3 * HEARTBEAT_INTERVAL
 
 
 def snapshot(app: App, extra_queues: Sequence[str] = ()) -> dict[str, Any]:

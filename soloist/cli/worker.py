@@ -10,7 +10,9 @@ from .. import logs
 from ..app import App
 from ..logs import FORMATS
 from ..pools import NAMES as POOL_NAMES
-from ..worker import constants as c
+from ..supervisor import Supervisor
+from ..worker import Worker
+from ..worker.constants import AUTO_PREFETCH, DEFAULT_LEASE, EXIT_RECYCLE, PREFETCH_HORIZON
 from .common import app_option, load_app, setup_logging
 
 
@@ -67,13 +69,13 @@ def _replica_command(ctx: click.Context) -> list[str]:
     type=click.IntRange(min=1),
     default=None,
     help="Deliveries fetched per round trip. Default: adaptive, from 1 up to "
-    f"{c.AUTO_PREFETCH}, as many as run in about {c.PREFETCH_HORIZON * 1000:.0f} ms.",
+    f"{AUTO_PREFETCH}, as many as run in about {PREFETCH_HORIZON * 1000:.0f} ms.",
     show_default="adaptive",
 )
 @click.option(
     "--lease",
     type=float,
-    default=c.DEFAULT_LEASE,
+    default=DEFAULT_LEASE,
     show_default=True,
     callback=_positive,
     help="Seconds a delivery stays invisible between renewals.",
@@ -101,7 +103,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     default=None,
     show_default="never",
     help="Replace a process after this many tasks: a processes-pool child, else the worker "
-    f"itself (it exits {c.EXIT_RECYCLE} for its supervisor to start a fresh one).",
+    f"itself (it exits {EXIT_RECYCLE} for its supervisor to start a fresh one).",
 )
 @click.option(
     "--max-memory-per-child",
@@ -171,8 +173,6 @@ def worker(
     Exits 0 after a warm shutdown or --burst, 1 for bad configuration or a broker or result
     store it cannot use, 2 for a usage error, 3 after a cold shutdown, 4 after a hard time
     limit, 5 when recycled by --max-tasks-per-child or --max-memory-per-child."""
-    from ..worker import Worker
-
     if pool == "solo" and concurrency != 1:
         raise click.UsageError(
             f"the solo pool runs one task at a time, so -c {concurrency} would be ignored: "
@@ -201,7 +201,7 @@ def worker(
     )
     logs.task_events(app)
     if metrics_port is not None:
-        from ..metrics import serve
+        from ..metrics import serve  # here: prometheus_client is an optional extra
 
         serve(w, metrics_port)
     sys.exit(w.run())
@@ -214,8 +214,6 @@ def _supervise(
     autoscale: tuple[int, int] | None,
     burst: bool,
 ) -> int:
-    from ..supervisor import Supervisor
-
     low, high = autoscale or (1, replicas or 1)
     if replicas is None:
         replicas = low

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError
-from .base import ExecutorFactory, Pool
+from .base import Pool, RunnerFactory
+from .processes import ProcessPool
+from .solo import SoloPool
+from .threads import ThreadPool
 
 NAMES = ("solo", "threads", "processes")
 
 
 def create(
     name: str,
-    make_executor: ExecutorFactory,
+    make_runner: RunnerFactory,
     concurrency: int = 1,
     *,
     max_tasks: int | None = None,
@@ -21,15 +24,9 @@ def create(
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
     if name == "solo":
-        from .solo import SoloPool
-
-        return SoloPool(make_executor, max_tasks=max_tasks, max_memory=max_memory)
+        return SoloPool(make_runner, max_tasks=max_tasks, max_memory=max_memory)
     if name == "threads":
-        from .threads import ThreadPool
-
-        return ThreadPool(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
+        return ThreadPool(make_runner, concurrency, max_tasks=max_tasks, max_memory=max_memory)
     if name == "processes":
-        from .processes import ProcessPool
-
-        return ProcessPool(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
+        return ProcessPool(make_runner, concurrency, max_tasks=max_tasks, max_memory=max_memory)
     raise ConfigurationError(f"unknown pool {name!r} (choose {', '.join(NAMES)})")

@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable
 
 from ..brokers.base import Delivery
-from ..worker import constants as c
-from ..worker.execution import Executor, Outcome
+from ..execution import Outcome, SoftLimit, TaskRunner
 
-#: Builds the executor a pool runs deliveries with (one per thread or child).
-ExecutorFactory = Callable[[], Executor]
+#: Builds the runner a pool runs deliveries with (one per thread or child), given the pool's
+#: way of raising a soft time limit inside a task.
+RunnerFactory = Callable[[SoftLimit], TaskRunner]
 
 log = logging.getLogger("soloist.worker")
 
@@ -29,13 +29,13 @@ class Pool(abc.ABC):
 
     def __init__(
         self,
-        make_executor: ExecutorFactory,
+        make_runner: RunnerFactory,
         concurrency: int = 1,
         *,
         max_tasks: int | None = None,
         max_memory: float | None = None,
     ) -> None:
-        self.make_executor = make_executor
+        self.make_runner = make_runner
         self.concurrency = concurrency
         #: Recycling: a process that ran this many tasks, or grew past this many MB, is
         #: replaced by a fresh one (a memory leak in task code then cannot grow forever).
@@ -81,10 +81,9 @@ class Pool(abc.ABC):
         self._worn = tasks or bool(self.max_memory and rss_mb() >= self.max_memory)
         if self._worn:
             log.info(
-                "recycling this worker after %d tasks at %.0f MB: it finishes and exits %d",
+                "recycling this worker after %d tasks at %.0f MB: it finishes and exits",
                 self.completed,
                 rss_mb(),
-                c.EXIT_RECYCLE,
             )
 
     @abc.abstractmethod

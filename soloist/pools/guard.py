@@ -12,7 +12,7 @@ the child (which would go on as a second worker on the parent's broker connectio
 * puts back any of those handlers the task replaced, and disarms the timer if the task
   had its own SIGALRM handler (a timer armed without one reaches `_stray_alarm`, which
   the guard installs so that such a SIGALRM cannot kill the worker);
-* turns anything that escapes the executor (which records what the task raised) into a
+* turns anything that escapes the task runner (which records what the task raised) into a
   `LOST` outcome, so a thread or child survives it and the delivery is given back.
 
 The worker's handlers are the ones in place when the first task runs (the worker installs
@@ -33,7 +33,7 @@ from typing import Any
 
 from ..brokers.base import Delivery
 from ..errors import WorkerInterrupt
-from ..worker.execution import Kind, Outcome, describe
+from ..execution import Kind, Outcome, describe
 
 log = logging.getLogger("soloist.worker")
 

@@ -7,7 +7,7 @@ A plain fork of the worker would copy its keeper thread's locks and its open bro
 connections into each child; spawn would pay a fresh interpreter and the app's imports every
 time a child is replaced. Where there is no forkserver, spawn it is.
 
-Each child imports the app by its module path, runs deliveries with its own `Executor`, and
+Each child imports the app by its module path, runs deliveries with its own `TaskRunner`, and
 sends back a "started" notice (so the keeper, time limits and heartbeats see what runs),
 then the outcome; a listener thread in the worker reads them. A child that dies mid-task is
 replaced and its delivery reported `LOST`: the worker ends its lease, so it is redelivered
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from ..adapters import as_app
 from ..brokers.base import Delivery
 from ..errors import ConfigurationError
-from ..worker.execution import Executor, Kind, Outcome
-from .base import ExecutorFactory, Pool, rss_mb
+from ..execution import Kind, Outcome, TaskRunner
+from .base import Pool, RunnerFactory, rss_mb
 from .guard import TaskGuard
 from .solo import alarm
 
@@ -77,8 +77,8 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     app = as_app(getattr(importlib.import_module(module), attr))
     assert app is not None, f"{spec.app} is not an app"  # the worker loaded it as one
     app.configure(spec.broker_url, spec.result_url)
-    factory: Callable[..., Executor] = app.executor_factory or Executor
-    executor = factory(
+    factory: Callable[..., TaskRunner] = app.runner_factory or TaskRunner
+    runner = factory(
         app,
         soft_limit=alarm,
         started=lambda d, m, t: results.send(("started", d.id)),
@@ -88,7 +88,7 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     ran = 0
     try:
         while (delivery := tasks.recv()) is not None:
-            outcome = guard.run(executor.execute, delivery)
+            outcome = guard.run(runner.run, delivery)
             ran += 1
             retire = bool(spec.max_tasks and ran >= spec.max_tasks) or bool(
                 spec.max_memory and rss_mb() >= spec.max_memory
@@ -99,7 +99,7 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     except EOFError:
         pass  # the worker is gone
     finally:
-        executor.close()
+        runner.close()
         app.close()
 
 
@@ -151,15 +151,15 @@ class ProcessPool(Pool):
 
     def __init__(
         self,
-        make_executor: ExecutorFactory,
+        make_runner: RunnerFactory,
         concurrency: int = 2,
         *,
         max_tasks: int | None = None,
         max_memory: float | None = None,
     ) -> None:
-        super().__init__(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
+        super().__init__(make_runner, concurrency, max_tasks=max_tasks, max_memory=max_memory)
         # Not run here: it decodes the "started" notices for the worker's callback.
-        self._local = make_executor()
+        self._local = make_runner(alarm)
         app = self._local.app
         if not app.broker_url or app.broker_url.startswith("memory"):
             raise ConfigurationError(

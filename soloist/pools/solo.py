@@ -13,8 +13,8 @@ from types import FrameType
 
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded
-from ..worker.execution import Outcome
-from .base import ExecutorFactory, Pool
+from ..execution import Outcome
+from .base import Pool, RunnerFactory
 from .guard import TaskGuard
 
 
@@ -39,20 +39,19 @@ class SoloPool(Pool):
 
     def __init__(
         self,
-        make_executor: ExecutorFactory,
+        make_runner: RunnerFactory,
         concurrency: int = 1,
         *,
         max_tasks: int | None = None,
         max_memory: float | None = None,
     ) -> None:
-        super().__init__(make_executor, 1, max_tasks=max_tasks, max_memory=max_memory)
-        self.executor = make_executor()
-        self.executor.soft_limit = alarm
+        super().__init__(make_runner, 1, max_tasks=max_tasks, max_memory=max_memory)
+        self.runner = make_runner(alarm)
         self.guard = TaskGuard()
         self._done: list[tuple[Delivery, Outcome]] = []
 
     def submit(self, delivery: Delivery) -> None:
-        self._done.append((delivery, self.guard.run(self.executor.execute, delivery)))
+        self._done.append((delivery, self.guard.run(self.runner.run, delivery)))
 
     def free(self) -> int:
         return 0 if self._done or self.worn() else 1
@@ -70,5 +69,5 @@ class SoloPool(Pool):
         return any(d.id == delivery.id for d, _ in self._done)
 
     def close(self) -> None:
-        self.executor.close()
+        self.runner.close()
         self.guard.close()

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded, TimeLimitExceeded
-from ..worker.execution import Kind, Outcome
-from .base import ExecutorFactory, Pool
+from ..execution import Kind, Outcome
+from .base import Pool, RunnerFactory
 from .guard import TaskGuard
 
 log = logging.getLogger("soloist.worker")
@@ -75,13 +75,13 @@ class ThreadPool(Pool):
 
     def __init__(
         self,
-        make_executor: ExecutorFactory,
+        make_runner: RunnerFactory,
         concurrency: int = 4,
         *,
         max_tasks: int | None = None,
         max_memory: float | None = None,
     ) -> None:
-        super().__init__(make_executor, concurrency, max_tasks=max_tasks, max_memory=max_memory)
+        super().__init__(make_runner, concurrency, max_tasks=max_tasks, max_memory=max_memory)
         self._done: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
         self._busy = 0
         #: delivery id -> the slot running it, entered by `submit` before the thread sees
@@ -106,12 +106,11 @@ class ThreadPool(Pool):
 
     def _serve(self, slot: _Slot) -> None:
         """One thread's life. Nothing a task does ends it: the guard turns what escapes
-        the executor into an outcome. Should it end anyway, `_thread_ended` makes good."""
-        executor = self.make_executor()
-        executor.soft_limit = thread_alarm
+        the runner into an outcome. Should it end anyway, `_thread_ended` makes good."""
+        runner = self.make_runner(thread_alarm)
         try:
             while (delivery := slot.inbox.get()) is not None:
-                outcome = self._guard.run(executor.execute, delivery)
+                outcome = self._guard.run(runner.run, delivery)
                 if self._running.pop(delivery.id, None) is None:
                     return  # stopped at its hard limit: its outcome is already reported
                 self._idle.append(slot)
@@ -120,7 +119,7 @@ class ThreadPool(Pool):
             pass  # the stop landed after the task had returned
         finally:
             self._thread_ended(slot)
-            executor.close()
+            runner.close()
 
     def _thread_ended(self, slot: _Slot) -> None:
         """A thread ends: on close, or stopped at a hard limit (already replaced), or else

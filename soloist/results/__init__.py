@@ -1,4 +1,4 @@
-"""Result stores by URL scheme, and the `Result` handle producers hold."""
+"""Result stores by URL scheme. Each store is one module implementing `base.ResultStore`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from .base import (
     SUCCESS,
     ResultStore,
 )
+from .memory import MemoryResultStore
+from .sqlite import SQLiteResultStore
 
 __all__ = [
     "FAILURE",
@@ -37,12 +39,8 @@ def from_url(url: str) -> ResultStore:
     """Build the result store a URL names."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        from .memory import MemoryResultStore
-
         return MemoryResultStore(url)
     if scheme == "sqlite":
-        from .sqlite import SQLiteResultStore
-
         return SQLiteResultStore(url)
     if scheme in ("celery+redis", "celery+rediss"):
         # Celery's result format: only Celery apps use it, and it needs the celery extra.
@@ -50,7 +48,7 @@ def from_url(url: str) -> ResultStore:
 
         return CeleryResults(url)
     if scheme in ("redis", "rediss"):
-        from .redis import RedisResultStore
+        from .redis import RedisResultStore  # here: redis-py is an optional extra
 
         return RedisResultStore(url)
     raise ConfigurationError(

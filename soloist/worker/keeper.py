@@ -2,7 +2,7 @@
 
 It never runs task code. Every tick it renews the leases of held deliveries, publishes the
 worker's heartbeat, enforces hard time limits, and reads revocations (stopping a running
-task revoked with terminate=True; see soloist.revocation). When the main thread is stuck
+task revoked with terminate=True; see soloist.worker.revocation). When the main thread is stuck
 in C code that holds the GIL, this thread cannot run either; the watchdog process covers
 that case.
 """
@@ -18,9 +18,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..revocation import SYNC_INTERVAL, MainThreadStop
-from . import constants as c
-from .execution import Kind, Outcome
+from ..execution import Kind, Outcome
+from .constants import GRACE, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KEEPER_TICK
+from .revocation import SYNC_INTERVAL, MainThreadStop
 from .timelimit import HardLimit, Watchdog
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Keeper(threading.Thread):
     def arm(self, running: Running) -> None:
         """A task with a hard time limit started: tell the GIL-free watchdog too."""
         if self.watchdog is not None and running.time_limit:
-            self.watchdog.arm(running, c.GRACE)
+            self.watchdog.arm(running, GRACE)
 
     def disarm(self, running: Running) -> None:
         if self.watchdog is not None and running.time_limit:
@@ -67,7 +67,7 @@ class Keeper(threading.Thread):
 
     def run(self) -> None:
         next_beat = next_extend = next_sync = 0.0
-        while not self._halt.wait(c.KEEPER_TICK):
+        while not self._halt.wait(KEEPER_TICK):
             now = time.monotonic()
             for running in list(self.worker.running.values()):
                 if (
@@ -85,7 +85,7 @@ class Keeper(threading.Thread):
                     next_sync = now + SYNC_INTERVAL
                     self._revoke()
                 if now >= next_beat:
-                    next_beat = now + c.HEARTBEAT_INTERVAL
+                    next_beat = now + HEARTBEAT_INTERVAL
                     self.beat()
                 self.worker.flush_stale()
                 if self._failing:
@@ -114,7 +114,7 @@ class Keeper(threading.Thread):
         for running in list(self.worker.running.values()):
             r = revoked.get(running.task_id)
             # A task that started after its revocation should have been skipped (the set of
-            # a child process, or of an executor that raced this sync, was older): stop it.
+            # a child process, or of a task runner that raced this sync, was older): stop it.
             if r is None or running.stopped or not (r.terminate or running.since >= r.at):
                 continue
             log.warning("task %s[%s] revoked: stopping it", running.task, running.task_id)
@@ -126,7 +126,7 @@ class Keeper(threading.Thread):
 
     def beat(self) -> None:
         self.worker.broker.heartbeat(
-            self.worker.id, json.dumps(self.status()).encode(), c.HEARTBEAT_TTL
+            self.worker.id, json.dumps(self.status()).encode(), HEARTBEAT_TTL
         )
 
     def status(self) -> dict[str, object]:

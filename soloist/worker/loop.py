@@ -1,6 +1,6 @@
 """The worker: fetch → run → settle, with shutdown and bookkeeping handed to others.
 
-Everything that is not that loop lives elsewhere: running a delivery in `execution`,
+Everything that is not that loop lives elsewhere: running a delivery in `soloist.execution`,
 concurrency in the pool, lease renewal, heartbeats and time limits in the keeper thread,
 signals in `shutdown`, cross-cutting features in hooks.
 """
@@ -20,21 +20,32 @@ from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Delivery
 from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
+from ..execution import EXPIRED, STATE_OF, Kind, Outcome, SoftLimit, TaskRunner
 from ..message import Message
+from ..pools import create
+from ..pools.base import Pool
 from ..results.base import STARTED
-from ..revocation import Revocations
 from ..task import Task
 from ..urls import shown
 from ..workflow import proceed
-from . import constants as c
-from .execution import EXPIRED, STATE_OF, Executor, Kind, Outcome
+from .constants import (
+    AUTO_PREFETCH,
+    BUSY_FETCH_WAIT,
+    DEFAULT_LEASE,
+    EXIT_COLD_SHUTDOWN,
+    EXIT_OK,
+    EXIT_RECYCLE,
+    EXIT_UNAVAILABLE,
+    FETCH_WAIT,
+    PREFETCH_HORIZON,
+)
 from .keeper import Keeper
 from .outage import ride_out
+from .revocation import Revocations
 from .shutdown import ColdShutdown, Shutdown
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..pools.base import Pool
 
 log = logging.getLogger("soloist.worker")
 
@@ -82,7 +93,7 @@ class Worker:
         pool: str = "solo",
         concurrency: int = 1,
         prefetch: int | None = None,
-        lease: float = c.DEFAULT_LEASE,
+        lease: float = DEFAULT_LEASE,
         burst: bool = False,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
@@ -91,8 +102,6 @@ class Worker:
         max_tasks_per_child: int | None = None,
         max_memory_per_child: float | None = None,
     ) -> None:
-        from ..pools import create
-
         self.app = app
         self.broker = app.broker
         self.revoked = Revocations(app)  # kept up to date by the keeper
@@ -108,14 +117,14 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.pool: Pool = create(
             pool,
-            self._executor,
+            self._runner,
             concurrency,
             max_tasks=max_tasks_per_child,
             max_memory=max_memory_per_child,
         )
         #: None adapts the prefetch to how short tasks are, from 1 to AUTO_PREFETCH.
         self.adaptive = prefetch is None
-        self.max_prefetch = max(prefetch or c.AUTO_PREFETCH, self.pool.concurrency)
+        self.max_prefetch = max(prefetch or AUTO_PREFETCH, self.pool.concurrency)
         self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
         #: Ended tasks whose message is acked in one batch (see `settle`).
         self.acks: list[tuple[Delivery, Outcome]] = []
@@ -128,10 +137,11 @@ class Worker:
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
         self.started_at = time.time()
 
-    def _executor(self) -> Executor:
-        factory: Callable[..., Executor] = self.app.executor_factory or Executor
+    def _runner(self, soft_limit: SoftLimit) -> TaskRunner:
+        factory: Callable[..., TaskRunner] = self.app.runner_factory or TaskRunner
         return factory(
             self.app,
+            soft_limit,
             started=self._started,
             revoked=self.revoked,
             default_soft_time_limit=self.soft_time_limit,
@@ -208,11 +218,11 @@ class Worker:
                             self.stop_reason = f"stopped while the stores were unavailable: {down}"
                             break
                 self._finish_running()
-                return c.EXIT_RECYCLE if self.pool.worn() else c.EXIT_OK
+                return EXIT_RECYCLE if self.pool.worn() else EXIT_OK
             except ColdShutdown:
                 self._flush()
                 self.broker.release([r.delivery for r in self.running.values()])
-                return c.EXIT_COLD_SHUTDOWN
+                return EXIT_COLD_SHUTDOWN
         except BrokerUnavailable as exc:
             return self._unavailable(exc)
         finally:
@@ -224,7 +234,7 @@ class Worker:
         done = self.pool.collect(0)
         if not done and not self.pool.free():
             self._flush()  # nothing waits to be acked while the loop blocks
-            done = self.pool.collect(c.FETCH_WAIT)
+            done = self.pool.collect(FETCH_WAIT)
         for n, (finished, outcome) in enumerate(done):
             try:
                 self.settle(finished, outcome)
@@ -234,7 +244,7 @@ class Worker:
         if not self.pool.free():
             return True
         # Outcomes are settled between fetches: keep those short while tasks run.
-        delivery = self._next(c.BUSY_FETCH_WAIT if self.pool.busy() else c.FETCH_WAIT)
+        delivery = self._next(BUSY_FETCH_WAIT if self.pool.busy() else FETCH_WAIT)
         if delivery is not None:
             self.pool.submit(delivery)
         elif self.burst and not self.pool.busy() and self._drained():
@@ -266,7 +276,7 @@ class Worker:
             f"the broker or result store stayed unavailable ({exc}); {held} held"
             " deliveries run again once their leases lapse"
         )
-        return c.EXIT_UNAVAILABLE
+        return EXIT_UNAVAILABLE
 
     def _next(self, wait: float) -> Delivery | None:
         if not self.prefetched:
@@ -335,9 +345,9 @@ class Worker:
                 self._acks_since = time.monotonic()
             self.acks.append((delivery, outcome))
             return
-        if outcome.result is not None and outcome.task_id:
+        if outcome.record is not None and outcome.task_id:
             state = STATE_OF[outcome.kind]
-            self.app.results.put(outcome.task_id, state, outcome.result, self.app.result_ttl)
+            self.app.results.put(outcome.task_id, state, outcome.record, self.app.result_ttl)
         if outcome.workflow is not None and outcome.kind is not Kind.RETRY:
             proceed(self.app, [(delivery, outcome)])  # before the ack: see soloist.workflow
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
@@ -372,7 +382,7 @@ class Worker:
     def flush_stale(self) -> None:
         """From the keeper: settle what has waited past PREFETCH_HORIZON, so results of
         finished tasks do not wait for a long task the main thread is running now."""
-        if self.acks and time.monotonic() - self._acks_since > c.PREFETCH_HORIZON:
+        if self.acks and time.monotonic() - self._acks_since > PREFETCH_HORIZON:
             self._flush()
 
     def _flush(self) -> None:
@@ -392,7 +402,7 @@ class Worker:
 
     def _store_and_ack(self, acks: list[tuple[Delivery, Outcome]]) -> None:
         # SUCCESS, and REVOKED for an expired call (revoke() records its own).
-        records = [(o.task_id, STATE_OF[o.kind], o.result) for _, o in acks if o.result is not None]
+        records = [(o.task_id, STATE_OF[o.kind], o.record) for _, o in acks if o.record is not None]
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
         flows = [(d, o) for d, o in acks if o.workflow is not None]
@@ -420,12 +430,12 @@ class Worker:
         """Adaptive prefetch: hold about PREFETCH_HORIZON seconds of work. After a slow
         task, give the prefetched deliveries back for other workers to take."""
         if not self.adaptive or (
-            self.prefetch == self.max_prefetch and runtime * self.max_prefetch <= c.PREFETCH_HORIZON
+            self.prefetch == self.max_prefetch and runtime * self.max_prefetch <= PREFETCH_HORIZON
         ):
             return  # fixed, or already as high as it goes and the task was short enough
-        fits = int(c.PREFETCH_HORIZON / max(runtime, 1e-6))
+        fits = int(PREFETCH_HORIZON / max(runtime, 1e-6))
         self.prefetch = max(self.pool.concurrency, min(self.prefetch * 2, fits, self.max_prefetch))
-        if runtime > c.PREFETCH_HORIZON and self.prefetched:
+        if runtime > PREFETCH_HORIZON and self.prefetched:
             self.broker.release(list(self.prefetched))
             self.prefetched.clear()
 
@@ -442,7 +452,7 @@ class Worker:
         self.broker.release(list(self.prefetched))
         self.prefetched.clear()
         while self.pool.busy():
-            for delivery, outcome in self.pool.collect(c.FETCH_WAIT):
+            for delivery, outcome in self.pool.collect(FETCH_WAIT):
                 self.settle(delivery, outcome)
         self._flush()
 

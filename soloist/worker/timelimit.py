@@ -30,15 +30,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..app import App
 from ..brokers.base import Delivery
 from ..errors import TimeLimitExceeded
+from ..execution import Kind, Outcome
 from ..results.base import FAILURE
-from ..results.handle import failure_record
-from . import constants as c
-from .execution import Kind, Outcome
+from ..results.record import failure_record
+from .constants import EXIT_HARD_TIME_LIMIT
 
 if TYPE_CHECKING:
-    from ..app import App
     from .loop import Running, Worker
 
 log = logging.getLogger("soloist.keeper")
@@ -97,7 +97,7 @@ class HardLimit:
         finally:
             for handler in logging.getLogger().handlers:
                 handler.flush()
-            os._exit(c.EXIT_HARD_TIME_LIMIT)
+            os._exit(EXIT_HARD_TIME_LIMIT)
 
 
 class Watchdog:
@@ -152,7 +152,7 @@ class Watchdog:
                     "queue": d.queue,
                     "body": base64.b64encode(d.body).decode(),
                     "delivery_count": d.delivery_count,
-                    "attempts": d.attempts,
+                    "retries": d.retries,
                     "receipt": d.receipt,
                 },
             }
@@ -204,8 +204,6 @@ def watch() -> None:
 
 
 def _kill_and_record(init: dict[str, Any], overdue: list[dict[str, Any]]) -> None:
-    from ..app import App
-
     try:
         os.kill(init["pid"], signal.SIGKILL)
     except ProcessLookupError:
@@ -231,7 +229,7 @@ def _kill_and_record(init: dict[str, Any], overdue: list[dict[str, Any]]) -> Non
             d["queue"],
             base64.b64decode(d["body"]),
             d["delivery_count"],
-            d["attempts"],
+            d["retries"],
             d["receipt"],
         )
         record_hard_limit(app, delivery, armed["task_id"], armed["limit"])

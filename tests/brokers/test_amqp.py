@@ -263,7 +263,7 @@ for _name in (
     "test_ack_removes_for_good",
     "test_ack_many_acks_each_and_fences_stale_holders",
     "test_lapsed_lease_redelivers_with_count_raised_and_fences_the_old_holder",
-    "test_retry_delays_and_raises_attempts",
+    "test_retry_delays_and_raises_retries",
     "test_publish_with_delay",
     "test_extend_keeps_the_lease",
     "test_extend_reports_lost_leases",

@@ -23,7 +23,7 @@ def fetch_one(broker: Broker, queue: str, lease: float = LEASE, timeout: float =
 def test_publish_then_fetch_gives_the_body_once(broker: Broker, queue: str) -> None:
     broker.publish(queue, b"hello")
     d = fetch_one(broker, queue)
-    assert (d.body, d.queue, d.delivery_count, d.attempts) == (b"hello", queue, 1, 0)
+    assert (d.body, d.queue, d.delivery_count, d.retries) == (b"hello", queue, 1, 0)
     assert broker.fetch([queue], 1, LEASE, 0.1) == []
 
 
@@ -94,13 +94,13 @@ def test_lapsed_lease_redelivers_with_count_raised_and_fences_the_old_holder(
     assert b.ack(second)
 
 
-def test_retry_delays_and_raises_attempts(broker: Broker, queue: str) -> None:
+def test_retry_delays_and_raises_retries(broker: Broker, queue: str) -> None:
     broker.publish(queue, b"x")
     assert broker.retry(fetch_one(broker, queue), delay=0.6)
     assert broker.fetch([queue], 1, LEASE, 0.2) == []
     assert broker.depth(queue) == 1  # waiting, delayed
     again = fetch_one(broker, queue, timeout=3)
-    assert (again.attempts, again.delivery_count) == (1, 1)
+    assert (again.retries, again.delivery_count) == (1, 1)
 
 
 def test_publish_with_delay(broker: Broker, queue: str) -> None:
@@ -200,7 +200,7 @@ def test_dead_letter_list_requeue_drop(broker: Broker, queue: str) -> None:
     assert broker.depth(queue) == 0
     assert broker.requeue_dead(queue, [dead[0].id]) == 1
     again = fetch_one(broker, queue)
-    assert (again.body, again.delivery_count, again.attempts) == (b"bad", 1, 0)
+    assert (again.body, again.delivery_count, again.retries) == (b"bad", 1, 0)
     assert broker.drop_dead(queue) == 1
     assert broker.dead_letters(queue) == []
 

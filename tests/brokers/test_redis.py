@@ -250,7 +250,7 @@ def test_a_message_published_with_every_field_is_served(broker: RedisBroker, que
     assert broker.retry(second, 0)
     assert broker.dead_letter(third, "why not")
     (again,) = broker.fetch([queue], 3, 30, 1.0)
-    assert (again.body, again.attempts, again.delivery_count) == (b"retry me", 1, 1)
+    assert (again.body, again.retries, again.delivery_count) == (b"retry me", 1, 1)
     assert broker.ack(again)
     (dead,) = broker.dead_letters(queue)
     assert (dead.body, dead.reason, dead.delivery_count) == (b"bury me", "why not", 1)

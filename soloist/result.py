@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ..errors import ConfigurationError, ResultTimeout, TaskError, TaskRevoked
-from .base import FAILURE, FINAL_STATES, PENDING, REVOKED, SUCCESS
+from .errors import ConfigurationError, ResultTimeout, TaskError, TaskRevoked
+from .results.base import FAILURE, FINAL_STATES, PENDING, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
-    from ..app import App
+    from .app import App
 
 R = TypeVar("R")
 
@@ -100,10 +100,3 @@ class Result(Generic[R]):
         ttl = self.app.result_ttl if ttl is None else ttl
         return self.app.results.revoke(self.id, body, ttl, terminate)
 
-
-def success_record(value: Any) -> dict[str, Any]:
-    return {"value": value, "done": time.time()}
-
-
-def failure_record(exc_type: str, message: str, traceback: str) -> dict[str, Any]:
-    return {"exc_type": exc_type, "message": message, "traceback": traceback, "done": time.time()}

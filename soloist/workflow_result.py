@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from ..errors import ResultTimeout, SoloistError
-from .base import FINAL_STATES, SUCCESS
-from .handle import Result
+from .errors import ResultTimeout, SoloistError
+from .result import Result
+from .results.base import FINAL_STATES, SUCCESS
 
 if TYPE_CHECKING:
-    from ..app import App
+    from .app import App
 
 R = TypeVar("R")
 

@@ -3,7 +3,7 @@
 `Result.revoke()` records the task as REVOKED in the result store (a final state, so a
 worker that finishes it anyway cannot overwrite it) and adds it to the store's revocation
 log. Each worker's keeper thread reads the log every `SYNC_INTERVAL` seconds (and once before
-the first fetch) into `Revocations`, an in-memory set: the executor skips a revoked task
+the first fetch) into `Revocations`, an in-memory set: the task runner skips a revoked task
 with one set lookup, so the hot path costs no extra round trip. A revocation with
 `terminate=True` also stops the task if it runs: the pool stops it where it can (a thread,
 a child process); the solo pool runs it in the main thread, so `MainThreadStop` raises
@@ -19,12 +19,12 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .errors import WorkerInterrupt
-from .results.base import Revocation
-from .task import _current_request
+from ..errors import TaskTerminated
+from ..results.base import Revocation
+from ..task import current_request
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 #: How often the keeper reads the revocation log: how late a revoke reaches a busy worker.
 SYNC_INTERVAL = 0.5
@@ -33,13 +33,6 @@ SYNC_INTERVAL = 0.5
 _OVERLAP = 5.0
 #: The signal that interrupts the main thread; SIGALRM is the soft time limit's.
 STOP_SIGNAL = signal.SIGUSR1
-
-
-class TaskTerminated(WorkerInterrupt):
-    """Raised inside a task stopped by `revoke(terminate=True)`; it is recorded as revoked.
-
-    A BaseException, like KeyboardInterrupt, so `except Exception` in task code lets it by.
-    """
 
 
 class Revocations:
@@ -96,7 +89,7 @@ class MainThreadStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         target, self._target = self._target, None
-        request = _current_request.get()
+        request = current_request()
         # Raise only inside that very task: it may have ended before the signal landed.
         if target is not None and request is not None and request.id == target:
             raise TaskTerminated(f"task {target} revoked with terminate=True")

@@ -1,11 +1,13 @@
 """Running one delivery: decode it, find its task, call it, and decide what becomes of it.
 
-`execute` never raises for anything the message or the task did: every way a delivery can
-end is an `Outcome`, which the worker then settles (ack, retry, dead-letter) and records.
+`TaskRunner.run` never raises for anything the message or the task did: every way a
+delivery can end is an `Outcome`, which the worker then settles (ack, retry, dead-letter)
+and records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import os
@@ -17,18 +19,22 @@ from dataclasses import dataclass
 from time import perf_counter as _clock
 from typing import TYPE_CHECKING, Any
 
-from ..brokers.base import Delivery
-from ..errors import DecodeError, LimitExceeded, Retry, SoftTimeLimitExceeded, WorkerInterrupt
-from ..message import Message
-from ..results.base import FAILURE, PENDING, RETRY, REVOKED, SUCCESS
-from ..results.handle import failure_record, success_record
-from ..revocation import TaskTerminated
-from ..task import Request, Task, reset_request, set_request
+from .brokers.base import Delivery
+from .errors import (
+    DecodeError,
+    LimitExceeded,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskTerminated,
+    WorkerInterrupt,
+)
+from .message import Message
+from .results.base import FAILURE, PENDING, RETRY, REVOKED, SUCCESS
+from .results.record import failure_record, success_record
+from .task import Request, Task, reset_request, set_request
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from ..app import App
+    from .app import App
 
 #: A context manager that raises `SoftTimeLimitExceeded` inside the block after N seconds.
 SoftLimit = Callable[[float], AbstractContextManager[object]]
@@ -41,7 +47,7 @@ _MAX_TRACEBACK = 8000
 
 
 #: The suffix of the record that claims the run of a workflow step for one copy of its
-#: message (see `Executor._claimed`), and the reason a second copy is settled unrun.
+#: message (see `TaskRunner._claimed`), and the reason a second copy is settled unrun.
 RUN_CLAIM = ":run"
 DUPLICATE = "a copy of a workflow step another delivery claimed: settled without running"
 
@@ -55,7 +61,7 @@ class Kind(enum.Enum):
     REVOKED = "revoked"  # skipped, expired, or stopped while running: acked, never run again
 
 
-#: The state recorded for an outcome that carries a record (`Outcome.result`).
+#: The state recorded for an outcome that carries a record (`Outcome.record`).
 STATE_OF = {
     Kind.SUCCESS: SUCCESS,
     Kind.RETRY: RETRY,
@@ -73,9 +79,9 @@ class Outcome:
     kind: Kind
     task_id: str = ""
     task: str = ""
-    #: The encoded record to store for the task (see results.handle), or None; its
+    #: The encoded record to store for the task (see results.record), or None; its
     #: state is STATE_OF[kind].
-    result: bytes | None = None
+    record: bytes | None = None
     #: Seconds until the retry (RETRY only).
     delay: float = 0.0
     #: Why it failed or was dead-lettered.
@@ -86,7 +92,7 @@ class Outcome:
 
 
 def dead(reason: str, message: Message | None = None) -> Outcome:
-    """A message that will never run, with nothing to record (see `Executor._dead`)."""
+    """A message that will never run, with nothing to record (see `TaskRunner._dead`)."""
     if message is None:
         return Outcome(Kind.DEAD, reason=reason)
     return Outcome(
@@ -94,8 +100,11 @@ def dead(reason: str, message: Message | None = None) -> Outcome:
     )
 
 
-class Executor:
-    """Turns deliveries into outcomes for one app; one per thread that runs tasks."""
+class TaskRunner:
+    """Turns deliveries into outcomes for one app; one per thread that runs tasks.
+
+    `soft_limit` is how the pool running it raises `SoftTimeLimitExceeded` in a task (a
+    signal in a main thread, an async exception in a thread); None has no soft limits."""
 
     def __init__(
         self,
@@ -110,7 +119,7 @@ class Executor:
         #: The worker's soft limit, for tasks that set none of their own.
         self.default_soft_time_limit = default_soft_time_limit
         self.started = started
-        #: Task ids revoked; kept up to date by the worker's keeper (see soloist.revocation).
+        #: Task ids revoked, kept up to date by the worker's keeper (soloist.worker.revocation).
         self.revoked = revoked
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
@@ -147,7 +156,7 @@ class Executor:
         flow = message.options.get("wf")
         return Outcome(Kind.DEAD, message.id, message.task, record, reason=reason, workflow=flow)
 
-    def run(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
+    def call(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
         """Call the task and classify how it ended."""
         request = Request(
             message.id,
@@ -155,7 +164,7 @@ class Executor:
             message.args,
             message.kwargs,
             delivery.queue,
-            delivery.attempts,
+            delivery.retries,
             delivery.delivery_count,
         )
         opts = task.options
@@ -200,10 +209,8 @@ class Executor:
         )
 
     def _await(self, coro: Any, limit: float | None) -> Any:
-        # One event loop for the executor's life, so async resources (clients, pools)
+        # One event loop for the runner's life, so async resources (clients, pools)
         # created by one task can be reused by the next.
-        import asyncio  # here: most workers never run an async task, and it costs 60 ms
-
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         if limit:
@@ -226,18 +233,18 @@ class Executor:
         limit = opts.max_retries
         if request is not None and request.max_retries is not None:
             limit = request.max_retries
-        if limit is not None and delivery.attempts >= limit:
-            exc = cause or RuntimeError(f"gave up after {delivery.attempts} retries")
-            return self._failure(message, task, exc, runtime, f"after {delivery.attempts} retries")
+        if limit is not None and delivery.retries >= limit:
+            exc = cause or RuntimeError(f"gave up after {delivery.retries} retries")
+            return self._failure(message, task, exc, runtime, f"after {delivery.retries} retries")
         delay = (
             request.countdown
             if request and request.countdown is not None
-            else opts.backoff(delivery.attempts)
+            else opts.backoff(delivery.retries)
         )
         reason = describe(cause) if cause else "retry requested"
         record = None  # RETRY is recorded while the retry waits
         if not (opts.ignore_result or message.options.get("ignore_result")):
-            retries, eta = delivery.attempts + 1, time.time() + delay
+            retries, eta = delivery.retries + 1, time.time() + delay
             record = self.app.codec.dumps({"reason": reason, "retries": retries, "eta": eta})
         return Outcome(
             Kind.RETRY, message.id, task.name, record, delay=delay, runtime=runtime, reason=reason
@@ -288,7 +295,8 @@ class Executor:
             )
         return body
 
-    def execute(self, delivery: Delivery) -> Outcome:
+    def run(self, delivery: Delivery) -> Outcome:
+        """Run one delivery to its outcome."""
         decoded = self.decode(delivery)
         if isinstance(decoded, Outcome):
             return decoded
@@ -329,7 +337,7 @@ class Executor:
         if self.started is not None:
             self.started(delivery, message, task)
         try:
-            return self.run(delivery, message, task)
+            return self.call(delivery, message, task)
         except TaskTerminated:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked while running")
 
