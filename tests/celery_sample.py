@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from celery import Celery, shared_task
+from celery import Celery, shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 REDIS_URL = os.environ.get("SOLOIST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -42,6 +42,11 @@ def ledger(line: str) -> None:
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
+
+
+@signals.worker_process_init.connect
+def _process_started(**kwargs: Any) -> None:
+    ledger(f"worker_process_init {os.getpid()}")
 
 
 def _square(x: int) -> int:

@@ -21,14 +21,14 @@ How each way a run ends is settled:
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Container
 from contextlib import nullcontext
 from time import perf_counter as _clock
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from celery import states
+from celery import signals, states
 from celery.app.trace import build_tracer
 
 from ..brokers.base import Delivery
@@ -38,6 +38,7 @@ from ..message import Message
 from ..results.base import REVOKED
 from ..task import Request, Task, reset_request, set_request
 from . import protocol
+from .control import node_name
 from .limits import soft_limit
 from .results import revoked_meta
 
@@ -60,8 +61,9 @@ class CeleryTaskRunner(TaskRunner):
     ) -> None:
         super().__init__(app, soft_limit, started, revoked, default_soft_time_limit)
         self.celery = app.celery
-        self.hostname = f"soloist@{socket.gethostname()}"
+        self.hostname = node_name()
         self._tracers: dict[str, Callable[..., Any]] = {}
+        _process_init(self.celery, self.hostname)
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
         if len(delivery.body) > self.app.max_message_size:
@@ -154,3 +156,17 @@ class CeleryTaskRunner(TaskRunner):
         if stored[0] == states.FAILURE:
             kind = Kind.FAILURE
         return Outcome(kind, message.id, message.task, reason=f"already {stored[0]}")
+
+
+_initialised: set[int] = set()
+
+
+def _process_init(celery: Any, hostname: str) -> None:
+    """Once per process that runs tasks: the signals Celery's worker sends before its
+    first task (`worker_init`, then the solo pool's `worker_process_init`), which
+    integrations hook: Django's fixup sets up its database handling there."""
+    if id(celery) in _initialised:
+        return
+    _initialised.add(id(celery))
+    signals.worker_init.send(sender=SimpleNamespace(app=celery, hostname=hostname))
+    signals.worker_process_init.send(sender=hostname)

@@ -424,9 +424,7 @@ def test_a_worker_process_runs_tasks_and_the_results_arrive(
         sample_app.app.close()
 
 
-def test_an_ack_whose_reply_was_lost_counts_as_acked(
-    redis_server: RedisServer, queue: str
-) -> None:
+def test_an_ack_whose_reply_was_lost_counts_as_acked(redis_server: RedisServer, queue: str) -> None:
     """Redis ran the ack, the reply never came, the connection dropped: the call is sent
     again and finds the message gone. That is this ack's own effect, not a lost lease."""
     from tests.netfaults import FaultyProxy

@@ -35,7 +35,7 @@ def test_results_in_celerys_format(rig: CeleryRig) -> None:
 
 
 def test_retries_and_autoretry(rig: CeleryRig) -> None:
-    rig.worker()
+    worker = rig.worker()
     flaky = rig.send("flaky", 2)
     assert flaky.get(timeout=20) == 2
     assert [line.split()[2] for line in rig.lines() if line.startswith("flaky")] == ["0", "1", "2"]
@@ -45,6 +45,7 @@ def test_retries_and_autoretry(rig: CeleryRig) -> None:
     assert [line for line in rig.lines() if line.startswith("keyerror")] == [
         f"keyerror {gave_up.id} {n}" for n in range(3)
     ]
+    assert rig.lines().count(f"worker_process_init {worker.pid}") == 1  # as Celery's solo
 
 
 def test_countdown_eta_expires_and_priority(rig: CeleryRig) -> None:
@@ -169,3 +170,13 @@ def test_inspect_ping_is_answered(rig: CeleryRig) -> None:
     name = f"soloist.{worker.pid}@{socket.gethostname()}"
     replies = rig.app.control.ping(destination=[name], timeout=10, limit=1)
     assert replies == [{name: {"ok": "pong"}}]
+
+
+def test_celery_and_soloist_workers_share_a_queue(rig: CeleryRig) -> None:
+    """A migration in progress: each message runs once, whichever kind of worker took it."""
+    rig.worker("-P", "solo", "--without-mingle", "--without-gossip", command="celery")
+    rig.worker("--prefetch", "2")
+    jobs = [rig.send("sleeper", 0.02, f"shared-{i}") for i in range(60)]
+    assert [job.get(timeout=60) for job in jobs] == [f"shared-{i}" for i in range(60)]
+    starts = [line for line in rig.lines() if line.startswith("start shared-")]
+    assert sorted(starts) == sorted(f"start shared-{i}" for i in range(60))
