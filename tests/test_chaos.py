@@ -53,10 +53,24 @@ def test_environment_faults_lose_nothing_and_erase_no_result(kind: str) -> None:
     assert report.wrong_results == 0, report.notes
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads", "processes"])
-def test_hostile_tasks_neither_end_nor_stall_the_fleet(pool: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "pool"),
+    [
+        ("sqlite", "solo"),
+        ("sqlite", "threads"),
+        ("sqlite", "processes"),
+        ("redis", "threads"),
+        ("amqp", "processes"),
+    ],
+)
+def test_hostile_tasks_neither_end_nor_stall_the_fleet(kind: str, pool: str) -> None:
     """Tasks that exit, os._exit, fork, arm timers, take SIGTERM or kill task threads,
-    among ordinary ones, on a --replicas fleet (SQLite: no shared server is touched)."""
+    among ordinary ones, on a --replicas fleet. Nothing restarts a shared server: Redis is
+    a private one, RabbitMQ only gets queues of the run's own."""
+    if kind == "redis":
+        require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
+    if kind == "amqp":
+        require("RabbitMQ", "127.0.0.1", 5672)
     chaos = load_chaos()
-    report = chaos.run_hostile("sqlite", pool, tasks=60, each=2, timeout=90)  # type: ignore[attr-defined]
+    report = chaos.run_hostile(kind, pool, tasks=60, each=2, timeout=90)  # type: ignore[attr-defined]
     assert report.ok(), report.notes
