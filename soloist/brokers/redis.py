@@ -531,15 +531,21 @@ class RedisConnection:
         memory or only moves what is there: settling must go on while Redis is full)."""
         return Script(self, source, allow_oom)
 
-    def check_eviction(self) -> None:
-        """Refuse a server that may evict keys: it drops messages without a trace."""
+    def check_server(self) -> None:
+        """Refuse a server older than Redis 7 (the scripts carry its flags) or one that may
+        evict keys (it drops messages without a trace)."""
         try:
-            info = self.command("INFO", "memory")
+            info = self.command("INFO")
         except BrokerUnavailable as exc:
-            log.warning("cannot read the maxmemory-policy of %s: %s", self.redacted, exc)
+            log.warning("cannot read the INFO of %s: %s", self.redacted, exc)
             return
         text = info.decode() if isinstance(info, bytes) else str(info)
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        version = fields.get("redis_version", "7").strip()
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 7:
+            raise ConfigurationError(
+                f"Redis at {self.redacted} is {version}: Soloist needs Redis 7 or later"
+            )
         policy = fields.get("maxmemory_policy", "noeviction").strip()
         if policy.startswith("allkeys"):
             raise ConfigurationError(
@@ -794,7 +800,7 @@ class RedisBroker(Broker):
         return QueueStats(*(int(n) for n in self._stats(queue)))
 
     def check(self) -> None:
-        self.redis.check_eviction()
+        self.redis.check_server()
 
     def purge(self, queue: str) -> int:
         total = 0
