@@ -15,6 +15,9 @@
 #                                     message a Soloist worker holds (r "" while it waits
 #                                     for its ETA)
 #   Psoloist.deliveries         HASH  tag -> times Soloist workers took it without settling
+#   Psoloist.deliveries.at      ZSET  tag -> when a Soloist worker last took it: a count
+#                                     is dropped a day on (a Celery worker may have settled
+#                                     the message since, unseen)
 #   P<queue>\x06\x16soloist.dead ZSET tag -> unix time it was dead-lettered
 #   P<queue>\x06\x16soloist.dead.m HASH tag -> JSON {b message, why, n, t, l list}
 #   Psoloist:…                  Soloist's worker heartbeats (brokers/redis.py's keys)
@@ -78,6 +81,16 @@ _PRELUDE = r"""
 local SEP = '\6\22'
 local unacked, index = prefix .. 'unacked', prefix .. 'unacked_index'
 local leases, counts = prefix .. 'soloist.leases', prefix .. 'soloist.deliveries'
+local counted = prefix .. 'soloist.deliveries.at'
+-- A tag's delivery count is forgotten with the message (ack, dead letter), or a day after
+-- a Soloist worker last took it, in case a Celery worker settled it since.
+local function uncount(tag)
+  redis.call('HDEL', counts, tag)
+  redis.call('ZREM', counted, tag)
+end
+local function count_down(tag)
+  if redis.call('HINCRBY', counts, tag, -1) <= 0 then uncount(tag) end
+end
 local function dead_index(queue) return prefix .. queue .. SEP .. 'soloist.dead' end
 local function dead_store(queue) return prefix .. queue .. SEP .. 'soloist.dead.m' end
 local function stamp(t) return string.format('%.3f', t) end
@@ -115,7 +128,7 @@ local function unwrap(entry)
 end
 local function bury(queue, list, tag, text, reason, n)
   drop(tag)
-  redis.call('HDEL', counts, tag)
+  uncount(tag)
   local record = cjson.encode({b = text, why = reason, n = n, t = now(), l = list})
   redis.call('HSET', dead_store(queue), tag, record)
   redis.call('ZADD', dead_index(queue), now(), tag)
@@ -207,6 +220,7 @@ for i = 9, #ARGV, 2 do
         redis.call('ZADD', index, score, tag)
         redis.call('HSET', leases, tag, cjson.encode({r = receipt, s = score, l = list, q = queue}))
         redis.call('HSET', counts, tag, seen + 1)
+        redis.call('ZADD', counted, now(), tag)
         out[#out + 1] = tag
         out[#out + 1] = queue
         out[#out + 1] = text
@@ -218,6 +232,8 @@ for i = 9, #ARGV, 2 do
   end
 end
 if got == 0 then
+  local stale = redis.call('ZRANGEBYSCORE', counted, '-inf', now() - 86400, 'LIMIT', 0, 100)
+  for _, tag in ipairs(stale) do uncount(tag) end
   local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
   if first[2] then
     out[1] = math.max(math.ceil((tonumber(first[2]) + vt - now()) * 1000), 1)
@@ -235,7 +251,7 @@ for i = 2, #ARGV, 2 do
   local tag = ARGV[i]
   if held(tag, ARGV[i + 1]) then
     drop(tag)
-    redis.call('HDEL', counts, tag)
+    uncount(tag)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -271,7 +287,7 @@ for i = 2, #ARGV, 2 do
   if lease then
     local text = unwrap(drop(tag))
     if text then redis.call('RPUSH', prefix .. lease.l, text) end
-    if redis.call('HINCRBY', counts, tag, -1) <= 0 then redis.call('HDEL', counts, tag) end
+    count_down(tag)
   end
 end
 return 0
@@ -289,7 +305,7 @@ for i = 3, #ARGV, 3 do
     lease.r, lease.s = '', stamp(tonumber(ARGV[i + 2]) - vt)
     redis.call('ZADD', index, lease.s, tag)
     redis.call('HSET', leases, tag, cjson.encode(lease))
-    if redis.call('HINCRBY', counts, tag, -1) <= 0 then redis.call('HDEL', counts, tag) end
+    count_down(tag)
   end
 end
 return 0

@@ -58,6 +58,12 @@ def test_a_lapsed_lease_goes_to_the_next_worker_and_fences_the_old_one(prefix: s
     assert a.extend([first], 5) == [first]
     assert b.ack(second) is True
     assert a.depth("q") == 0
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in ("unacked", "soloist.leases", "soloist.deliveries"):
+        assert client.hlen(f"{prefix}{key}") == 0, key  # nothing left behind
+    for key in ("unacked_index", "soloist.deliveries.at"):
+        assert client.zcard(f"{prefix}{key}") == 0, key
+    client.close()
     a.close()
     b.close()
 
