@@ -89,13 +89,19 @@ def when(value: Any) -> float | None:
 
 
 def eta_of(raw: bytes) -> float | None:
-    """The ETA of a protocol v2 message, read from its headers alone (None for v1, whose
-    ETA is inside the body: such a message waits in the worker's hands instead)."""
+    """The ETA of a message: from the headers (protocol 2), or from a JSON body
+    (protocol 1); None if it has none or cannot be read (the executor then says why)."""
     try:
         env = json.loads(raw)
-        return when(env["headers"].get("eta"))
+        headers = env.get("headers") or {}
+        if headers.get("task"):
+            return when(headers.get("eta"))
+        if env.get("content-type") == "application/json":
+            v1 = body(env, ("application/json",))
+            return when(v1.get("eta")) if isinstance(v1, dict) else None
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, DecodeError):
-        return None  # the task runner dead-letters it with the reason
+        pass
+    return None
 
 
 def decode(raw: bytes, accept: Collection[str]) -> CeleryCall:

@@ -180,3 +180,13 @@ def test_celery_and_soloist_workers_share_a_queue(rig: CeleryRig) -> None:
     assert [job.get(timeout=60) for job in jobs] == [f"shared-{i}" for i in range(60)]
     starts = [line for line in rig.lines() if line.startswith("start shared-")]
     assert sorted(starts) == sorted(f"start shared-{i}" for i in range(60))
+
+
+def test_protocol_1_messages(rig: CeleryRig) -> None:
+    rig.worker()
+    rig.app.conf.task_protocol = 1
+    assert rig.send("add", 4, 5).get(timeout=20) == 9
+    assert rig.send("flaky", 1).get(timeout=20) == 1
+    sent = time.time()
+    assert rig.send("add", 1, 1, countdown=1).get(timeout=20) == 2
+    assert time.time() - sent >= 1
