@@ -172,7 +172,8 @@ def worker(
 
     Exits 0 after a warm shutdown or --burst, 1 for bad configuration or a broker or result
     store it cannot use, 2 for a usage error, 3 after a cold shutdown, 4 after a hard time
-    limit, 5 when recycled by --max-tasks-per-child or --max-memory-per-child."""
+    limit, 5 when recycled by --max-tasks-per-child or --max-memory-per-child, 6 when told
+    to stop while its broker or result store was down (an outage alone never ends it)."""
     if pool == "solo" and concurrency != 1:
         raise click.UsageError(
             f"the solo pool runs one task at a time, so -c {concurrency} would be ignored: "
