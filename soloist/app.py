@@ -250,7 +250,7 @@ class App:
         The id is reserved first (a PENDING record, atomically, in the result store); if
         the publish raises, the reservation is dropped so that a retry can send it. With no
         result store (RabbitMQ alone) there is nowhere to reserve: it is sent as it is."""
-        if self.result_url is None and not self._given_results:
+        if self.result_url is None:
             self.send(message, queue, delay=delay, priority=priority)
             return True
         body = self.codec.dumps({"sent": time.time()})

@@ -49,6 +49,13 @@ assert_type(add(1, 2), int)
 assert_type(add.delay(1, 2), Result[int])
 assert_type(add.delay(1, 2).get(timeout=1), int)
 assert_type(greet.delay("x", punctuation="?").get(), str)
+assert_type(add.apply_async((1, 2), expires=30, task_id="once"), Result[int])
+assert_type(app.send_task("myproj.tasks.add", (1, 2), queue="q"), Result[Any])
+
+
+@app.task(track_started=True)
+def tracked(x: int) -> int:
+    return x
 assert_type(bound.delay(3).get(), float)
 coroutine_task: AsyncTask[[str], bytes] = fetch
 assert_type(fetch.delay("u").get(), bytes)

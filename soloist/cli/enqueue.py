@@ -112,17 +112,17 @@ def enqueue(
     args, kwargs = _json(args_json, list, "--args"), _json(kwargs_json, dict, "--kwargs")
     if countdown is not None and eta is not None:
         raise click.UsageError("give --countdown or --eta, not both")
-    misfit = task.misfit(args, kwargs)
-    if misfit is not None:
-        raise click.BadParameter(misfit, param_hint="--args/--kwargs")
-    result = task.apply_async(
-        args,
-        kwargs,
-        countdown=countdown,
-        eta=eta,
-        queue=queue,
-        priority=priority,
-        task_id=task_id,
-        expires=expires,
-    )
+    try:
+        result = task.apply_async(
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            queue=queue,
+            priority=priority,
+            task_id=task_id,
+            expires=expires,
+        )
+    except TypeError as exc:  # arguments that do not fit the task, or cannot be encoded
+        raise click.BadParameter(str(exc), param_hint="--args/--kwargs") from None
     click.echo(result.id)
