@@ -16,7 +16,15 @@ class BrokerUnavailable(SoloistError):
 
 
 class DecodeError(SoloistError):
-    """A message body that cannot be turned back into a task call."""
+    """A message body that cannot be turned back into a task call.
+
+    `task` and `task_id` are set when the envelope named them before it went wrong, so the
+    failure can be recorded where `get()` finds it."""
+
+    def __init__(self, reason: str, task: str = "", task_id: str = "") -> None:
+        super().__init__(reason)
+        self.task = task
+        self.task_id = task_id
 
 
 class LimitExceeded(SoloistError):

@@ -137,6 +137,8 @@ class TaskRunner:
                 body = self.app.signer.verify(body)
             message = Message.decode(body, self.app.codec, self.app.max_depth)
         except DecodeError as exc:
+            if exc.task_id:  # the envelope named its call: record why it will never run
+                return self._dead(Message(exc.task, id=exc.task_id), f"undecodable message: {exc}")
             return dead(f"undecodable message: {exc}")
         task = self.app.tasks.get(message.task)
         if task is None:

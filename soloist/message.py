@@ -107,14 +107,14 @@ class Message:
         if not isinstance(msg_id, str) or not msg_id:
             raise DecodeError("envelope has no task id")
         if not isinstance(args, (list, tuple)):
-            raise DecodeError("args is not a list")
+            raise DecodeError("args is not a list", task, msg_id)
         if not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
-            raise DecodeError("kwargs is not a map of names")
+            raise DecodeError("kwargs is not a map of names", task, msg_id)
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
-            raise DecodeError("malformed sent time or options")
+            raise DecodeError("malformed sent time or options", task, msg_id)
         # In JSON every level opens with a bracket, so a body with few of them is shallow
         # enough without walking it (brackets inside strings only make the count larger).
         shallow = body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth
         if not shallow and depth([args, kwargs]) - 1 > max_depth:
-            raise DecodeError(f"arguments nest deeper than the limit of {max_depth}")
+            raise DecodeError(f"arguments nest deeper than the limit of {max_depth}", task, msg_id)
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -28,6 +28,7 @@ def test_a_message_dead_lettered_before_it_ran_records_failure_with_the_reason(
     misfit = Message("add", (1, 2, 3))
     for message in (unknown, misfit):
         sample_app.broker.publish("default", sample_app.encode(message))
+    sample_app.broker.publish("default", b'j{"v":1,"id":"garbled","task":"add","args":"1,2"}')
     done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     with pytest.raises(TaskError, match=r"unknown task 'no\.such\.task'") as caught:
@@ -36,7 +37,9 @@ def test_a_message_dead_lettered_before_it_ran_records_failure_with_the_reason(
     with pytest.raises(TaskError, match="arguments do not fit add") as caught:
         sample_app.result(misfit.id).get(timeout=0)
     assert caught.value.exc_type == "DeadLettered"
-    assert len(sample_app.broker.dead_letters("default")) == 2
+    with pytest.raises(TaskError, match="undecodable message: args is not a list"):
+        sample_app.result("garbled").get(timeout=0)
+    assert len(sample_app.broker.dead_letters("default")) == 3
 
 
 def test_retry_is_recorded_while_it_waits(workers: WorkerProcesses, sample_app: App) -> None:
