@@ -102,7 +102,9 @@ _COLUMNS = [
     Column("dead at"),
 ]
 
-queue_option = click.option("-Q", "--queue", default=None, help="Only this queue.")
+queue_option = click.option(
+    "-Q", "--queue", default=None, show_default="every queue of the app", help="Only this queue."
+)
 
 
 @click.group(name="dead-letters")

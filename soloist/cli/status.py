@@ -149,7 +149,9 @@ def plain(snap: dict[str, Any]) -> str:
 
 @click.command()
 @app_option
-@click.option("-Q", "--queues", default=None, help="More comma-separated queues to show.")
+@click.option(
+    "-Q", "--queues", default=None, show_default="none", help="More comma-separated queues to show."
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts (one line per refresh).")
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option(
