@@ -149,6 +149,12 @@ local function variadic(command, key, list)
   end
   return total
 end
+-- For a settle that found its lease gone: 2 if the message is settled and leased to
+-- nobody (this settle's earlier try may have done it, its reply lost), else 0.
+local function unleased(id)
+  if redis.call('HGET', mkey(id), 'r') == '' then return 2 end
+  return 0
+end
 -- The queue of message `id` if `receipt` is its current lease, else nil.
 local function held(id, receipt)
   local m = redis.call('HMGET', mkey(id), 'r', 'q')
@@ -308,11 +314,11 @@ variadic('DEL', false, keys)
 return acked
 """
 
-# ARGV: prefix, id, receipt, delay.
+# ARGV: prefix, id, receipt, delay. Returns 1, or `unleased` when not held.
 _RETRY = """
 local id, delay = ARGV[2], tonumber(ARGV[4])
 local queue = held(id, ARGV[3])
-if not queue then return 0 end
+if not queue then return unleased(id) end
 unplace(queue, id)
 redis.call('HSET', mkey(id), 'r', '', 'n', 0)
 redis.call('HINCRBY', mkey(id), 'a', 1)
@@ -325,10 +331,10 @@ wake(queue)
 return 1
 """
 
-# ARGV: prefix, id, receipt, reason.
+# ARGV: prefix, id, receipt, reason. Returns 1, or `unleased` when not held.
 _DEAD_LETTER = """
 local queue = held(ARGV[2], ARGV[3])
-if not queue then return 0 end
+if not queue then return unleased(ARGV[2]) end
 bury(queue, ARGV[2], ARGV[4])
 return 1
 """
@@ -778,10 +784,10 @@ class RedisBroker(Broker):
         return acked
 
     def retry(self, delivery: Delivery, delay: float) -> bool:
-        return bool(self._retry(delivery.id, delivery.receipt, max(delay, 0)))
+        return _settled(*self._retry.resent(delivery.id, delivery.receipt, max(delay, 0)))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        return bool(self._dead_letter(delivery.id, delivery.receipt, reason))
+        return _settled(*self._dead_letter.resent(delivery.id, delivery.receipt, reason))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
@@ -856,6 +862,12 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _settled(reply: int, resent: bool) -> bool:
+    """A retry or dead-letter script's reply: 1 done; 2 already settled and leased to
+    nobody, which after a lost reply was this call's own earlier try (as for `ack_many`)."""
+    return reply == 1 or (reply == 2 and resent)
 
 
 def _pairs(deliveries: Sequence[Delivery]) -> list[object]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from soloist.brokers.base import QueueStats, poison_reason
+from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from tests.redis_support import (
@@ -451,6 +451,44 @@ def test_an_ack_whose_reply_was_lost_counts_as_acked(redis_server: RedisServer, 
         assert acked == [[True]]
         # A first try that finds the message gone is still refused (fencing holds).
         assert broker.ack_many([delivery]) == [False]
+    finally:
+        direct.close()
+        broker.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("settle", ["retry", "dead_letter"])
+def test_a_settle_whose_reply_was_lost_counts_as_done(
+    redis_server: RedisServer, queue: str, settle: str
+) -> None:
+    """As for an ack: a retry or dead-letter that ran, its reply lost, is not a lost lease."""
+    from tests.netfaults import FaultyProxy
+
+    proxy = FaultyProxy(("127.0.0.1", redis_server.port))
+    prefix = f"t-{uuid.uuid4().hex[:8]}:"
+    broker = FlushingRedisBroker(prefixed_url(prefix, f"redis://127.0.0.1:{proxy.port}/0"))
+    direct = redis.Redis.from_url(redis_server.url)
+    try:
+        broker.publish_many([(queue, b"x", 0, 0), (queue, b"y", 0, 0)])
+        first, delivery = broker.fetch([queue], 2, 30, 1.0)
+
+        def run(d: Delivery) -> bool:
+            return broker.retry(d, 60) if settle == "retry" else broker.dead_letter(d, "why")
+
+        assert run(first)  # the script is loaded (NOSCRIPT is a reply)
+        proxy.mute_replies(True)
+        done: list[bool] = []
+        settling = threading.Thread(target=lambda: done.append(run(delivery)))
+        settling.start()
+        deadline = time.monotonic() + 10
+        while direct.hget(f"{prefix}m:{delivery.id}", "r") != b"":  # it ran on the server
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proxy.mute_replies(False)
+        proxy.reset_all()
+        settling.join(timeout=30)
+        assert done == [True]
+        assert not run(delivery), "a first try that finds it settled is still refused"
     finally:
         direct.close()
         broker.close()
