@@ -57,8 +57,8 @@ def register_builtins(app: App) -> None:
 class Signature(Generic[R]):
     """One task call, ready to be sent or to be a step of a workflow.
 
-    `R` is the task's return type. Its arguments are checked against the task's only for
-    `si()` (see `Task.s`)."""
+    `R` is the task's return type. Type checkers check its arguments only for `si()` (see
+    `Task.s`); at run time they are checked before sending wherever they are known."""
 
     def __init__(
         self,

@@ -118,9 +118,13 @@ def _join(plan: _Plan) -> None:
     while plan.joins:  # a failed chord fails the chord it is a member of: another round
         joins, plan.joins = plan.joins, []
         told = app.results.chord_add_many([item for item, _ in joins], app.result_ttl)
-        for (_, callback), bodies in zip(joins, told, strict=True):
-            if bodies is not None:
+        for (item, callback), bodies in zip(joins, told, strict=True):
+            if bodies is None:
+                continue
+            try:
                 _complete(plan, callback, [app.codec.loads(b) for b in bodies])
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                log.error("chord %s: malformed workflow options dropped: %r", item[0], exc)
 
 
 def _complete(plan: _Plan, callback: dict[str, Any], members: list[dict[str, Any]]) -> None:

@@ -349,8 +349,14 @@ def test_a_second_copy_of_a_sent_step_does_not_run_again(
 
 @pytest.mark.parametrize(
     "flow",
-    [{"chain": [{"nope": 1}]}, {"chord": {"id": "c"}}, {"link": "x"}, {"err": [None]}],
-    ids=["chain", "chord", "link", "err"],
+    [
+        {"chain": [{"nope": 1}]},
+        {"chord": {"id": "c"}},
+        {"chord": {"id": "c1", "i": 0, "n": 1, "cb": {"nope": 1}}},
+        {"link": "x"},
+        {"err": [None]},
+    ],
+    ids=["chain", "chord", "callback", "link", "err"],
 )
 def test_malformed_workflow_options_lose_nothing(
     app: App, tasks: dict[str, Any], flow: dict[str, Any], caplog: pytest.LogCaptureFixture
