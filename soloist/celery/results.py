@@ -210,16 +210,19 @@ class CeleryResults(ResultStore):
 
     def revoked_since(self, since: float) -> list[Revocation]:
         """Soloist's log since `since`, and Celery's revoke broadcasts heard since the
-        last call (as if logged now)."""
+        last call (as if logged now). A broadcast is also recorded as `revoke()` records
+        it: REVOKED unless the task already ended, and in the log for workers that start
+        later (a task stopped by its pool, not by its own runner, is recorded by this)."""
+        heard = self.pidbox.revoked() if self.pidbox is not None else []
+        for task_id, terminate in heard:
+            self.revoke(task_id, b"", self.expires, terminate)
         reply = self._revoked_since(since)
         got = [
             Revocation(tid.decode(), float(at), bool(term))
             for tid, at, term in zip(*[iter(reply)] * 3, strict=True)
         ]
-        if self.pidbox is not None:
-            now = time.time()
-            got += [Revocation(tid, now, term) for tid, term in self.pidbox.revoked()]
-        return got
+        now = time.time()
+        return got + [Revocation(task_id, now, terminate) for task_id, terminate in heard]
 
     def forget(self, task_id: str) -> None:
         self.redis.command("DEL", self.key(task_id))

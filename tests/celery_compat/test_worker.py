@@ -190,3 +190,15 @@ def test_protocol_1_messages(rig: CeleryRig) -> None:
     sent = time.time()
     assert rig.send("add", 1, 1, countdown=1).get(timeout=20) == 2
     assert time.time() - sent >= 1
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_revoke_with_terminate_in_other_pools(rig: CeleryRig, pool: str) -> None:
+    rig.worker("--pool", pool, "-c", "2")
+    running = rig.send("sleeper", 30, "long")
+    rig.wait_for(lambda: "start long" in rig.lines(), what="the long task started")
+    rig.app.control.revoke(running.id, terminate=True)
+    with pytest.raises(exceptions.TaskRevokedError):
+        running.get(timeout=20)
+    assert rig.send("add", 5, 5).get(timeout=20) == 10
+    assert "end long" not in rig.lines()
