@@ -20,6 +20,7 @@ COMMANDS = {
     "dead-letters": "dead_letters",
     "revoke": "revoke",
     "result": "result",
+    "dashboard": "dashboard",
     "demo": "demo",
 }
 

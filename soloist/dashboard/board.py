@@ -1,0 +1,166 @@
+"""What the dashboard shows, as JSON-ready data: read from the broker and the result store,
+with every shown text capped in size.
+
+Reading costs a fixed number of broker calls, whatever the queues hold: the overview is the
+`soloist status` snapshot (one `workers()` call and one `stats()` per queue), taken at most
+once per `refresh` seconds and shared by every open page. Throughput comes from counters the
+workers already keep: each heartbeat carries a worker's tasks done and failed so far, and the
+board adds up their growth per minute (in memory, for the last hour since it started), so
+no task pays a round trip for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..app import App
+from ..brokers.base import DeadLetter
+from ..cli import dead_letters as letters
+from ..cli.status import snapshot
+from ..results.base import FAILURE, PENDING, SUCCESS
+
+#: Characters of a dead letter's arguments in the list, and when one is shown alone.
+ARGS_LIST, ARGS_SHOW = 200, 2000
+#: Characters of a result value, an error message and a traceback shown.
+VALUE_CAP, MESSAGE_CAP, TRACEBACK_CAP = 4000, 2000, 20000
+#: Dead letters listed per queue (the page shows the oldest).
+LETTERS_LISTED = 100
+#: Dead letters read per queue when looking for a task's arguments.
+LETTERS_SEARCHED = 1000
+#: Minutes of throughput kept.
+HISTORY_MINUTES = 60
+
+
+def cap(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = VALUE_CAP) -> str:
+    """A value as JSON text (repr for what JSON cannot hold), capped."""
+    return cap(json.dumps(value, default=repr), limit)
+
+
+class Throughput:
+    """Tasks done and failed per minute, from the growth of the workers' own counters."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+        # minute (unix time // 60) -> [done, failed]
+        self._minutes: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
+
+    def observe(self, now: float, workers: Sequence[dict[str, Any]]) -> None:
+        bucket = self._minutes.setdefault(int(now // 60), [0, 0])
+        for w in workers:
+            done, failed = int(w.get("done") or 0), int(w.get("failed") or 0)
+            before = self._last.get(w["id"])
+            self._last[w["id"]] = (done, failed)
+            if before is not None:  # a worker first seen counts from then on
+                bucket[0] += max(done - before[0], 0)
+                bucket[1] += max(failed - before[1], 0)
+        alive = {w["id"] for w in workers}
+        for wid in set(self._last) - alive:
+            del self._last[wid]
+        while len(self._minutes) > HISTORY_MINUTES:
+            self._minutes.popitem(last=False)
+
+    def series(self, now: float) -> dict[str, list[int]]:
+        """The last HISTORY_MINUTES minutes, oldest first (zeros before the board started)."""
+        last = int(now // 60)
+        minutes = range(last - HISTORY_MINUTES + 1, last + 1)
+        return {
+            "done": [self._minutes.get(m, [0, 0])[0] for m in minutes],
+            "failed": [self._minutes.get(m, [0, 0])[1] for m in minutes],
+        }
+
+
+class Board:
+    """The dashboard's reads and actions on one app."""
+
+    def __init__(self, app: App, extra_queues: Sequence[str] = (), refresh: float = 1.0) -> None:
+        self.app = app
+        self.extra_queues = list(extra_queues)
+        self.refresh = refresh
+        self.throughput = Throughput()
+        self._lock = threading.Lock()
+        self._snap: dict[str, Any] | None = None
+        self._taken = 0.0
+
+    def overview(self) -> dict[str, Any]:
+        """Queues, workers and throughput; read from the broker at most once per `refresh`."""
+        with self._lock:
+            if self._snap is None or time.monotonic() - self._taken >= self.refresh:
+                snap = snapshot(self.app, self.extra_queues)
+                self.throughput.observe(snap["time"], snap["workers"])
+                for w in snap["workers"]:
+                    for r in w["running"]:
+                        r["task"] = cap(str(r["task"]), 200)
+                self._snap = {**snap, "throughput": self.throughput.series(snap["time"])}
+                self._taken = time.monotonic()
+            return self._snap
+
+    def queues(self) -> list[str]:
+        return [q["queue"] for q in self.overview()["queues"]]
+
+    def dead_letters(self, queue: str | None = None) -> list[dict[str, Any]]:
+        """The oldest LETTERS_LISTED dead letters of each queue (or of `queue`)."""
+        return [
+            letters.describe(self.app, letter, ARGS_LIST)
+            for q in ([queue] if queue else self.queues())
+            for letter in self.app.broker.dead_letters(q, LETTERS_LISTED)
+        ]
+
+    def dead_letter(self, queue: str, letter_id: str) -> dict[str, Any] | None:
+        found = letters.find(self.app, [queue], [letter_id])
+        return letters.describe(self.app, found[0], ARGS_SHOW) if found else None
+
+    def settle_dead(self, queue: str, ids: Sequence[str] | None, requeue: bool) -> int:
+        """Requeue (`App.requeue_dead`) or drop the dead letters of `queue` with these ids
+        (every one when None); how many moved."""
+        if requeue:
+            return self.app.requeue_dead(queue, ids)
+        return self.app.broker.drop_dead(queue, ids)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        """A task call by id: its state and result or error, who runs it, its arguments
+        when a dead letter still holds them."""
+        raw = self.app.results.get(task_id)
+        record: dict[str, Any] = {} if raw is None else self.app.codec.loads(raw[1])
+        state = PENDING if raw is None else raw[0]
+        entry: dict[str, Any] = {"id": task_id, "state": state, "done": record.get("done")}
+        if state == SUCCESS:
+            entry["value"] = shown(record.get("value"))
+        elif state == FAILURE:
+            entry["error"] = {
+                "type": cap(str(record.get("exc_type")), 200),
+                "message": cap(str(record.get("message")), MESSAGE_CAP),
+                "traceback": cap(str(record.get("traceback") or ""), TRACEBACK_CAP),
+            }
+        else:
+            entry["record"] = shown(record)
+        entry["running"] = [
+            {"worker": w["id"], "host": w["host"], "task": r["task"], "for": r["for"]}
+            for w in self.overview()["workers"]
+            if not w["gone"]
+            for r in w["running"]
+            if r["id"] == task_id
+        ]
+        entry["dead_letter"] = self._letter_of(task_id)
+        return entry
+
+    def _letter_of(self, task_id: str) -> dict[str, Any] | None:
+        for queue in self.queues():
+            letter: DeadLetter
+            for letter in self.app.broker.dead_letters(queue, LETTERS_SEARCHED):
+                described = letters.describe(self.app, letter, ARGS_SHOW)
+                if described["task_id"] == task_id:
+                    return described
+        return None
+
+    def revoke(self, task_id: str, terminate: bool) -> bool:
+        return self.app.result(task_id).revoke(terminate=terminate)
