@@ -198,7 +198,7 @@ class CeleryAMQPBroker(Broker):
                 channel = self._connect()
                 try:
                     return fn(channel)
-                except _LOST:
+                except (*_LOST, ChannelError):
                     self._drop()
                     if attempt == 2:
                         raise BrokerUnavailable(f"lost RabbitMQ at {redact(self.url)}") from None
@@ -216,7 +216,7 @@ class CeleryAMQPBroker(Broker):
                 try:
                     self._conn.heartbeat_tick()
                     self._drain(0.001)
-                except _LOST:
+                except (*_LOST, ChannelError):
                     self._drop()
 
     def _drain(self, timeout: float) -> None:
@@ -330,7 +330,9 @@ class CeleryAMQPBroker(Broker):
                 return False
             try:
                 return settle(self._channel)
-            except _LOST:
+            except (*_LOST, ChannelError):
+                # A closed channel (RabbitMQ's consumer_timeout, say) has lost its
+                # deliveries as a closed connection has: start afresh.
                 self._drop()
                 return False
 
