@@ -231,14 +231,43 @@ class App:
 
     def send(self, message: Message, queue: str, *, delay: float = 0, priority: int = 0) -> None:
         """Encode and publish one message (in eager mode: run it now)."""
+        if "before_publish" in self.hooks.active or "after_publish" in self.hooks.active:
+            self._announced([(message, queue, delay, priority)], many=False)
+            return
         self.broker.publish(queue, self.encode(message, delay), delay=delay, priority=priority)
 
     def send_many(self, items: Sequence[tuple[Message, str, float, int]]) -> None:
         """Encode and publish (message, queue, delay, priority) items in as few round trips
         as the broker allows (in eager mode: run them now). Durable once it returns."""
+        if "before_publish" in self.hooks.active or "after_publish" in self.hooks.active:
+            self._announced(items, many=True)
+            return
         self.broker.publish_many(
             [(queue, self.encode(m, delay), delay, priority) for m, queue, delay, priority in items]
         )
+
+    def _announced(self, items: Sequence[tuple[Message, str, float, int]], many: bool) -> None:
+        """Publish with the before_publish and after_publish hooks around it."""
+        for message, queue, _, _ in items:
+            self.hooks.emit("before_publish", app=self, message=message, queue=queue)
+        error: BaseException | None = None
+        try:
+            if many:
+                self.broker.publish_many(
+                    [(q, self.encode(m, delay), delay, prio) for m, q, delay, prio in items]
+                )
+            else:
+                message, queue, delay, priority = items[0]
+                body = self.encode(message, delay)
+                self.broker.publish(queue, body, delay=delay, priority=priority)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for message, queue, _, _ in items:
+                self.hooks.emit(
+                    "after_publish", app=self, message=message, queue=queue, error=error
+                )
 
     def send_once(
         self, message: Message, queue: str, *, delay: float = 0, priority: int = 0

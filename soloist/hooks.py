@@ -6,6 +6,9 @@ without patching the worker.
 
 Events and their keyword arguments:
 
+* `before_publish`, `after_publish`: app, message, queue (around each publish, in the
+  producer: before it is encoded, so a hook may add options; after it, with `error` the
+  exception it raised or None)
 * `worker_start`, `worker_stop`: worker
 * `received`: worker, delivery (right after it was fetched)
 * `task_started`: worker, delivery, message, task (in the thread that runs the task)
@@ -33,6 +36,8 @@ log = logging.getLogger("soloist.hooks")
 
 EVENTS = frozenset(
     {
+        "before_publish",
+        "after_publish",
         "worker_start",
         "worker_stop",
         "received",
