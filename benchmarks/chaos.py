@@ -2,6 +2,7 @@
 
     python benchmarks/chaos.py [--broker sqlite|redis|amqp|all] [--tasks N] [--replicas 3]
                                [--kill-every 2.0] [--timeout 300] [--faults]
+                               [--settle-batch N]
                                [--hostile POOLS]
 
 Tasks sleeping 0-20 ms are published (half before the workers start, half while they
@@ -14,6 +15,8 @@ end lines to a ledger; the oracle checks it against what was published:
 * lost: published (publish returned) but never finished. Must be 0.
 * run twice: started more than once. Each must be explained by the ledger: an earlier
   attempt was on a worker that was killed, or overlapped the broker restart.
+  "by kills" counts the earlier runs on a worker that was then killed, "per kill" divides
+  them by the kills: at most 1 when each task is settled as it ends (the task running).
 
 Exits 1 if anything is lost or a second run is unexplained.
 
@@ -57,6 +60,8 @@ class Report:
     restarts: int = 0
     lost: int = 0
     run_twice: int = 0
+    #: Earlier runs on a worker that was then killed: what a kill made run again.
+    reruns_by_kill: int = 0
     unexplained: int = 0
     seconds: float = 0.0
     #: `run_faults`: stored results not SUCCESS after the run (a rerun's result erased).
@@ -169,9 +174,11 @@ class Workers:
         log: Path,
         app: str = "chaos_app:app",
         lease: float = 2.0,
+        settle_batch: int | None = None,
     ) -> None:
         self.env = env
         self.lease = lease
+        self.settle_batch = settle_batch
         self.app = app
         self.replicas = replicas
         self.queue = queue
@@ -193,6 +200,7 @@ class Workers:
                 self.queue,
                 "--lease",
                 str(self.lease),
+                *(["--settle-batch", str(self.settle_batch)] if self.settle_batch else []),
                 "--loglevel",
                 "warning",
             ]
@@ -237,6 +245,7 @@ def run(
     kill_every: float = 2.0,
     timeout: float = 300.0,
     seed: int = 1,
+    settle_batch: int | None = None,
 ) -> Report:
     rng = random.Random(seed)
     report = Report(kind, tasks)
@@ -276,7 +285,7 @@ def run(
 
         first = tasks // 2
         publish(first)
-        workers = Workers(env, replicas, queue, tmp / "workers.log")
+        workers = Workers(env, replicas, queue, tmp / "workers.log", settle_batch=settle_batch)
         start = time.monotonic()
         workers.fill()
         producer = threading.Thread(target=publish, args=(tasks - first,))
@@ -502,6 +511,7 @@ def _judge(
             continue
         report.run_twice += 1
         # Every attempt but the last must have been cut short by a kill or the outage.
+        report.reruns_by_kill += sum(pid in killed for pid, _ in attempts[:-1])
         for pid, started in attempts[:-1]:
             by_kill = pid in killed
             by_outage = outage[0] - 30 <= started <= outage[1] + 5
@@ -654,6 +664,11 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
+        "--settle-batch",
+        type=int,
+        help="the workers' --settle-batch (default: theirs); the chaos run only",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help="store refusing writes, clock steps and concurrent operators (sqlite, redis)",
@@ -669,17 +684,27 @@ def main() -> int:
     kinds = every if args.broker == "all" else args.broker.split(",")
     if args.hostile:
         return _main_hostile(kinds, args.hostile.split(","), args.tasks, args.timeout)
-    chaos = run_faults if args.faults else run
     print(
         f"{'broker':<8}{'tasks':>7}{'kills':>7}{'restarts':>10}{'lost':>6}"
-        f"{'run twice':>11}{'unexplained':>13}{'seconds':>9}"
+        f"{'run twice':>11}{'by kills':>10}{'per kill':>10}{'unexplained':>13}{'seconds':>9}"
     )
     failed = False
     for kind in kinds:
-        r = chaos(kind, args.tasks, args.replicas, args.kill_every, args.timeout)
+        if args.faults:
+            r = run_faults(kind, args.tasks, args.replicas, args.kill_every, args.timeout)
+        else:
+            r = run(
+                kind,
+                args.tasks,
+                args.replicas,
+                args.kill_every,
+                args.timeout,
+                settle_batch=args.settle_batch,
+            )
         print(
             f"{r.broker:<8}{r.tasks:>7}{r.kills:>7}{r.restarts:>10}{r.lost:>6}"
-            f"{r.run_twice:>11}{r.unexplained:>13}{r.seconds:>9.1f}"
+            f"{r.run_twice:>11}{r.reruns_by_kill:>10}{r.reruns_by_kill / max(r.kills, 1):>10.2f}"
+            f"{r.unexplained:>13}{r.seconds:>9.1f}"
             + (f"  wrong results: {r.wrong_results}" if args.faults else "")
         )
         for note in sorted(set(r.notes))[:10]:

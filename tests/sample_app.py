@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +69,15 @@ def sleepy(self: Any, seconds: float, tag: str = "") -> str:
     ledger(f"start {tag} {os.getpid()} {self.request.delivery_count}")
     time.sleep(seconds)
     ledger(f"end {tag} {os.getpid()}")
+    return tag
+
+
+@app.task(name="killed_first", bind=True)
+def killed_first(self: Any, tag: str) -> str:
+    """SIGKILLs its worker on its first delivery, as a kill mid-task would; runs after."""
+    ledger(f"start {tag} {os.getpid()} {self.request.delivery_count}")
+    if self.request.delivery_count == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
     return tag
 
 

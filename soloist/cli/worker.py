@@ -73,6 +73,15 @@ def _replica_command(ctx: click.Context) -> list[str]:
     show_default="adaptive",
 )
 @click.option(
+    "--settle-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ended tasks whose results and acks are sent together. 1 settles each task as it "
+    "ends, so a SIGKILL runs again only the task that was running; N trades up to N-1 "
+    "re-runs per kill for fewer round trips (no-op tasks 3-5x faster at 100).",
+)
+@click.option(
     "--lease",
     type=float,
     default=DEFAULT_LEASE,
@@ -156,6 +165,7 @@ def worker(
     pool: str,
     concurrency: int,
     prefetch: int | None,
+    settle_batch: int,
     lease: float,
     time_limit: float | None,
     soft_time_limit: float | None,
@@ -193,6 +203,7 @@ def worker(
         pool=pool,
         concurrency=concurrency,
         prefetch=prefetch,
+        settle_batch=settle_batch,
         lease=lease,
         burst=burst,
         time_limit=time_limit,

@@ -101,6 +101,7 @@ class Worker:
         watchdog: bool = True,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: float | None = None,
+        settle_batch: int = 1,
     ) -> None:
         self.app = app
         self.broker = app.broker
@@ -128,6 +129,8 @@ class Worker:
         self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
         #: Ended tasks whose message is acked in one batch (see `settle`).
         self.acks: list[tuple[Delivery, Outcome]] = []
+        #: How many ended tasks may wait to be settled together: a SIGKILL runs them again.
+        self.settle_batch = max(settle_batch, 1)
         #: Ended tasks whose settling met a store outage, to settle again once it is over.
         self.unsettled: collections.deque[tuple[Delivery, Outcome]] = collections.deque()
         #: Why the worker stopped, when that is not a shutdown asked for: its last line says so.
@@ -301,8 +304,10 @@ class Worker:
         """Record the outcome, then ack, retry or dead-letter the message (in that order,
         so a crash in between leaves a message that is redelivered, never a lost one).
 
-        Acks wait while prefetched deliveries remain (still leased, renewed by the keeper),
-        so one round trip stores the results of several tasks and another acks them."""
+        With `settle_batch` N > 1, acks wait while prefetched deliveries remain (still
+        leased, renewed by the keeper), so one round trip stores the results of up to N
+        tasks and another acks them; a SIGKILL then runs those again. At 1 (the default)
+        each task is settled before the next starts: a kill reruns only the running one."""
         if "settling" in self.app.hooks.active:
             self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         running = self.running.pop(delivery.id, None)
@@ -318,7 +323,9 @@ class Worker:
             # A store outage, not the task's fault: keep the lease and settle it later.
             self.unsettled.append((delivery, outcome))
             raise
-        if self.acks and (len(self.acks) >= self.prefetch or not self.prefetched):
+        if self.acks and (
+            len(self.acks) >= min(self.settle_batch, self.prefetch) or not self.prefetched
+        ):
             self._flush()
 
     def _record(self, delivery: Delivery, outcome: Outcome, running: Running | None) -> None:
