@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import os
 import time
@@ -32,6 +33,7 @@ from .results import SCHEMES as RESULT_SCHEMES
 from .results import ResultStore
 from .results import from_url as results_from_url
 from .results.base import DEFAULT_TTL, FAILURE, PENDING
+from .schedules import Schedule, interval
 from .serializers import Codec
 from .task import AsyncTask, RemoteTask, Task, TaskOptions
 from .urls import redact
@@ -65,6 +67,11 @@ class TaskSettings(TypedDict, total=False):
     soft_time_limit: float | None
     ignore_result: bool
     track_started: bool
+    rate_limit: str | None
+    max_concurrency: int | None
+    concurrency_key: Callable[..., str] | None
+    unique_for: float | None
+    unique_key: Callable[..., str] | None
 
 
 class _Decorator(Protocol):
@@ -137,6 +144,8 @@ class App:
         self.max_deliveries = max_deliveries
         self.result_ttl = result_ttl
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Periodic tasks' schedules, by task name (see `periodic`).
+        self.schedules: dict[str, Schedule] = {}
         self.hooks = Hooks()
         register_builtins(self)
 
@@ -223,6 +232,38 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | dt.timedelta | None = None,
+        tz: str = "UTC",
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        catch_up: bool = False,
+        **options: Unpack[TaskSettings],
+    ) -> _Decorator:
+        """Register a task run on a schedule by workers started with `--beat`: a cron
+        expression read in time zone `tz`, or `every` N seconds (or a timedelta), called
+        with `args` and `kwargs`. Task options (`queue=`, `priority=`, …) as `task` takes.
+        After a time with no scheduler, the last missed tick runs once; `catch_up=True`
+        runs each missed tick instead."""
+
+        def register(fn: Callable[..., Any]) -> Any:
+            task = self.task(**options)(fn)
+            self.schedules[task.name] = Schedule(
+                task.name,
+                cron=cron,
+                every=None if every is None else interval(every),
+                tz=tz,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                catch_up=catch_up,
+            )
+            return task
+
+        return register
 
     def encode(self, message: Message, delay: float = 0.0) -> bytes:
         """The body to publish for `message`: serialized, checked against limits, signed."""

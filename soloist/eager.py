@@ -3,14 +3,15 @@ sends tasks.
 
 It is a broker (`eager://`) whose `publish` runs the message at once, in the caller's
 thread, through the same `TaskRunner` a worker uses, and stores the result; a retry runs
-again at once, without its back-off. A message that cannot run (unknown task, arguments
-that do not fit) raises `TypeError` from `delay()`. The eager broker runs tasks, so it sits
-above `soloist.execution`, where the app cannot import it: it registers itself with `App`
-when the package is imported.
+again at once, without its back-off, and a task held back by a limit waits for it. A
+message that cannot run (unknown task, arguments that do not fit) raises `TypeError`
+from `delay()`. The eager broker runs tasks, so it sits above `soloist.execution`, where
+the app cannot import it: it registers itself with `App` when the package is imported.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -36,6 +37,9 @@ class EagerBroker(MemoryBroker):
             while True:
                 delivery = Delivery(delivery_id, queue, body, 1, retries)
                 outcome = runner.run(delivery)
+                if outcome.kind is Kind.DEFERRED:  # held back by a limit: wait here
+                    time.sleep(outcome.delay)
+                    continue
                 if outcome.kind is not Kind.RETRY:
                     break
                 retries += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import logging
 import os
 import time
 import traceback
@@ -28,6 +29,7 @@ from .errors import (
     TaskTerminated,
     WorkerInterrupt,
 )
+from .limits import SLOT_RETRY, Limits
 from .message import Message
 from .results.base import FAILURE, PENDING, RETRY, REVOKED, SUCCESS
 from .results.record import failure_record, success_record
@@ -35,6 +37,8 @@ from .task import Request, Task, reset_request, set_request
 
 if TYPE_CHECKING:
     from .app import App
+
+log = logging.getLogger("soloist.worker")
 
 #: A context manager that raises `SoftTimeLimitExceeded` inside the block after N seconds.
 SoftLimit = Callable[[float], AbstractContextManager[object]]
@@ -59,6 +63,7 @@ class Kind(enum.Enum):
     DEAD = "dead-lettered"  # never ran: the message itself was unusable
     LOST = "lost"  # the process running it died: it is redelivered, its count raised
     REVOKED = "revoked"  # skipped, expired, or stopped while running: acked, never run again
+    DEFERRED = "deferred"  # held back by a cluster-wide limit: put back, not a retry
 
 
 #: The state recorded for an outcome that carries a record (`Outcome.record`).
@@ -89,6 +94,10 @@ class Outcome:
     runtime: float = 0.0
     #: The message's workflow options (see soloist.workflow); None for a plain task.
     workflow: dict[str, Any] | None = None
+
+
+#: Outcomes after which the task is over for good (its unique claim ends).
+_FINAL_KINDS = frozenset({Kind.SUCCESS, Kind.FAILURE, Kind.REVOKED})
 
 
 def dead(reason: str, message: Message | None = None) -> Outcome:
@@ -303,6 +312,11 @@ class TaskRunner:
         if isinstance(decoded, Outcome):
             return decoded
         message, task = decoded
+        if task.limits is None:
+            return self._flow(delivery, message, task)
+        return self._limited(delivery, message, task, task.limits)
+
+    def _flow(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
         flow = message.options.get("wf")
         again = False
         # A workflow step sent by a worker ("p") may be a second copy (see soloist.workflow).
@@ -325,6 +339,32 @@ class TaskRunner:
             return True
         held = self.app.results.get(key)
         return None if held is None or held[1] == mine else False
+
+    def _limited(
+        self,
+        delivery: Delivery,
+        message: Message,
+        task: Task[Any, Any],
+        limits: Limits,
+    ) -> Outcome:
+        """Run a task with cluster-wide limits: admitted by the store first, or deferred;
+        its slot (and, once it is over, its unique claim) freed after."""
+        store, args, kwargs = self.app.results, message.args, message.kwargs
+        if limits.gated:
+            try:
+                wait = limits.admit(store, message.id, args, kwargs)
+            except Exception as exc:
+                wait, why = SLOT_RETRY, f"limits unreadable: {describe(exc)}"
+            else:
+                why = "held back by its rate or concurrency limit"
+            if wait:
+                return Outcome(Kind.DEFERRED, message.id, task.name, delay=wait, reason=why)
+        outcome = self._flow(delivery, message, task)
+        try:
+            limits.finish(store, message.id, args, kwargs, outcome.kind in _FINAL_KINDS)
+        except Exception as exc:  # the slot lapses by itself; the unique claim expires
+            log.warning("task %s[%s]: limits not released: %s", task.name, message.id, exc)
+        return outcome
 
     def _execute(
         self, delivery: Delivery, message: Message, task: Task[Any, Any], again: bool

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec,
 
 from .canvas import CHUNK_TASK, Signature
 from .errors import ConfigurationError, Retry
+from .limits import KeyFunction, Limits
 from .message import Message
 from .result import Result
 from .workflow_result import GroupResult
@@ -49,6 +50,15 @@ class TaskOptions:
     track_started: bool = False
     #: Pass the task itself as the first argument (for `self.retry()` and `self.request`).
     bind: bool = False
+    #: Cluster-wide limits (see soloist.limits): at most N starts per second, minute or
+    #: hour ("100/m"); at most N runs at once, per task or per `concurrency_key(*args,
+    #: **kwargs)`; a send while an earlier one is queued or running within `unique_for`
+    #: seconds (per `unique_key(*args, **kwargs)`) returns the earlier one's handle.
+    rate_limit: str | None = None
+    max_concurrency: int | None = None
+    concurrency_key: KeyFunction | None = None
+    unique_for: float | None = None
+    unique_key: KeyFunction | None = None
 
     def backoff(self, retries: int) -> float:
         """Seconds to wait before retry number `retries` + 1."""
@@ -90,6 +100,15 @@ class Task(Generic[P, R]):
         self.__wrapped__ = fn
         #: The function's signature and its plain arity (see `misfit`), read on first use.
         self._shape: tuple[inspect.Signature, int] | None = None
+        #: None unless the task has a limit: all a worker checks for a task without one.
+        self.limits = Limits.of(
+            options.name,
+            options.rate_limit,
+            options.max_concurrency,
+            options.concurrency_key,
+            options.unique_for,
+            options.unique_key,
+        )
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -174,14 +193,30 @@ class Task(Generic[P, R]):
             for errback in [link_error] if link_error is not None else []:
                 flow.link_error(errback)
             message.options["wf"] = flow.to_dict()["wf"]
+        queue = queue or self.options.queue
+        priority = self.options.priority if priority is None else priority
+        if self.limits is not None and self.limits.unique_for is not None:
+            return self._send_unique(message, queue, delay, priority, self.limits.unique_for)
         send = self.app.send if task_id is None else self.app.send_once
-        send(
-            message,
-            queue or self.options.queue,
-            delay=delay,
-            priority=self.options.priority if priority is None else priority,
-        )
+        send(message, queue, delay=delay, priority=priority)
         return Result(self.app, message.id, ignored=ignore)
+
+    def _send_unique(
+        self, message: Message, queue: str, delay: float, priority: int, unique_for: float
+    ) -> Result[R]:
+        """Send unless an earlier call of the same key is queued or running: then its handle."""
+        assert self.limits is not None
+        ignored = bool(message.options.get("ignore_result"))
+        key = self.limits.unique(message.args, message.kwargs)
+        first = self.app.results.claim(key, message.id, unique_for)
+        if first is not None:
+            return Result(self.app, first, ignored=ignored)
+        try:
+            self.app.send(message, queue, delay=delay, priority=priority)
+        except BaseException:
+            self.app.results.swap(key, message.id, None, unique_for)  # nothing was sent
+            raise
+        return Result(self.app, message.id, ignored=ignored)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of a call, for workflows: in a chain or as a link, the result of the
@@ -208,7 +243,10 @@ class Task(Generic[P, R]):
         return self.starmap((item,) for item in items)
 
     def starmap(self, calls: Iterable[Sequence[Any]]) -> GroupResult[R]:
-        """Like `map`, each item of `calls` a sequence of positional arguments."""
+        """Like `map`, each item of `calls` a sequence of positional arguments (sent one
+        by one for a task with `unique_for`, each checked)."""
+        if self.limits is not None and self.limits.unique_for is not None:
+            return GroupResult(self.app, [self.apply_async(tuple(args)) for args in calls])
         ignore = self.options.ignore_result
         opts = {"ignore_result": True} if ignore else {}
         messages = [Message(self.name, tuple(args), {}, options=opts) for args in calls]

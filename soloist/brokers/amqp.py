@@ -1072,9 +1072,9 @@ class AMQPBroker(Broker):
         except (_Down, BrokerUnavailable):
             return [False] * len(deliveries)
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
-            headers = held.copy_headers({H_RETRIES: held.retries + 1, H_PRIOR: 0})
+            headers = held.copy_headers({H_RETRIES: held.retries + int(counted), H_PRIOR: 0})
             self._move(s, tag, held.lane, delivery.body, headers, delay=delay)
 
         return self._settle(delivery, work)

@@ -115,8 +115,9 @@ class Broker(abc.ABC):
         return [self.ack(d) for d in deliveries]
 
     @abc.abstractmethod
-    def retry(self, delivery: Delivery, delay: float) -> bool:
-        """Make the message visible again after `delay`, with `retries` raised."""
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
+        """Make the message visible again after `delay`, with `retries` raised (left as
+        it is with `counted=False`: a task deferred by a limit, which did not run)."""
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:

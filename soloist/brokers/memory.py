@@ -155,12 +155,12 @@ class MemoryBroker(Broker):
             del self._records[rec.id]
             return True
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         with self._cond:
             rec = self._held(delivery)
             if rec is None:
                 return False
-            rec.retries += 1
+            rec.retries += int(counted)
             rec.deliveries = 0
             rec.receipt = 0
             rec.visible_at = time.monotonic() + max(delay, 0)

@@ -314,14 +314,15 @@ variadic('DEL', false, keys)
 return acked
 """
 
-# ARGV: prefix, id, receipt, delay. Returns 1, or `unleased` when not held.
+# ARGV: prefix, id, receipt, delay, retries to add (1, or 0 for a deferral). Returns 1, or
+# `unleased` when not held.
 _RETRY = """
 local id, delay = ARGV[2], tonumber(ARGV[4])
 local queue = held(id, ARGV[3])
 if not queue then return unleased(id) end
 unplace(queue, id)
 redis.call('HSET', mkey(id), 'r', '', 'n', 0)
-redis.call('HINCRBY', mkey(id), 'a', 1)
+redis.call('HINCRBY', mkey(id), 'a', ARGV[5])
 if delay > 0 then
   redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)
 else
@@ -783,8 +784,10 @@ class RedisBroker(Broker):
             acked += (n == 1 or (n == 2 and resent) for n in reply)
         return acked
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
-        return _settled(*self._retry.resent(delivery.id, delivery.receipt, max(delay, 0)))
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
+        return _settled(
+            *self._retry.resent(delivery.id, delivery.receipt, max(delay, 0), int(counted))
+        )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         return _settled(*self._dead_letter.resent(delivery.id, delivery.receipt, reason))

@@ -427,11 +427,12 @@ class SQLiteBroker(Broker):
                     )
         return [int(d.id) in acked for d in deliveries]
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return self._settle(
             "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
-            " attempts = attempts + 1, visible_at = ?, delayed = ?",
+            " attempts = attempts + ?, visible_at = ?, delayed = ?",
             delivery,
+            int(counted),
             *_due(self._now(), delay),
         )
 

@@ -339,8 +339,12 @@ class CeleryAMQPBroker(Broker):
     def ack(self, delivery: Delivery) -> bool:
         return self._settle(delivery, lambda ch, tag: ch.basic_ack(tag))
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
-        """Celery's `Task.retry()` already published the retry: settle this one."""
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
+        """Celery's `Task.retry()` already published the retry: settle this one. A task
+        deferred by a Soloist limit (`counted=False`) is given back at once instead."""
+        if not counted:
+            self.release([delivery])
+            return True
         return self.ack(delivery)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:

@@ -492,8 +492,12 @@ class KombuRedisBroker(Broker):
             return []
         return [bool(n) for n in self._ack(*_pairs(deliveries))]
 
-    def retry(self, delivery: Delivery, delay: float) -> bool:
-        """Celery's `Task.retry()` already published the retry: settle this one."""
+    def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
+        """Celery's `Task.retry()` already published the retry: settle this one. A task
+        deferred by a Soloist limit (`counted=False`) is given back at once instead."""
+        if not counted:
+            self.release([delivery])
+            return True
         return self.ack(delivery)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:

@@ -21,6 +21,7 @@ COMMANDS = {
     "revoke": "revoke",
     "result": "result",
     "dashboard": "dashboard",
+    "schedules": "schedules",
     "demo": "demo",
 }
 

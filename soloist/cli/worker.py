@@ -107,6 +107,12 @@ def _replica_command(ctx: click.Context) -> list[str]:
 )
 @click.option("--burst", is_flag=True, help="Exit 0 once the queues are empty.")
 @click.option(
+    "--beat",
+    is_flag=True,
+    help="Also enqueue the app's periodic tasks. Safe on every worker: each tick is "
+    "claimed in the result store and enqueued once.",
+)
+@click.option(
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
     default=None,
@@ -170,6 +176,7 @@ def worker(
     time_limit: float | None,
     soft_time_limit: float | None,
     burst: bool,
+    beat: bool,
     max_tasks_per_child: int | None,
     max_memory_per_child: float | None,
     replicas: int | None,
@@ -210,6 +217,7 @@ def worker(
         soft_time_limit=soft_time_limit,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
+        beat=beat,
     )
     logs.task_events(app)
     if metrics_port is not None:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import ConfigurationError
+
 PENDING = "PENDING"
 #: Recorded when a task that asks for it (`track_started=True`) starts running.
 STARTED = "STARTED"
@@ -126,3 +128,58 @@ class ResultStore(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    # Coordination: small atomic primitives that periodic tasks (soloist.worker.beat) and
+    # cluster-wide limits (soloist.limits) build on. Keys are the callers' own strings;
+    # each store keeps them apart from task records. Times are by the store's clock where
+    # it has one (Redis), so workers' clocks need not agree.
+
+    #: False for a store only this process can see (memory://): `--beat` refuses it.
+    shared: bool = True
+
+    def _cannot_coordinate(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"the result store {type(self).__name__} keeps no shared state for periodic "
+            "tasks and limits: use a sqlite:// or redis:// result store"
+        )
+
+    def claim(self, key: str, value: str, ttl: float) -> str | None:
+        """Set `key` to `value` for `ttl` seconds unless it holds an unexpired value.
+
+        None when this call set it, else the value in place. Atomic: of any number of
+        concurrent claims of a free key, exactly one returns None."""
+        raise self._cannot_coordinate()
+
+    def swap(self, key: str, expected: str, value: str | None, ttl: float) -> bool:
+        """Replace `key`'s value by `value` (None deletes the key) for `ttl` seconds, only
+        if it still holds `expected` unexpired, atomically. False (and nothing changed)
+        otherwise."""
+        raise self._cannot_coordinate()
+
+    def set_value(self, key: str, value: str, ttl: float) -> None:
+        """Set `key` to `value` for `ttl` seconds, whatever it held."""
+        raise self._cannot_coordinate()
+
+    def peek(self, key: str) -> str | None:
+        """The unexpired value of `key`, or None."""
+        raise self._cannot_coordinate()
+
+    def take_token(self, key: str, limit: int, per: float) -> float:
+        """A sliding-window rate limit: if fewer than `limit` tokens of `key` were taken in
+        the last `per` seconds, take one and return 0; else take none and return the seconds
+        until one frees. No window of `per` seconds ever holds more than `limit` tokens."""
+        raise self._cannot_coordinate()
+
+    def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        """A leased semaphore: hold one of `limit` slots of `key` for `holder`, for `ttl`
+        seconds. True if held (a holder that already has a slot keeps it, renewed). A slot
+        whose holder stops renewing it frees itself when its ttl runs out."""
+        raise self._cannot_coordinate()
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Extend each held (key, holder) slot to `ttl` seconds from now; others are left."""
+        raise self._cannot_coordinate()
+
+    def release_slot(self, key: str, holder: str) -> None:
+        """Free `holder`'s slot of `key`, if it has one."""
+        raise self._cannot_coordinate()

@@ -18,6 +18,11 @@ class MemoryResultStore(ResultStore):
         self._revoked: dict[str, tuple[float, float, bool]] = {}
         #: chord id -> (member index -> record, the completing index or -1, expires at)
         self._chords: dict[str, tuple[dict[int, bytes], int, float]] = {}
+        #: Coordination state: key -> (value, expires at); rate key -> token times;
+        #: slot key -> {holder: expires at}.
+        self._values: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, list[float]] = {}
+        self._slots: dict[str, dict[str, float]] = {}
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         with self._cond:
@@ -114,3 +119,66 @@ class MemoryResultStore(ResultStore):
             for key in [k for k, (_, _, exp) in self._chords.items() if exp <= now]:
                 del self._chords[key]
             return len(old)
+
+    # Coordination (see ResultStore): this process's own, for tests and eager mode.
+
+    shared = False
+
+    def claim(self, key: str, value: str, ttl: float) -> str | None:
+        with self._cond:
+            old = self.peek(key)
+            if old is not None:
+                return old
+            self._values[key] = (value, time.time() + ttl)
+            return None
+
+    def swap(self, key: str, expected: str, value: str | None, ttl: float) -> bool:
+        with self._cond:
+            if self.peek(key) != expected:
+                return False
+            if value is None:
+                del self._values[key]
+            else:
+                self._values[key] = (value, time.time() + ttl)
+            return True
+
+    def set_value(self, key: str, value: str, ttl: float) -> None:
+        with self._cond:
+            self._values[key] = (value, time.time() + ttl)
+
+    def peek(self, key: str) -> str | None:
+        with self._cond:
+            held = self._values.get(key)
+            return held[0] if held is not None and held[1] > time.time() else None
+
+    def take_token(self, key: str, limit: int, per: float) -> float:
+        now = time.time()
+        with self._cond:
+            taken = [t for t in self._tokens.get(key, ()) if t > now - per]
+            self._tokens[key] = taken
+            if len(taken) < limit:
+                taken.append(now)
+                return 0.0
+            return max(taken[-limit] + per - now, 1e-3)
+
+    def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        now = time.time()
+        with self._cond:
+            live = {h: exp for h, exp in self._slots.get(key, {}).items() if exp > now}
+            self._slots[key] = live
+            if holder not in live and len(live) >= limit:
+                return False
+            live[holder] = now + ttl
+            return True
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        now = time.time()
+        with self._cond:
+            for key, holder in slots:
+                live = self._slots.get(key, {})
+                if live.get(holder, 0) > now:
+                    live[holder] = now + ttl
+
+    def release_slot(self, key: str, holder: str) -> None:
+        with self._cond:
+            self._slots.get(key, {}).pop(holder, None)

@@ -9,6 +9,10 @@
 #   revoked:terminate    SET     the ids revoked with terminate=True
 #   chord:<chord id>     HASH    member index -> its result record; expires with the ttl
 #   chord:<chord id>:last STRING the index of the member whose add completed the hash
+#   kv:<key>             STRING  a coordination value (claims, schedules' last ticks), with
+#                                its own expiry
+#   tokens:<key>         ZSET    rate limit: one member per token taken -> when (server clock)
+#   slots:<key>          ZSET    semaphore: holder -> when its slot lapses (server clock)
 """Results on Redis: expired by Redis itself, and waited for without polling."""
 
 from __future__ import annotations
@@ -134,6 +138,82 @@ redis.call('PEXPIRE', key, ARGV[5])
 return 1
 """
 
+# Coordination (see ResultStore). ARGV: prefix, key, value, ttl in ms. Returns the value
+# in place, or nil when this call set it.
+_CLAIM = """
+local key = prefix .. 'kv:' .. ARGV[2]
+local old = redis.call('GET', key)
+if old then return old end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
+return false
+"""
+
+# ARGV: prefix, key, expected, delete (1/0), value, ttl in ms. Returns 1 if swapped.
+_SWAP = """
+local key = prefix .. 'kv:' .. ARGV[2]
+if redis.call('GET', key) ~= ARGV[3] then return 0 end
+if ARGV[4] == '1' then
+  redis.call('DEL', key)
+else
+  redis.call('SET', key, ARGV[5], 'PX', ARGV[6])
+end
+return 1
+"""
+
+# ARGV: prefix, key, limit, per (seconds). Returns the seconds to wait, '0' when taken
+# (a string: Lua numbers come back truncated to integers).
+_TAKE_TOKEN = """
+local key = prefix .. 'tokens:' .. ARGV[2]
+local limit, per = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now() - per)
+local n = redis.call('ZCARD', key)
+if n >= limit then
+  local nth = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+  return tostring(math.max(tonumber(nth[2]) + per - now(), 0.001))
+end
+redis.call('ZADD', key, now(), now() .. ':' .. n)
+redis.call('PEXPIRE', key, math.ceil(per * 1000))
+return '0'
+"""
+
+# Keeps a slots ZSET as long as its latest slot; shared by the two scripts below.
+_SLOTS = """
+local function keep(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', key, math.ceil(tonumber(last[2]) * 1000)) end
+end
+"""
+
+# ARGV: prefix, key, holder, limit, ttl (seconds). Returns 1 if the slot is held.
+_ACQUIRE_SLOT = (
+    _SLOTS
+    + """
+local key = prefix .. 'slots:' .. ARGV[2]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now())
+if not redis.call('ZSCORE', key, ARGV[3]) and redis.call('ZCARD', key) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', key, now() + tonumber(ARGV[5]), ARGV[3])
+keep(key)
+return 1
+"""
+)
+
+# ARGV: prefix, ttl (seconds), then key, holder for each slot.
+_RENEW_SLOTS = (
+    _SLOTS
+    + """
+for i = 3, #ARGV, 2 do
+  local key = prefix .. 'slots:' .. ARGV[i]
+  local until_ = redis.call('ZSCORE', key, ARGV[i + 1])
+  if until_ and tonumber(until_) > now() then
+    redis.call('ZADD', key, now() + tonumber(ARGV[2]), ARGV[i + 1])
+    keep(key)
+  end
+end
+"""
+)
+
 _FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
 _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
 _REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
@@ -150,6 +230,11 @@ class RedisResultStore(ResultStore):
         self._revoked_since = self.redis.script(_REVOKED_SINCE, allow_oom=True)
         self._forget_if = self.redis.script(_FORGET_IF, allow_oom=True)
         self._chord_add = self.redis.script(_CHORD_ADD)
+        self._claim = self.redis.script(_CLAIM)
+        self._swap = self.redis.script(_SWAP)
+        self._take_token = self.redis.script(_TAKE_TOKEN)
+        self._acquire_slot = self.redis.script(_ACQUIRE_SLOT)
+        self._renew_slots = self.redis.script(_RENEW_SLOTS)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}r:{task_id}"
@@ -225,5 +310,40 @@ class RedisResultStore(ResultStore):
         """Redis drops expired results itself."""
         return 0
 
+    # Coordination (see ResultStore): one script call each, on the server's clock.
+
+    def claim(self, key: str, value: str, ttl: float) -> str | None:
+        old = self._claim(key, value, _ms(ttl))
+        return None if old is None else str(old.decode())
+
+    def swap(self, key: str, expected: str, value: str | None, ttl: float) -> bool:
+        delete = value is None
+        return bool(self._swap(key, expected, int(delete), value or "", _ms(ttl)))
+
+    def set_value(self, key: str, value: str, ttl: float) -> None:
+        self.redis.command("SET", f"{self.prefix}kv:{key}", value, "PX", _ms(ttl))
+
+    def peek(self, key: str) -> str | None:
+        value = cast("bytes | None", self.redis.command("GET", f"{self.prefix}kv:{key}"))
+        return None if value is None else value.decode()
+
+    def take_token(self, key: str, limit: int, per: float) -> float:
+        return float(self._take_token(key, int(limit), repr(float(per))))
+
+    def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        return bool(self._acquire_slot(key, holder, int(limit), repr(float(ttl))))
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        if slots:
+            self._renew_slots(repr(float(ttl)), *(x for slot in slots for x in slot))
+
+    def release_slot(self, key: str, holder: str) -> None:
+        self.redis.command("ZREM", f"{self.prefix}slots:{key}", holder)
+
     def close(self) -> None:
         self.redis.close()
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, at least 1 (Redis refuses a 0 expiry)."""
+    return max(int(seconds * 1000), 1)

@@ -36,6 +36,22 @@ CREATE TABLE IF NOT EXISTS soloist_chord_members (
     body BLOB NOT NULL,
     PRIMARY KEY (chord_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS soloist_keys (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS soloist_tokens (
+    key TEXT NOT NULL,
+    taken_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soloist_tokens_key ON soloist_tokens (key, taken_at);
+CREATE TABLE IF NOT EXISTS soloist_slots (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, holder)
+);
 """
 
 #: Expired rows are swept by a writer at most this often.
@@ -160,7 +176,102 @@ class SQLiteResultStore(ResultStore):
                 (now,),
             )
             tx.execute("DELETE FROM soloist_chords WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM soloist_keys WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM soloist_slots WHERE expires_at <= ?", (now,))
         return conn.execute("DELETE FROM soloist_results WHERE expires_at <= ?", (now,)).rowcount
+
+    # Coordination (see ResultStore): each call one transaction, which holds SQLite's one
+    # write lock, so a read-then-write inside it is atomic across processes. Expired keys
+    # and slots are ignored by reads and swept by `expire`; tokens are pruned per key.
+
+    def claim(self, key: str, value: str, ttl: float) -> str | None:
+        now = time.time()
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT value FROM soloist_keys WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO soloist_keys (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, now + ttl),
+            )
+            return None
+
+    def swap(self, key: str, expected: str, value: str | None, ttl: float) -> bool:
+        now = time.time()
+        conn = self.db.connection()
+        args: tuple[str | float, ...] = ()
+        if value is None:
+            sql = "DELETE FROM soloist_keys"
+        else:
+            sql, args = "UPDATE soloist_keys SET value = ?, expires_at = ?", (value, now + ttl)
+        where = " WHERE key = ? AND value = ? AND expires_at > ?"
+        return conn.execute(sql + where, (*args, key, expected, now)).rowcount == 1
+
+    def set_value(self, key: str, value: str, ttl: float) -> None:
+        self.db.connection().execute(
+            "INSERT OR REPLACE INTO soloist_keys (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, time.time() + ttl),
+        )
+
+    def peek(self, key: str) -> str | None:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT value FROM soloist_keys WHERE key = ? AND expires_at > ?",
+                (key, time.time()),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def take_token(self, key: str, limit: int, per: float) -> float:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute(
+                "DELETE FROM soloist_tokens WHERE key = ? AND taken_at <= ?", (key, now - per)
+            )
+            # The limit-th most recent token: while it is in the window, the window is full.
+            row = conn.execute(
+                "SELECT taken_at FROM soloist_tokens WHERE key = ?"
+                " ORDER BY taken_at DESC LIMIT 1 OFFSET ?",
+                (key, limit - 1),
+            ).fetchone()
+            if row is not None:
+                return max(float(row[0]) + per - now, 1e-3)
+            conn.execute("INSERT INTO soloist_tokens (key, taken_at) VALUES (?, ?)", (key, now))
+            return 0.0
+
+    def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM soloist_slots WHERE key = ? AND expires_at <= ?", (key, now))
+            (held,) = conn.execute(
+                "SELECT count(*) FROM soloist_slots WHERE key = ? AND holder != ?",
+                (key, holder),
+            ).fetchone()
+            if held >= limit:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO soloist_slots (key, holder, expires_at) VALUES (?, ?, ?)",
+                (key, holder, now + ttl),
+            )
+            return True
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany(
+                "UPDATE soloist_slots SET expires_at = ?"
+                " WHERE key = ? AND holder = ? AND expires_at > ?",
+                [(now + ttl, key, holder, now) for key, holder in slots],
+            )
+
+    def release_slot(self, key: str, holder: str) -> None:
+        self.db.connection().execute(
+            "DELETE FROM soloist_slots WHERE key = ? AND holder = ?", (key, holder)
+        )
 
     def close(self) -> None:
         self.db.close()

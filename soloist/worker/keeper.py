@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..execution import Kind, Outcome
+from ..limits import SLOT_LEASE, SLOT_RENEW
 from .constants import GRACE, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KEEPER_TICK
 from .revocation import SYNC_INTERVAL, MainThreadStop
 from .timelimit import HardLimit, Watchdog
@@ -66,7 +67,7 @@ class Keeper(threading.Thread):
             log.debug("could not drop the heartbeat of %s", self.worker.id, exc_info=True)
 
     def run(self) -> None:
-        next_beat = next_extend = next_sync = 0.0
+        next_beat = next_extend = next_sync = next_slots = 0.0
         while not self._halt.wait(KEEPER_TICK):
             now = time.monotonic()
             for running in list(self.worker.running.values()):
@@ -87,6 +88,9 @@ class Keeper(threading.Thread):
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_INTERVAL
                     self.beat()
+                if now >= next_slots:
+                    next_slots = now + SLOT_RENEW
+                    self._renew_slots()
                 self.worker.flush_stale()
                 if self._failing:
                     log.warning("keeper: broker reachable again")
@@ -107,6 +111,12 @@ class Keeper(threading.Thread):
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:
                 log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)
+
+    def _renew_slots(self) -> None:
+        """Keep the concurrency slots of running tasks (soloist.limits) from lapsing."""
+        slots = [r.slot for r in list(self.worker.running.values()) if r.slot is not None]
+        if slots:
+            self.worker.app.results.renew_slots(slots, SLOT_LEASE)
 
     def _revoke(self) -> None:
         revoked = self.worker.revoked

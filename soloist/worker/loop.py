@@ -28,6 +28,7 @@ from ..results.base import STARTED
 from ..task import Task
 from ..urls import shown
 from ..workflow import proceed
+from .beat import Beat
 from .constants import (
     AUTO_PREFETCH,
     BUSY_FETCH_WAIT,
@@ -71,6 +72,8 @@ class Running:
     stopped: bool = False  # by the pool, at its hard time limit
     #: The message's workflow options, for an outcome the pool or keeper makes up.
     workflow: dict[str, Any] | None = None
+    #: The (key, holder) of its concurrency slot, renewed by the keeper (soloist.limits).
+    slot: tuple[str, str] | None = None
 
 
 @dataclass
@@ -102,6 +105,7 @@ class Worker:
         max_tasks_per_child: int | None = None,
         max_memory_per_child: float | None = None,
         settle_batch: int = 1,
+        beat: bool = False,
     ) -> None:
         self.app = app
         self.broker = app.broker
@@ -138,6 +142,16 @@ class Worker:
         self._acks_since = 0.0
         self._flush_lock = threading.Lock()
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
+        limited = sorted(t.name for t in app.tasks.values() if t.limits is not None)
+        if limited:
+            try:
+                app.results.peek("limits")  # a store that cannot keep them says so now
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"tasks {', '.join(limited)} have limits, kept in the result store: {exc}"
+                ) from None
+        #: The scheduler of periodic tasks (`--beat`), a thread of its own.
+        self.beat = Beat(app, self.id) if beat else None
         self.started_at = time.time()
 
     def _runner(self, soft_limit: SoftLimit) -> TaskRunner:
@@ -161,6 +175,9 @@ class Worker:
             limit,
             workflow=message.options.get("wf"),
         )
+        if task.limits is not None and task.limits.max_concurrency is not None:
+            key = task.limits.slot_key(message.args, message.kwargs)
+            self.running[delivery.id].slot = (key, message.id)
         if self.keeper is not None and limit:
             self.keeper.arm(self.running[delivery.id])
         if task.options.track_started:
@@ -199,6 +216,8 @@ class Worker:
         self.shutdown.install()
         if self.keeper is not None:
             self.keeper.start()
+        if self.beat is not None:
+            self.beat.start()
         self.app.hooks.emit("worker_start", worker=self)
         log.info(
             "worker %s ready: broker %s, results %s, queues %s, pool %s, concurrency %d",
@@ -318,7 +337,10 @@ class Worker:
                 outcome.workflow = running.workflow  # stopped by the pool or the keeper
         self._adapt(outcome.runtime)
         try:
-            self._record(delivery, outcome, running)
+            if outcome.kind is Kind.DEFERRED:
+                self._defer(delivery, outcome)
+            else:
+                self._record(delivery, outcome, running)
         except BrokerUnavailable:
             # A store outage, not the task's fault: keep the lease and settle it later.
             self.unsettled.append((delivery, outcome))
@@ -327,6 +349,12 @@ class Worker:
             len(self.acks) >= min(self.settle_batch, self.prefetch) or not self.prefetched
         ):
             self._flush()
+
+    def _defer(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Held back by a cluster-wide limit (soloist.limits): back on the queue until it
+        may run, with no lease held meanwhile and no retry counted."""
+        self.broker.retry(delivery, outcome.delay, counted=False)
+        log.debug("task %s[%s] deferred %.2fs", outcome.task, outcome.task_id, outcome.delay)
 
     def _record(self, delivery: Delivery, outcome: Outcome, running: Running | None) -> None:
         """Store a failure and retry or dead-letter the message; queue a success or a
@@ -467,6 +495,8 @@ class Worker:
         if self.prefetched:
             self.broker.release(list(self.prefetched))
             self.prefetched.clear()
+        if self.beat is not None:
+            self.beat.stop()
         if self.keeper is not None:
             self.keeper.stop()
         self.pool.close()

@@ -103,6 +103,16 @@ def test_retry_delays_and_raises_retries(broker: Broker, queue: str) -> None:
     assert (again.retries, again.delivery_count) == (1, 1)
 
 
+def test_a_deferral_delays_without_counting_a_retry(broker: Broker, queue: str) -> None:
+    broker.publish(queue, b"x")
+    assert broker.retry(fetch_one(broker, queue), delay=0)
+    retried = fetch_one(broker, queue, timeout=3)
+    assert broker.retry(retried, delay=0.6, counted=False)  # a task held back by a limit
+    assert broker.fetch([queue], 1, LEASE, 0.2) == []
+    again = fetch_one(broker, queue, timeout=3)
+    assert (again.retries, again.delivery_count) == (1, 1)
+
+
 def test_publish_with_delay(broker: Broker, queue: str) -> None:
     broker.publish(queue, b"later", delay=0.6)
     broker.publish(queue, b"now")
