@@ -4,6 +4,7 @@ workers together, a concurrency limit keeps runs from overlapping, unique sends 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import itertools
@@ -126,11 +127,21 @@ def test_a_rate_limit_holds_for_two_workers_together(cluster: WorkerProcesses) -
     runs = starts(cluster, "limited")
     times = sorted(float(t) for _, _, t in runs)
     assert sorted(int(n) for n, _, _ in runs) == list(range(60))  # each once
-    busiest = max(sum(1 for u in times if t <= u < t + 1) for t in times)
-    assert busiest <= 11, f"{busiest} starts in one second"  # 10, and one for clock edges
+    # The limit holds for admissions (a token in the store); a task starts a little after
+    # its admission, later under load (tens of ms on a busy 2-core machine). So windows of
+    # 0.9 s are counted: 10 admissions at most in any 1 s, with 0.1 s for that lag, and one
+    # start of slack for clock edges.
+    busiest = max((sum(1 for u in times if t <= u < t + 0.9), t) for t in times)
+    window = sorted(
+        (round(float(t) - times[0], 4), pid)
+        for _, pid, t in runs
+        if busiest[1] <= float(t) < busiest[1] + 0.9
+    )
+    assert busiest[0] <= 11, f"{busiest[0]} starts within 0.9 s: {window}"
     # Sixty starts at ten a second span at least five seconds, whatever the machine's speed.
     assert times[-1] - times[0] >= 5.0 - 0.05
-    assert len({pid for _, pid, _ in runs}) == 2  # both workers ran them
+    per_worker = collections.Counter(pid for _, pid, _ in runs)
+    assert len(per_worker) == 2, f"one worker ran them all: {per_worker}"
 
 
 def test_a_concurrency_limit_keeps_runs_apart_across_workers(cluster: WorkerProcesses) -> None:

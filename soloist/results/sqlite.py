@@ -181,12 +181,13 @@ class SQLiteResultStore(ResultStore):
         return conn.execute("DELETE FROM soloist_results WHERE expires_at <= ?", (now,)).rowcount
 
     # Coordination (see ResultStore): each call one transaction, which holds SQLite's one
-    # write lock, so a read-then-write inside it is atomic across processes. Expired keys
+    # write lock, so a read-then-write inside it is atomic across processes; the clock is
+    # read once the lock is held, so times follow the order of commits. Expired keys
     # and slots are ignored by reads and swept by `expire`; tokens are pruned per key.
 
     def claim(self, key: str, value: str, ttl: float) -> str | None:
-        now = time.time()
         with self.db.write() as conn:
+            now = time.time()
             row = conn.execute(
                 "SELECT value FROM soloist_keys WHERE key = ? AND expires_at > ?", (key, now)
             ).fetchone()
@@ -227,8 +228,8 @@ class SQLiteResultStore(ResultStore):
         return None if row is None else str(row[0])
 
     def take_token(self, key: str, limit: int, per: float) -> float:
-        now = time.time()
         with self.db.write() as conn:
+            now = time.time()
             conn.execute(
                 "DELETE FROM soloist_tokens WHERE key = ? AND taken_at <= ?", (key, now - per)
             )
@@ -244,8 +245,8 @@ class SQLiteResultStore(ResultStore):
             return 0.0
 
     def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
-        now = time.time()
         with self.db.write() as conn:
+            now = time.time()
             conn.execute("DELETE FROM soloist_slots WHERE key = ? AND expires_at <= ?", (key, now))
             (held,) = conn.execute(
                 "SELECT count(*) FROM soloist_slots WHERE key = ? AND holder != ?",
@@ -260,8 +261,8 @@ class SQLiteResultStore(ResultStore):
             return True
 
     def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
-        now = time.time()
         with self.db.write() as conn:
+            now = time.time()
             conn.executemany(
                 "UPDATE soloist_slots SET expires_at = ?"
                 " WHERE key = ? AND holder = ? AND expires_at > ?",
