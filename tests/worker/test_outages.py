@@ -256,13 +256,13 @@ def test_sqlite_on_a_full_disk_is_an_outage_not_a_crash(
     running = sample.sleepy.delay(1.0, big)
     workers.wait_for("start ")
     filler = small_disk / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError:
-            pass  # the disk is full
+    except OSError:
+        pass  # the disk is full (closing the file may say so too: the rest of its buffer)
     try:
         logged(workers, proc, "database or disk is full")
         time.sleep(1)
