@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,41 +153,65 @@ def run(
         half = len(numbers) // 2
         publish(numbers[:half])
         workers = Workers(env, replicas, queue, tmp / "workers.log", app="workflow_chaos_app:app")
-        start = time.monotonic()
-        workers.fill()
-        producer = threading.Thread(target=publish, args=(numbers[half:],))
-        producer.start()
-        waiting: dict[str, Any] = {}
-        seen = 0
-        next_kill = time.monotonic() + kill_every
-        while time.monotonic() - start < timeout:
-            with lock:
-                for _, _, handle in sent[seen:]:
-                    waiting[handle.id] = handle
-                seen = len(sent)
-            waiting = {tid: h for tid, h in waiting.items() if not h.ready()}
-            if seen == len(numbers) and not waiting:
-                break
-            if time.monotonic() >= next_kill:
-                workers.kill_one(rng)
-                next_kill = time.monotonic() + kill_every
-            time.sleep(0.2)
-        producer.join()
-        report.seconds = time.monotonic() - start
-        workers.stop()
-        report.kills = len(workers.killed)
-        _judge(report, sent, ledger, workers.killed)
-        if keep is not None and not report.ok():  # the evidence, before the directory goes
-            keep.mkdir(parents=True, exist_ok=True)
-            for name in ("ledger.txt", "workers.log"):
-                if (tmp / name).exists():
-                    shutil.copy(tmp / name, keep / f"{kind}-{name}")
-            (keep / f"{kind}-killed.txt").write_text("\n".join(map(str, sorted(workers.killed))))
-        app.close()
-        broker.close(queue)
-        if results_server is not None:
-            results_server.close(queue)
+        try:  # interrupted too (a test's timeout): no worker or server is left behind
+            try:
+                _drive(
+                    report, workers, publish, numbers[half:], sent, lock, rng, kill_every, timeout
+                )
+            finally:
+                workers.stop()
+            report.kills = len(workers.killed)
+            _judge(report, sent, ledger, workers.killed)
+            if keep is not None and not report.ok():  # the evidence, before tmp goes
+                keep.mkdir(parents=True, exist_ok=True)
+                for name in ("ledger.txt", "workers.log"):
+                    if (tmp / name).exists():
+                        shutil.copy(tmp / name, keep / f"{kind}-{name}")
+                killed = "\n".join(map(str, sorted(workers.killed)))
+                (keep / f"{kind}-killed.txt").write_text(killed)
+        finally:
+            app.close()
+            broker.close(queue)
+            if results_server is not None:
+                results_server.close(queue)
     return report
+
+
+def _drive(
+    report: Report,
+    workers: Workers,
+    publish: Callable[[list[int]], None],
+    rest: list[int],
+    sent: list[tuple[str, int, Any]],
+    lock: threading.Lock,
+    rng: random.Random,
+    kill_every: float,
+    timeout: float,
+) -> None:
+    """Start the workers, publish `rest` meanwhile, and kill a worker every `kill_every`
+    seconds until every workflow has a final result or `timeout` passes."""
+    start = time.monotonic()
+    workers.fill()
+    producer = threading.Thread(target=publish, args=(rest,))
+    producer.start()
+    waiting: dict[str, Any] = {}
+    seen = 0
+    next_kill = time.monotonic() + kill_every
+    while time.monotonic() - start < timeout:
+        with lock:
+            for _, _, handle in sent[seen:]:
+                waiting[handle.id] = handle
+            seen = len(sent)
+            published = producer.is_alive() is False
+        waiting = {tid: h for tid, h in waiting.items() if not h.ready()}
+        if published and seen == len(sent) and not waiting:
+            break
+        if time.monotonic() >= next_kill:
+            workers.kill_one(rng)
+            next_kill = time.monotonic() + kill_every
+        time.sleep(0.2)
+    producer.join()
+    report.seconds = time.monotonic() - start
 
 
 def _judge(
