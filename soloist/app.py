@@ -72,6 +72,7 @@ class TaskSettings(TypedDict, total=False):
     concurrency_key: Callable[..., str] | None
     unique_for: float | None
     unique_key: Callable[..., str] | None
+    cpus: int | None
 
 
 class _Decorator(Protocol):
@@ -224,6 +225,8 @@ class App:
                 opts = TaskOptions(name=name, **options)
             except TypeError as exc:
                 raise ConfigurationError(f"bad option for task {name}: {exc}") from None
+            if opts.cpus is not None and (not isinstance(opts.cpus, int) or opts.cpus < 1):
+                raise ConfigurationError(f"task {name}: cpus must be a whole number >= 1")
             if name in self.tasks and self.tasks[name].fn is not fn:
                 raise ConfigurationError(f"two tasks are named {name!r}")
             cls = AsyncTask if inspect.iscoroutinefunction(fn) else Task

@@ -18,7 +18,7 @@ from collections.abc import Callable, Container
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from time import perf_counter as _clock
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .brokers.base import Delivery
 from .errors import (
@@ -64,6 +64,7 @@ class Kind(enum.Enum):
     LOST = "lost"  # the process running it died: it is redelivered, its count raised
     REVOKED = "revoked"  # skipped, expired, or stopped while running: acked, never run again
     DEFERRED = "deferred"  # held back by a cluster-wide limit: put back, not a retry
+    RELEASED = "given back"  # never started (the worker stopped while it waited for CPUs)
 
 
 #: The state recorded for an outcome that carries a record (`Outcome.record`).
@@ -109,6 +110,21 @@ def dead(reason: str, message: Message | None = None) -> Outcome:
     )
 
 
+class CpuGrant(Protocol):
+    """CPUs held for one run, until released."""
+
+    cpus: int
+
+    def release(self) -> None: ...
+
+
+class CpuGate(Protocol):
+    """Where tasks declaring `cpus` wait for them (soloist.worker.cpus.CpuBudget)."""
+
+    def acquire(self, want: int) -> CpuGrant | None:
+        """Wait for `want` CPUs and take them; None if the wait was given up."""
+
+
 class TaskRunner:
     """Turns deliveries into outcomes for one app; one per thread that runs tasks.
 
@@ -132,6 +148,8 @@ class TaskRunner:
         self.revoked = revoked
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
+        #: The CPU budget tasks declaring `cpus` wait for; None runs them at once.
+        self.cpus: CpuGate | None = None
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
         """The message and its task, or the DEAD outcome saying why there are none."""
@@ -167,8 +185,10 @@ class TaskRunner:
         flow = message.options.get("wf")
         return Outcome(Kind.DEAD, message.id, message.task, record, reason=reason, workflow=flow)
 
-    def call(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
-        """Call the task and classify how it ended."""
+    def call(
+        self, delivery: Delivery, message: Message, task: Task[Any, Any], cpus: int | None = None
+    ) -> Outcome:
+        """Call the task (granted `cpus`) and classify how it ended."""
         request = Request(
             message.id,
             task.name,
@@ -177,6 +197,7 @@ class TaskRunner:
             delivery.queue,
             delivery.retries,
             delivery.delivery_count,
+            cpus=cpus,
         )
         opts = task.options
         limit = opts.soft_time_limit or self.default_soft_time_limit
@@ -381,12 +402,35 @@ class TaskRunner:
             finished = self._finished(message)
             if finished is not None:
                 return finished
+        want = task.options.cpus
+        if want and self.cpus is not None:
+            return self._call_granted(delivery, message, task, self.cpus, want)
         if self.started is not None:
             self.started(delivery, message, task)
         try:
-            return self.call(delivery, message, task)
+            return self.call(delivery, message, task, want)
         except TaskTerminated:
             return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked while running")
+
+    def _call_granted(
+        self, delivery: Delivery, message: Message, task: Task[Any, Any], gate: CpuGate, want: int
+    ) -> Outcome:
+        """Wait for the task's CPUs (not yet running: no time limit, no "started"), then
+        call it holding them."""
+        grant = gate.acquire(want)
+        if grant is None:
+            return Outcome(Kind.RELEASED, message.id, task.name, reason="the worker is stopping")
+        try:
+            if message.id in self.revoked:  # revoked while it waited
+                reason = "revoked before it started"
+                return Outcome(Kind.REVOKED, message.id, task.name, reason=reason)
+            if self.started is not None:
+                self.started(delivery, message, task)
+            return self.call(delivery, message, task, grant.cpus)
+        except TaskTerminated:
+            return Outcome(Kind.REVOKED, message.id, task.name, reason="revoked while running")
+        finally:
+            grant.release()
 
     def _finished(self, message: Message) -> Outcome | None:
         """For a redelivery: the outcome already recorded by a worker that died before it

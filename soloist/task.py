@@ -59,6 +59,9 @@ class TaskOptions:
     concurrency_key: KeyFunction | None = None
     unique_for: float | None = None
     unique_key: KeyFunction | None = None
+    #: CPUs the task uses (its own process pool's size): under a worker's `--cpus` budget
+    #: it starts only once that many of the host's CPUs are free (see soloist.worker.cpus).
+    cpus: int | None = None
 
     def backoff(self, retries: int) -> float:
         """Seconds to wait before retry number `retries` + 1."""
@@ -80,6 +83,10 @@ class Request(NamedTuple):
     retries: int = 0
     delivery_count: int = 1
     eager: bool = False
+    #: The CPUs this run may use, to size a process pool by: the task's `cpus` (what a
+    #: worker's CPU budget granted, at most the budget), or None for a task that declared
+    #: none (then `ProcessPoolExecutor(self.request.cpus)` takes every CPU, as usual).
+    cpus: int | None = None
 
 
 _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(

@@ -90,7 +90,9 @@ class CeleryTaskRunner(TaskRunner):
             self.app.results.put(outcome.task_id, REVOKED, record, self.app.result_ttl)
         return outcome
 
-    def call(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
+    def call(
+        self, delivery: Delivery, message: Message, task: Task[Any, Any], cpus: int | None = None
+    ) -> Outcome:
         call: protocol.CeleryCall = message.options["celery"]
         tracer = self._tracers.get(call.task)
         if tracer is None:

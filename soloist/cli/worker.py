@@ -130,6 +130,14 @@ def _replica_command(ctx: click.Context) -> list[str]:
     help="Replace a process once its resident memory passes this many MB after a task.",
 )
 @click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="no budget",
+    help="A CPU budget shared by every Soloist worker on this host: a task declaring "
+    "cpus=K starts only once K of these N are free.",
+)
+@click.option(
     "--replicas",
     type=click.IntRange(min=1),
     default=None,
@@ -179,6 +187,7 @@ def worker(
     beat: bool,
     max_tasks_per_child: int | None,
     max_memory_per_child: float | None,
+    cpus: int | None,
     replicas: int | None,
     autoscale: tuple[int, int] | None,
     metrics_port: int | None,
@@ -218,6 +227,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         beat=beat,
+        cpus=cpus,
     )
     logs.task_events(app)
     if metrics_port is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from ..brokers.base import Delivery
 from ..execution import Outcome, SoftLimit, TaskRunner
+from . import tree
 
 #: Builds the runner a pool runs deliveries with (one per thread or child), given the pool's
 #: way of raising a soft time limit inside a task.
@@ -26,6 +27,8 @@ log = logging.getLogger("soloist.worker")
 
 class Pool(abc.ABC):
     name: str = ""
+    #: Whether tasks run in the worker's own process (so it recycles itself, see `worn`).
+    in_process: bool = True
 
     def __init__(
         self,
@@ -41,6 +44,8 @@ class Pool(abc.ABC):
         #: replaced by a fresh one (a memory leak in task code then cannot grow forever).
         self.max_tasks = max_tasks
         self.max_memory = max_memory
+        #: The memory limit counts what tasks start too (see `tree.PeakMemory`).
+        self.memory = tree.PeakMemory(rss_mb) if max_memory and self.in_process else None
         self.completed = 0
         self._worn = False
 
@@ -78,12 +83,14 @@ class Pool(abc.ABC):
             return
         self.completed += count
         tasks = bool(self.max_tasks and self.completed >= self.max_tasks)
-        self._worn = tasks or bool(self.max_memory and rss_mb() >= self.max_memory)
+        memory = self.memory.take() if self.memory is not None else 0.0
+        self._worn = tasks or bool(self.max_memory and memory >= self.max_memory)
         if self._worn:
             log.info(
-                "recycling this worker after %d tasks at %.0f MB: it finishes and exits",
+                "recycling this worker after %d tasks at %.0f MB (with what its tasks "
+                "started): it finishes and exits",
                 self.completed,
-                rss_mb(),
+                memory or rss_mb(),
             )
 
     @abc.abstractmethod

@@ -11,9 +11,10 @@ Each child imports the app by its module path, runs deliveries with its own `Tas
 sends back a "started" notice (so the keeper, time limits and heartbeats see what runs),
 then the outcome; a listener thread in the worker reads them. A child that dies mid-task is
 replaced and its delivery reported `LOST`: the worker ends its lease, so it is redelivered
-with its delivery count raised. At a hard time limit `stop` kills the child with its process
-group (whatever the task started) and reports the failure. A child retires after `max_tasks`
-tasks or past `max_memory` MB, and a fresh one takes its place.
+with its delivery count raised. At a hard time limit `stop` kills the child and ends what
+its task started (see `tree`), and reports the failure. A child retires after `max_tasks`
+tasks or past `max_memory` MB (its task's processes counted), and a fresh one takes its
+place.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from ..adapters import as_app
 from ..brokers.base import Delivery
 from ..errors import ConfigurationError
-from ..execution import Kind, Outcome, TaskRunner
+from ..execution import CpuGate, Kind, Outcome, TaskRunner
+from . import tree
 from .base import Pool, RunnerFactory, rss_mb
 from .guard import TaskGuard
 from .solo import alarm
@@ -63,6 +65,8 @@ class ChildSpec:
     max_tasks: int | None
     max_memory: float | None
     soft_time_limit: float | None
+    #: The worker's CPU budget (see soloist.worker.cpus), which the child waits on itself.
+    cpus: CpuGate | None
 
 
 def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
@@ -70,7 +74,9 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
     # Its own process group: `stop` kills what the task started too, and a terminal's
     # Ctrl-C reaches only the worker, which then shuts down warm.
     os.setpgrp()
+    tree.become_subreaper()  # what a task starts stays in this child's tree
     threading.Thread(target=_die_with_worker, daemon=True).start()
+    memory = tree.PeakMemory(rss_mb) if spec.max_memory else None
     for name in spec.modules:
         importlib.import_module(name)
     module, _, attr = spec.app.partition(":")
@@ -84,14 +90,17 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
         started=lambda d, m, t: results.send(("started", d.id)),
         default_soft_time_limit=spec.soft_time_limit,
     )
+    runner.cpus = spec.cpus
     guard = TaskGuard()
     ran = 0
     try:
         while (delivery := tasks.recv()) is not None:
             outcome = guard.run(runner.run, delivery)
+            if tree.has_children():
+                tree.end_leftovers(outcome.task, tree.CHILD_GRACE, threading.get_native_id())
             ran += 1
             retire = bool(spec.max_tasks and ran >= spec.max_tasks) or bool(
-                spec.max_memory and rss_mb() >= spec.max_memory
+                memory is not None and spec.max_memory and memory.take() >= spec.max_memory
             )
             results.send(("done", delivery.id, outcome, retire))
             if retire:
@@ -104,11 +113,12 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
 
 
 def _die_with_worker() -> None:
-    """Once the worker is gone (even SIGKILLed), kill this child and what its task started,
-    rather than finish a task that another worker will be given."""
+    """Once the worker is gone (even SIGKILLed), end what the task started and kill this
+    child, rather than finish a task that another worker will be given."""
     parent = multiprocessing.parent_process()
     if parent is not None:
         wait([parent.sentinel])
+        tree.end(tree.leftovers(), tree.CHILD_GRACE)
         os.killpg(0, signal.SIGKILL)
 
 
@@ -134,10 +144,14 @@ class Child:
         return self.delivery is None and not self.retiring
 
     def kill(self) -> None:
-        """Kill the child and whatever its task started: its process group."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """Kill the child at once, and end whatever its task started (SIGTERM, then
+        SIGKILL after the grace) on a thread of its own."""
+        procs = tree.descendants(tree.children(self.process.pid))
+        if not procs:  # none, or no /proc to find them in: its process group, at once
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process.kill()
+        tree.end_in_background(procs, tree.CHILD_GRACE)
 
     def close(self) -> None:
         self.process.join()
@@ -148,6 +162,7 @@ class Child:
 
 class ProcessPool(Pool):
     name = "processes"
+    in_process = False
 
     def __init__(
         self,
@@ -174,6 +189,7 @@ class ProcessPool(Pool):
             max_tasks,
             max_memory,
             self._local.default_soft_time_limit,
+            self._local.cpus,
         )
         self._ctx = _context([*modules, self._spec.app.partition(":")[0]])
         self._lock = threading.Lock()

@@ -2,11 +2,13 @@
 
 Its soft time limit is SIGALRM, which only the main thread can receive: the exception is
 raised wherever the task is (also inside `time.sleep` and other interruptible calls).
+Processes the task left running when it returns are ended (see `tree`).
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -14,6 +16,7 @@ from types import FrameType
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded
 from ..execution import Outcome
+from . import tree
 from .base import Pool, RunnerFactory
 from .guard import TaskGuard
 
@@ -51,7 +54,10 @@ class SoloPool(Pool):
         self._done: list[tuple[Delivery, Outcome]] = []
 
     def submit(self, delivery: Delivery) -> None:
-        self._done.append((delivery, self.guard.run(self.runner.run, delivery)))
+        outcome = self.guard.run(self.runner.run, delivery)
+        if tree.has_children():  # the cheap check: one system call
+            tree.end_leftovers(outcome.task, tree.CHILD_GRACE, threading.get_native_id())
+        self._done.append((delivery, outcome))
 
     def free(self) -> int:
         return 0 if self._done or self.worn() else 1

@@ -11,6 +11,12 @@ keeper's too: the watchdog process covers that, as in every pool.
 Each thread has an inbox, and `submit` records which thread a delivery goes to before the
 thread sees it: whatever ends a thread (nothing a task raises does; the guard turns it into
 an outcome), its delivery is reported lost and a fresh thread takes its place.
+
+The processes a task starts are its thread's children (see `tree`): those left running
+when it returns, or when it is stopped, are ended. Orphans (their parent died first) are
+re-parented to the worker's main thread, which runs no task, and processes forked by
+multiprocessing's forkserver are the forkserver's children: those are ended after a task
+returns while no other task runs, or when the worker stops.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from contextlib import contextmanager
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded, TimeLimitExceeded
 from ..execution import Kind, Outcome
+from . import tree
 from .base import Pool, RunnerFactory
 from .guard import TaskGuard
 
@@ -94,6 +101,7 @@ class ThreadPool(Pool):
         self._lock = threading.Lock()  # _slots and _idle, against a thread that dies
         self._closing = False
         self._guard = TaskGuard(signals=False)
+        self._main = threading.main_thread().native_id or 0
         for _ in range(concurrency):
             self._spawn()
 
@@ -108,11 +116,18 @@ class ThreadPool(Pool):
         """One thread's life. Nothing a task does ends it: the guard turns what escapes
         the runner into an outcome. Should it end anyway, `_thread_ended` makes good."""
         runner = self.make_runner(thread_alarm)
+        tid = threading.get_native_id()
         try:
             while (delivery := slot.inbox.get()) is not None:
                 outcome = self._guard.run(runner.run, delivery)
                 if self._running.pop(delivery.id, None) is None:
                     return  # stopped at its hard limit: its outcome is already reported
+                if tree.has_children():
+                    # Orphans land on the main thread, and the forkserver serves every
+                    # task: what is there is this task's only if no other one runs.
+                    alone = not self._running
+                    tids = (tid, self._main) if alone else (tid,)
+                    tree.end_leftovers(outcome.task, tree.CHILD_GRACE, *tids, alone=alone)
                 self._idle.append(slot)
                 self._done.put((delivery, outcome))
         except TimeLimitExceeded:
@@ -178,6 +193,10 @@ class ThreadPool(Pool):
             self._slots.remove(slot)
         self._stuck.append(slot.thread)
         _raise_in(slot.thread.ident or 0, TimeLimitExceeded)
+        alone = not self._running
+        tid = slot.thread.native_id or 0
+        tids = (tid, self._main) if alone else (tid,)
+        tree.end_in_background(tree.leftovers(*tids, alone=alone), tree.CHILD_GRACE)
         self._spawn()
         self._done.put((delivery, outcome))
         return True

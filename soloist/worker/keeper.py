@@ -2,9 +2,10 @@
 
 It never runs task code. Every tick it renews the leases of held deliveries, publishes the
 worker's heartbeat, enforces hard time limits, and reads revocations (stopping a running
-task revoked with terminate=True; see soloist.worker.revocation). When the main thread is stuck
-in C code that holds the GIL, this thread cannot run either; the watchdog process covers
-that case.
+task revoked with terminate=True; see soloist.worker.revocation). Once the worker has a
+child process it starts the watchdog, which guards the tasks' processes (see
+soloist.pools.tree). When the main thread is stuck in C code that holds the GIL, this
+thread cannot run either; the watchdog process covers that case.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..execution import Kind, Outcome
 from ..limits import SLOT_LEASE, SLOT_RENEW
+from ..pools import tree
 from .constants import GRACE, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, KEEPER_TICK
 from .revocation import SYNC_INTERVAL, MainThreadStop
 from .timelimit import HardLimit, Watchdog
@@ -70,6 +72,8 @@ class Keeper(threading.Thread):
         next_beat = next_extend = next_sync = next_slots = 0.0
         while not self._halt.wait(KEEPER_TICK):
             now = time.monotonic()
+            if self.watchdog is not None and not self.watchdog.running and tree.has_children():
+                self.watchdog.guard()  # a task started a process: guard it against a SIGKILL
             for running in list(self.worker.running.values()):
                 if (
                     running.time_limit

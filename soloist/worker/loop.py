@@ -22,7 +22,7 @@ from ..brokers.base import Delivery
 from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
 from ..execution import EXPIRED, STATE_OF, Kind, Outcome, SoftLimit, TaskRunner
 from ..message import Message
-from ..pools import create
+from ..pools import create, tree
 from ..pools.base import Pool
 from ..results.base import STARTED
 from ..task import Task
@@ -40,6 +40,7 @@ from .constants import (
     FETCH_WAIT,
     PREFETCH_HORIZON,
 )
+from .cpus import CpuBudget
 from .keeper import Keeper
 from .outage import ride_out
 from .revocation import Revocations
@@ -106,6 +107,7 @@ class Worker:
         max_memory_per_child: float | None = None,
         settle_batch: int = 1,
         beat: bool = False,
+        cpus: int | None = None,
     ) -> None:
         self.app = app
         self.broker = app.broker
@@ -120,6 +122,10 @@ class Worker:
         self.shutdown = Shutdown()
         self.prefetched: collections.deque[Delivery] = collections.deque()
         self.running: dict[str, Running] = {}
+        #: Handed to the pool and not yet settled: running, or waiting for CPUs.
+        self.submitted: dict[str, Delivery] = {}
+        #: The host-wide CPU budget tasks declaring `cpus` wait for (see `cpus`).
+        self.cpus = CpuBudget(cpus, stopping=lambda: self.shutdown.requested) if cpus else None
         self.pool: Pool = create(
             pool,
             self._runner,
@@ -156,13 +162,15 @@ class Worker:
 
     def _runner(self, soft_limit: SoftLimit) -> TaskRunner:
         factory: Callable[..., TaskRunner] = self.app.runner_factory or TaskRunner
-        return factory(
+        runner = factory(
             self.app,
             soft_limit,
             started=self._started,
             revoked=self.revoked,
             default_soft_time_limit=self.soft_time_limit,
         )
+        runner.cpus = self.cpus
+        return runner
 
     def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
         limit = task.options.time_limit or self.time_limit
@@ -189,10 +197,11 @@ class Worker:
             )
 
     def held(self) -> list[Delivery]:
-        """Every delivery this worker holds a lease on: running, prefetched, to be acked."""
-        running = [r.delivery for r in list(self.running.values())]
+        """Every delivery this worker holds a lease on: in the pool (running or waiting for
+        CPUs), prefetched, to be acked."""
+        pool = list(self.submitted.values())
         ended = [d for d, _ in list(self.acks)] + [d for d, _ in list(self.unsettled)]
-        return running + list(self.prefetched) + ended
+        return pool + list(self.prefetched) + ended
 
     def check(self) -> None:
         """Reach the broker, the result store and its revocation log, or raise one
@@ -214,6 +223,7 @@ class Worker:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
         self.check()
         self.shutdown.install()
+        tree.become_subreaper()  # what tasks start stays reachable (see soloist.pools.tree)
         if self.keeper is not None:
             self.keeper.start()
         if self.beat is not None:
@@ -243,7 +253,7 @@ class Worker:
                 return EXIT_RECYCLE if self.pool.worn() else EXIT_OK
             except ColdShutdown:
                 self._flush()
-                self.broker.release([r.delivery for r in self.running.values()])
+                self.broker.release(list(self.submitted.values()))
                 return EXIT_COLD_SHUTDOWN
         except BrokerUnavailable as exc:
             return self._unavailable(exc)
@@ -268,6 +278,7 @@ class Worker:
         # Outcomes are settled between fetches: keep those short while tasks run.
         delivery = self._next(BUSY_FETCH_WAIT if self.pool.busy() else FETCH_WAIT)
         if delivery is not None:
+            self.submitted[delivery.id] = delivery
             self.pool.submit(delivery)
         elif self.burst and not self.pool.busy() and self._drained():
             return False
@@ -292,6 +303,7 @@ class Worker:
         held = len(self.held())
         self.prefetched.clear()
         self.running.clear()
+        self.submitted.clear()
         self.acks.clear()
         self.unsettled.clear()
         self.stop_reason = (
@@ -329,6 +341,7 @@ class Worker:
         each task is settled before the next starts: a kill reruns only the running one."""
         if "settling" in self.app.hooks.active:
             self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
+        self.submitted.pop(delivery.id, None)
         running = self.running.pop(delivery.id, None)
         if running is not None:
             if self.keeper is not None:
@@ -336,6 +349,9 @@ class Worker:
             if running.workflow is not None and outcome.workflow is None:
                 outcome.workflow = running.workflow  # stopped by the pool or the keeper
         self._adapt(outcome.runtime)
+        if outcome.kind is Kind.RELEASED:
+            self.broker.release([delivery])  # it never started: as if never fetched
+            return
         try:
             if outcome.kind is Kind.DEFERRED:
                 self._defer(delivery, outcome)
@@ -500,6 +516,7 @@ class Worker:
         if self.keeper is not None:
             self.keeper.stop()
         self.pool.close()
+        tree.end(tree.leftovers(), tree.CHILD_GRACE)  # a cold shutdown's, or orphans
         self.shutdown.uninstall()
         self.app.hooks.emit("worker_stop", worker=self)
         log.log(

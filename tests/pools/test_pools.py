@@ -99,6 +99,25 @@ def test_seed_case_process_pool_inside_a_task(
     assert terminated.get(timeout=1) == -signal.SIGTERM  # the worker's handlers not inherited
 
 
+METHODS = ("fork", "forkserver", "spawn")
+
+
+def test_seed_case_with_every_start_method(
+    pool: str, workers: WorkerProcesses, sample_app: App
+) -> None:
+    """ProcessPoolExecutor and multiprocessing.Pool inside a task, with each start method;
+    and a child sent SIGTERM dies of it, whichever way it was started."""
+    t = sample_app.tasks
+    pools = {(m, k): t["squares_with"].delay(m, k, 6) for m in METHODS for k in ("executor", "mp")}
+    terminated = {m: t["terminated_with"].delay(m) for m in METHODS}
+    done = burst(workers, *opts(pool))
+    assert done.returncode == 0, done.stderr
+    for key, result in pools.items():
+        assert result.get(timeout=1) == [i * i for i in range(6)], key
+    for method, result in terminated.items():
+        assert result.get(timeout=1) == -signal.SIGTERM, method
+
+
 def test_hard_time_limit(pool: str, workers: WorkerProcesses, sample_app: App) -> None:
     """Solo: the worker records the failure and exits 4. Threads and processes: just that
     task is stopped and failed, and the worker goes on."""
