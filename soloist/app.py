@@ -109,6 +109,11 @@ class App:
     #: sets its own, since its messages and tasks are another framework's.
     runner_factory: Callable[..., Any] | None = None
 
+    #: The classes `task` makes plain and `async def` tasks of; an integration's app may
+    #: use subclasses with more methods (soloist.contrib.django: `delay_on_commit`).
+    task_class: ClassVar[type[Task[Any, Any]]] = Task
+    async_task_class: ClassVar[type[AsyncTask[Any, Any]]] = AsyncTask
+
     #: Builds the eager broker; soloist.eager sets it (it runs tasks, a layer above this).
     eager_broker: ClassVar[Callable[[App], Broker]]
 
@@ -229,8 +234,8 @@ class App:
                 raise ConfigurationError(f"task {name}: cpus must be a whole number >= 1")
             if name in self.tasks and self.tasks[name].fn is not fn:
                 raise ConfigurationError(f"two tasks are named {name!r}")
-            cls = AsyncTask if inspect.iscoroutinefunction(fn) else Task
-            task: Task[Any, Any] = cls(self, fn, opts)
+            cls = self.async_task_class if inspect.iscoroutinefunction(fn) else self.task_class
+            task = cls(self, fn, opts)
             self.tasks[name] = task
             return task
 
