@@ -90,13 +90,13 @@ class BrokerUnderTest:
         elif kind == "redis":
             self.port = _free_port()
             self.url = f"redis://127.0.0.1:{self.port}/0?reconnect_timeout=60"
-            self._start_redis()
+            self._start_private_redis()
         elif kind == "amqp":
             self.url = "amqp://guest:guest@127.0.0.1:5672/?heartbeat=5"
         else:
             raise SystemExit(f"unknown broker {kind!r}")
 
-    def _start_redis(self) -> None:
+    def _start_private_redis(self) -> None:
         if shutil.which("redis-server") is None:
             raise SystemExit("redis-server is not installed")
         self.redis = subprocess.Popen(
@@ -136,7 +136,7 @@ class BrokerUnderTest:
             self.redis.kill()
             self.redis.wait()
             time.sleep(0.5)
-            self._start_redis()
+            self._start_private_redis()
         elif self.kind == "amqp":
             subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
             time.sleep(0.5)
