@@ -1,7 +1,9 @@
 """What an open dashboard costs with many queued messages: the answer time of its API
-calls (each a fresh broker read: the board's cache is off) on a queue holding N messages,
-beside the same calls on an empty queue in the same run (the floor), on Redis (a key prefix
-of its own, deleted after) and on SQLite (a file in a temporary directory).
+calls as a page polls them (the snapshot is read again in the background when due), and the
+time of one read of the broker (the `soloist status` snapshot: `workers()` and `stats()`),
+on a queue holding N messages beside the same on an empty queue in the same run (the
+floor), on Redis (a key prefix of its own, deleted after) and on SQLite (a file in a
+temporary directory).
 
     python benchmarks/dashboard_bench.py [-n 1000000] [--brokers redis,sqlite]
 
@@ -22,10 +24,12 @@ from collections.abc import Callable
 from starlette.testclient import TestClient
 
 from soloist import App
+from soloist.cli.status import snapshot
 from soloist.dashboard.server import create_app
 from soloist.message import Message
 
 CALLS = ("/api/session", "/api/overview", "/api/dead-letters")
+READ = "broker read"
 ROUNDS = 30
 FILL_BATCH = 5000
 
@@ -54,7 +58,7 @@ def fill(app: App, n: int) -> float:
 
 def measure(url: str, n: int) -> dict[str, tuple[float, float]]:
     app = App(url, url)
-    client = TestClient(create_app(app, refresh=0), base_url="http://127.0.0.1")
+    client = TestClient(create_app(app, refresh=2.0), base_url="http://127.0.0.1")
     try:
         if n:
             print(f"  filled {n:,} in {fill(app, n):.0f} s; stats: {app.broker.stats('default')}")
@@ -62,6 +66,7 @@ def measure(url: str, n: int) -> dict[str, tuple[float, float]]:
         for path in CALLS:
             assert client.get(path).status_code == 200
             figures[path] = timed(lambda path=path: client.get(path))  # type: ignore[misc]
+        figures[READ] = timed(lambda: snapshot(app), 10)
         return figures
     finally:
         client.close()
@@ -88,7 +93,7 @@ def main() -> None:
             print(f"{kind}:")
             empty = measure(urls[kind](), 0)
             full = measure(urls[kind](), opts.n)
-            for path in CALLS:
+            for path in (*CALLS, READ):
                 (e, _), (f, fmax) = empty[path], full[path]
                 print(
                     f"  {path:20} empty {e:7.1f} ms  {opts.n:,} queued {f:7.1f} ms "

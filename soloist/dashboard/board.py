@@ -2,17 +2,22 @@
 with every shown text capped in size.
 
 Reading costs a fixed number of broker calls, whatever the queues hold: the overview is the
-`soloist status` snapshot (one `workers()` call and one `stats()` per queue), taken at most
-once per `refresh` seconds and shared by every open page. Throughput comes from counters the
-workers already keep: each heartbeat carries a worker's tasks done and failed so far, and the
-board adds up their growth per minute (in memory, for the last hour since it started), so
-no task pays a round trip for it.
+`soloist status` snapshot (one `workers()` call and one `stats()` per queue), shared by every
+open page. Pages get the last snapshot at once; when it is older than `refresh` seconds, one
+new read starts in the background, and only while pages ask (nothing is read when none is
+open). A read that takes long (SQLite counts a queue's rows: 0.7 s at a million) spaces the
+next ones out to SLOW_READS times its length, so the dashboard never keeps the broker busy.
+
+Throughput comes from counters the workers already keep: each heartbeat carries a worker's
+tasks done and failed so far, and the board adds up their growth per minute (in memory, for
+the last hour since it started), so no task pays a round trip for it.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +29,8 @@ from ..cli import dead_letters as letters
 from ..cli.status import snapshot
 from ..results.base import FAILURE, PENDING, SUCCESS
 
+log = logging.getLogger("soloist.dashboard")
+
 #: Characters of a dead letter's arguments in the list, and when one is shown alone.
 ARGS_LIST, ARGS_SHOW = 200, 2000
 #: Characters of a result value, an error message and a traceback shown.
@@ -34,6 +41,8 @@ LETTERS_LISTED = 100
 LETTERS_SEARCHED = 1000
 #: Minutes of throughput kept.
 HISTORY_MINUTES = 60
+#: Reads of the broker are at least this many times their own length apart.
+SLOW_READS = 4
 
 
 def cap(text: str, limit: int) -> str:
@@ -89,23 +98,54 @@ class Board:
         self.throughput = Throughput()
         self._lock = threading.Lock()
         self._snap: dict[str, Any] | None = None
-        self._taken = 0.0
+        self._next = 0.0  # monotonic time the next read may start
+        self._reading = False
 
     def overview(self) -> dict[str, Any]:
-        """Queues, workers and throughput; read from the broker at most once per `refresh`."""
+        """Queues, workers and throughput: the last snapshot (read now if there is none),
+        a new read started in the background when it is due."""
         with self._lock:
-            if self._snap is None or time.monotonic() - self._taken >= self.refresh:
-                snap = snapshot(self.app, self.extra_queues)
-                self.throughput.observe(snap["time"], snap["workers"])
-                for w in snap["workers"]:
-                    for r in w["running"]:
-                        r["task"] = cap(str(r["task"]), 200)
-                self._snap = {**snap, "throughput": self.throughput.series(snap["time"])}
-                self._taken = time.monotonic()
+            snap = self._snap
+            if snap is not None:
+                if not self._reading and time.monotonic() >= self._next:
+                    self._reading = True
+                    threading.Thread(
+                        target=self._read_quietly, name="soloist-dashboard-read", daemon=True
+                    ).start()
+                return snap
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            snap = snapshot(self.app, self.extra_queues)
+        finally:
+            with self._lock:
+                self._reading = False
+                took = time.monotonic() - started
+                self._next = started + max(self.refresh, SLOW_READS * took)
+        for w in snap["workers"]:
+            for r in w["running"]:
+                r["task"] = cap(str(r["task"]), 200)
+        with self._lock:
+            self.throughput.observe(snap["time"], snap["workers"])
+            self._snap = {**snap, "throughput": self.throughput.series(snap["time"])}
             return self._snap
 
+    def _read_quietly(self) -> None:
+        """A background read: a failure keeps the last snapshot, marked with the error."""
+        try:
+            self._read()
+        except Exception as exc:
+            log.warning("dashboard: reading the broker failed: %s", type(exc).__name__)
+            with self._lock:
+                if self._snap is not None:
+                    self._snap = {**self._snap, "error": f"{type(exc).__name__}: {exc}"}
+
     def queues(self) -> list[str]:
-        return [q["queue"] for q in self.overview()["queues"]]
+        """The queues of the last snapshot."""
+        snap = self._snap or self.overview()
+        return [q["queue"] for q in snap["queues"]]
 
     def dead_letters(self, queue: str | None = None) -> list[dict[str, Any]]:
         """The oldest LETTERS_LISTED dead letters of each queue (or of `queue`)."""

@@ -202,9 +202,10 @@ function taskFromHash() {
 
 async function poll() {
   try {
-    showOverview(await call("/api/overview"));
+    const overview = await call("/api/overview");
+    showOverview(overview);
     if (state.task) await showTask(state.task);
-    $("problem").textContent = "";
+    $("problem").textContent = overview.error ? "cannot read: " + overview.error : "";
   } catch (err) {
     $("problem").textContent = "cannot read: " + err.message;
   }
