@@ -26,6 +26,7 @@ from typing import Any
 from ..app import App
 from ..brokers.base import DeadLetter
 from ..cli import dead_letters as letters
+from ..cli.schedules import snapshot as schedules_snapshot
 from ..cli.status import snapshot
 from ..results.base import FAILURE, PENDING, SUCCESS
 
@@ -201,6 +202,10 @@ class Board:
                 if described["task_id"] == task_id:
                     return described
         return None
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """The periodic tasks, as `soloist schedules --json` (one store read each)."""
+        return schedules_snapshot(self.app)
 
     def revoke(self, task_id: str, terminate: bool) -> bool:
         return self.app.result(task_id).revoke(terminate=terminate)

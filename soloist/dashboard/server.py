@@ -8,6 +8,7 @@ API (every answer JSON; with a token, each needs the session cookie or a Bearer 
     GET  /api/dead-letters/{queue}/{id}   one, arguments up to 2,000 characters
     POST /api/dead-letters/requeue        {"queue": Q, "ids": [...] or null for all}
     POST /api/dead-letters/drop           the same
+    GET  /api/schedules                   periodic tasks: schedule, next runs, last tick
     GET  /api/tasks/{id}                  state, result or error, who runs it, its dead letter
     POST /api/tasks/{id}/revoke           {"terminate": false}
 
@@ -162,6 +163,9 @@ def create_app(
 
         return act
 
+    async def schedules(request: Request) -> Any:
+        return await run_in_threadpool(board.schedules)
+
     async def task(request: Request) -> Any:
         return await run_in_threadpool(board.task, request.path_params["id"])
 
@@ -213,6 +217,7 @@ def create_app(
         Route("/api/dead-letters/requeue", api(settle(True), True), methods=["POST"]),
         Route("/api/dead-letters/drop", api(settle(False), True), methods=["POST"]),
         Route("/api/dead-letters/{queue}/{id}", api(dead_one)),
+        Route("/api/schedules", api(schedules)),
         Route("/api/tasks/{id}", api(task)),
         Route("/api/tasks/{id}/revoke", api(revoke, True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),

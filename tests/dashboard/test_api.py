@@ -158,3 +158,18 @@ def test_bad_arguments(live: Live, args: tuple[str, ...], code: int) -> None:
         pytest.skip("arguments are checked before the broker is used")
     done = live.workers.run("dashboard", *APP, *args)
     assert_one_line_error(done, code)
+
+
+def test_schedules(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/schedules.db"
+    app = App(url, url)
+    app.periodic(every=60, name="cleanup", queue="maintenance")(lambda: None)
+    c = TestClient(create_app(app), base_url="http://127.0.0.1")
+    (entry,) = c.get("/api/schedules").json()
+    assert entry["name"] == "cleanup" and entry["queue"] == "maintenance"
+    assert len(entry["next"]) == 3 and entry["last"] is None
+    empty = TestClient(create_app(App(url, url)), base_url="http://127.0.0.1")
+    assert empty.get("/api/schedules").json() == []
+    c.close()
+    empty.close()
+    app.close()

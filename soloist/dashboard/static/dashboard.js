@@ -175,6 +175,16 @@ async function settleAll(requeue) {
   await poll();
 }
 
+async function loadSchedules() {
+  const schedules = await call("/api/schedules");
+  $("schedules-section").hidden = !schedules.length;
+  replaceRows($("schedules").tBodies[0], schedules.map((s) => row([
+    td(s.name), td(s.schedule + (s.catch_up ? ", catch up" : "")), td(s.queue),
+    td(s.next.join("\n"), "text"), td(s.last ? s.last.tick : "-"),
+    td(s.last ? s.last.worker : "-"),
+  ])));
+}
+
 async function showTask(id) {
   state.task = id;
   if (!id) { $("task").hidden = true; return; }
@@ -238,6 +248,10 @@ async function start() {
   state.task = taskFromHash();
   await poll();
   window.setInterval(poll, state.refresh * 1000);
+  // Schedules change only with the code; their last ticks are read every 30 s.
+  const schedules = () => loadSchedules().catch((err) => { $("problem").textContent = err.message; });
+  schedules();
+  window.setInterval(schedules, 30000);
 }
 
 start().catch((err) => { $("problem").textContent = err.message; });
