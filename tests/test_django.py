@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 from soloist.contrib import django as soloist_django  # noqa: E402
+from soloist.errors import ConfigurationError  # noqa: E402
 from soloist.testing import drain  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
@@ -65,6 +67,28 @@ def test_the_app_comes_from_settings_and_finds_tasks(project: dict[str, str]) ->
     assert app.default_queue == "notes"
     # Nothing imported the tasks module: autodiscovery did.
     assert "tests.django_project.notes.tasks.write_note" in app.tasks
+
+
+def test_settings_name_the_broker_or_fail_clearly(project: dict[str, str]) -> None:
+    from django.test import override_settings
+
+    with override_settings(SOLOIST=None, SOLOIST_BROKER_URL="memory://"):
+        assert soloist_django.from_settings().broker_url == "memory://"
+    with override_settings(SOLOIST={"brokr": "memory://"}):
+        with pytest.raises(ConfigurationError, match="bad SOLOIST setting.*brokr"):
+            soloist_django.from_settings()
+
+
+def test_a_worker_without_django_settings_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "soloist", "worker", "-A", "soloist.contrib.django:app"],
+        env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, text=True,
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("Error: Django is not configured:"), proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_delay_on_commit_sends_only_what_commits(project: dict[str, str], notes: None) -> None:

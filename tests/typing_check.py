@@ -81,3 +81,23 @@ add.apply_async((1, 2), link=greet.s(), link_error=greet.s())
 assert_type((add.si(1, 2) | group(add.s(1), add.s(2)) | bound.s()).delay(), ChainResult[float])
 assert_type(group(add.s(1) | greet.s(), greet.s("x")).delay().get(), list[str])
 assert_type(chord([add.s(1) | add.s(2)], greet.s()) | bound.s(), Chain[float])
+
+# Django: tasks of soloist.contrib.django's app have typed delay_on_commit.
+from soloist.contrib.django import DjangoApp, DjangoAsyncTask, DjangoTask  # noqa: E402
+
+django_app = DjangoApp("memory://", "memory://")
+
+
+@django_app.task
+def mail(to: str, urgent: bool = False) -> None: ...
+
+
+@django_app.task(queue="mail")
+async def amail(to: str) -> int:
+    return 1
+
+
+mail_task: DjangoTask[..., None] = mail
+amail_task: DjangoAsyncTask[..., int] = amail
+assert_type(mail.delay_on_commit("a@b.c", urgent=True), None)
+mail.delay_on_commit(1)  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol
 import django
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 
 from ..app import App, TaskSettings
@@ -172,11 +173,15 @@ def get_app() -> DjangoApp:
     with _lock:
         if _app is not None:
             return _app
-        _app = from_settings()
-        if not apps.ready and not apps.loading:
-            django.setup()  # a worker: nothing set Django up yet
+        # Set before Django is set up and tasks are imported: they import `app` from here.
+        try:
+            _app = from_settings()
+            if not apps.ready and not apps.loading:
+                django.setup()  # a worker: nothing set Django up yet
+        except ImproperlyConfigured as exc:
+            _app = None
+            raise ConfigurationError(f"Django is not configured: {exc}") from None
         if apps.ready:
-            # Set before the import: the tasks modules import `app` from here.
             autodiscover()
         return _app
 
