@@ -74,9 +74,11 @@ def test_settings_name_the_broker_or_fail_clearly(project: dict[str, str]) -> No
 
     with override_settings(SOLOIST=None, SOLOIST_BROKER_URL="memory://"):
         assert soloist_django.from_settings().broker_url == "memory://"
-    with override_settings(SOLOIST={"brokr": "memory://"}):
-        with pytest.raises(ConfigurationError, match="bad SOLOIST setting.*brokr"):
-            soloist_django.from_settings()
+    with (
+        override_settings(SOLOIST={"brokr": "memory://"}),
+        pytest.raises(ConfigurationError, match=r"bad SOLOIST setting.*brokr"),
+    ):
+        soloist_django.from_settings()
 
 
 def test_a_worker_without_django_settings_says_so_in_one_line(tmp_path: Path) -> None:
