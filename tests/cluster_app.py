@@ -33,5 +33,6 @@ def limited(n: int) -> None:
 @app.task(name="exclusive", max_concurrency=1)
 def exclusive(n: int, seconds: float) -> None:
     start = time.time()
+    ledger(f"exclusive-start {n} {os.getpid()} {start!r}")
     time.sleep(seconds)
     ledger(f"exclusive {n} {os.getpid()} {start!r} {time.time()!r}")

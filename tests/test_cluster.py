@@ -158,3 +158,22 @@ def test_a_concurrency_limit_keeps_runs_apart_across_workers(cluster: WorkerProc
         assert end <= start, f"two runs overlapped: {intervals}"
     # The limit was met: a worker found the slot taken and put a task back.
     assert any("exclusive" in line and "deferred" in line for line in logs(cluster))
+
+
+@pytest.mark.slow
+def test_a_killed_holders_slot_frees_when_its_lease_lapses(workers: WorkerProcesses) -> None:
+    # Its delivery's lease (60 s) outlasts its slot's (30 s, soloist.limits.SLOT_LEASE),
+    # so the task the killed worker ran is not redelivered first and holds the slot again.
+    holder = workers.start("--lease", "60", app=APP)
+    with producer(workers) as app:
+        app.tasks["exclusive"].delay(0, 300)
+        workers.wait_for("exclusive-start 0")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        killed = time.time()
+        workers.start(app=APP)
+        app.tasks["exclusive"].delay(1, 0.1)
+    workers.wait_for("exclusive 1 ", timeout=60)
+    (start,) = [float(s) for n, _, s, _ in starts(workers, "exclusive") if n == "1"]
+    # Held until the slot lapsed: renewed at most SLOT_RENEW (10 s) before the kill.
+    assert start - killed >= 15
