@@ -113,7 +113,9 @@ class Limits:
             if wait > 0:
                 if slot is not None:
                     store.release_slot(slot, task_id)
-                return wait
+                # Spread over one token's interval: tasks held back together do not all
+                # come back at the instant the window frees, to be held back again.
+                return wait + random.uniform(0, self.rate[1] / self.rate[0])
         return 0.0
 
     def finish(

@@ -16,6 +16,7 @@ from soloist.errors import ConfigurationError
 from soloist.message import Message
 from soloist.schedules import Schedule
 from soloist.worker.beat import Beat, last_key, tick_id
+from tests.conftest import WorkerProcesses
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -165,3 +166,18 @@ def test_beat_needs_a_shared_store(monkeypatch: pytest.MonkeyPatch) -> None:
     for app in (App("memory://", "memory://"), App("amqp://guest:guest@127.0.0.1:5672/")):
         with pytest.raises(ConfigurationError, match=r"--beat needs a result store .* not "):
             Beat(app, "w")
+
+
+def test_the_cli_refuses_beat_without_a_shared_store_and_lists_schedules(
+    workers: WorkerProcesses,
+) -> None:
+    workers.use(workers.url, "memory://")
+    done = workers.run("worker", "-A", "tests.cluster_app:app", "--beat", "--burst")
+    assert done.returncode == 1
+    assert "--beat needs a result store" in done.stderr, done.stderr
+    workers.use(workers.url)
+    plain = workers.run("schedules", "-A", "tests.sample_app:app")
+    assert plain.returncode == 0 and "no periodic tasks" in plain.stdout
+    listed = workers.run("schedules", "-A", "tests.cluster_app:app", "--json", "-n", "2")
+    (row,) = json.loads(listed.stdout)
+    assert row["name"] == "tick" and row["last"] is None and len(row["next"]) == 2
