@@ -56,6 +56,36 @@ def shown(value: Any, limit: int = VALUE_CAP) -> str:
     return cap(json.dumps(value, default=repr), limit)
 
 
+def _step(item: Any) -> dict[str, Any]:
+    """A workflow step of a message's options: its task and id (a group: its callback's)."""
+    if isinstance(item, dict) and isinstance(item.get("group"), list):
+        callback = item.get("cb")
+        cb_id = callback.get("id") if isinstance(callback, dict) else None
+        return {"task": f"group of {len(item['group'])}", "id": cb_id}
+    if isinstance(item, dict):
+        return {"task": cap(str(item.get("task")), 200), "id": item.get("id")}
+    return {"task": "?", "id": None}
+
+
+def workflow(options: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """What follows a call in its workflow (its message's `wf` option, see
+    soloist.workflow): each step's role, task and id; None for a plain call."""
+    wf = options.get("wf")
+    if not isinstance(wf, dict):
+        return None
+    follows = []
+    for key, role in (("link", "on success"), ("err", "on failure")):
+        follows += [{"as": role, **_step(item)} for item in wf.get(key) or ()]
+    chain = wf.get("chain") or []
+    if chain:
+        follows.append({"as": f"next in chain ({len(chain)} steps left)", **_step(chain[0])})
+    chord = wf.get("chord")
+    if isinstance(chord, dict):
+        member = f"member {int(chord.get('i', 0)) + 1} of {chord.get('n')}"
+        follows.append({"as": f"chord callback ({member})", **_step(chord.get("cb"))})
+    return follows
+
+
 class Throughput:
     """Tasks done and failed per minute, from the growth of the workers' own counters."""
 
@@ -195,12 +225,14 @@ class Board:
         return entry
 
     def _letter_of(self, task_id: str) -> dict[str, Any] | None:
+        """The dead letter holding this call (with its workflow), if one does."""
         for queue in self.queues():
             letter: DeadLetter
             for letter in self.app.broker.dead_letters(queue, LETTERS_SEARCHED):
-                described = letters.describe(self.app, letter, ARGS_SHOW)
-                if described["task_id"] == task_id:
-                    return described
+                message = letters.decode(self.app, letter.body)
+                if message is not None and message.id == task_id:
+                    described = letters.describe(self.app, letter, ARGS_SHOW)
+                    return {**described, "workflow": workflow(message.options)}
         return None
 
     def schedules(self) -> list[dict[str, Any]]:

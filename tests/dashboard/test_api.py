@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from soloist import App
+from soloist import App, chain
 from soloist.dashboard.board import ARGS_LIST, Throughput
 from soloist.dashboard.server import create_app
 from tests.dashboard.conftest import Client, Live
@@ -173,3 +173,16 @@ def test_schedules(tmp_path: Any) -> None:
     c.close()
     empty.close()
     app.close()
+
+
+def test_a_dead_chain_step_shows_what_follows(live: Live, client: Client) -> None:
+    tasks = live.app.tasks
+    flow = chain(tasks["fail"].s("step"), tasks["add"].s(1), tasks["add"].s(2))
+    last = flow.apply_async()
+    assert live.workers.run("worker", *APP, "--burst").returncode == 0
+    c = client()
+    (letter,) = c.get("/api/dead-letters").json()
+    shown = c.get(f"/api/tasks/{letter['task_id']}").json()
+    (follows,) = shown["dead_letter"]["workflow"]
+    assert follows["as"] == "next in chain (2 steps left)" and follows["task"] == "add"
+    assert follows["id"] and follows["id"] != last.id  # the middle step, then the last

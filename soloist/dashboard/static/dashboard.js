@@ -196,6 +196,18 @@ async function showTask(id) {
   $("task-running").textContent = t.running.map((r) =>
     r.worker + " (" + (r.host || "?") + ") for " + ago(r.for)).join(", ") || "-";
   $("task-args").textContent = t.dead_letter ? t.dead_letter.args : "(kept only while a dead letter holds it)";
+  const follows = t.dead_letter && t.dead_letter.workflow;
+  $("task-workflow").replaceChildren();
+  if (!follows) $("task-workflow").textContent = t.dead_letter ? "-" : "(known while a dead letter holds it)";
+  (follows || []).forEach((step, i) => {
+    if (i) $("task-workflow").append(el("br"));
+    $("task-workflow").append(step.as + ": " + step.task + " ");
+    if (step.id) {
+      const a = el("a", step.id);
+      a.href = "#task=" + encodeURIComponent(step.id);
+      $("task-workflow").append(a);
+    }
+  });
   $("task-value").textContent = t.value !== undefined ? t.value : (t.record || "");
   $("task-error").textContent = t.error ?
     t.error.type + ": " + t.error.message + "\n\n" + t.error.traceback : "";
