@@ -138,3 +138,26 @@ def test_the_worker_closes_a_stale_connection_before_a_task(
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         stale.execute("select 1")  # the hook closed it; the task opened a new one
     assert Note.objects.filter(text="after a stale connection").count() == 1
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "processes"])
+def test_each_task_gets_a_fresh_connection_in_every_pool(
+    project: dict[str, str], notes: None, pool: str
+) -> None:
+    """CONN_MAX_AGE is 0 (Django's default): as a request, each task closes its
+    connection when it ends, where it ran, so the next opens one (without the runner's
+    close_old_connections, a thread or child keeps its first connection for good)."""
+    from tests.django_project.notes.tasks import count_notes
+
+    results = [count_notes.delay() for _ in range(3)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOLOIST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "soloist", "worker", "-A", "soloist.contrib.django:app",
+         "-Q", "notes", "--burst", "--pool", pool],
+        env={**env, **project, "PYTHONPATH": str(ROOT)}, cwd=ROOT, text=True,
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [r.get(timeout=10) for r in results]
+    assert len({pid for pid, _ in runs}) == 1, runs  # one process ran them all
+    assert sorted(opened for _, opened in runs) == [1, 2, 3], runs

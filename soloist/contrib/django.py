@@ -24,11 +24,9 @@ come after both, as for any App). Once Django's app registry is ready (a worker 
 Django up for that), the `tasks` module of every installed app is imported, so the
 worker knows every task whatever imported `app` first.
 
-Workers close the thread's database connections that are broken or older than
-`CONN_MAX_AGE` before each task and after it (what Django does around each request), so
-a database restart or a connection the server dropped fails no task. In the processes
-pool tasks run in child processes that these hooks do not reach; there, a connection is
-checked when its child is replaced.
+Workers close the database connections that are broken or older than `CONN_MAX_AGE`
+before each task and after it, where the task runs (what Django does around each
+request), so a database restart or a connection the server dropped fails no task.
 """
 
 from __future__ import annotations
@@ -46,7 +44,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 
 from ..app import App, TaskSettings
+from ..brokers.base import Delivery
 from ..errors import ConfigurationError
+from ..execution import Outcome, TaskRunner
 from ..task import AsyncTask, Task
 
 if TYPE_CHECKING:
@@ -57,6 +57,20 @@ R = TypeVar("R")
 
 #: The module of each installed app that is imported to register its tasks.
 TASKS_MODULE = "tasks"
+
+
+class DjangoTaskRunner(TaskRunner):
+    """Runs each task between two `close_old_connections()`, as Django serves a request:
+    the connections of the thread (or child process) that runs it that are broken, or
+    older than CONN_MAX_AGE, are closed before the task and after it. In the runner, so
+    it happens where the task runs, in every pool (Django's connections are per thread)."""
+
+    def run(self, delivery: Delivery) -> Outcome:
+        close_old_connections()
+        try:
+            return super().run(delivery)
+        finally:
+            close_old_connections()
 
 
 class DjangoTask(Task[P, R]):
@@ -106,17 +120,12 @@ class _BoundDecorator(Protocol):
 
 class DjangoApp(App):
     """An App whose tasks have `delay_on_commit` and whose workers close stale
-    database connections around each task."""
+    database connections around each task (`DjangoTaskRunner`)."""
 
     task_class = DjangoTask
     async_task_class = DjangoAsyncTask
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Before a task in the thread that runs it, after it in the worker's main thread
-        # (the solo pool's): Django's connections are per thread.
-        for event in ("task_started", "settling"):
-            self.hooks.on(event)(_close_old_connections)
+    runner_factory = DjangoTaskRunner
 
     @overload
     def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> DjangoAsyncTask[P, R]: ...
@@ -130,10 +139,6 @@ class DjangoApp(App):
     ) -> _Decorator: ...
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         return super().task(fn, **options) if fn is not None else super().task(**options)
-
-
-def _close_old_connections(event: str, **info: Any) -> None:
-    close_old_connections()
 
 
 def from_settings() -> DjangoApp:
