@@ -130,12 +130,14 @@ def test_a_dead_claimers_tick_is_taken_once_its_lease_lapses(beat_app: App) -> N
     # Another scheduler claimed the next tick and died before enqueueing it.
     beat_app.results.claim(f"tick:{tick_id(schedule, T0 + 10)}", "lease dead", 0.5)
     assert beat.run_once(T0 + 10.5) == []  # leased: not enqueued, looked at again
+    assert beat.run_once(T0 + 20.5) == ids(schedule, T0 + 20)  # later ticks do not wait
     deadline = time.monotonic() + 10
-    while not (enqueued := beat.run_once(T0 + 11)):
+    while not (enqueued := beat.run_once(T0 + 21)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert enqueued == ids(schedule, T0 + 10) == sent(beat_app)
-    assert beat.run_once(T0 + 12) == []
+    assert enqueued == ids(schedule, T0 + 10)
+    assert sent(beat_app) == ids(schedule, T0 + 10, T0 + 20)
+    assert beat.run_once(T0 + 22) == []
 
 
 def test_missed_ticks_run_once_on_return(beat_app: App) -> None:

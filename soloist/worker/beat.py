@@ -9,8 +9,8 @@ the result store (ResultStore.claim: one winner however many try) before enqueue
 3. it swaps the claim to `done <worker id>`, kept for `keep` seconds, and records the
    schedule's last tick (shown by `soloist schedules`, read by a scheduler that starts).
 
-A scheduler that finds a tick `done` moves past it; one that finds it leased looks again
-on its next pass. A claimer that dies between 1 and 3 leaves a lease that lapses, and the
+A scheduler that finds a tick `done` moves past it; one that finds it leased goes on with
+later ticks and looks at that one again on each pass. A claimer that dies between 1 and 3 leaves a lease that lapses, and the
 next scheduler to look claims the tick and enqueues it: no tick is lost. Nor is one sent
 twice when the claimer died after its enqueue (2): a send with a task id reserves that id
 in the result store first (`App.send_once`), so the second send of the tick is a no-op.
@@ -80,10 +80,13 @@ class Beat(threading.Thread):
             log.warning("--beat: the app has no periodic tasks")
         self.app = app
         self.worker_id = worker_id
-        #: Per schedule: every tick at or before this time is enqueued (by someone).
+        #: Per schedule: every tick at or before this time is enqueued (by someone), or
+        #: waiting for the scheduler that claimed it (`_waiting`).
         self.cursors: dict[str, float] = {}
         #: Per schedule: nothing to do before this time.
         self._next: dict[str, float] = {}
+        #: Per schedule: ticks claimed by another scheduler that has not enqueued them.
+        self._waiting: dict[str, set[float]] = {}
         self._halt = threading.Event()
         self._failing = False
 
@@ -121,17 +124,20 @@ class Beat(threading.Thread):
         due = schedule.ticks(cursor, now)
         if len(due) > 1 and not schedule.catch_up and due[0] < now - MISSED_AFTER:
             due = due[-1:]
-        sent = []
-        for tick in due:
+        # Ticks another scheduler claimed and has not enqueued yet: looked at again until
+        # it does, or its lease lapses and one of us takes them.
+        earlier = sorted(t for t in self._waiting.pop(schedule.name, ()) if t > now - keep / 2)
+        sent, waiting = [], set()
+        for tick in [*earlier, *due]:
             task_id = self._enqueue_once(schedule, tick, keep)
             if task_id is None:
-                break  # claimed by a scheduler that has not enqueued it yet: look again
-            if task_id:
+                waiting.add(tick)
+            elif task_id:
                 sent.append(task_id)
-            cursor = tick
-        self.cursors[schedule.name] = cursor
-        waiting = bool(due) and cursor < due[-1]
-        self._next[schedule.name] = now if waiting else schedule.upcoming(cursor, 1)[0]
+        self.cursors[schedule.name] = max(cursor, *due) if due else cursor
+        self._waiting[schedule.name] = waiting
+        upcoming = schedule.upcoming(self.cursors[schedule.name], 1)[0]
+        self._next[schedule.name] = now if waiting else upcoming
         return sent
 
     def _start(self, schedule: Schedule, now: float) -> float:
