@@ -121,6 +121,9 @@ class CpuGrant(Protocol):
 class CpuGate(Protocol):
     """Where tasks declaring `cpus` wait for them (soloist.worker.cpus.CpuBudget)."""
 
+    #: Asked while waiting: once true, the wait ends without a grant.
+    stopping: Callable[[], bool] | None
+
     def acquire(self, want: int) -> CpuGrant | None:
         """Wait for `want` CPUs and take them; None if the wait was given up."""
 

@@ -97,6 +97,10 @@ class Pool(abc.ABC):
     def busy(self) -> bool:
         """Whether submitted deliveries are still to be collected."""
 
+    def drain(self) -> None:
+        """The worker is stopping warm: a task still waiting for CPUs gives its delivery
+        back instead of starting. (In-process pools see the worker's own flag.)"""
+
     def close(self) -> None:
         """Wait for running tasks to end and release resources."""
 

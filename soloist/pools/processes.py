@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
+from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
 from ..adapters import as_app
@@ -69,7 +70,7 @@ class ChildSpec:
     cpus: CpuGate | None
 
 
-def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
+def serve(spec: ChildSpec, tasks: Connection, results: Connection, draining: Event) -> None:
     """A child's life: run deliveries until told to stop, or until it has done its share."""
     # Its own process group: `stop` kills what the task started too, and a terminal's
     # Ctrl-C reaches only the worker, which then shuts down warm.
@@ -91,6 +92,8 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection) -> None:
         default_soft_time_limit=spec.soft_time_limit,
     )
     runner.cpus = spec.cpus
+    if spec.cpus is not None:
+        spec.cpus.stopping = draining.is_set  # the worker is stopping warm: see `drain`
     guard = TaskGuard()
     ran = 0
     try:
@@ -125,11 +128,14 @@ def _die_with_worker() -> None:
 class Child:
     """One child process, the pipes to it, and the delivery it runs."""
 
-    def __init__(self, ctx: BaseContext, spec: ChildSpec) -> None:
+    def __init__(self, ctx: BaseContext, spec: ChildSpec, draining: Event) -> None:
         tasks_r, self.tasks = ctx.Pipe(duplex=False)
         self.results, results_w = ctx.Pipe(duplex=False)
         self.process = ctx.Process(  # type: ignore[attr-defined]
-            target=serve, args=(spec, tasks_r, results_w), name="soloist-child", daemon=False
+            target=serve,
+            args=(spec, tasks_r, results_w, draining),
+            name="soloist-child",
+            daemon=False,
         )
         self.process.start()
         tasks_r.close()
@@ -196,7 +202,8 @@ class ProcessPool(Pool):
         self._done: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
         self._pending = 0  # submitted and not yet collected
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        self._children = [Child(self._ctx, self._spec) for _ in range(concurrency)]
+        self._draining = self._ctx.Event()
+        self._children = [Child(self._ctx, self._spec, self._draining) for _ in range(concurrency)]
         self._listener = threading.Thread(target=self._listen, name="soloist-children")
         self._listener.start()
 
@@ -214,6 +221,9 @@ class ProcessPool(Pool):
 
     def busy(self) -> bool:
         return self._pending > 0
+
+    def drain(self) -> None:
+        self._draining.set()
 
     def collect(self, timeout: float) -> list[tuple[Delivery, Outcome]]:
         done = []
@@ -298,7 +308,7 @@ class ProcessPool(Pool):
         child.process.join()
         with self._lock:
             self._children.remove(child)
-            self._children.append(Child(self._ctx, self._spec))
+            self._children.append(Child(self._ctx, self._spec, self._draining))
             delivery = child.delivery
         code = child.process.exitcode
         if delivery is not None:

@@ -502,6 +502,7 @@ class Worker:
         """Warm shutdown: let the pool finish what runs, settle it, hand back the rest."""
         self.broker.release(list(self.prefetched))
         self.prefetched.clear()
+        self.pool.drain()
         while self.pool.busy():
             for delivery, outcome in self.pool.collect(FETCH_WAIT):
                 self.settle(delivery, outcome)

@@ -101,13 +101,14 @@ def test_a_waiting_task_keeps_its_lease_and_is_not_running(
     assert exit_code(proc) == 0
 
 
+@pytest.mark.parametrize("pool", ["solo", "threads", "processes"])
 def test_warm_shutdown_gives_back_a_task_waiting_for_cpus(
-    workers: WorkerProcesses, sample_app: App, budget_dir: str
+    pool: str, workers: WorkerProcesses, sample_app: App, budget_dir: str
 ) -> None:
     held = CpuBudget(2, budget_dir).acquire(2)
     assert held is not None
     sample_app.tasks["cpu_pair"].delay("never", 0)
-    proc = workers.start("--cpus", "2", app=APP)
+    proc = workers.start("--cpus", "2", *opts(pool), app=APP)
     wait_until(lambda: sample_app.broker.depth("default") == 0)  # fetched, waiting
     proc.terminate()
     assert exit_code(proc) == 0
