@@ -10,10 +10,11 @@ the result store (ResultStore.claim: one winner however many try) before enqueue
    schedule's last tick (shown by `soloist schedules`, read by a scheduler that starts).
 
 A scheduler that finds a tick `done` moves past it; one that finds it leased goes on with
-later ticks and looks at that one again on each pass. A claimer that dies between 1 and 3 leaves a lease that lapses, and the
-next scheduler to look claims the tick and enqueues it: no tick is lost. Nor is one sent
-twice when the claimer died after its enqueue (2): a send with a task id reserves that id
-in the result store first (`App.send_once`), so the second send of the tick is a no-op.
+later ticks and looks at that one again on each pass. A claimer that dies between 1 and 3
+leaves a lease that lapses, and the next scheduler to look claims the tick and enqueues
+it: no tick is lost. Nor is one sent twice when the claimer died after its enqueue (2): a
+send with a task id reserves that id in the result store first (`App.send_once`), so the
+second send of the tick is a no-op.
 
 Missed ticks (no scheduler ran for a while): a scheduler starts from the schedule's last
 recorded tick. Ticks that fell more than MISSED_AFTER seconds ago run once (the newest of
