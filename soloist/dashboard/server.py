@@ -114,6 +114,9 @@ def create_app(
         return endpoint
 
     async def payload(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            raise _Refused(413, "request body too large")
         raw = await request.body()
         if len(raw) > MAX_BODY:
             raise _Refused(413, "request body too large")

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from soloist import App, chain
 from soloist.dashboard.board import ARGS_LIST, Throughput
 from soloist.dashboard.server import create_app
+from tests.conftest import WorkerProcesses
 from tests.dashboard.conftest import Client, Live
 from tests.test_cli import assert_one_line_error
 
@@ -86,6 +87,8 @@ def test_dead_letters_listed_shown_requeued_and_dropped(live: Live, client: Clie
     assert c.get("/api/dead-letters").json() == []
     bad = post(c, "/api/dead-letters/drop", {"queue": "default", "ids": "all"})
     assert bad.status_code == 400
+    huge = post(c, "/api/dead-letters/drop", {"queue": "default", "ids": ["x" * 300_000]})
+    assert huge.status_code == 413
 
 
 def test_token_protects_every_page_and_action(live: Live, client: Client) -> None:
@@ -153,11 +156,8 @@ def test_throughput_counts_the_growth_of_worker_counters() -> None:
     "args, code",
     [(("--host", "0.0.0.0"), 2), (("--token", "short"), 2)],
 )
-def test_bad_arguments(live: Live, args: tuple[str, ...], code: int) -> None:
-    if "redis" in live.url:
-        pytest.skip("arguments are checked before the broker is used")
-    done = live.workers.run("dashboard", *APP, *args)
-    assert_one_line_error(done, code)
+def test_bad_arguments(workers: WorkerProcesses, args: tuple[str, ...], code: int) -> None:
+    assert_one_line_error(workers.run("dashboard", *APP, *args), code)
 
 
 def test_schedules(tmp_path: Any) -> None:

@@ -135,5 +135,8 @@ def test_actions_refused_without_the_token(live: Live, browser: Any) -> None:
         assert page.evaluate(drop) == 403  # logged in, but without the CSRF header
         shot(page, "logged-in")
         assert len(live.app.broker.dead_letters("default")) == 1
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(base + "/login")
+        assert page.evaluate(drop) == 401
     finally:
         context.close()

@@ -241,6 +241,7 @@ async function start() {
   $("app").textContent = session.app;
   $("broker").textContent = session.broker;
   $("mode").hidden = !session.read_only;
+  $("logout").hidden = !session.auth;
   for (const node of document.querySelectorAll("[data-action]")) node.hidden = session.read_only;
   $("requeue-all").addEventListener("click", () => settleAll(true));
   $("drop-all").addEventListener("click", () => settleAll(false));
