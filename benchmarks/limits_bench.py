@@ -36,9 +36,9 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def counting(store: ResultStore, counts: Counter[str]) -> None:
-    """Count each coordination call on `store` (instance attributes shadow the methods)."""
-    for name in CALLS:
+def counting(store: ResultStore, counts: Counter[str], names: tuple[str, ...] = CALLS) -> None:
+    """Count each call of `names` on `store` (instance attributes shadow the methods)."""
+    for name in names:
         method: Callable[..., Any] = getattr(store, name)
 
         def wrapped(*args: Any, _m: Callable[..., Any] = method, _n: str = name) -> Any:
