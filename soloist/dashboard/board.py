@@ -5,7 +5,7 @@ Reading costs a fixed number of broker calls, whatever the queues hold: the over
 `soloist status` snapshot (one `workers()` call and one `stats()` per queue), shared by every
 open page. Pages get the last snapshot at once; when it is older than `refresh` seconds, one
 new read starts in the background, and only while pages ask (nothing is read when none is
-open). A read that takes long (SQLite counts a queue's rows: 0.7 s at a million) spaces the
+open). A read that takes long (SQLite counts a queue's rows: 1.4 s at a million) spaces the
 next ones out to SLOW_READS times its length, so the dashboard never keeps the broker busy.
 
 Throughput comes from counters the workers already keep: each heartbeat carries a worker's

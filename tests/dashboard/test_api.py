@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from soloist import App, chain
-from soloist.dashboard.board import ARGS_LIST, Throughput
+from soloist.dashboard.board import ARGS_LIST, Board, Throughput
 from soloist.dashboard.server import create_app
 from tests.conftest import WorkerProcesses
 from tests.dashboard.conftest import Client, Live
@@ -186,3 +186,21 @@ def test_a_dead_chain_step_shows_what_follows(live: Live, client: Client) -> Non
     (follows,) = shown["dead_letter"]["workflow"]
     assert follows["as"] == "next in chain (2 steps left)" and follows["task"] == "add"
     assert follows["id"] and follows["id"] != last.id  # the middle step, then the last
+
+
+def test_a_failed_background_read_keeps_the_last_snapshot(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    board = Board(app, refresh=0.05)
+    first = board.overview()
+    assert "error" not in first
+
+    def down() -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(app.broker, "workers", down)
+    shown = until(board.overview, lambda snap: "error" in snap, timeout=10)
+    assert shown["error"] == "ConnectionError: broker down"
+    assert shown["queues"] == first["queues"]  # the last reading, still shown
+    monkeypatch.undo()
+    assert "error" not in until(board.overview, lambda snap: "error" not in snap, timeout=10)
