@@ -204,3 +204,20 @@ def test_a_failed_background_read_keeps_the_last_snapshot(
     assert shown["queues"] == first["queues"]  # the last reading, still shown
     monkeypatch.undo()
     assert "error" not in until(board.overview, lambda snap: "error" not in snap, timeout=10)
+
+
+def test_open_pages_share_one_read_of_the_broker(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"workers": 0, "stats": 0}
+    for name in calls:
+        real = getattr(app.broker, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(app.broker, name, counted)
+    c = TestClient(create_app(app, refresh=60), base_url="http://127.0.0.1")
+    for _ in range(50):  # ten pages polling five times within one refresh
+        assert c.get("/api/overview").status_code == 200
+    assert calls == {"workers": 1, "stats": 1}  # one queue, read once
+    c.close()

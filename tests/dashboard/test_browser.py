@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from soloist.brokers.sqlite import SQLiteBroker
 from tests.conftest import ROOT
 from tests.dashboard.conftest import Live
 from tests.redis_support import free_port
@@ -80,6 +81,10 @@ def test_busy_worker_dead_letter_requeue_and_terminate(live: Live, browser: Any)
     live.workers.start()
     long = live.app.tasks["sleepy"].delay(60, "long")
     live.workers.wait_for("start long")
+    broker = live.app.broker
+    assert isinstance(broker, SQLiteBroker)
+    broker.heartbeat("ghost", b"{}", ttl=300)  # a worker silent for a minute, not yet dropped
+    broker.db.connection().execute("UPDATE soloist_workers SET seen_at = seen_at - 60")
     _, base = start_dashboard(live)
     page = browser.new_page()
     errors: list[str] = []
@@ -90,6 +95,7 @@ def test_busy_worker_dead_letter_requeue_and_terminate(live: Live, browser: Any)
         workers = page.locator("#workers tbody")
         workers.get_by_text(long.id).wait_for()
         assert "sleepy" in workers.inner_text()
+        page.locator("#workers tbody tr.gone", has_text="ghost").wait_for()  # greyed out
         letter = page.locator("#dead tbody tr", has_text=flaky.id)
         letter.wait_for()
         assert SCRIPT_ARG in letter.inner_text()  # shown as text
