@@ -1,0 +1,172 @@
+"""What idle workers cost a Redis server, and how fast they wake for a new task.
+
+    python benchmarks/idle_bench.py [--workers 20] [--seconds 10] [--wakeups 20]
+
+A private redis-server (never the shared one) serves N idle `soloist worker` processes
+(solo pool, one queue, results on the same server, as in production: the keeper reads the
+revocation log there). After they settle, the server's statistics are reset and read again
+`--seconds` later:
+
+* Redis CPU per idle worker per second, from INFO cpu (used_cpu_user + used_cpu_sys, less
+  the same server's CPU over as long with no worker: its own cron), and from INFO
+  commandstats (the usec of the commands clients sent; commands a script calls are counted
+  inside its EVALSHA and are listed apart, not summed);
+* the commands per worker per second, by name.
+
+Then the wake-up: `--wakeups` tasks are published one at a time, at random moments, to the
+idle fleet, and the time from publish to the task's start (the ledger line chaos_app
+writes) is reported as p50 and max. Noisy shared machines: compare runs of the same
+command, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from tests.redis_support import RedisServer  # noqa: E402
+
+from soloist.task import Task  # noqa: E402
+from soloist.brokers.redis import RedisConnection  # noqa: E402
+
+QUEUE = "idle"
+#: Commands sent by clients; any other name in commandstats was called by a script.
+TOP_LEVEL = {"evalsha", "eval", "blpop", "blmove", "script|load", "info", "ping", "hello",
+             "client|setinfo", "client|id", "config|resetstat", "select", "time"}  # fmt: skip
+
+
+def info(conn: RedisConnection, section: str) -> dict[str, str]:
+    text = conn.command("INFO", section).decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def cpu(conn: RedisConnection) -> float:
+    fields = info(conn, "cpu")
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+def commandstats(conn: RedisConnection) -> dict[str, tuple[int, int]]:
+    """name -> (calls, usec)."""
+    out = {}
+    for key, value in info(conn, "commandstats").items():
+        fields = dict(part.split("=") for part in value.strip().split(","))
+        out[key.removeprefix("cmdstat_")] = (int(fields["calls"]), int(fields["usec"]))
+    return out
+
+
+def measure(conn: RedisConnection, seconds: float) -> tuple[float, dict[str, tuple[int, int]]]:
+    conn.command("CONFIG", "RESETSTAT")  # a private server: ours to reset
+    before = cpu(conn)
+    time.sleep(seconds)
+    return cpu(conn) - before, commandstats(conn)
+
+
+def start_workers(n: int, env: dict[str, str], log: Path) -> list[subprocess.Popen[bytes]]:
+    out = log.open("a")
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "chaos_app:app", "-Q", QUEUE,
+           "--loglevel", "warning"]  # fmt: skip
+    return [
+        subprocess.Popen(cmd, env=env, cwd=HERE, stdout=out, stderr=subprocess.STDOUT)
+        for _ in range(n)
+    ]
+
+
+def wait_for(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def wakeups(work: Task[..., None], ledger: Path, count: int) -> list[float]:
+    """Publish `count` tasks one at a time; seconds from each publish to its start."""
+    rng = random.Random(7)
+    out = []
+    for _ in range(count):
+        time.sleep(rng.uniform(0.2, 1.2))  # a moment anywhere in the fleet's fetch cycle
+        before = ledger.read_text().count("\n") if ledger.exists() else 0
+        sent = time.time()
+        work.delay(0)
+        wait_for(
+            lambda: ledger.exists() and ledger.read_text().count("\n") >= before + 2,
+            10,
+            "a task to run",
+        )
+        start = [ln for ln in ledger.read_text().splitlines() if ln.startswith("start")][-1]
+        out.append(float(start.split()[4]) - sent)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--wakeups", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soloist-idle-") as tmp:
+        server = RedisServer(Path(tmp), "--appendonly", "no")
+        server.start()
+        ledger = Path(tmp) / "ledger.txt"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+            "SOLOIST_BROKER_URL": server.url,
+            "SOLOIST_RESULT_URL": server.url,
+            "CHAOS_LEDGER": str(ledger),
+            "CHAOS_QUEUE": QUEUE,
+        }
+        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+        from chaos_app import app, work  # reads the ledger's path from the environment
+
+        app.configure(server.url, server.url)
+        app.default_queue = QUEUE
+        conn = RedisConnection(server.url)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            floor_cpu, _ = measure(conn, args.seconds)
+            procs = start_workers(args.workers, env, Path(tmp) / "workers.log")
+            wait_for(lambda: len(app.broker.workers()) >= args.workers, 60, "the workers")
+            time.sleep(2)
+            used, stats = measure(conn, args.seconds)
+            per = 1e6 / (args.workers * args.seconds)
+            print(f"{args.workers} idle workers, {args.seconds:g} s, private Redis")
+            print(f"  Redis CPU (INFO cpu, less {floor_cpu * 1e6 / args.seconds:.0f} us/s"
+                  f" with no worker): {(used - floor_cpu) * per:.1f} us per worker per second")  # fmt: skip
+            top = sum(u for name, (_, u) in stats.items() if name in TOP_LEVEL)
+            print(f"  commandstats, commands clients sent: {top * per / 1e6:.1f} us"
+                  " per worker per second")  # fmt: skip
+            for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
+                where = "" if name in TOP_LEVEL else " (inside scripts)"
+                print(f"    {name:20} {calls * per / 1e6:6.2f} calls/s/worker,"
+                      f" {usec / max(calls, 1):6.1f} us each{where}")  # fmt: skip
+            late = wakeups(work, ledger, args.wakeups)
+            print(f"  wake-up, publish to start, {len(late)} tasks:"
+                  f" p50 {statistics.median(late) * 1000:.1f} ms,"
+                  f" max {max(late) * 1000:.1f} ms")  # fmt: skip
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            conn.close()
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
