@@ -40,11 +40,13 @@ atomic.
 
 An idle `fetch` does not poll. Publishing (and anything else that makes a message due)
 pushes a token on the queue's wake list when it is empty; idle fetchers block in BLPOP on
-the wake lists of their queues, with a timeout that ends when the first delayed message
-or lease of those queues falls due. The claim script is sent in the same write, behind
-the BLPOP, so Redis runs it the moment the BLPOP returns: a wake-up costs one round trip.
-A fetcher that claims messages and leaves more behind pushes the token on for the next
-idle worker.
+the wake lists of their queues, and run the claim script only when a token came, when the
+first delayed message or lease of those queues falls due (the claim that found nothing
+says when), or every IDLE_RECHECK seconds in case a token was lost. A fetcher that claims
+messages and leaves more behind pushes the token on for the next idle worker. So an idle
+worker costs Redis one BLPOP per fetch (the worker's fetches last FETCH_WAIT) and a claim
+every few seconds: about 5% of the claim-per-fetch design (benchmarks/idle_bench.py); a
+wake-up costs two round trips (BLPOP, then the claim) instead of one.
 
 Per message, a claim costs one HMGET and one HSET, and an ack one HMGET (the fencing
 check); the sorted-set and key updates of a batch are one variadic call each.
@@ -100,6 +102,9 @@ CHUNK = 1000
 #: comes up to 1/hz late (100 ms at the default hz of 10). A blocking command leaves this
 #: much of the socket timeout spare, with room for a busy machine.
 _LATE_UNBLOCK = 0.25
+#: An idle fetcher that has seen no wake-up token claims anyway this often: a token can be
+#: lost (a worker killed between its BLPOP and its claim), and no other event might come.
+IDLE_RECHECK = 10.0
 #: Errors that mean "not reachable right now": worth reconnecting for.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
@@ -730,6 +735,9 @@ class RedisBroker(Broker):
         self._heartbeat = script(_HEARTBEAT, allow_oom=True)
         self._workers = script(_WORKERS, allow_oom=True)
         self._forget_worker = script(_FORGET_WORKER, allow_oom=True)
+        #: Queues (as fetched together) -> monotonic time before which nothing of theirs
+        #: is claimable unless a wake-up token comes (a fetch found nothing).
+        self._quiet: dict[tuple[str, ...], float] = {}
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         (mid,) = self._publish(queue, body, max(delay, 0), int(priority))
@@ -748,22 +756,32 @@ class RedisBroker(Broker):
     def fetch(
         self, queues: Sequence[str], max_count: int, lease: float, timeout: float
     ) -> list[Delivery]:
-        deadline = time.monotonic() + timeout
+        """Claim; when nothing is claimable, block on the wake lists and claim again only
+        when a token comes or a delayed message or lease falls due (see the module doc)."""
+        start = time.monotonic()
+        deadline = start + timeout
         receipt = secrets.token_hex(8)
         args = (max(max_count, 1), lease, receipt, self.max_deliveries, _POISON_FORMAT, *queues)
-        reply = self._claim(*args)
-        while len(reply) == 1:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        key = tuple(queues)
+        # A fetch that waits may skip its first claim when the last one found nothing and
+        # nothing has fallen due since: whatever arrived meanwhile pushed a token.
+        quiet_until = self._quiet.pop(key, 0.0)
+        reply = None if timeout > 0 and start < quiet_until else self._claim(*args)
+        wake = tuple(f"{self.prefix}q:{q}:wake" for q in queues)
+        while reply is None or len(reply) == 1:
+            now = time.monotonic()
+            if reply is not None:
+                due_in = reply[0] / 1000 if reply[0] >= 0 else math.inf
+                quiet_until = now + min(due_in, IDLE_RECHECK)
+            if now >= deadline:
+                self._quiet[key] = quiet_until
                 return []
-            due_in = reply[0]
-            wait = min(remaining, self.redis.max_block, math.inf if due_in < 0 else due_in / 1000)
+            wait = min(deadline - now, self.redis.max_block, quiet_until - now)
             # Whole milliseconds, never 0: BLPOP reads a 0 timeout as "wait forever".
             block = max(math.ceil(wait * 1000), 1) / 1000
-            wake = ("BLPOP", *(f"{self.prefix}q:{q}:wake" for q in queues), block)
-            # Redis runs the claim the moment BLPOP returns, woken or timed out, so a
-            # wake-up costs one round trip, like a bare BLMOVE.
-            reply = self._claim.after(wake, *args)
+            token = self.redis.command("BLPOP", *wake, block)
+            claim = token is not None or time.monotonic() >= quiet_until
+            reply = self._claim(*args) if claim else None
         return [
             Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
             for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)

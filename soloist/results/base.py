@@ -95,6 +95,11 @@ class ResultStore(abc.ABC):
         Workers poll this with the `at` of the last entry they saw, so their clocks do not
         have to agree with the store's."""
 
+    def revocation_mark(self) -> bytes | None:
+        """A value that changes whenever a revocation is logged, cheaper to read than the
+        log: workers read the log only when it moved. None: this store cannot tell."""
+        return None
+
     @abc.abstractmethod
     def forget(self, task_id: str) -> None:
         """Drop the record of `task_id`."""

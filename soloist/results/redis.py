@@ -7,6 +7,8 @@
 #   revoked:at           ZSET    revocation log: task id -> unix time it was revoked
 #   revoked:until        ZSET    the same ids -> unix time the entry expires
 #   revoked:terminate    SET     the ids revoked with terminate=True
+#   revoked:n            STRING  counts revocations logged (INCR): workers read the log
+#                                only when it moved, a GET instead of a script when idle
 #   chord:<chord id>     HASH    member index -> its result record; expires with the ttl
 #   chord:<chord id>:last STRING the index of the member whose add completed the hash
 #   kv:<key>             STRING  a coordination value (claims, schedules' last ticks), with
@@ -78,6 +80,7 @@ redis.call('PEXPIRE', done, ARGV[4])
 redis.call('ZADD', at, now(), ARGV[2])
 redis.call('ZADD', till, now() + tonumber(ARGV[4]) / 1000, ARGV[2])
 if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
+redis.call('INCR', prefix .. 'revoked:n')
 return 1
 """
 )
@@ -280,6 +283,9 @@ class RedisResultStore(ResultStore):
     def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
         ttl_ms = max(int(ttl * 1000), 1)
         return bool(self._revoke(task_id, body, ttl_ms, int(terminate)))
+
+    def revocation_mark(self) -> bytes | None:
+        return cast(bytes, self.redis.command("GET", f"{self.redis.prefix}revoked:n") or b"")
 
     def revoked_since(self, since: float) -> list[Revocation]:
         reply = self._revoked_since(repr(float(since)))

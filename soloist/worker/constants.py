@@ -28,8 +28,10 @@ FETCH_WAIT = 0.5
 #: How long a fetch blocks while tasks run in a pool with free slots: the main thread
 #: settles their outcomes between fetches, so this bounds how late a result is stored.
 BUSY_FETCH_WAIT = 0.05
-#: Liveness: a heartbeat this often; `status` calls a worker gone after a few missed ones.
-HEARTBEAT_INTERVAL = 2.0
+#: Liveness: a heartbeat this often; `status` calls a worker gone after a few missed ones
+#: (15 s). Each beat is a script on Redis: every 5 s rather than 2 s keeps an idle worker's
+#: heartbeat near 10 µs of Redis CPU a second (benchmarks/idle_bench.py).
+HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_TTL = 300.0
 #: The keeper wakes this often to check time limits.
 KEEPER_TICK = 0.1

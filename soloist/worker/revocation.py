@@ -42,6 +42,7 @@ class Revocations:
         self.app = app
         self._known: dict[str, Revocation] = {}
         self._since = 0.0
+        self._mark: bytes | None = None
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._known
@@ -50,8 +51,15 @@ class Revocations:
         return self._known.get(task_id)
 
     def sync(self) -> None:
-        """Read the entries logged since the last read; forget those past the result ttl."""
+        """Read the entries logged since the last read; forget those past the result ttl.
+
+        Where the store has a mark that moves with its log, the log is read only when the
+        mark moved (read first, so an entry logged meanwhile is read next time)."""
+        mark = self.app.results.revocation_mark()
+        if mark is not None and mark == self._mark:
+            return
         got = self.app.results.revoked_since(self._since)
+        self._mark = mark
         if not got:
             return
         known = dict(self._known)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from soloist.brokers import redis as redis_broker
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
@@ -99,13 +100,13 @@ def test_a_delayed_message_falls_due_on_time_without_polling(
     assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blpop") <= 3
 
 
-def test_a_woken_fetch_claims_in_the_same_round_trip(
+def test_a_woken_fetch_claims_once(
     broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The claim goes out with the BLPOP, so Redis runs it the moment the wake token
-    arrives: a wake-up costs one round trip, not a second one for the claim."""
+    """After a claim that found nothing, an idle fetch blocks in BLPOP and claims only when
+    the wake token arrives: no claim rides behind a BLPOP that may time out."""
     consumer = RedisBroker(broker.url)
-    consumer.fetch([queue], 1, 30, timeout=0)  # loads the claim script
+    consumer.fetch([queue], 1, 30, timeout=0)  # loads the claim script, finds nothing
     trips: list[list[object]] = []
     execute = consumer.redis.execute
 
@@ -120,24 +121,47 @@ def test_a_woken_fetch_claims_in_the_same_round_trip(
     )
     fetcher.start()
     deadline = time.monotonic() + 5
-    while len(trips) < 2 and time.monotonic() < deadline:  # the first claim found nothing
+    while not trips and time.monotonic() < deadline:  # blocked in BLPOP
         time.sleep(0.01)
     broker.publish(queue, b"wake")
     fetcher.join()
     consumer.close()
     assert got == [b"wake"]
-    assert trips == [["EVALSHA"], ["BLPOP", "EVALSHA"]]
+    assert trips == [["BLPOP"], ["EVALSHA"]]
 
 
-def test_a_wait_that_times_out_runs_a_harmless_claim(broker: RedisBroker, queue: str) -> None:
-    """The claim sent behind a BLPOP runs when the BLPOP times out too; with nothing due it
-    leases nothing and leaves no trace."""
+def test_a_quiet_fetcher_claims_only_after_a_token(broker: RedisBroker, queue: str) -> None:
+    """Once a claim found nothing, later waiting fetches send no claim until a token
+    comes (or something falls due): an idle worker costs Redis a BLPOP per fetch."""
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
+    before = calls(broker)
+    for _ in range(3):
+        assert broker.fetch([queue], 10, 30, timeout=0.2) == []
+    after = calls(broker)
+    assert spent(before, after, "evalsha") == 0 and spent(before, after, "blpop") >= 3
     assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
     assert broker.redis.client.keys(f"{broker.prefix}*") == []
+    publisher = RedisBroker(broker.url)
+    publisher.publish(queue, b"now")
+    publisher.close()
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert got.body == b"now"
     broker.publish(queue, b"later", delay=0.3)
     (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLPOP times out when it is due
     assert got.body == b"later" and got.delivery_count == 1
+
+
+def test_a_lost_token_delays_a_quiet_fetcher_at_most_idle_recheck(
+    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token can be lost (its popper killed before it claimed): a quiet fetcher claims
+    anyway every IDLE_RECHECK seconds."""
+    monkeypatch.setattr(redis_broker, "IDLE_RECHECK", 0.5)
+    assert broker.fetch([queue], 10, 30, timeout=0.2) == []
+    broker.publish(queue, b"orphan")
+    broker.redis.command("DEL", f"{broker.prefix}q:{queue}:wake")  # the token is lost
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert got.body == b"orphan"
 
 
 def test_a_wait_longer_than_the_socket_timeout_is_cut_into_blocks(

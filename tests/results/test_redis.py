@@ -10,9 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from soloist import App
 from soloist.errors import BrokerUnavailable
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
+from soloist.worker.revocation import Revocations
 from tests.redis_support import (
     FlushingRedisResultStore,
     RedisServer,
@@ -67,3 +69,22 @@ def test_errors_never_show_the_password() -> None:
     with pytest.raises(BrokerUnavailable) as caught:
         store.get("t")
     assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_workers_read_the_revocation_log_only_when_it_moved(store: RedisResultStore) -> None:
+    """An idle worker's revocation sync is one GET of the log's mark, not a script, until a
+    revocation is logged; then the next sync reads it."""
+    app = App("memory://", store.url)
+    revocations = Revocations(app)
+    revocations.sync()
+    before = store.redis.client.info("commandstats")
+    for _ in range(5):
+        revocations.sync()
+    after = store.redis.client.info("commandstats")
+    scripts = after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"]
+    assert scripts == 0 and after["cmdstat_get"]["calls"] - before["cmdstat_get"]["calls"] >= 5
+    task_id = uuid.uuid4().hex
+    store.revoke(task_id, b"", ttl=60)
+    revocations.sync()
+    assert task_id in revocations
+    app.close()
