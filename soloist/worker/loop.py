@@ -249,6 +249,8 @@ class Worker:
                         if down is not None:
                             self.stop_reason = f"stopped while the stores were unavailable: {down}"
                             break
+                if self.beat is not None:
+                    self.beat.stop()  # on its way out: no more ticks from this worker
                 self._finish_running()
                 return EXIT_RECYCLE if self.pool.worn() else EXIT_OK
             except ColdShutdown:
