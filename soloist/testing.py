@@ -18,6 +18,7 @@ from .worker.loop import Stats
 def drain(app: App, queues: Sequence[str] | None = None, **options: Any) -> Stats:
     """Run a worker in this process until `queues` are empty; returns what it counted."""
     options.setdefault("watchdog", False)
+    options.setdefault("owns_process", False)  # the caller's own children are not tasks'
     worker = Worker(app, queues, burst=True, **options)
     worker.run()
     return worker.stats

@@ -75,7 +75,7 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection, draining: Eve
     # Its own process group: `stop` kills what the task started too, and a terminal's
     # Ctrl-C reaches only the worker, which then shuts down warm.
     os.setpgrp()
-    tree.become_subreaper()  # what a task starts stays in this child's tree
+    tree.claim()  # what a task starts is its own, and stays in this child's tree
     threading.Thread(target=_die_with_worker, daemon=True).start()
     memory = tree.PeakMemory(rss_mb) if spec.max_memory else None
     for name in spec.modules:

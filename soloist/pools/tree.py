@@ -56,12 +56,19 @@ CHILD_GRACE = 3.0
 #: How often the watchdog notes the worker's descendants, to end them should the worker be
 #: SIGKILLed: a process started and orphaned within this window of a SIGKILL escapes.
 SNAPSHOT_INTERVAL = 0.5
+#: Whether this process's tasks own its children (`claim`): a worker embedded in another
+#: program (`soloist.testing.drain`) must not end that program's own children.
+_claimed = False
 #: Pids of this process's own helpers (the watchdog): not a task's, never ended by it.
 _helpers: set[int] = set()
 
 
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux; else False)."""
+def claim() -> bool:
+    """This process runs tasks and nothing else: what it has children is theirs, to be
+    ended (see `leftovers`). Also makes it the reaper of its orphaned descendants (Linux;
+    else False)."""
+    global _claimed
+    _claimed = True
     if not _LINUX:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
@@ -148,7 +155,7 @@ def leftovers(*tids: int, alone: bool = True) -> list[Proc]:
     any are given) and all below them, less its own helpers. The children of
     multiprocessing's forkserver (shared by every task of the process) are included when
     the tasks in question run `alone`; the forkserver itself never is."""
-    if not has_children():
+    if not _claimed or not has_children():
         return []
     shared = _python_helpers()
     pid = os.getpid()

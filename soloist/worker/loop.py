@@ -108,6 +108,7 @@ class Worker:
         settle_batch: int = 1,
         beat: bool = False,
         cpus: int | None = None,
+        owns_process: bool = True,
     ) -> None:
         self.app = app
         self.broker = app.broker
@@ -122,6 +123,9 @@ class Worker:
         self.shutdown = Shutdown()
         self.prefetched: collections.deque[Delivery] = collections.deque()
         self.running: dict[str, Running] = {}
+        #: The worker's process runs tasks and nothing else, so its children are theirs and
+        #: are ended with them (soloist.pools.tree); False for a worker embedded in a program.
+        self.owns_process = owns_process
         #: Handed to the pool and not yet settled: running, or waiting for CPUs.
         self.submitted: dict[str, Delivery] = {}
         #: The host-wide CPU budget tasks declaring `cpus` wait for (see `cpus`).
@@ -223,7 +227,8 @@ class Worker:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
         self.check()
         self.shutdown.install()
-        tree.become_subreaper()  # what tasks start stays reachable (see soloist.pools.tree)
+        if self.owns_process:
+            tree.claim()  # what tasks start is theirs, and stays reachable (soloist.pools.tree)
         if self.keeper is not None:
             self.keeper.start()
         if self.beat is not None:

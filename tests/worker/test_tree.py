@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from soloist import App, TaskError, TaskRevoked
+from soloist.testing import drain
 from tests.conftest import WorkerProcesses
 from tests.pools import tasks
 from tests.pools.test_pools import APP, exit_code, gone, opts, wait_until
@@ -156,3 +159,21 @@ def test_memory_limit_counts_the_tree(pool: str, workers: WorkerProcesses, sampl
     else:
         assert done.returncode == 0, done.stderr
         assert len(pids) == 2 and pids[0] != pids[1]  # its child retired after the task
+
+
+def test_an_embedded_worker_leaves_its_programs_children_alone(app: App) -> None:
+    """`drain` runs a worker inside another program (a test): that program's children are
+    not a task's, and are not ended after a task or when the worker stops."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+
+        @app.task(name="noop")
+        def noop() -> None:
+            return None
+
+        noop.delay()
+        assert drain(app).done == 1
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
