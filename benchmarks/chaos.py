@@ -16,7 +16,9 @@ end lines to a ledger; the oracle checks it against what was published:
 * run twice: started more than once. Each must be explained by the ledger: an earlier
   attempt was on a worker that was killed, or overlapped the broker restart.
   "by kills" counts the earlier runs on a worker that was then killed, "per kill" divides
-  them by the kills: at most 1 when each task is settled as it ends (the task running).
+  them by the kills: at most 1 when each task is settled as it ends (the task running);
+  "had ended" counts those that ran to their end before the kill (settled too late; the
+  broker restart can leave some too, whatever the worker did).
 
 Exits 1 if anything is lost or a second run is unexplained.
 
@@ -62,6 +64,8 @@ class Report:
     run_twice: int = 0
     #: Earlier runs on a worker that was then killed: what a kill made run again.
     reruns_by_kill: int = 0
+    #: Of those, runs that had ended (their settle not done when the kill came).
+    reruns_after_end: int = 0
     unexplained: int = 0
     seconds: float = 0.0
     #: `run_faults`: stored results not SUCCESS after the run (a rerun's result erased).
@@ -512,6 +516,9 @@ def _judge(
         report.run_twice += 1
         # Every attempt but the last must have been cut short by a kill or the outage.
         report.reruns_by_kill += sum(pid in killed for pid, _ in attempts[:-1])
+        report.reruns_after_end += sum(
+            pid in killed and pid in ends[task_id] for pid, _ in attempts[:-1]
+        )
         for pid, started in attempts[:-1]:
             by_kill = pid in killed
             by_outage = outage[0] - 30 <= started <= outage[1] + 5
@@ -686,7 +693,8 @@ def main() -> int:
         return _main_hostile(kinds, args.hostile.split(","), args.tasks, args.timeout)
     print(
         f"{'broker':<8}{'tasks':>7}{'kills':>7}{'restarts':>10}{'lost':>6}"
-        f"{'run twice':>11}{'by kills':>10}{'per kill':>10}{'unexplained':>13}{'seconds':>9}"
+        f"{'run twice':>11}{'by kills':>10}{'per kill':>10}{'had ended':>11}{'unexplained':>13}"
+        f"{'seconds':>9}"
     )
     failed = False
     for kind in kinds:
@@ -704,7 +712,7 @@ def main() -> int:
         print(
             f"{r.broker:<8}{r.tasks:>7}{r.kills:>7}{r.restarts:>10}{r.lost:>6}"
             f"{r.run_twice:>11}{r.reruns_by_kill:>10}{r.reruns_by_kill / max(r.kills, 1):>10.2f}"
-            f"{r.unexplained:>13}{r.seconds:>9.1f}"
+            f"{r.reruns_after_end:>11}{r.unexplained:>13}{r.seconds:>9.1f}"
             + (f"  wrong results: {r.wrong_results}" if args.faults else "")
         )
         for note in sorted(set(r.notes))[:10]:

@@ -73,6 +73,37 @@ def poison_reason(count: int) -> str:
     return f"delivered {count} times without being settled (its worker died each time)"
 
 
+class AckPipe(abc.ABC):
+    """Acks written to the broker as tasks end, their replies read later in one go.
+
+    A worker settles each task before the next starts (so a SIGKILL reruns only the task
+    that was running) without paying a round trip per task: `send` returns once the ack
+    (and the result record before it) is on its way, `collect` reads the replies."""
+
+    #: Whether `send` writes result records too; if not, store them before sending.
+    records: bool = False
+
+    @property
+    @abc.abstractmethod
+    def pending(self) -> int:
+        """Deliveries sent whose reply is not read yet."""
+
+    @abc.abstractmethod
+    def send(self, delivery: Delivery, record: tuple[str, str, bytes] | None, ttl: float) -> None:
+        """Write the result `record` (task id, state, body; kept `ttl` seconds) if any, then
+        the ack of `delivery`, in that order, without waiting for a reply."""
+
+    @abc.abstractmethod
+    def collect(self) -> list[bool]:
+        """For each delivery sent since the last call, in order, whether it was acked
+        (False: its lease was lost). What a lost connection left unanswered is sent again;
+        BrokerUnavailable after too long an outage keeps every answer for the next call."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Drop the pipe's connection (what is unanswered stays unknown)."""
+
+
 class Broker(abc.ABC):
     """A queue server seen through the handful of operations a worker and an operator need."""
 
@@ -113,6 +144,12 @@ class Broker(abc.ABC):
 
         The default acks one by one; brokers that can batch the round trips do."""
         return [self.ack(d) for d in deliveries]
+
+    def ack_pipe(self, results: object) -> AckPipe | None:
+        """An `AckPipe` carrying acks, and the records of the result store `results` where
+        it can write them on the same connection; None where acks cannot be pipelined
+        (the worker then acks with a round trip, or in batches: `--settle-batch`)."""
+        return None
 
     @abc.abstractmethod
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:

@@ -69,6 +69,7 @@ from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import passwords, redact, scrub
 from .base import (
     DEFAULT_MAX_DELIVERIES,
+    AckPipe,
     Broker,
     DeadLetter,
     Delivery,
@@ -81,6 +82,8 @@ try:
     from redis.backoff import NoBackoff
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
+
+    from .redis_pipe import RedisAckPipe
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigurationError(
         "the Redis broker needs redis-py: pip install 'soloist[redis]'"
@@ -666,6 +669,16 @@ class RedisConnection:
             self._idle.append(conn)
             raise
 
+    @property
+    def server(self) -> tuple[object, ...]:
+        """Where the connections go: two RedisConnections with one server share its scripts."""
+        kw = self.client.connection_pool.connection_kwargs
+        return tuple(kw.get(k) for k in ("host", "port", "path", "db"))
+
+    def link(self) -> Any:
+        """A redis-py Connection of the pool's, for a caller that writes and reads it itself."""
+        return self.client.connection_pool.get_connection()
+
     def close(self) -> None:
         for conn in self._idle:
             conn.disconnect()
@@ -688,6 +701,10 @@ class Script:
 
     def __call__(self, *args: object) -> Any:
         return self.conn.call(self._run, (), args)
+
+    def command(self, *args: object) -> tuple[object, ...]:
+        """The EVALSHA command calling it with `args`, to write on a connection directly."""
+        return (*self._head, *args)
 
     def resent(self, *args: object) -> tuple[Any, bool]:
         """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
@@ -801,6 +818,14 @@ class RedisBroker(Broker):
             reply, resent = self._ack.resent(*_pairs(deliveries[start : start + CHUNK]))
             acked += (n == 1 or (n == 2 and resent) for n in reply)
         return acked
+
+    def ack_pipe(self, results: object) -> AckPipe:
+        """Acks pipelined on a connection of their own; with them the records of a Redis
+        result store on the same server (its `put_call`), in one transaction each."""
+        put = getattr(results, "put_call", None)
+        store = getattr(results, "redis", None)
+        same = isinstance(store, RedisConnection) and store.server == self.redis.server
+        return RedisAckPipe(self.redis, self._ack, put if same else None)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return _settled(

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from ..brokers.redis import CHUNK, RedisConnection
+from ..brokers.redis import CHUNK, RedisConnection, Script
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 # ARGV: prefix, ttl in ms, then task id, state, body for each record. Returns, for each,
@@ -253,6 +253,13 @@ class RedisResultStore(ResultStore):
             args = [x for item in items[start : start + CHUNK] for x in item]
             stored += (bool(n) for n in self._put(ttl_ms, *args))
         return stored
+
+    def put_call(
+        self, record: tuple[str, str, bytes], ttl: float
+    ) -> tuple[Script, tuple[object, ...]]:
+        """The script and arguments `put_many` runs for one record: for a pipe of acks
+        (`RedisBroker.ack_pipe`) that writes it before an ack, in one transaction."""
+        return self._put, (max(int(ttl * 1000), 1), *record)
 
     def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         return bool(self._put_new(task_id, state, body, max(int(ttl * 1000), 1)))

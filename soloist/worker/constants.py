@@ -23,6 +23,9 @@ DEFAULT_LEASE = 30.0
 #: then serves 100 no-op tasks). A task slower than this gives the rest back at once.
 PREFETCH_HORIZON = 0.05
 AUTO_PREFETCH = 100
+#: Settles written down a broker's pipe before their replies are read (they are read
+#: before each fetch anyway): bounds the replies waiting in the socket.
+PIPE_DEPTH = 1000
 #: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
 FETCH_WAIT = 0.5
 #: How long a fetch blocks while tasks run in a pool with free slots: the main thread

@@ -110,7 +110,9 @@ class Keeper(threading.Thread):
         if not held:
             return
         lost = self.worker.broker.extend(held, self.worker.lease)
-        still_held = {d.id for d in self.worker.held()}
+        # An ack on its way (sent down the pipe, its reply unread) may have landed.
+        acking = {d.id for d, _ in list(self.worker.sent)}
+        still_held = {d.id for d in self.worker.held()} - acking
         for delivery in lost:
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:

@@ -38,6 +38,7 @@ from .constants import (
     EXIT_RECYCLE,
     EXIT_UNAVAILABLE,
     FETCH_WAIT,
+    PIPE_DEPTH,
     PREFETCH_HORIZON,
 )
 from .cpus import CpuBudget
@@ -145,6 +146,11 @@ class Worker:
         self.acks: list[tuple[Delivery, Outcome]] = []
         #: How many ended tasks may wait to be settled together: a SIGKILL runs them again.
         self.settle_batch = max(settle_batch, 1)
+        #: Settling each task at once: where the broker can, acks (and results) are
+        #: written as tasks end and their replies read between fetches (`_collect`).
+        self.pipe = self.broker.ack_pipe(app.results) if self.settle_batch == 1 else None
+        #: Ended tasks whose ack went down the pipe, their replies unread, in order.
+        self.sent: list[tuple[Delivery, Outcome]] = []
         #: Ended tasks whose settling met a store outage, to settle again once it is over.
         self.unsettled: collections.deque[tuple[Delivery, Outcome]] = collections.deque()
         #: Why the worker stopped, when that is not a shutdown asked for: its last line says so.
@@ -202,9 +208,9 @@ class Worker:
 
     def held(self) -> list[Delivery]:
         """Every delivery this worker holds a lease on: in the pool (running or waiting for
-        CPUs), prefetched, to be acked."""
+        CPUs), prefetched, to be acked (or acked, the reply unread)."""
         pool = list(self.submitted.values())
-        ended = [d for d, _ in list(self.acks)] + [d for d, _ in list(self.unsettled)]
+        ended = [d for d, _ in list(self.acks) + list(self.unsettled) + list(self.sent)]
         return pool + list(self.prefetched) + ended
 
     def check(self) -> None:
@@ -260,6 +266,7 @@ class Worker:
                 return EXIT_RECYCLE if self.pool.worn() else EXIT_OK
             except ColdShutdown:
                 self._flush()
+                self._collect()
                 self.broker.release(list(self.submitted.values()))
                 return EXIT_COLD_SHUTDOWN
         except BrokerUnavailable as exc:
@@ -273,6 +280,7 @@ class Worker:
         done = self.pool.collect(0)
         if not done and not self.pool.free():
             self._flush()  # nothing waits to be acked while the loop blocks
+            self._collect()
             done = self.pool.collect(FETCH_WAIT)
         for n, (finished, outcome) in enumerate(done):
             try:
@@ -301,6 +309,7 @@ class Worker:
         while self.unsettled:
             self.settle(*self.unsettled.popleft())  # queued again if it fails
         self._flush()
+        self._collect()
         if not self.prefetched:
             self._fill(0)
 
@@ -312,6 +321,7 @@ class Worker:
         self.running.clear()
         self.submitted.clear()
         self.acks.clear()
+        self.sent.clear()
         self.unsettled.clear()
         self.stop_reason = (
             f"the broker or result store stayed unavailable ({exc}); {held} held"
@@ -329,6 +339,7 @@ class Worker:
 
     def _fill(self, wait: float) -> None:
         self._flush()
+        self._collect()  # the replies came back while tasks ran: no waiting
         got = self.broker.fetch(self.queues, self.prefetch, self.lease, wait)
         self.prefetched.extend(got)
         if "received" in self.app.hooks.active:
@@ -442,6 +453,8 @@ class Worker:
         finished tasks do not wait for a long task the main thread is running now."""
         if self.acks and time.monotonic() - self._acks_since > PREFETCH_HORIZON:
             self._flush()
+        if self.sent and time.monotonic() - self._acks_since > PREFETCH_HORIZON:
+            self._collect()
 
     def _flush(self) -> None:
         """Store the results of the tasks that ended, then ack their messages."""
@@ -461,16 +474,51 @@ class Worker:
     def _store_and_ack(self, acks: list[tuple[Delivery, Outcome]]) -> None:
         # SUCCESS, and REVOKED for an expired call (revoke() records its own).
         records = [(o.task_id, STATE_OF[o.kind], o.record) for _, o in acks if o.record is not None]
+        flows = [o for _, o in acks if o.workflow is not None]
+        hooks = self.app.hooks
+        pipe = self.pipe
+        if pipe is not None and not flows and "before_ack" not in hooks.active:
+            if records and not pipe.records:
+                self.app.results.put_many(records, self.app.result_ttl)
+            if not self.sent:
+                self._acks_since = time.monotonic()
+            for delivery, outcome in acks:
+                record = outcome.record
+                pipe.send(
+                    delivery,
+                    (outcome.task_id, STATE_OF[outcome.kind], record)
+                    if record is not None and pipe.records
+                    else None,
+                    self.app.result_ttl,
+                )
+                self.sent.append((delivery, outcome))
+            if len(self.sent) >= PIPE_DEPTH:
+                self._collect_locked()
+            return
         if records:
             self.app.results.put_many(records, self.app.result_ttl)
-        flows = [o for _, o in acks if o.workflow is not None]
         if flows:
             proceed(self.app, flows)  # stored, not yet acked: see soloist.workflow
-        hooks = self.app.hooks
         if "before_ack" in hooks.active:
             for delivery, outcome in acks:
                 hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
-        settled = self.broker.ack_many([d for d, _ in acks])
+        self._announce(acks, self.broker.ack_many([d for d, _ in acks]))
+
+    def _collect(self) -> None:
+        """Read the replies of the acks sent down the pipe, and announce those tasks."""
+        if self.sent:
+            with self._flush_lock:  # the main thread and the keeper both collect
+                self._collect_locked()
+
+    def _collect_locked(self) -> None:
+        if self.sent and self.pipe is not None:
+            settled = self.pipe.collect()  # BrokerUnavailable keeps them for the next call
+            sent, self.sent = self.sent, []
+            self._announce(sent, settled)
+
+    def _announce(self, acks: list[tuple[Delivery, Outcome]], settled: list[bool]) -> None:
+        """Count the acked tasks and emit their events; a refused ack lost its lease."""
+        hooks = self.app.hooks
         for (delivery, outcome), acked in zip(acks, settled, strict=True):
             if not acked:
                 self._refused(delivery, outcome)
@@ -514,6 +562,7 @@ class Worker:
             for delivery, outcome in self.pool.collect(FETCH_WAIT):
                 self.settle(delivery, outcome)
         self._flush()
+        self._collect()
 
     def _stop(self) -> None:
         if self.prefetched:
@@ -523,6 +572,8 @@ class Worker:
             self.beat.stop()
         if self.keeper is not None:
             self.keeper.stop()
+        if self.pipe is not None:
+            self.pipe.close()
         self.pool.close()
         tree.end(tree.leftovers(), tree.CHILD_GRACE)  # a cold shutdown's, or orphans
         self.shutdown.uninstall()
