@@ -143,3 +143,10 @@ def kill_threads(self: Any) -> None:
 #: What `chaos.py --hostile` publishes besides `work`, by pool (threads cannot take signals).
 HOSTILE = [sys_exit, os_exit, fork, alarm, takes_signals]
 HOSTILE_THREADS = [*HOSTILE, kill_threads]
+
+
+@app.task(name="chaos.pid", bind=True, max_retries=0)
+def pid(self: Any, ms: int) -> int:
+    """As `work`, and its result is the pid that ran it (whose result was kept)."""
+    _live(self.request, ms)
+    return os.getpid()
