@@ -105,7 +105,7 @@ def test_help_shows_every_default(workers: WorkerProcesses) -> None:
     assert len(blocks) > 10
     for block in blocks:
         flat = " ".join(block.split())
-        if flat.startswith(("-burst", "-help")):  # flags: off unless given
+        if flat.startswith(("-burst", "-beat", "-help")):  # flags: off unless given
             continue
         assert "default:" in flat, f"no default shown for -{flat}"
     assert "[default: (the app's default queue: default)]" in " ".join(text.split())
