@@ -189,6 +189,8 @@ class Workers:
         self.log = log.open("a")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
+        #: When each was killed (unix time), to tell how long before a rerun's kill it ended.
+        self.kill_times: dict[int, float] = {}
 
     def fill(self) -> None:
         self.procs = [p for p in self.procs if p.poll() is None]
@@ -219,6 +221,7 @@ class Workers:
         if alive:
             victim = rng.choice(alive)
             self.killed.add(victim.pid)
+            self.kill_times[victim.pid] = time.time()
             victim.kill()
             victim.wait()
         self.fill()
@@ -227,6 +230,7 @@ class Workers:
         for proc in self.procs:
             if proc.poll() is None:
                 self.killed.add(proc.pid)
+                self.kill_times[proc.pid] = time.time()
                 proc.kill()
                 proc.wait()
 
@@ -315,7 +319,7 @@ def run(
         report.seconds = time.monotonic() - start
         workers.stop()
         report.kills = len(workers.killed)
-        _judge(report, published, ledger, workers.killed, outage)
+        _judge(report, published, ledger, workers.killed, outage, workers.kill_times)
         app.close()
         broker.close(queue)
     return report
@@ -500,15 +504,18 @@ def _judge(
     ledger: Path,
     killed: set[int],
     outage: tuple[float, float],
+    kill_times: dict[int, float] | None = None,
 ) -> None:
     starts: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
     ends: dict[str, list[int]] = collections.defaultdict(list)
+    ended_at: dict[tuple[str, int], float] = {}
     for line in ledger.read_text().splitlines() if ledger.exists() else []:
         parts = line.split()
         if parts[0] == "start":
             starts[parts[1]].append((int(parts[3]), float(parts[4])))
         elif parts[0] == "end":
             ends[parts[1]].append(int(parts[2]))
+            ended_at[(parts[1], int(parts[2]))] = float(parts[3])
     report.lost = sum(1 for task_id in published if not ends.get(task_id))
     for task_id, attempts in starts.items():
         if len(attempts) < 2:
@@ -516,9 +523,13 @@ def _judge(
         report.run_twice += 1
         # Every attempt but the last must have been cut short by a kill or the outage.
         report.reruns_by_kill += sum(pid in killed for pid, _ in attempts[:-1])
-        report.reruns_after_end += sum(
-            pid in killed and pid in ends[task_id] for pid, _ in attempts[:-1]
-        )
+        for pid, _ in attempts[:-1]:
+            if pid in killed and pid in ends[task_id]:
+                report.reruns_after_end += 1
+                end = ended_at[(task_id, pid)]
+                before = (kill_times or {}).get(pid, end) - end
+                during = " in the restart" if outage[0] - 1 <= end <= outage[1] + 1 else ""
+                report.notes.append(f"{task_id} ended {before:.3f}s before its kill{during}")
         for pid, started in attempts[:-1]:
             by_kill = pid in killed
             by_outage = outage[0] - 30 <= started <= outage[1] + 5

@@ -1,6 +1,6 @@
 """What settling each task at once costs against settling a batch: no-op tasks/s.
 
-    python benchmarks/settle_bench.py [--brokers memory,sqlite,redis] [--tasks 20000]
+    python benchmarks/settle_bench.py [--brokers memory,sqlite,redis,amqp] [--tasks 20000]
                                       [--rounds 5] [--batches 1,100]
 
 One solo worker in this process drains a pre-filled queue in burst mode (as suite.py's
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from floors import rate
-from suite import REDIS_URL, _drop_prefix, new_queue
+from suite import AMQP_URL, REDIS_URL, _delete_amqp_queues, _drop_prefix, new_queue
 from suite_app import make_app
 
 from soloist.worker.loop import Worker
@@ -54,12 +54,15 @@ def main() -> None:
                 "memory": "memory://",
                 "sqlite": f"sqlite:///{Path(tmp) / 'settle.db'}",
                 "redis": f"{REDIS_URL}?prefix=settle-bench:",
+                "amqp": AMQP_URL,
             }[name]
+            # RabbitMQ keeps no results: SQLite does, as in suite.py.
+            results = f"sqlite:///{Path(tmp) / 'results.db'}" if name == "amqp" else url
             for with_results in (False, True):
                 got: dict[int, list[float]] = {b: [] for b in batches}
                 for _ in range(args.rounds):
                     for b in batches:
-                        got[b].append(drain(url, url, args.tasks, b, with_results))
+                        got[b].append(drain(url, results, args.tasks, b, with_results))
                 med = {b: statistics.median(v) for b, v in got.items()}
                 top = med[max(batches)]
                 print(
@@ -69,6 +72,8 @@ def main() -> None:
                 )
             if name == "redis":
                 _drop_prefix("settle-bench:")
+            if name == "amqp":
+                _delete_amqp_queues()
 
 
 if __name__ == "__main__":
