@@ -74,6 +74,7 @@ from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import passwords, redact, scrub
 from .base import (
     DEFAULT_MAX_DELIVERIES,
+    AckPipe,
     Broker,
     DeadLetter,
     Delivery,
@@ -964,9 +965,7 @@ class AMQPBroker(Broker):
             # Only a released copy gets here (the queue's own limit counts from the copy).
             self._move(s, tag, f"{queue}.dead", body, self._dead_headers(held, held.count))
             return
-        out.append(
-            Delivery(held.message_id, queue, body, held.count, held.retries, (s.epoch, tag))
-        )
+        out.append(Delivery(held.message_id, queue, body, held.count, held.retries, (s.epoch, tag)))
 
     def _wait(
         self, s: _Session, req: _Request, lanes: list[tuple[str, str]], until: float
@@ -1071,6 +1070,11 @@ class AMQPBroker(Broker):
             return self._call(run, self.publish_timeout)
         except (_Down, BrokerUnavailable):
             return [False] * len(deliveries)
+
+    def ack_pipe(self, results: object) -> AckPipe:
+        """basic.ack has no reply: each ack is written as its task ends, and the round
+        trip that confirms the server processed them waits for `collect`."""
+        return _AMQPAckPipe(self)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         def work(s: _Session, held: _Held, tag: int) -> None:
@@ -1413,3 +1417,52 @@ class AMQPBroker(Broker):
             with contextlib.suppress(_Down, BrokerUnavailable):
                 link.call(lambda s, _: self._end_stream(s), self.publish_timeout)
         link.stop()
+
+
+class _AMQPAckPipe(AckPipe):
+    """`AMQPBroker.ack_pipe`: acks only (RabbitMQ keeps no results)."""
+
+    def __init__(self, broker: AMQPBroker) -> None:
+        self.broker = broker
+        #: Each delivery sent, with the session its ack went out on (None: not held).
+        self._sent: list[tuple[Delivery, _Session | None]] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._sent)
+
+    def send(self, delivery: Delivery, record: tuple[str, str, bytes] | None, ttl: float) -> None:
+        if record is not None:
+            raise ValueError("RabbitMQ keeps no results: store the record first")
+
+        def run(s: _Session, _: _Request) -> _Session | None:
+            if s.holds(delivery.receipt) is None:
+                return None
+            self.broker._ack_tags(s, [delivery.receipt[1]])  # written to the socket here
+            return s
+
+        try:
+            session = self.broker._call(run, self.broker.publish_timeout)
+        except (_Down, BrokerUnavailable):
+            session = None  # the connection went: the server gives the delivery back
+        self._sent.append((delivery, session))
+
+    def collect(self) -> list[bool]:
+        sent, self._sent = self._sent, []
+        sessions = {id(s) for _, s in sent if s is not None}
+        if not sessions:
+            return [False] * len(sent)
+
+        def run(s: _Session, _: _Request) -> _Session:
+            self.broker._confirm_acks(s)
+            return s
+
+        try:
+            confirmed: _Session | None = self.broker._call(run, self.broker.publish_timeout)
+        except (_Down, BrokerUnavailable):
+            confirmed = None
+        # Acks written on a connection that is gone since were dropped with it.
+        return [s is not None and s is confirmed for _, s in sent]
+
+    def close(self) -> None:
+        self._sent = []

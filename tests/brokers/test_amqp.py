@@ -405,3 +405,25 @@ def test_burst_depth_counts_what_the_stream_holds(brokers: list[AMQPBroker], que
     assert broker.depth(queue) == 20 - len(got)
     assert broker.purge(queue) == 20 - len(got)
     assert broker.depth(queue) == 0
+
+
+def test_acks_down_the_pipe_are_confirmed_at_collect(brokers: list[AMQPBroker], queue: str) -> None:
+    """Issue 20: each ack is written as its task ends; collect's round trip confirms them.
+    A delivery no longer held (settled already) is reported as not acked."""
+    broker = make(brokers)
+    for body in (b"a", b"b", b"c"):
+        broker.publish(queue, body)
+    deliveries = broker.fetch([queue], 3, 30, 2.0)
+    assert len(deliveries) == 3
+    pipe = broker.ack_pipe(None)
+    assert not pipe.records
+    with pytest.raises(ValueError):
+        pipe.send(deliveries[0], ("t", "SUCCESS", b""), 60)
+    for d in deliveries:
+        pipe.send(d, None, 60)
+    pipe.send(deliveries[0], None, 60)  # acked a moment ago: not held any more
+    assert pipe.pending == 4
+    assert pipe.collect() == [True, True, True, False]
+    assert pipe.pending == 0
+    assert broker.fetch([queue], 3, 30, 0.5) == []
+    assert broker.depth(queue) == 0
