@@ -19,7 +19,7 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
         return MemoryBroker(url, max_deliveries)
     if scheme == "sqlite":
         return SQLiteBroker(url, max_deliveries)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redis import RedisBroker  # here: redis-py is an optional extra
 
         return RedisBroker(url, max_deliveries)

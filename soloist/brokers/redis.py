@@ -84,6 +84,8 @@ try:
     from redis.retry import Retry
 
     from .redis_pipe import RedisAckPipe
+    from .sentinel import SCHEMES as SENTINEL_SCHEMES
+    from .sentinel import sentinel_pool
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigurationError(
         "the Redis broker needs redis-py: pip install 'soloist[redis]'"
@@ -97,6 +99,8 @@ DEFAULT_PREFIX = "soloist:"
 #: A Redis restart with a large append-only file takes seconds; give it this long before
 #: a call gives up with BrokerUnavailable (`?reconnect_timeout=` changes it).
 DEFAULT_RECONNECT_TIMEOUT = 20.0
+#: With ?wait_replicas=N, how long a write waits for its replicas (`?wait_timeout=`).
+DEFAULT_WAIT_TIMEOUT = 1.0
 #: Reads that take longer than this mean a dead connection (`?socket_timeout=`).
 DEFAULT_SOCKET_TIMEOUT = 5.0
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
@@ -503,12 +507,18 @@ class RedisConnection:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
+        if parts.scheme not in ("redis", "rediss", *SENTINEL_SCHEMES):
             raise ConfigurationError(f"not a Redis URL: {redact(url)}")
         query = dict(parse_qsl(parts.query))
         self.options = {
             name: query.pop(name)
-            for name in ("prefix", "max_deliveries", "reconnect_timeout")
+            for name in (
+                "prefix",
+                "max_deliveries",
+                "reconnect_timeout",
+                "wait_replicas",
+                "wait_timeout",
+            )
             if name in query
         }
         self.redacted = redact(url)
@@ -518,13 +528,23 @@ class RedisConnection:
             self.reconnect_timeout = float(
                 self.options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
             )
-            pool = redis.ConnectionPool.from_url(
-                urlunsplit(parts._replace(query=urlencode(query))),
-                socket_timeout=DEFAULT_SOCKET_TIMEOUT,
-                socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 0),  # this class does the retrying
-            )
+            connection: dict[str, Any] = {
+                "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+                "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
+                "socket_keepalive": True,
+                "retry": Retry(NoBackoff(), 0),  # this class does the retrying
+            }
+            if parts.scheme in SENTINEL_SCHEMES:
+                if "socket_timeout" in query:
+                    connection["socket_timeout"] = float(query.pop("socket_timeout"))
+                pool = sentinel_pool(parts, **connection)
+            else:
+                pool = redis.ConnectionPool.from_url(
+                    urlunsplit(parts._replace(query=urlencode(query))), **connection
+                )
+            #: ?wait_replicas=N: publishes and settles WAIT for N replicas (Script).
+            self.wait_replicas = int(self.options.get("wait_replicas", 0))
+            self.wait_timeout = float(self.options.get("wait_timeout", DEFAULT_WAIT_TIMEOUT))
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
         self.client = redis.Redis(connection_pool=pool)
@@ -541,10 +561,10 @@ class RedisConnection:
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
 
-    def script(self, source: str, *, allow_oom: bool = False) -> Script:
+    def script(self, source: str, *, allow_oom: bool = False, replicated: str = "") -> Script:
         """A script, refused whole at `maxmemory` unless `allow_oom` (for one that frees
         memory or only moves what is there: settling must go on while Redis is full)."""
-        return Script(self, source, allow_oom)
+        return Script(self, source, allow_oom, replicated)
 
     def check_server(self) -> None:
         """Refuse a server older than Redis 7 (the scripts carry its flags) or one that may
@@ -660,20 +680,30 @@ class RedisConnection:
                     replies.append(conn.read_response())
                 except redis.ResponseError as exc:
                     replies.append(exc)
-            self._idle.append(conn)
-            return replies
         except BaseException:
             # A reply may be left unread (a dropped link, a signal's exception): close the
             # link, so the next command cannot read a stale reply as its own.
-            conn.disconnect()
-            self._idle.append(conn)
+            self._drop(conn)
             raise
+        if any(isinstance(r, redis.ReadOnlyError) for r in replies):
+            self._drop(conn)  # a master demoted by a failover: find the new one
+        else:
+            self._idle.append(conn)
+        return replies
+
+    def _drop(self, conn: Any) -> None:
+        """Close `conn` and give it back to the pool, which connects it again before its
+        next use: behind Sentinel, to whichever server is master then."""
+        conn.disconnect()
+        self.client.connection_pool.release(conn)
 
     @property
     def server(self) -> tuple[object, ...]:
         """Where the connections go: two RedisConnections with one server share its scripts."""
-        kw = self.client.connection_pool.connection_kwargs
-        return tuple(kw.get(k) for k in ("host", "port", "path", "db"))
+        pool = self.client.connection_pool
+        kw = pool.connection_kwargs
+        where = tuple(kw.get(k) for k in ("host", "port", "path", "db"))
+        return (getattr(pool, "service_name", None), *where)  # a Sentinel pool: no host
 
     def link(self) -> Any:
         """A redis-py Connection of the pool's, for a caller that writes and reads it itself."""
@@ -692,12 +722,20 @@ class Script:
     Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
     through outages like every other call."""
 
-    def __init__(self, conn: RedisConnection, source: str, allow_oom: bool = False) -> None:
+    def __init__(
+        self, conn: RedisConnection, source: str, allow_oom: bool = False, replicated: str = ""
+    ) -> None:
         self.conn = conn
         # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
         self.source = ("#!lua flags=allow-oom\n" if allow_oom else "#!lua\n") + _PRELUDE + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self._head = ("EVALSHA", self.sha, 0, conn.prefix)
+        #: With ?wait_replicas=N, what this script's writes are ("a publish", "a settle"):
+        #: WAIT N follows it in the same write, so it covers this connection's writes.
+        self._wait: tuple[tuple[object, ...], ...] = ()
+        if replicated and conn.wait_replicas:
+            self._wait = (("WAIT", conn.wait_replicas, max(int(conn.wait_timeout * 1000), 1)),)
+        self._replicated = replicated
 
     def __call__(self, *args: object) -> Any:
         return self.conn.call(self._run, (), args)
@@ -717,14 +755,29 @@ class Script:
 
     def _run(self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...]) -> Any:
         evalsha = (*self._head, *args)
-        *replies, reply = self.conn.execute(*before, evalsha)
-        if isinstance(reply, NoScriptError):
+        replies = self.conn.execute(*before, evalsha, *self._wait)
+        at = len(before)
+        if isinstance(replies[at], NoScriptError):
             self.conn.execute(("SCRIPT", "LOAD", self.source))
-            (reply,) = self.conn.execute(evalsha)
-        for r in (*replies, reply):
+            replies[at:] = self.conn.execute(evalsha, *self._wait)
+        for r in replies:
             if isinstance(r, redis.ResponseError):
                 raise r
-        return reply
+        if self._wait:
+            self._check_replicas(replies[-1])
+        return replies[at]
+
+    def _check_replicas(self, acked: object) -> None:
+        """A publish not on `wait_replicas` replicas in time raises (the producer may send
+        it again); a settle only warns (it stands on the master, and sending it again would
+        find its message gone)."""
+        wanted = self.conn.wait_replicas
+        if isinstance(acked, int) and acked >= wanted:
+            return
+        what = f"{self._replicated} reached {acked} of {wanted} replicas of {self.conn.redacted}"
+        if self._replicated == "a publish":
+            raise BrokerUnavailable(f"{what}: it may be lost in a failover")
+        log.warning("%s: a failover now may undo it", what)
 
 
 class RedisBroker(Broker):
@@ -737,11 +790,11 @@ class RedisBroker(Broker):
         except ValueError:
             raise ConfigurationError(f"bad max_deliveries in {self.redis.redacted}") from None
         script = self.redis.script
-        self._publish = script(_PUBLISH)
+        self._publish = script(_PUBLISH, replicated="a publish")
         self._claim = script(_CLAIM)
-        self._ack = script(_ACK, allow_oom=True)
-        self._retry = script(_RETRY, allow_oom=True)
-        self._dead_letter = script(_DEAD_LETTER, allow_oom=True)
+        self._ack = script(_ACK, allow_oom=True, replicated="a settle")
+        self._retry = script(_RETRY, allow_oom=True, replicated="a settle")
+        self._dead_letter = script(_DEAD_LETTER, allow_oom=True, replicated="a settle")
         self._release = script(_RELEASE, allow_oom=True)
         self._extend = script(_EXTEND, allow_oom=True)
         self._depth = script(_DEPTH, allow_oom=True)
@@ -819,12 +872,14 @@ class RedisBroker(Broker):
             acked += (n == 1 or (n == 2 and resent) for n in reply)
         return acked
 
-    def ack_pipe(self, results: object) -> AckPipe:
+    def ack_pipe(self, results: object) -> AckPipe | None:
         """Acks pipelined on a connection of their own; with them the records of a Redis
         result store on the same server (its `put_call`), in one transaction each."""
         put = getattr(results, "put_call", None)
         store = getattr(results, "redis", None)
         same = isinstance(store, RedisConnection) and store.server == self.redis.server
+        if self.redis.wait_replicas:
+            return None  # each settle WAITs for the replicas: no pipelining
         return RedisAckPipe(self.redis, self._ack, put if same else None)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
