@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..brokers.sqlite import Database, path_from_url
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
@@ -97,6 +97,19 @@ class SQLiteResultStore(ResultStore):
                 conn.execute(_UPSERT, (task_id, state, body, now + ttl, now)).rowcount == 1
                 for task_id, state, body in items
             ]
+
+    def put_call(
+        self, record: tuple[str, str, bytes], ttl: float
+    ) -> Callable[[sqlite3.Connection], object]:
+        """`put_many` of one record as a statement for a write transaction the caller
+        holds on this file (`SQLiteBroker.ack_pipe`: the record and its ack commit
+        together). Expired records are swept here, before that transaction."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            self.expire()
+        task_id, state, body = record
+        return lambda conn: conn.execute(_UPSERT, (task_id, state, body, now + ttl, now))
 
     def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         now = time.time()

@@ -468,7 +468,8 @@ class Worker:
         try:
             self._store_and_ack(acks)
         except BrokerUnavailable:
-            self.acks[:0] = acks  # still held: acked once the stores answer again
+            # Still held: acked once the stores answer again (less what went down the pipe).
+            self.acks[:0] = [a for a in acks if not any(a is s for s in self.sent)]
             raise
 
     def _store_and_ack(self, acks: list[tuple[Delivery, Outcome]]) -> None:

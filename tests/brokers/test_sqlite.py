@@ -7,7 +7,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from soloist.brokers.sqlite import SQLiteBroker
+from soloist.results.memory import MemoryResultStore
+from soloist.results.sqlite import SQLiteResultStore
 
 # The messages table and its indexes as they were before the `delayed` column.
 _OLD_SCHEMA = """
@@ -89,3 +93,27 @@ def test_delayed_rows_leave_the_hand_out_order_until_due_then_keep_their_place(
         assert broker.fetch(["q"], 10, 30, 0) == []
     finally:
         broker.close()
+
+
+def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
+    tmp_path: Path,
+) -> None:
+    """Issue 20: the ack pipe stores a task's record in its ack's transaction."""
+    url = f"sqlite:///{tmp_path}/same.db"
+    broker, results = SQLiteBroker(url), SQLiteResultStore(url)
+    broker.publish_many([("q", b"x", 0, 0)] * 2)
+    first, second = broker.fetch(["q"], 2, 30, 1.0)
+    pipe = broker.ack_pipe(results)
+    assert pipe.records
+    pipe.send(first, ("t1", "SUCCESS", b"one"), 60)
+    pipe.send(second, None, 60)
+    pipe.send(first, ("t1b", "SUCCESS", b"again"), 60)  # acked already: lease lost
+    assert pipe.pending == 3
+    assert pipe.collect() == [True, True, False]
+    assert results.get("t1") == ("SUCCESS", b"one")
+    assert broker.depth("q") == 0 and broker.fetch(["q"], 2, 30, 0) == []
+    elsewhere = broker.ack_pipe(SQLiteResultStore(f"sqlite:///{tmp_path}/other.db"))
+    for pipe in (elsewhere, broker.ack_pipe(MemoryResultStore())):
+        assert not pipe.records
+        with pytest.raises(ValueError):
+            pipe.send(first, ("t2", "SUCCESS", b""), 60)
