@@ -1,8 +1,11 @@
-"""Redis behind Sentinel: workers and a producer follow a failover without a restart."""
+"""Redis behind Sentinel: workers and a producer follow a failover without a restart; and
+`?wait_replicas=` on a server whose replicas do not confirm."""
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from soloist import App
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from tests.conftest import WorkerProcesses
+from tests.redis_support import FlushingRedisBroker, RedisServer, prefixed_url
 from tests.sentinel_support import SentinelGroup
 
 
@@ -66,3 +70,24 @@ def test_workers_and_producer_follow_a_failover(
     assert got == [a + 1 for a in range(90)]
     ended = [workers.output(p) for p in procs if p.poll() is not None]
     assert not ended, ended  # followed, never restarted
+
+
+def test_wait_replicas_refuses_a_publish_no_replica_confirmed(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server without replicas never confirms: the publish raises (it is on the master,
+    so sending it again may run it twice, never zero times); a settle only warns."""
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url, wait_replicas=1,
+                       wait_timeout=0.05)  # fmt: skip
+    broker = FlushingRedisBroker(url)
+    try:
+        with pytest.raises(BrokerUnavailable, match="reached 0 of 1 replicas"):
+            broker.publish("q", b"x")
+        assert broker.depth("q") == 1
+        (delivery,) = broker.fetch(["q"], 1, 30, timeout=0)
+        with caplog.at_level(logging.WARNING, logger="soloist.redis"):
+            assert broker.ack(delivery)
+        assert "a settle reached 0 of 1 replicas" in caplog.text
+        assert broker.depth("q") == 0
+    finally:
+        broker.close()
