@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from soloist.brokers.sqlite import SQLiteBroker
@@ -63,9 +64,11 @@ def start_dashboard(live: Live, *args: str) -> tuple[subprocess.Popen[str], str]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            httpx.get(base + "/login", timeout=1)
+            urllib.request.urlopen(base + "/login", timeout=1).close()
             return proc, base
-        except httpx.HTTPError:
+        except urllib.error.HTTPError:  # it answered
+            return proc, base
+        except OSError:  # not listening yet
             time.sleep(0.1)
     raise AssertionError(f"the dashboard did not answer: {log.read_text()}")
 
