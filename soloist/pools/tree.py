@@ -97,6 +97,8 @@ def children(pid: int, tid: int | None = None) -> list[int]:
     """The children of process `pid` (of its thread `tid` only, if given)."""
     if not _LINUX:
         return []
+    if tid is not None and pid == os.getpid():
+        return _own_children(tid)
     try:
         tids = [tid] if tid is not None else os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -109,6 +111,31 @@ def children(pid: int, tid: int | None = None) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+#: Open /proc/<pid>/task/<tid>/children files of this process's own threads, by (pid,
+#: tid): a pools' check after every task re-reads one (pread: 0.5 µs) instead of opening
+#: it (6 µs, timeit). Keyed by pid too, so a forked child never reads its parent's.
+_children_files: dict[tuple[int, int], int] = {}
+
+
+def _own_children(tid: int) -> list[int]:
+    key = (os.getpid(), tid)
+    fd = _children_files.get(key)
+    try:
+        if fd is None:
+            fd = _children_files[key] = os.open(f"/proc/{key[0]}/task/{tid}/children", os.O_RDONLY)
+        data = os.pread(fd, 4096, 0)
+        while len(data) % 4096 == 0 and data:  # a full read: there may be more
+            more = os.pread(fd, 4096, len(data))
+            if not more:
+                break
+            data += more
+        return [int(p) for p in data.split()]
+    except OSError:  # the thread is gone
+        if fd is not None:
+            os.close(_children_files.pop(key))
+        return []
 
 
 def start_time(pid: int) -> int | None:
