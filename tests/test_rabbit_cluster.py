@@ -1,0 +1,30 @@
+"""RabbitMQ across nodes (benchmarks/rabbit_cluster.py): a private 3-node cluster whose
+queue leader's node is stopped mid-run loses nothing confirmed, and consumers on the
+other nodes go on. Three nodes of its own; the shared RabbitMQ is not touched."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_a_stopped_node_loses_nothing() -> None:
+    if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
+        pytest.skip("rabbitmq-server is not installed")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "rabbit_cluster", ROOT / "benchmarks" / "rabbit_cluster.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.run(tasks=300, timeout=180)
+    assert report.restarts == 1 and report.lost == 0, report
+    assert report.unexplained == 0, report.notes
