@@ -338,7 +338,7 @@ def run_faults(
     * the store refuses writes for 1.5 s, twice: a private Redis is put past its
       maxmemory (noeviction); SQLite is held under an exclusive lock past the workers'
       busy timeout (0.5 s). Workers must hold their leases and carry on;
-    * the workers' wall clocks step (+120 s, -3,600 s, back), through tests/clock_step.py:
+    * the workers' wall clocks step (+120 s, -3,600 s, back), through tests/support/clock_step.py:
       no lease or delay may move;
     * half the tasks fail their first run and are dead-lettered; two operators requeue
       the dead letters at once (App.requeue_dead), over and over: each letter must run
@@ -349,7 +349,7 @@ def run_faults(
     """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.clock_step import install, step
+    from tests.support.clock_step import install, step
 
     if kind == "amqp":
         raise SystemExit("run_faults needs a store of its own: sqlite or redis")

@@ -15,7 +15,7 @@ import pytest
 from soloist import App
 
 if TYPE_CHECKING:
-    from tests.redis_support import RedisServer
+    from tests.support.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ class WorkerProcesses:
         self.env["SOLOIST_BROKER_URL"] = broker
         self.env["SOLOIST_RESULT_URL"] = broker if results is None else results
 
-    def start(self, *args: str, app: str = "tests.sample_app:app") -> subprocess.Popen[str]:
+    def start(self, *args: str, app: str = "tests.support.sample_app:app") -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "soloist", "worker", "-A", app, "--loglevel", "info", *args]
         # Output goes to a file: a pipe nobody reads would fill up and block the worker.
         with open(self.ledger.with_name(f"worker-{len(self.procs)}.log"), "w") as log:
@@ -104,8 +104,8 @@ def workers(sqlite_url: str, tmp_path: Path) -> Iterator[WorkerProcesses]:
 
 @pytest.fixture
 def sample_app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    """tests.sample_app's app, pointed at this test's SQLite file (for the producer side)."""
-    from tests import sample_app
+    """The sample app (tests.support.sample_app), pointed at this test's SQLite file."""
+    from tests.support import sample_app
 
     sample_app.app.configure(sqlite_url, sqlite_url)
     yield sample_app.app
@@ -116,7 +116,7 @@ def sample_app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server of the test module's own (persisting every write), so command counts
     and restarts touch nothing else."""
-    from tests.redis_support import RedisServer
+    from tests.support.redis_support import RedisServer
 
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     srv.start()

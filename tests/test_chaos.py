@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import mend_rabbitmq, require
+from tests.support.servers import mend_rabbitmq, require
 
 ROOT = Path(__file__).resolve().parent.parent
 

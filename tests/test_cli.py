@@ -18,7 +18,8 @@ def assert_one_line_error(done: object, code: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "app_path", ["no_such_module:app", "tests.sample_app:nothing", "tests.sample_app:add"]
+    "app_path",
+    ["no_such_module:app", "tests.support.sample_app:nothing", "tests.support.sample_app:add"],
 )
 def test_bad_app(workers: WorkerProcesses, app_path: str) -> None:
     assert_one_line_error(workers.run("worker", "-A", app_path, "--burst"), 2)
@@ -28,22 +29,22 @@ def test_bad_app(workers: WorkerProcesses, app_path: str) -> None:
     "args", [["--prefetch", "0"], ["--pool", "gevent"], ["--lease", "-1"], ["--lease", "x"]]
 )
 def test_bad_options(workers: WorkerProcesses, args: list[str]) -> None:
-    assert_one_line_error(workers.run("worker", "-A", "tests.sample_app:app", *args), 2)
+    assert_one_line_error(workers.run("worker", "-A", "tests.support.sample_app:app", *args), 2)
 
 
 def test_unreachable_broker(workers: WorkerProcesses, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
     workers.env["SOLOIST_BROKER_URL"] = url
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert_one_line_error(done, 1)
     assert "cannot open SQLite" in done.stderr
 
 
 def test_enqueue_then_work(workers: WorkerProcesses, sample_app: App) -> None:
-    sent = workers.run("enqueue", "-A", "tests.sample_app:app", "add", "--args", "[20, 22]")
+    sent = workers.run("enqueue", "-A", "tests.support.sample_app:app", "add", "--args", "[20, 22]")
     assert sent.returncode == 0, sent.stderr
     task_id = sent.stdout.strip()
-    assert workers.run("worker", "-A", "tests.sample_app:app", "--burst").returncode == 0
+    assert workers.run("worker", "-A", "tests.support.sample_app:app", "--burst").returncode == 0
     assert sample_app.result(task_id).get(timeout=1) == 42
 
 
@@ -51,7 +52,7 @@ def test_enqueue_then_work(workers: WorkerProcesses, sample_app: App) -> None:
     "args", [["nope"], ["add", "--args", "{"], ["add", "--args", "{}"], ["add", "--kwargs", "[]"]]
 )
 def test_enqueue_bad_input(workers: WorkerProcesses, args: list[str]) -> None:
-    assert_one_line_error(workers.run("enqueue", "-A", "tests.sample_app:app", *args), 2)
+    assert_one_line_error(workers.run("enqueue", "-A", "tests.support.sample_app:app", *args), 2)
 
 
 def test_demo_runs_and_summarises(workers: WorkerProcesses) -> None:

@@ -15,10 +15,10 @@ import pytest
 from soloist.brokers.amqp import AMQPBroker
 from soloist.brokers.redis import RedisConnection
 from soloist.results.base import FAILURE, SUCCESS
-from tests import sample_app as sample
 from tests.conftest import ROOT, WorkerProcesses
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, REDIS_URL, require
+from tests.support import sample_app as sample
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, REDIS_URL, require
 
 LETTERS = 150
 
@@ -70,7 +70,7 @@ def test_two_operators_requeueing_at_once_erase_no_rerun_result(
         assert all(app.results.get(c.id)[0] == FAILURE for c in calls)  # type: ignore[index]
         # Two operators at once, each through the CLI (which calls App.requeue_dead).
         command = [sys.executable, "-m", "soloist", "dead-letters", "requeue", "-A",
-                   "tests.sample_app:app", "-Q", queue, "--all"]  # fmt: skip
+                   "tests.support.sample_app:app", "-Q", queue, "--all"]  # fmt: skip
         operators = [
             subprocess.Popen(command, env=workers.env, cwd=ROOT, text=True, stdout=subprocess.PIPE)
             for _ in range(2)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from soloist import App, ConfigurationError
-from tests.amqp_support import DeletingAMQPBroker, amqp_url
-from tests.servers import require
+from tests.support.amqp_support import DeletingAMQPBroker, amqp_url
+from tests.support.servers import require
 
 
 @pytest.fixture(autouse=True)

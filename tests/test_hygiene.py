@@ -13,7 +13,7 @@ SERVER_WIDE = re.compile(
     r"script_flush|flushdb|flushall|config_set|\.shutdown\(|debug_sleep|client_kill"
     r"|['\"](SCRIPT|FLUSHDB|FLUSHALL|CONFIG|SHUTDOWN|DEBUG)['\"]"
 )
-#: What a file uses to start a private server (see tests/redis_support.py).
+#: What a file uses to start a private server (see tests/support/redis_support.py).
 PRIVATE = re.compile(r"RedisServer|redis_server|private_redis")
 
 

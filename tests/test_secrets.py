@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tests.conftest import WorkerProcesses
-from tests.servers import require
+from tests.support.servers import require
 
 SECRET = "s3cretPW"
 
@@ -31,7 +31,7 @@ def test_a_refused_password_is_never_shown(
     )
     workers.use(url)
     args = {"worker": ["--burst", "--loglevel", "debug"], "dead-letters": ["list"]}
-    done = workers.run(command, "-A", "tests.sample_app:app", *args.get(command, []))
+    done = workers.run(command, "-A", "tests.support.sample_app:app", *args.get(command, []))
     out = done.stdout + done.stderr
     if url.startswith("amqp"):
         assert done.returncode != 0, out  # RabbitMQ refuses the password
@@ -45,13 +45,13 @@ def test_a_working_password_is_never_logged(workers: WorkerProcesses) -> None:
     url = "amqp://guest:guest@127.0.0.1:5672/?queue_expires=60"
     workers.use(url, "sqlite:///" + str(workers.ledger.with_name("r.db")))
     sent = workers.run(
-        "enqueue", "-A", "tests.sample_app:app", "add", "--args", "[1, 2]", "--queue", queue
+        "enqueue", "-A", "tests.support.sample_app:app", "add", "--args", "[1, 2]", "--queue", queue
     )
     assert sent.returncode == 0, sent.stderr
     done = workers.run(
         "worker",
         "-A",
-        "tests.sample_app:app",
+        "tests.support.sample_app:app",
         "--burst",
         "-Q",
         queue,
@@ -60,7 +60,7 @@ def test_a_working_password_is_never_logged(workers: WorkerProcesses) -> None:
         "--log-format",
         "json",
     )
-    status = workers.run("status", "-A", "tests.sample_app:app", "-Q", queue, "--json")
+    status = workers.run("status", "-A", "tests.support.sample_app:app", "-Q", queue, "--json")
     for out in (sent, done, status):
         text = out.stdout + out.stderr
         assert ":guest@" not in text, text

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import require
+from tests.support.servers import require
 
 ROOT = Path(__file__).resolve().parent.parent
 

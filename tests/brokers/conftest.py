@@ -18,7 +18,7 @@ import pytest
 from soloist.brokers.base import Broker
 from soloist.brokers.memory import MemoryBroker
 from soloist.brokers.sqlite import SQLiteBroker
-from tests.servers import require
+from tests.support.servers import require
 
 BrokerFactory = Callable[[Path, int], Broker]
 
@@ -34,7 +34,7 @@ def _memory_broker(tmp: Path, max_deliveries: int) -> Broker:
 def _redis_broker(tmp: Path, max_deliveries: int) -> Broker:
     """A broker on the test database under a key prefix of this test's own, deleted on close."""
     require("Redis", "127.0.0.1", 6379)
-    from tests.redis_support import FlushingRedisBroker, prefixed_url
+    from tests.support.redis_support import FlushingRedisBroker, prefixed_url
 
     prefix = _redis_prefixes.setdefault(tmp, f"soloist-test-{uuid.uuid4().hex[:10]}:")
     return FlushingRedisBroker(prefixed_url(prefix), max_deliveries)
@@ -43,7 +43,7 @@ def _redis_broker(tmp: Path, max_deliveries: int) -> Broker:
 def _amqp_broker(tmp: Path, max_deliveries: int) -> Broker:
     """Priority lanes 0-2 (the suite's 0, 1, 5 stay in order); queues deleted on close."""
     require("RabbitMQ", "127.0.0.1", 5672)
-    from tests.amqp_support import DeletingAMQPBroker, amqp_url
+    from tests.support.amqp_support import DeletingAMQPBroker, amqp_url
 
     return DeletingAMQPBroker(amqp_url(max_priority=2, queue_expires=120), max_deliveries)
 

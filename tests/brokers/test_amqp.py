@@ -23,8 +23,8 @@ from soloist.brokers.amqp import AMQPBroker, _bucket_ms
 from soloist.brokers.base import Delivery
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.worker.loop import Worker
-from tests.amqp_support import DeletingAMQPBroker, amqp_url
-from tests.servers import AMQP_URL, mend_rabbitmq, require
+from tests.support.amqp_support import DeletingAMQPBroker, amqp_url
+from tests.support.servers import AMQP_URL, mend_rabbitmq, require
 
 HEARTBEAT = 2  # seconds; RabbitMQ closes a connection after two missed intervals
 BLOCK = 20.0  # how long the "task" keeps the main thread

@@ -18,9 +18,9 @@ import pytest
 
 from soloist import App
 from tests.conftest import WorkerProcesses
-from tests.netfaults import FaultyProxy
-from tests.redis_support import FlushingRedisBroker, FlushingRedisResultStore, prefixed_url
-from tests.servers import AMQP_URL, require
+from tests.support.netfaults import FaultyProxy
+from tests.support.redis_support import FlushingRedisBroker, FlushingRedisResultStore, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def proxy() -> Iterator[FaultyProxy]:
 
 
 def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: FaultyProxy) -> None:
-    from tests import sample_app
+    from tests.support import sample_app
 
     prefix = f"soloist-net-{uuid.uuid4().hex[:8]}:"
     direct = prefixed_url(prefix)
@@ -86,7 +86,7 @@ def test_amqp_resets_and_a_black_hole_past_two_heartbeats(
 ) -> None:
     """With heartbeat=1, a 4 s black hole is past two heartbeats: the worker must notice the
     dead connection by itself, reconnect, and run everything."""
-    from tests import sample_app
+    from tests.support import sample_app
 
     queue = f"net-{uuid.uuid4().hex[:8]}"
     results = f"sqlite:///{tmp_path}/results.db"

@@ -21,7 +21,7 @@ from soloist.brokers import redis as redis_broker
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
-from tests.redis_support import (
+from tests.support.redis_support import (
     FlushingRedisBroker,
     RedisServer,
     free_port,
@@ -429,14 +429,14 @@ def test_a_worker_process_runs_tasks_and_the_results_arrive(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """End to end on Redis: producer → broker → `soloist worker` → result store → get()."""
-    from tests import sample_app
+    from tests.support import sample_app
 
     url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url)
     sample_app.app.configure(url, url)
     env = {**os.environ, "SOLOIST_BROKER_URL": url, "SOLOIST_RESULT_URL": url}
     env["SOLOIST_TEST_LEDGER"] = str(tmp_path / "ledger.txt")
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.sample_app:app"]
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.support.sample_app:app"]
     with open(tmp_path / "worker.log", "w") as log:
         worker = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -451,7 +451,7 @@ def test_a_worker_process_runs_tasks_and_the_results_arrive(
 def test_an_ack_whose_reply_was_lost_counts_as_acked(redis_server: RedisServer, queue: str) -> None:
     """Redis ran the ack, the reply never came, the connection dropped: the call is sent
     again and finds the message gone. That is this ack's own effect, not a lost lease."""
-    from tests.netfaults import FaultyProxy
+    from tests.support.netfaults import FaultyProxy
 
     proxy = FaultyProxy(("127.0.0.1", redis_server.port))
     prefix = f"t-{uuid.uuid4().hex[:8]}:"

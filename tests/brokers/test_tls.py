@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from soloist.errors import BrokerUnavailable
-from tests.netfaults import FaultyProxy
-from tests.redis_support import FlushingRedisBroker, prefixed_url
-from tests.servers import require
-from tests.tls import Certificates, make_certificates
+from tests.support.netfaults import FaultyProxy
+from tests.support.redis_support import FlushingRedisBroker, prefixed_url
+from tests.support.servers import require
+from tests.support.tls import Certificates, make_certificates
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ import pytest
 import redis
 
 from tests.conftest import ROOT
-from tests.servers import AMQP_URL, REDIS_URL, require
+from tests.support.servers import AMQP_URL, REDIS_URL, require
+
+CELERY_APP = "tests.support.celery_sample:app"
 
 celery = pytest.importorskip("celery")
 
@@ -56,15 +58,15 @@ class CeleryRig:
         self.procs: list[subprocess.Popen[str]] = []
 
     def send(self, name: str, *args: Any, **options: Any) -> Any:
-        """`send_task` of a task of tests.celery_sample: an AsyncResult."""
-        return self.app.send_task(f"tests.celery_sample.{name}", args, **options)
+        """`send_task` of a task of tests.support.celery_sample: an AsyncResult."""
+        return self.app.send_task(f"tests.support.celery_sample.{name}", args, **options)
 
     def worker(self, *args: str, command: str = "soloist") -> subprocess.Popen[str]:
         if command == "soloist":
-            cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.celery_sample:app"]
+            cmd = [sys.executable, "-m", "soloist", "worker", "-A", CELERY_APP]
             cmd += ["-Q", self.queue]
         else:
-            cmd = [sys.executable, "-m", "celery", "-A", "tests.celery_sample:app", "worker"]
+            cmd = [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker"]
             cmd += ["-Q", self.queue]
         log = self.tmp / f"worker-{len(self.procs)}.log"
         with open(log, "w") as out:

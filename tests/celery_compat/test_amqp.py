@@ -67,7 +67,7 @@ def test_dead_letters_and_the_connection_fence(amqp_rig: CeleryRig) -> None:
 
     rig = amqp_rig
     url = amqp_url(rig.broker, rig.app.conf)
-    unknown = rig.app.send_task("tests.celery_sample.nope", (1,))
+    unknown = rig.app.send_task("tests.support.celery_sample.nope", (1,))
     rig.send("add", 1, 1)
     broker = CeleryAMQPBroker(url)
     try:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.servers import REDIS_URL, require
+from tests.support.servers import REDIS_URL, require
 
 pytest.importorskip("celery")
 

@@ -11,7 +11,7 @@ pytest.importorskip("celery")
 
 
 def sig(rig: CeleryRig, name: str, *args: object, immutable: bool = False) -> object:
-    return rig.app.signature(f"tests.celery_sample.{name}", args, immutable=immutable)
+    return rig.app.signature(f"tests.support.celery_sample.{name}", args, immutable=immutable)
 
 
 def test_link_and_chain(rig: CeleryRig) -> None:

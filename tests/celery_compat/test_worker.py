@@ -1,4 +1,4 @@
-"""`soloist worker -A tests.celery_sample:app` runs an unchanged Celery app: Celery's own
+"""`soloist worker -A tests.support.celery_sample:app` runs an unchanged Celery app: Celery's own
 producer sends, Celery's AsyncResult reads what the Soloist worker recorded."""
 
 from __future__ import annotations
@@ -106,12 +106,12 @@ def test_threads_pool(rig: CeleryRig) -> None:
 
 def test_bad_messages_are_dead_lettered_with_the_reason(rig: CeleryRig) -> None:
     from soloist.celery.broker import KombuRedisBroker, broker_url
-    from tests.servers import REDIS_URL
+    from tests.support.servers import REDIS_URL
 
     rig.worker()
     rig.redis.lpush(rig.key("celery"), b"not json at all")
     unknown = rig.send("add", 1, 1)  # sent under a name the worker does not know:
-    unknown_name = rig.app.send_task("tests.celery_sample.nope", (1,))
+    unknown_name = rig.app.send_task("tests.support.celery_sample.nope", (1,))
     assert unknown.get(timeout=20) == 2
     broker = KombuRedisBroker(broker_url(REDIS_URL, {"global_keyprefix": rig.prefix}))
     try:
@@ -120,7 +120,7 @@ def test_bad_messages_are_dead_lettered_with_the_reason(rig: CeleryRig) -> None:
     finally:
         broker.close()
     assert reasons[0].startswith("not a kombu message")
-    assert reasons[1] == "unknown task 'tests.celery_sample.nope'"
+    assert reasons[1] == "unknown task 'tests.support.celery_sample.nope'"
     assert unknown_name.state == "PENDING"
 
 

@@ -10,7 +10,7 @@ from soloist.brokers.sqlite import SQLiteBroker
 from tests.conftest import WorkerProcesses
 from tests.test_cli import assert_one_line_error
 
-APP = ("-A", "tests.sample_app:app")
+APP = ("-A", "tests.support.sample_app:app")
 
 
 def test_status_shows_queues_and_a_worker_busy_in_a_long_task(

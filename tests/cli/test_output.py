@@ -16,9 +16,9 @@ from soloist import App
 from soloist.cli.status import render
 from soloist.cli.tables import Column, table
 from tests.conftest import WorkerProcesses
-from tests.servers import AMQP_URL, require
+from tests.support.servers import AMQP_URL, require
 
-APP = ("-A", "tests.sample_app:app")
+APP = ("-A", "tests.support.sample_app:app")
 
 
 def wait_json(workers: WorkerProcesses, check: str, timeout: float = 20) -> dict[str, object]:

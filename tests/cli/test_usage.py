@@ -14,7 +14,7 @@ from soloist import App
 from tests.conftest import ROOT, WorkerProcesses
 from tests.test_cli import assert_one_line_error
 
-APP = ("-A", "tests.sample_app:app")
+APP = ("-A", "tests.support.sample_app:app")
 
 
 def test_result_shows_state_value_and_error(workers: WorkerProcesses, sample_app: App) -> None:
@@ -76,10 +76,10 @@ def test_enqueue_errors_name_the_culprit(
 
 def test_a_group_level_app_and_soloist_app(workers: WorkerProcesses, sample_app: App) -> None:
     call = sample_app.tasks["add"].delay(2, 3)
-    done = workers.run("-A", "tests.sample_app:app", "worker", "--burst")
+    done = workers.run("-A", "tests.support.sample_app:app", "worker", "--burst")
     assert done.returncode == 0, done.stderr
     assert call.get(timeout=1) == 5
-    workers.env["SOLOIST_APP"] = "tests.sample_app:app"
+    workers.env["SOLOIST_APP"] = "tests.support.sample_app:app"
     assert workers.run("result", call.id).stdout == "SUCCESS\n5\n"
     assert "SOLOIST_APP" in workers.run("--help").stdout
     del workers.env["SOLOIST_APP"]
@@ -88,7 +88,7 @@ def test_a_group_level_app_and_soloist_app(workers: WorkerProcesses, sample_app:
 
 def test_a_group_level_app_reaches_the_replicas(workers: WorkerProcesses, sample_app: App) -> None:
     call = sample_app.tasks["add"].delay(2, 3)
-    done = workers.run("-A", "tests.sample_app:app", "worker", "--replicas", "1", "--burst")
+    done = workers.run("-A", "tests.support.sample_app:app", "worker", "--replicas", "1", "--burst")
     assert done.returncode == 0, done.stderr
     assert call.get(timeout=1) == 5
 
@@ -117,12 +117,12 @@ def test_import_errors_name_the_file_and_line(workers: WorkerProcesses, tmp_path
     done = workers.run("worker", "-A", "brokenapp:app", "--burst")
     assert_one_line_error(done, 2)
     assert f"{tmp_path}/brokenapp.py, line 3" in done.stderr and "no_such_dep" in done.stderr
-    missing = workers.run("worker", "-A", "tests.sample_app:missing")
-    assert "module 'tests.sample_app' has no attribute 'missing'" in missing.stderr
+    missing = workers.run("worker", "-A", "tests.support.sample_app:missing")
+    assert "module 'tests.support.sample_app' has no attribute 'missing'" in missing.stderr
 
 
 def test_amqp_connection_refused_names_host_and_port(workers: WorkerProcesses) -> None:
-    from tests.redis_support import free_port
+    from tests.support.redis_support import free_port
 
     port = free_port()
     workers.use(f"amqp://guest:guest@127.0.0.1:{port}/", workers.url)
@@ -135,7 +135,8 @@ def test_the_readme_exit_codes_are_the_cli_s() -> None:
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "2 for a usage error" in readme and "2 on a usage error" in readme
     usage = subprocess.run(
-        [sys.executable, "-m", "soloist", "worker", "--lease", "x", "-A", "tests.sample_app:app"],
+        [sys.executable, "-m", "soloist", "worker", "--lease", "x",
+         "-A", "tests.support.sample_app:app"],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert usage.returncode == 2

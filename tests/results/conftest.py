@@ -14,13 +14,13 @@ import pytest
 from soloist.results.base import ResultStore
 from soloist.results.memory import MemoryResultStore
 from soloist.results.sqlite import SQLiteResultStore
-from tests.servers import require
+from tests.support.servers import require
 
 
 def _redis_store(tmp: Path) -> ResultStore:
     """A store on the test database under a key prefix of its own, deleted on close."""
     require("Redis", "127.0.0.1", 6379)
-    from tests.redis_support import FlushingRedisResultStore, prefixed_url
+    from tests.support.redis_support import FlushingRedisResultStore, prefixed_url
 
     return FlushingRedisResultStore(prefixed_url(f"soloist-test-{uuid.uuid4().hex[:10]}:"))
 

@@ -15,7 +15,7 @@ from soloist.errors import BrokerUnavailable
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
 from soloist.worker.revocation import Revocations
-from tests.redis_support import (
+from tests.support.redis_support import (
     FlushingRedisResultStore,
     RedisServer,
     free_port,

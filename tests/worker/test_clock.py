@@ -1,6 +1,6 @@
 """Steps of the wall clock do not move leases, delays or hard time limits.
 
-Each test steps the wall clock of one worker process only (tests/clock_step.py), never the
+Each test steps the wall clock of one worker process only (tests/support/clock_step.py), never the
 machine's: +120 s must not make a healthy task's lease look lapsed (to another worker, or
 to the worker's own other threads) nor make the watchdog kill a healthy worker; -3,600 s
 must not hide a dead worker's task for an hour.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from soloist import App
-from tests import clock_step
-from tests import sample_app as sample
 from tests.conftest import ROOT, WorkerProcesses
+from tests.support import clock_step
+from tests.support import sample_app as sample
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from soloist import App, ConfigurationError
 from soloist.worker.cpus import CpuBudget
 from tests.conftest import WorkerProcesses
-from tests.pools.test_pools import APP, exit_code, opts, wait_until
+from tests.worker.test_pools import APP, exit_code, opts, wait_until
 
 
 @pytest.fixture

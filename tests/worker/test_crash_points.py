@@ -17,8 +17,8 @@ import pytest
 
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, require
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 UNKNOWN = b'j{"v":1,"id":"u1","task":"no.such.task","args":[],"kwargs":{}}'
 
@@ -68,7 +68,7 @@ def test_crash_point(
     else:
         result = sample_app.tasks[task].apply_async(("t",), queue=queue)
 
-    worker = ["worker", "-A", "tests.sample_app:app", "-Q", queue, "--lease", "1"]
+    worker = ["worker", "-A", "tests.support.sample_app:app", "-Q", queue, "--lease", "1"]
     workers.env["SOLOIST_CRASH_AT"] = crash_at
     crashed = workers.run(*worker)
     assert crashed.returncode == 99, crashed.stderr

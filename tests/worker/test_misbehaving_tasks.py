@@ -1,6 +1,6 @@
 """A task cannot end or stall the worker, whatever it does to its process (issue 23).
 
-Real worker processes in every pool, running the tasks of tests.worker.misbehaving.
+Real worker processes in every pool, running the tasks of tests.support.misbehaving.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
-from tests.worker import misbehaving
+from tests.support import misbehaving
 
-APP = "tests.worker.misbehaving:app"
+APP = "tests.support.misbehaving:app"
 POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
 
 

@@ -21,9 +21,9 @@ import redis
 
 from soloist import App
 from soloist.errors import BrokerUnavailable
-from tests import sample_app as sample
 from tests.conftest import WorkerProcesses
-from tests.redis_support import RedisServer, prefixed_url
+from tests.support import sample_app as sample
+from tests.support.redis_support import RedisServer, prefixed_url
 
 
 def logged(workers: WorkerProcesses, proc: subprocess.Popen[str], text: str) -> None:
@@ -154,7 +154,7 @@ def test_a_worker_refuses_a_redis_that_evicts_messages(
     server = private_redis(tmp_path, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
     try:
         workers.use(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url))
-        done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+        done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
         assert done.returncode == 1
         assert "allkeys-lru" in done.stderr and "noeviction" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -22,7 +22,7 @@ def exit_code(proc: subprocess.Popen[str], timeout: float = 30) -> int:
 
 def test_burst_worker_runs_tasks_and_exits_0(workers: WorkerProcesses, sample_app: App) -> None:
     results = [sample_app.tasks["add"].delay(i, i) for i in range(20)]
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert [r.get(timeout=1) for r in results] == [2 * i for i in range(20)]
 
@@ -38,7 +38,7 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
     broker.publish("default", b"j" + b"[" * 50_000 + b"]" * 50_000)
     broker.publish("default", b"j" + b" " * (2 * 1024 * 1024))
     good = sample_app.tasks["add"].delay(2, 3)
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert good.get(timeout=1) == 5
     reasons = [d.reason for d in broker.dead_letters("default")]
@@ -106,7 +106,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(
         proc.wait()
         workers.ledger.write_text("")
     time.sleep(0.8)  # the last lease lapses: a burst worker must see the message due
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst", "--lease", "0.5")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst", "--lease", "0.5")
     assert done.returncode == 0, done.stderr
     assert workers.lines() == []  # not run a third time
     (dead,) = sample_app.broker.dead_letters("default")
@@ -117,7 +117,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(
 def test_soft_time_limit_raises_inside_the_task(workers: WorkerProcesses, sample_app: App) -> None:
     result = sample_app.tasks["soft_limited"].delay(10)
     t0 = time.monotonic()
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - t0 < 8
     assert workers.lines() == ["cleaned up"]
@@ -132,7 +132,7 @@ def test_hard_time_limit_records_failure_and_ends_the_worker(
     result = sample_app.tasks["hard_limited"].delay(30)
     after = sample_app.tasks["add"].delay(1, 1)
     t0 = time.monotonic()
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--prefetch", "2")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--prefetch", "2")
     assert done.returncode == 4, done.stderr
     assert time.monotonic() - t0 < 10
     with pytest.raises(TaskError) as err:
@@ -142,7 +142,7 @@ def test_hard_time_limit_records_failure_and_ends_the_worker(
     assert "hard time limit" in dead.reason
     # The prefetched task was given back at once, not left to a lapsing lease.
     assert sample_app.broker.depth("default") == 1
-    assert workers.run("worker", "-A", "tests.sample_app:app", "--burst").returncode == 0
+    assert workers.run("worker", "-A", "tests.support.sample_app:app", "--burst").returncode == 0
     assert after.get(timeout=1) == 2
 
 
@@ -151,7 +151,7 @@ def test_hard_time_limit_in_c_code_holding_the_gil(
 ) -> None:
     result = sample_app.tasks["gil_hog"].delay()
     t0 = time.monotonic()
-    done = workers.run("worker", "-A", "tests.sample_app:app")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app")
     assert time.monotonic() - t0 < 15
     assert done.returncode == -signal.SIGKILL, done.stderr
     with pytest.raises(TaskError) as err:
@@ -210,7 +210,7 @@ def test_async_tasks_share_one_event_loop_and_honour_soft_limits(
     add = sample_app.tasks["async_add"].delay(2, 3)
     loops = [sample_app.tasks["async_loop_id"].delay() for _ in range(3)]
     slow = sample_app.tasks["async_slow"].delay()
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert add.get(timeout=1) == 5
     assert len({r.get(timeout=1) for r in loops}) == 1

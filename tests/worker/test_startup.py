@@ -8,7 +8,7 @@ import pytest
 from soloist import App
 from soloist.urls import shown
 from tests.conftest import WorkerProcesses
-from tests.redis_support import free_port
+from tests.support.redis_support import free_port
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_an_unusable_result_store_stops_the_worker_before_any_task(
 ) -> None:
     sample_app.tasks["sleepy"].delay(0, "once")
     workers.use(workers.url, results)
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and says in errors[0], done.stderr
@@ -36,7 +36,7 @@ def test_an_unusable_result_store_stops_the_worker_before_any_task(
 def test_the_ready_line_says_where_the_worker_works(
     workers: WorkerProcesses, sample_app: App
 ) -> None:
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst", "-Q", "default,b")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst", "-Q", "default,b")
     assert done.returncode == 0, done.stderr
     ready = next(line for line in done.stderr.splitlines() if " ready: " in line)
     path = workers.url.removeprefix("sqlite:///")

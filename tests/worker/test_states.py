@@ -29,7 +29,7 @@ def test_a_message_dead_lettered_before_it_ran_records_failure_with_the_reason(
     for message in (unknown, misfit):
         sample_app.broker.publish("default", sample_app.encode(message))
     sample_app.broker.publish("default", b'j{"v":1,"id":"garbled","task":"add","args":"1,2"}')
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     with pytest.raises(TaskError, match=r"unknown task 'no\.such\.task'") as caught:
         sample_app.result(unknown.id).get(timeout=0)
@@ -71,7 +71,7 @@ def test_an_expired_call_is_revoked_not_run_and_counted(
     gone = dt.datetime.now() - dt.timedelta(seconds=1)
     expired = sample_app.tasks["sleepy"].apply_async((0, "late"), expires=gone)
     fresh = sample_app.tasks["sleepy"].apply_async((0, "fresh"), expires=3600)
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     with pytest.raises(TaskRevoked, match="expired"):
         expired.get(timeout=0)

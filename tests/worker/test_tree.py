@@ -1,7 +1,7 @@
 """A task's process tree ends with the task, in every pool, however the task ends: it
 returns, it passes its hard time limit, it is revoked with terminate, the worker is shut
 down cold, or the worker is SIGKILLed. The tree holds a grandchild, a child that ignores
-SIGTERM, a child in its own session and an orphaned daemon (see tests.pools.tree_child)."""
+SIGTERM, a child in its own session and an orphaned daemon (see tests.support.tree_child)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from soloist import App, TaskError, TaskRevoked
 from soloist.testing import drain
 from tests.conftest import WorkerProcesses
-from tests.pools import tasks
-from tests.pools.test_pools import APP, exit_code, gone, opts, wait_until
+from tests.support import pool_tasks as tasks
+from tests.worker.test_pools import APP, exit_code, gone, opts, wait_until
 from tests.servers import REDIS_URL, require
 
 #: Every tree: one process per kind, and the parent's grandchild.

@@ -13,8 +13,8 @@ import pytest
 
 from soloist import App, chain, chord
 from tests.conftest import WorkerProcesses
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, require
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 
 @pytest.fixture(params=["sqlite", "redis", "amqp"])
@@ -41,7 +41,7 @@ def queue(
 
 def _crash_then_finish(workers: WorkerProcesses, queue: str) -> None:
     """Run a worker that dies at its first ack, then one that finishes the queue."""
-    worker = ["worker", "-A", "tests.sample_app:app", "-Q", queue, "--lease", "1"]
+    worker = ["worker", "-A", "tests.support.sample_app:app", "-Q", queue, "--lease", "1"]
     workers.env["SOLOIST_CRASH_AT"] = "before_ack:SUCCESS"
     crashed = workers.run(*worker, "--prefetch", "1")
     assert crashed.returncode == 99, crashed.stderr

@@ -1,4 +1,4 @@
-"""A process a task starts, of one kind: `python -m tests.pools.tree_child KIND`.
+"""A process a task starts, of one kind: `python -m tests.support.tree_child KIND`.
 
 Each one appends `tree KIND PID` to the test ledger once it runs, then sleeps until killed.
 
@@ -25,7 +25,7 @@ def main(kind: str) -> None:
     if kind == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif kind == "parent":
-        subprocess.Popen([sys.executable, "-m", "tests.pools.tree_child", "plain"])
+        subprocess.Popen([sys.executable, "-m", "tests.support.tree_child", "plain"])
     elif kind == "session":
         os.setsid()
     elif kind == "daemon":

@@ -21,8 +21,8 @@ from pathlib import Path
 _SITE = """\
 import os
 if os.environ.get("SOLOIST_TEST_CLOCK_STEP"):
-    import tests.clock_step
-    tests.clock_step.shift(os.environ["SOLOIST_TEST_CLOCK_STEP"])
+    import tests.support.clock_step
+    tests.support.clock_step.shift(os.environ["SOLOIST_TEST_CLOCK_STEP"])
 """
 
 

@@ -1,4 +1,4 @@
-"""Tasks that reach past their task: `soloist worker -A tests.worker.misbehaving:app`.
+"""Tasks that reach past their task: `soloist worker -A tests.support.misbehaving:app`.
 
 They exit, raise what is not an Exception, raise exceptions that cannot be printed, return
 values that cannot be pickled, replace the worker's signal handlers, leave timers armed,
@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from soloist import App
-from tests.sample_app import ledger
+from tests.support.sample_app import ledger
 
 app = App(serializer="pickle", accept_pickle=True)
 

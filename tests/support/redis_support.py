@@ -14,7 +14,7 @@ import pytest
 
 from soloist.brokers.redis import RedisBroker, RedisConnection
 from soloist.results.redis import RedisResultStore
-from tests.servers import REDIS_URL
+from tests.support.servers import REDIS_URL
 
 
 def prefixed_url(prefix: str, base: str = REDIS_URL, **options: object) -> str:

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-import tests.pools.tasks  # noqa: F401  (registers the extra tasks on the producer side)
+import tests.support.pool_tasks  # noqa: F401  (registers the extra tasks on the producer side)
 from soloist import App
 from tests.conftest import WorkerProcesses
 from tests.test_cli import assert_one_line_error
 
-APP = "tests.pools.tasks:app"
+APP = "tests.support.pool_tasks:app"
 
 
 def wait_output(

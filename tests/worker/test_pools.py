@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import tests.pools.tasks  # noqa: F401  (registers the extra tasks on the producer side)
+import tests.support.pool_tasks  # noqa: F401  (registers the extra tasks on the producer side)
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
 
-APP = "tests.pools.tasks:app"
+APP = "tests.support.pool_tasks:app"
 POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
 
 

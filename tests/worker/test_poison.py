@@ -7,11 +7,11 @@ import signal
 import time
 from pathlib import Path
 
-import tests.pools.tasks  # noqa: F401  (registers the crash task on the producer side)
+import tests.support.pool_tasks  # noqa: F401  (registers the crash task on the producer side)
 from soloist import App
 from tests.conftest import WorkerProcesses
 
-APP = "tests.pools.tasks:app"
+APP = "tests.support.pool_tasks:app"
 
 
 def test_poison_is_dead_lettered_and_nothing_crash_loops(

@@ -1,4 +1,4 @@
-"""Tasks run by the worker-process tests: `soloist worker -A tests.sample_app:app`.
+"""Tasks run by the worker-process tests: `soloist worker -A tests.support.sample_app:app`.
 
 The broker and result store come from SOLOIST_BROKER_URL / SOLOIST_RESULT_URL, which the
 tests point at a SQLite file of their own. Tasks that need to leave a trace append lines

@@ -8,7 +8,7 @@ leaving it to expire.
 from __future__ import annotations
 
 from soloist.brokers.amqp import AMQPBroker, _Session
-from tests.servers import AMQP_URL
+from tests.support.servers import AMQP_URL
 
 
 def amqp_url(base: str = AMQP_URL, **options: object) -> str:

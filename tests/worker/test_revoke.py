@@ -17,7 +17,7 @@ def test_revoked_before_start_is_skipped_by_a_worker_started_later(
     sleepy = sample_app.tasks["sleepy"]
     doomed, kept = sleepy.delay(0, "doomed"), sleepy.delay(0, "kept")
     assert doomed.revoke()
-    done = workers.run("worker", "-A", "tests.sample_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 0, done.stderr
     assert kept.get(timeout=5) == "kept"
     assert doomed.state == "REVOKED"
@@ -53,7 +53,7 @@ def test_revoke_cli(workers: WorkerProcesses, sample_app: App) -> None:
     finished = sample_app.tasks["add"].delay(1, 1)
     pending = sample_app.tasks["add"].delay(1, 2)
     sample_app.results.put(finished.id, "SUCCESS", sample_app.codec.dumps({"value": 2}), 60)
-    done = workers.run("revoke", "-A", "tests.sample_app:app", pending.id, finished.id)
+    done = workers.run("revoke", "-A", "tests.support.sample_app:app", pending.id, finished.id)
     assert done.returncode == 1
     assert f"{pending.id} revoked" in done.stdout
     assert f"{finished.id} not revoked: it already finished (SUCCESS)" in done.stdout

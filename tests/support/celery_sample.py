@@ -1,4 +1,4 @@
-"""An unchanged Celery app, run by `soloist worker -A tests.celery_sample:app` in the tests
+"""An unchanged Celery app, run by `soloist worker -A tests.support.celery_sample:app` in the tests
 of soloist.celery (and by `celery worker` in its benchmark).
 
 Broker and backend are the test Redis (SOLOIST_TEST_REDIS_URL), or the broker RabbitMQ

@@ -1,5 +1,5 @@
 """The sample app with the few tasks the pool and supervisor tests add:
-`soloist worker -A tests.pools.tasks:app`."""
+`soloist worker -A tests.support.pool_tasks:app`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from soloist import SoftTimeLimitExceeded
 from soloist.pools.tree import SNAPSHOT_INTERVAL
-from tests.sample_app import _square, app, ledger
+from tests.support.sample_app import _square, app, ledger
 
 __all__ = ["app"]
 
@@ -54,7 +54,7 @@ def crash() -> None:
     os._exit(7)
 
 
-#: What `spawn_tree` starts: one process of each kind (see tests.pools.tree_child), and the
+#: What `spawn_tree` starts: one process of each kind (see tests.support.tree_child), and the
 #: parent's grandchild.
 TREE_KINDS = ("plain", "stubborn", "parent", "session", "daemon")
 
@@ -63,7 +63,7 @@ TREE_KINDS = ("plain", "stubborn", "parent", "session", "daemon")
 def spawn_tree(seconds: float) -> str:
     """Starts a tree of processes, says so once all of them run, then sleeps."""
     for kind in TREE_KINDS:
-        subprocess.Popen([sys.executable, "-m", "tests.pools.tree_child", kind])
+        subprocess.Popen([sys.executable, "-m", "tests.support.tree_child", kind])
     deadline = time.monotonic() + 30
     while len(tree_pids(os.environ["SOLOIST_TEST_LEDGER"])) < len(TREE_KINDS) + 1:
         assert time.monotonic() < deadline, "the tree did not start"

@@ -11,16 +11,16 @@ import pytest
 
 from soloist import App
 from tests.conftest import WorkerProcesses
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, require
-from tests.worker import misbehaving
+from tests.support import misbehaving
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 
 @pytest.fixture(params=["sqlite", "redis", "amqp"])
 def queue(
     request: pytest.FixtureRequest, workers: WorkerProcesses, tmp_path: Path
 ) -> Iterator[str]:
-    """Points tests.worker.misbehaving's app and the workers at one broker; a queue on it."""
+    """Points tests.support.misbehaving's app and the workers at one broker; a queue on it."""
     tag = uuid.uuid4().hex[:8]
     if request.param == "redis":
         require("Redis", "127.0.0.1", 6379)
@@ -55,7 +55,7 @@ def test_a_child_that_dies_has_its_delivery_run_again_at_once(
         "1",
         "--lease",
         "120",
-        app="tests.worker.misbehaving:app",
+        app="tests.support.misbehaving:app",
     )
     assert exiting.get(timeout=30) == "survived"
     counts = [line.split()[3] for line in workers.lines() if line.startswith("start os_exit")]

@@ -1,0 +1,1 @@
+"""What tests share: sample apps, private servers, network faults, waiting."""
