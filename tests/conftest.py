@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from soloist import App
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.support.redis_support import RedisServer
@@ -81,12 +81,11 @@ class WorkerProcesses:
 
     def wait_for(self, predicate: str, timeout: float = 20) -> None:
         """Wait until a ledger line starts with `predicate`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(line.startswith(predicate) for line in self.lines()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no ledger line {predicate!r} within {timeout}s: {self.lines()}")
+        wait_until(
+            lambda: any(line.startswith(predicate) for line in self.lines()),
+            timeout,
+            f"a ledger line {predicate!r}",
+        )
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -19,6 +19,7 @@ from tests.conftest import ROOT, WorkerProcesses
 from tests.support import sample_app as sample
 from tests.support.redis_support import delete_prefix, prefixed_url
 from tests.support.servers import AMQP_URL, REDIS_URL, require
+from tests.support.waiting import wait_until
 
 LETTERS = 150
 
@@ -46,13 +47,6 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
         admin = AMQPBroker(AMQP_URL)
         admin.delete(queue)
         admin.close()
-
-
-def wait_until(check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_two_operators_requeueing_at_once_erase_no_rerun_result(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import redis
 
 from tests.conftest import ROOT
 from tests.support.servers import AMQP_URL, REDIS_URL, require
+from tests.support.waiting import wait_until
 
 CELERY_APP = "tests.support.celery_sample:app"
 
@@ -84,11 +84,7 @@ class CeleryRig:
         return self.ledger.read_text().splitlines()
 
     def wait_for(self, check: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout}s: {what} (ledger: {self.lines()})")
-            time.sleep(0.05)
+        wait_until(check, timeout, f"{what} (ledger: {self.lines()})")
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"

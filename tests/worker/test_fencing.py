@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import signal
-import time
 
 from soloist import App
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 
 
 def test_a_frozen_worker_is_fenced_off(workers: WorkerProcesses, sample_app: App) -> None:
@@ -19,7 +19,8 @@ def test_a_frozen_worker_is_fenced_off(workers: WorkerProcesses, sample_app: App
         assert result.get(timeout=20) == other.pid
     finally:
         frozen.send_signal(signal.SIGCONT)
-    time.sleep(2.5)  # the frozen worker wakes, finishes its run and tries to settle
+    # The frozen worker wakes, finishes its run and tries to settle.
+    wait_until(lambda: "outcome dropped" in workers.output(frozen), 20, "the refused settle")
     assert result.get(timeout=1) == other.pid, "a finished result must never flip back"
     for proc in (frozen, other):
         proc.send_signal(signal.SIGTERM)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
 from tests.support import misbehaving
+from tests.support.waiting import wait_until
 
 APP = "tests.support.misbehaving:app"
 POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
@@ -35,13 +35,6 @@ def bad_app(sqlite_url: str) -> Iterator[App]:
 
 def burst(workers: WorkerProcesses, pool: str, *args: str) -> subprocess.CompletedProcess[str]:
     return workers.run("worker", "-A", APP, "--burst", "--pool", pool, *POOLS[pool], *args)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        time.sleep(0.05)
 
 
 def test_exits_and_exceptions_that_cannot_be_printed_fail_only_their_task(

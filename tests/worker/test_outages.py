@@ -24,15 +24,12 @@ from soloist.errors import BrokerUnavailable
 from tests.conftest import WorkerProcesses
 from tests.support import sample_app as sample
 from tests.support.redis_support import RedisServer, prefixed_url
+from tests.support.waiting import wait_until
 
 
 def logged(workers: WorkerProcesses, proc: subprocess.Popen[str], text: str) -> None:
     """Wait until the worker's output shows `text`."""
-    deadline = time.monotonic() + 20
-    while text not in workers.output(proc):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r} in the worker's output: {workers.output(proc)}")
-        time.sleep(0.05)
+    wait_until(lambda: text in workers.output(proc), 20, f"{text!r} in the worker's output")
 
 
 @pytest.fixture

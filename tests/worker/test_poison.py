@@ -4,12 +4,12 @@ while normal tasks keep flowing through the supervisor's other replicas."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import tests.support.pool_tasks  # noqa: F401  (registers the crash task on the producer side)
 from soloist import App
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 
 APP = "tests.support.pool_tasks:app"
 
@@ -25,10 +25,9 @@ def test_poison_is_dead_lettered_and_nothing_crash_loops(
     sup = workers.start("--replicas", "2", "--lease", "1", "--prefetch", "4", app=APP)
     try:
         assert [r.get(timeout=120) for r in normal] == [f"n{i}" for i in range(1000)]
-        deadline = time.monotonic() + 60
-        while not sample_app.broker.dead_letters("default"):
-            assert time.monotonic() < deadline, "the poison message was never dead-lettered"
-            time.sleep(0.2)
+        wait_until(
+            lambda: sample_app.broker.dead_letters("default"), 60, "the poison's dead letter"
+        )
     finally:
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=30) == 0

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 import tests.support.pool_tasks  # noqa: F401  (registers the extra tasks on the producer side)
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 
 APP = "tests.support.pool_tasks:app"
 POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
@@ -50,13 +50,6 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        time.sleep(0.05)
 
 
 def test_results_retries_failures_and_soft_limit(

@@ -7,12 +7,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from soloist import App, TaskError
 from soloist.brokers.sqlite import SQLiteBroker
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 
 
 def exit_code(proc: subprocess.Popen[str], timeout: float = 30) -> int:
@@ -182,7 +184,7 @@ def test_warm_shutdown_finishes_the_task_and_gives_back_the_prefetched(
 
 def test_warm_shutdown_while_idle(workers: WorkerProcesses) -> None:
     proc = workers.start()
-    time.sleep(1.5)
+    wait_until(lambda: " ready: " in workers.output(proc), 20, "the worker's ready line")
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc, timeout=5) == 0
 
@@ -193,12 +195,18 @@ def test_heartbeat_shows_the_running_task(workers: WorkerProcesses, sample_app: 
     sample_app.tasks["sleepy"].delay(4, "beat")
     proc = workers.start()
     workers.wait_for("start beat")
-    time.sleep(2.5)  # past one heartbeat interval while the task blocks the main thread
-    (info, seen), *_ = sample_app.broker.workers().values()
-    status = json.loads(info)
+
+    def beating() -> dict[str, Any] | None:
+        # A heartbeat sent while the task blocks the main thread (it runs 4 s; one every 2).
+        for info, _ in sample_app.broker.workers().values():
+            status: dict[str, Any] = json.loads(info)
+            if status["running"]:
+                return status
+        return None
+
+    status = wait_until(beating, 3.5, "a heartbeat naming the running task")
     assert status["pid"] == proc.pid and status["pool"] == "solo"
     assert [r["task"] for r in status["running"]] == ["sleepy"]
-    assert time.time() - seen < 2.5
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 0
     assert sample_app.broker.workers() == {}
@@ -238,7 +246,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def test_idle_worker_does_not_spin(workers: WorkerProcesses) -> None:
     proc = workers.start()
-    time.sleep(1.5)  # start-up
+    wait_until(lambda: " ready: " in workers.output(proc), 20, "the worker's ready line")
     before = _cpu_seconds(proc.pid)
     time.sleep(3)
     used = _cpu_seconds(proc.pid) - before

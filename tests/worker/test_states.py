@@ -12,13 +12,11 @@ from soloist import App, TaskError, TaskRevoked
 from soloist.message import Message
 from soloist.results import PENDING, RETRY, STARTED
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 
 
 def wait_state(app: App, task_id: str, state: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while app.result(task_id).state != state:
-        assert time.monotonic() < deadline, f"{task_id} not {state}: {app.result(task_id).state}"
-        time.sleep(0.05)
+    wait_until(lambda: app.result(task_id).state == state, timeout, f"{task_id} to be {state}")
 
 
 def test_a_message_dead_lettered_before_it_ran_records_failure_with_the_reason(

@@ -12,6 +12,7 @@ import pytest
 import tests.support.pool_tasks  # noqa: F401  (registers the extra tasks on the producer side)
 from soloist import App
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 from tests.test_cli import assert_one_line_error
 
 APP = "tests.support.pool_tasks:app"
@@ -25,10 +26,8 @@ def wait_output(
     timeout: float = 20,
 ) -> str:
     """Wait until the supervisor's output holds `text` `count` times; returns the output."""
-    deadline = time.monotonic() + timeout
-    while (out := workers.output(proc)).count(text) < count:
-        assert time.monotonic() < deadline, f"{text!r} x{count} not within {timeout}s:\n{out}"
-        time.sleep(0.05)
+    wait_until(lambda: workers.output(proc).count(text) >= count, timeout, f"{text!r} x{count}")
+    out = workers.output(proc)
     return out
 
 
