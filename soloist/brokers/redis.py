@@ -26,10 +26,7 @@
 # `maxmemory` Redis refuses them whole, before they change anything: no task is started
 # whose result could not be stored. Settling, renewing leases and reading are flagged
 # `allow-oom`: they free memory or move a message, and must go on while it is full.
-#
-# Compatibility: publish used to write n 0 and r "" too. Messages queued by earlier
-# versions carry them and read the same; earlier workers read the new ones as well (their
-# claim defaulted a missing n, their fencing compares r, and a is still written).
+
 """The Redis broker: sorted sets moved between by Lua scripts, and BLPOP to sleep on.
 
 Why Lua and not Streams: a stream has no priorities and no delayed entries, and XACK does
@@ -181,8 +178,8 @@ local ids = {}
 for i = 2, #ARGV, 4 do
   local queue, delay, priority = ARGV[i], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local id = string.format('%015d', redis.call('INCR', prefix .. 'ids'))
-  -- n and r are left out until the first claim (absent reads as 0 and ""); a stays, as
-  -- older versions' claim scripts return it without a default.
+  -- n and r are left out until the first claim (absent reads as 0 and ""); the claim
+  -- returns a as it is, so it is written.
   redis.call('HSET', mkey(id), 'q', queue, 'b', ARGV[i + 1], 'p', priority, 'a', 0)
   if delay > 0 then
     redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)

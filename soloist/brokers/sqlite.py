@@ -55,6 +55,11 @@ from .base import (
     poison_reason,
 )
 
+#: The broker's tables. The claim walks `soloist_messages_ready` in hand-out order and
+#: stops at its LIMIT; delayed rows are in `soloist_messages_delayed` only, by due time, so
+#: finding the due ones costs nothing per row still waiting. No index holds a leased row's
+#: `visible_at` (its lease expiry): a claim and an ack would each rewrite such an entry, a
+#: third of the broker's cost.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS soloist_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,16 +69,20 @@ CREATE TABLE IF NOT EXISTS soloist_messages (
     visible_at REAL NOT NULL,
     receipt INTEGER,
     deliveries INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
     delayed INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS soloist_messages_ready
+    ON soloist_messages (queue, priority DESC, id) WHERE delayed = 0;
+CREATE INDEX IF NOT EXISTS soloist_messages_delayed
+    ON soloist_messages (queue, visible_at) WHERE delayed = 1;
 CREATE TABLE IF NOT EXISTS soloist_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
     body BLOB NOT NULL,
     reason TEXT NOT NULL,
     deliveries INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
     dead_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS soloist_dead_queue ON soloist_dead (queue, id);
@@ -87,20 +96,6 @@ CREATE TABLE IF NOT EXISTS soloist_workers (
     seen_at REAL NOT NULL,
     expires_at REAL NOT NULL
 );
-"""
-#: After `_SCHEMA` and the `delayed` column (`SQLiteBroker._migrate`). The claim walks
-#: `ready` in hand-out order and stops at its LIMIT; delayed rows are in `delayed` only,
-#: by due time, so finding the due ones costs nothing per row still waiting. No index
-#: holds a leased row's `visible_at` (its lease expiry): a claim and an ack would each
-#: rewrite such an entry, a third of the broker's cost (older versions had
-#: `soloist_messages_time`).
-_INDEXES = """
-DROP INDEX IF EXISTS soloist_messages_due;
-DROP INDEX IF EXISTS soloist_messages_time;
-CREATE INDEX IF NOT EXISTS soloist_messages_ready
-    ON soloist_messages (queue, priority DESC, id) WHERE delayed = 0;
-CREATE INDEX IF NOT EXISTS soloist_messages_delayed
-    ON soloist_messages (queue, visible_at) WHERE delayed = 1;
 """
 
 #: A queue's messages through its two indexes: with no index on `queue` alone, a plain
@@ -179,11 +174,27 @@ class _Connection(sqlite3.Connection):
             raise self._unavailable(exc) from exc
 
 
+#: Which layout each part's tables (the broker's, the result store's) have in a file: a
+#: release that changes a part's tables raises its version and migrates from the last.
+_VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS soloist_schema (part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+)
+#: The broker tables' layout (`soloist_schema`).
+SCHEMA_VERSION = 1
+
+
 class Database:
-    """Per-thread connections to one SQLite file, tuned for a queue."""
+    """Per-thread connections to one SQLite file, tuned for a queue. With a `schema`, its
+    tables are made if missing, and the file must hold `part`'s tables at `version`."""
 
     def __init__(
-        self, path: str, synchronous: str = "NORMAL", schema: str = "", busy_timeout: str = ""
+        self,
+        path: str,
+        synchronous: str = "NORMAL",
+        schema: str = "",
+        busy_timeout: str = "",
+        part: str = "",
+        version: int = 0,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError(f"bad sqlite synchronous mode {synchronous!r}")
@@ -196,7 +207,25 @@ class Database:
         self._local = threading.local()
         self._pid = os.getpid()
         if schema:
+            self._check(part, version)
             self.connection().executescript(schema)
+
+    def _check(self, part: str, version: int) -> None:
+        """Stamp a new file with `part`'s `version`; refuse one made with another."""
+        with self.write() as conn:
+            conn.execute(_VERSIONS)
+            conn.execute(
+                "INSERT OR IGNORE INTO soloist_schema (part, version) VALUES (?, ?)",
+                (part, version),
+            )
+            (found,) = conn.execute(
+                "SELECT version FROM soloist_schema WHERE part = ?", (part,)
+            ).fetchone()
+        if found != version:
+            raise ConfigurationError(
+                f"SQLite database {self.path!r} holds {part} tables of schema version {found}; "
+                f"this Soloist reads version {version}"
+            )
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -251,10 +280,13 @@ class SQLiteBroker(Broker):
         self.url = url
         self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
         self.db = Database(
-            path, options.get("synchronous", "NORMAL"), _SCHEMA, options.get("busy_timeout", "")
+            path,
+            options.get("synchronous", "NORMAL"),
+            _SCHEMA,
+            options.get("busy_timeout", ""),
+            "broker",
+            SCHEMA_VERSION,
         )
-        self._migrate()
-        self.db.connection().executescript(_INDEXES)
         self._claimed_at = 0.0  # monotonic time of the last fetch that got something
         self._offset = self._clock_offset()
 
@@ -281,21 +313,6 @@ class SQLiteBroker(Broker):
         if self._offset is None:
             return time.time()
         return time.monotonic() + self._offset
-
-    def _migrate(self) -> None:
-        """Add `delayed` to a messages table made before it existed. Its rows read as not
-        delayed, which is still correct: the claim checks `visible_at` as well."""
-
-        def missing(conn: sqlite3.Connection) -> bool:
-            columns = conn.execute("PRAGMA table_info(soloist_messages)")
-            return "delayed" not in {row[1] for row in columns}
-
-        if missing(self.db.connection()):
-            with self.db.write() as conn:
-                if missing(conn):  # another process may have added it meanwhile
-                    conn.execute(
-                        "ALTER TABLE soloist_messages ADD COLUMN delayed INTEGER NOT NULL DEFAULT 0"
-                    )
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         cur = self.db.connection().execute(
@@ -348,7 +365,7 @@ class SQLiteBroker(Broker):
                         "UPDATE soloist_messages SET receipt = ?, visible_at = ?,"
                         " deliveries = deliveries + 1"
                         f" WHERE id IN ({','.join('?' * len(ids))})"
-                        " RETURNING id, body, deliveries, attempts",
+                        " RETURNING id, body, deliveries, retries",
                         (receipt, now + lease, *ids),
                     ).fetchall()
                     order = {rid: i for i, rid in enumerate(ids)}
@@ -439,7 +456,7 @@ class SQLiteBroker(Broker):
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return self._settle(
             "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
-            " attempts = attempts + ?, visible_at = ?, delayed = ?",
+            " retries = retries + ?, visible_at = ?, delayed = ?",
             delivery,
             int(counted),
             *_due(self._now(), delay),
@@ -447,8 +464,8 @@ class SQLiteBroker(Broker):
 
     def _bury(self, conn: sqlite3.Connection, rid: int, reason: str) -> None:
         conn.execute(
-            "INSERT INTO soloist_dead (queue, body, reason, deliveries, attempts, dead_at)"
-            " SELECT queue, body, ?, deliveries, attempts, ? FROM soloist_messages WHERE id = ?",
+            "INSERT INTO soloist_dead (queue, body, reason, deliveries, retries, dead_at)"
+            " SELECT queue, body, ?, deliveries, retries, ? FROM soloist_messages WHERE id = ?",
             (reason, time.time(), rid),
         )
         conn.execute("DELETE FROM soloist_messages WHERE id = ?", (rid,))
@@ -523,7 +540,7 @@ class SQLiteBroker(Broker):
         rows = (
             self.db.connection()
             .execute(
-                "SELECT id, queue, body, reason, deliveries, attempts, dead_at FROM soloist_dead"
+                "SELECT id, queue, body, reason, deliveries, retries, dead_at FROM soloist_dead"
                 " WHERE queue = ? ORDER BY id LIMIT ?",
                 (queue, limit),
             )

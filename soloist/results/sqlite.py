@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from ..brokers.sqlite import Database, path_from_url
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
+#: The result store tables' layout (see brokers.sqlite: `soloist_schema`).
+SCHEMA_VERSION = 1
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS soloist_results (
     task_id TEXT PRIMARY KEY,
@@ -79,7 +82,12 @@ class SQLiteResultStore(ResultStore):
         path, options = path_from_url(url)
         self.url = url
         self.db = Database(
-            path, options.get("synchronous", "NORMAL"), _SCHEMA, options.get("busy_timeout", "")
+            path,
+            options.get("synchronous", "NORMAL"),
+            _SCHEMA,
+            options.get("busy_timeout", ""),
+            "results",
+            SCHEMA_VERSION,
         )
         self._next_sweep = 0.0
 

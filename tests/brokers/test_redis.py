@@ -259,28 +259,6 @@ def test_wake_tokens_stay_bounded(broker: RedisBroker, queue: str) -> None:
     assert broker.redis.client.llen(f"{broker.prefix}q:{queue}:wake") == 1
 
 
-def test_a_message_published_with_every_field_is_served(broker: RedisBroker, queue: str) -> None:
-    """Earlier versions wrote n 0 and r "" at publish; this one leaves them out until the
-    first claim. Messages already queued in the old layout go through every step."""
-    client, prefix = broker.redis.client, broker.prefix
-    for body in (b"ack me", b"retry me", b"bury me"):
-        mid = f"{client.incr(f'{prefix}ids'):015d}"
-        fields = {"q": queue, "b": body, "p": 0, "n": 0, "a": 0, "r": ""}
-        client.hset(f"{prefix}m:{mid}", mapping=fields)  # type: ignore[arg-type]
-        client.zadd(f"{prefix}q:{queue}:ready", {mid: 0})
-    first, second, third = broker.fetch([queue], 3, 30, 1.0)
-    assert [d.delivery_count for d in (first, second, third)] == [1, 1, 1]
-    assert broker.ack(first) and not broker.ack(first)
-    assert broker.retry(second, 0)
-    assert broker.dead_letter(third, "why not")
-    (again,) = broker.fetch([queue], 3, 30, 1.0)
-    assert (again.body, again.retries, again.delivery_count) == (b"retry me", 1, 1)
-    assert broker.ack(again)
-    (dead,) = broker.dead_letters(queue)
-    assert (dead.body, dead.reason, dead.delivery_count) == (b"bury me", "why not", 1)
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 1, 0)
-
-
 def test_a_lapsed_lease_moved_back_to_ready_can_still_be_acked_by_its_holder(
     broker: RedisBroker, queue: str
 ) -> None:

@@ -1,5 +1,5 @@
 """What the SQLite broker promises beyond the contract suite: delayed rows kept out of the
-claim's way, and a database made by an earlier version opened and used as it is."""
+claim's way, and a database of another schema version refused with a clear error."""
 
 from __future__ import annotations
 
@@ -10,57 +10,23 @@ from pathlib import Path
 import pytest
 
 from soloist.brokers.sqlite import SQLiteBroker
+from soloist.errors import ConfigurationError
 from soloist.results.memory import MemoryResultStore
 from soloist.results.sqlite import SQLiteResultStore
 
-# The messages table and its indexes as they were before the `delayed` column.
-_OLD_SCHEMA = """
-CREATE TABLE soloist_messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
-    body BLOB NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    visible_at REAL NOT NULL,
-    receipt INTEGER,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX soloist_messages_due ON soloist_messages (queue, priority DESC, id);
-CREATE INDEX soloist_messages_time ON soloist_messages (queue, visible_at);
-"""
 
-
-def test_a_database_from_before_the_delayed_column_is_migrated_and_served(
+def test_a_database_of_another_schema_version_is_refused_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.executescript(_OLD_SCHEMA)
-    now = time.time()
-    old.executemany(
-        "INSERT INTO soloist_messages (queue, body, priority, visible_at) VALUES (?, ?, ?, ?)",
-        [("q", b"later", 0, now + 0.4), ("q", b"now", 0, now), ("q", b"urgent", 5, now)],
-    )
-    old.commit()
-    old.close()
-
-    broker = SQLiteBroker(f"sqlite:///{path}")
-    try:
-        got = broker.fetch(["q"], 10, 30, 0)
-        assert [d.body for d in got] == [b"urgent", b"now"]
-        assert all(broker.ack_many(got))
-        (later,) = broker.fetch(["q"], 10, 30, 2)  # the old row delayed by visible_at alone
-        assert later.body == b"later"
-        assert broker.ack(later)
-        conn = broker.db.connection()
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(soloist_messages)")}
-        indexes = {row[1] for row in conn.execute("PRAGMA index_list(soloist_messages)")}
-        assert "delayed" in columns
-        # Only the two partial indexes: the old ones cost every claim and ack an update.
-        assert indexes == {"soloist_messages_ready", "soloist_messages_delayed"}
-    finally:
-        broker.close()
-    SQLiteBroker(f"sqlite:///{path}").close()  # opening it again changes nothing
+    url = f"sqlite:///{tmp_path}/soloist.db"
+    SQLiteBroker(url).close()
+    SQLiteBroker(url).close()  # opening it again is fine
+    conn = sqlite3.connect(tmp_path / "soloist.db")
+    conn.execute("UPDATE soloist_schema SET version = 99 WHERE part = 'broker'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigurationError, match="schema version 99; this Soloist reads"):
+        SQLiteBroker(url)
 
 
 def test_delayed_rows_leave_the_hand_out_order_until_due_then_keep_their_place(
