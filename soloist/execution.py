@@ -162,10 +162,7 @@ class TaskRunner:
                 f"of {self.app.max_message_size}"
             )
         try:
-            body = delivery.body
-            if self.app.signer is not None:
-                body = self.app.signer.verify(body)
-            message = Message.decode(body, self.app.codec, self.app.max_depth)
+            message = self.app.decode(delivery.body)
         except DecodeError as exc:
             if exc.task_id:  # the envelope named its call: record why it will never run
                 return self._dead(Message(exc.task, id=exc.task_id), f"undecodable message: {exc}")

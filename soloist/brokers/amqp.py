@@ -64,7 +64,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions as pe
@@ -80,6 +80,9 @@ from .base import (
     Delivery,
     QueueStats,
     poison_reason,
+    positive_int,
+    seconds,
+    url_options,
 )
 
 log = logging.getLogger("soloist.brokers.amqp")
@@ -109,8 +112,21 @@ _SERVER_HEADERS = frozenset(
     }
 )
 WORKERS_QUEUE = "soloist.workers"
+def _priority(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 255:
+        raise ValueError("must be 0 to 255")
+    return number
+
+
 #: URL query options of ours; the rest go to pika.URLParameters (heartbeat, …).
-_OPTIONS = ("max_deliveries", "max_priority", "queue_expires", "publish_timeout", "ssl_ca_certs")
+OPTIONS: dict[str, Callable[[str], Any]] = {
+    "max_deliveries": positive_int,
+    "max_priority": _priority,
+    "queue_expires": seconds,
+    "publish_timeout": seconds,
+    "ssl_ca_certs": str,
+}
 #: How long `publish` and operator calls wait for a lost connection to come back.
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 #: The I/O thread wakes at least this often when nothing happens.
@@ -508,32 +524,21 @@ def _bucket_ms(seconds: float) -> int:
     return -(-ms // step) * step
 
 
-def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(URL for pika, our options) from an amqp:// or amqps:// URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigurationError(f"not an AMQP URL: {redact(url)}")
-    query = parse_qsl(parts.query)
-    ours = {k: v for k, v in query if k in _OPTIONS}
-    rest = [(k, v) for k, v in query if k not in _OPTIONS]
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
-
-
 class AMQPBroker(Broker):
     def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         self.url = url
         self.where = redact(url)
-        pika_url, options = _split_url(url)
+        if urlsplit(url).scheme not in ("amqp", "amqps"):
+            raise ConfigurationError(f"not an AMQP URL: {self.where}")
+        pika_url, options = url_options(url, OPTIONS, others=True)
+        self.max_deliveries = options.get("max_deliveries", max_deliveries)
+        self.max_priority = options.get("max_priority", 0)
+        self.queue_expires = options.get("queue_expires", 0.0)
+        self.publish_timeout = options.get("publish_timeout", DEFAULT_PUBLISH_TIMEOUT)
         try:
-            self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
-            self.max_priority = int(options.get("max_priority", 0))
-            self.queue_expires = float(options.get("queue_expires", 0))
-            self.publish_timeout = float(options.get("publish_timeout", DEFAULT_PUBLISH_TIMEOUT))
             self.params = pika.URLParameters(pika_url)
-        except ValueError as exc:
+        except ValueError as exc:  # pika's own options, and any it does not know
             raise ConfigurationError(f"bad AMQP URL {self.where}: {exc}") from None
-        if self.max_deliveries < 1 or not 0 <= self.max_priority <= 255:
-            raise ConfigurationError(f"bad max_deliveries or max_priority in {self.where}")
         self.params.client_properties = {"connection_name": "soloist"}
         if urlsplit(url).scheme == "amqps":
             # Verify the server against the CA the URL names (else the system's CAs).

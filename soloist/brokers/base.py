@@ -17,12 +17,62 @@ suite (tests/brokers/test_contract.py) holds each of them to it:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigurationError
+from ..urls import redact
 
 #: Times a message may be handed out without being settled before it is dead-lettered.
 DEFAULT_MAX_DELIVERIES = 5
+
+
+def positive_int(value: str) -> int:
+    """An option that counts something: a whole number of at least 1."""
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def seconds(value: str) -> float:
+    """An option that is a duration: a number of seconds, not negative."""
+    number = float(value)
+    if not number >= 0:  # NaN too
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+def url_options(
+    url: str, ours: Mapping[str, Callable[[str], Any]], others: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Split a broker or result store URL's query into (the URL with what is left of it, our
+    options parsed), each broker's options read in one place.
+
+    `ours` maps each option this store reads to its parser. A value its parser refuses, an
+    option given twice, and (unless `others`: the rest goes to the client library, which
+    checks it) an option nobody reads are a ConfigurationError naming the option."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in ours:
+            rest.append((name, value))
+            continue
+        if name in options:
+            raise ConfigurationError(f"option {name} given twice in {redact(url)}")
+        try:
+            options[name] = ours[name](value)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad {name}={value!r} in {redact(url)}: {exc}") from None
+    if rest and not others:
+        known = ", ".join(sorted(ours)) or "none"
+        raise ConfigurationError(
+            f"unknown option {rest[0][0]} in {redact(url)} (this one reads: {known})"
+        )
+    return urlunsplit(parts._replace(query=urlencode(rest))), options
 
 
 class Delivery(NamedTuple):

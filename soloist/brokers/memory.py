@@ -22,6 +22,8 @@ from .base import (
     Delivery,
     QueueStats,
     poison_reason,
+    positive_int,
+    url_options,
 )
 
 
@@ -42,7 +44,8 @@ class _Record:
 class MemoryBroker(Broker):
     def __init__(self, url: str = "memory://", max_deliveries: int = DEFAULT_MAX_DELIVERIES):
         self.url = url
-        self.max_deliveries = max_deliveries
+        options = url_options(url, {"max_deliveries": positive_int})[1]
+        self.max_deliveries = options.get("max_deliveries", max_deliveries)
         self._cond = threading.Condition()
         self._records: dict[str, _Record] = {}
         # Per queue: due records by (-priority, seq), and records that become due later

@@ -60,7 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import passwords, redact, scrub
@@ -72,6 +72,9 @@ from .base import (
     Delivery,
     QueueStats,
     poison_reason,
+    positive_int,
+    seconds,
+    url_options,
 )
 
 try:
@@ -98,6 +101,23 @@ DEFAULT_PREFIX = "soloist:"
 DEFAULT_RECONNECT_TIMEOUT = 20.0
 #: With ?wait_replicas=N, how long a write waits for its replicas (`?wait_timeout=`).
 DEFAULT_WAIT_TIMEOUT = 1.0
+
+
+def _replicas(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+#: The options of ours a redis:// URL may carry; the rest of its query goes to redis-py.
+OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prefix": str,
+    "max_deliveries": positive_int,
+    "reconnect_timeout": seconds,
+    "wait_replicas": _replicas,
+    "wait_timeout": seconds,
+}
 #: Reads that take longer than this mean a dead connection (`?socket_timeout=`).
 DEFAULT_SOCKET_TIMEOUT = 5.0
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
@@ -506,25 +526,16 @@ class RedisConnection:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", *SENTINEL_SCHEMES):
             raise ConfigurationError(f"not a Redis URL: {redact(url)}")
-        query = dict(parse_qsl(parts.query))
-        self.options = {
-            name: query.pop(name)
-            for name in (
-                "prefix",
-                "max_deliveries",
-                "reconnect_timeout",
-                "wait_replicas",
-                "wait_timeout",
-            )
-            if name in query
-        }
+        # The rest of the query is redis-py's (socket_timeout, ssl_ca_certs, ...).
+        client_url, self.options = url_options(url, OPTIONS, others=True)
         self.redacted = redact(url)
         self._secrets = passwords(url)
         self.prefix = self.options.get("prefix", DEFAULT_PREFIX)
+        self.reconnect_timeout = self.options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
+        #: ?wait_replicas=N: publishes and settles WAIT for N replicas (Script).
+        self.wait_replicas = self.options.get("wait_replicas", 0)
+        self.wait_timeout = self.options.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)
         try:
-            self.reconnect_timeout = float(
-                self.options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
-            )
             connection: dict[str, Any] = {
                 "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
                 "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
@@ -532,16 +543,17 @@ class RedisConnection:
                 "retry": Retry(NoBackoff(), 0),  # this class does the retrying
             }
             if parts.scheme in SENTINEL_SCHEMES:
-                if "socket_timeout" in query:
-                    connection["socket_timeout"] = float(query.pop("socket_timeout"))
+                # A Sentinel URL names no server of its own: of the rest, socket_timeout only.
+                rest = dict(parse_qsl(urlsplit(client_url).query))
+                if "socket_timeout" in rest:
+                    connection["socket_timeout"] = seconds(rest.pop("socket_timeout"))
+                for name in rest:
+                    raise ConfigurationError(f"unknown option {name} in {self.redacted}")
                 pool = sentinel_pool(parts, **connection)
             else:
-                pool = redis.ConnectionPool.from_url(
-                    urlunsplit(parts._replace(query=urlencode(query))), **connection
-                )
-            #: ?wait_replicas=N: publishes and settles WAIT for N replicas (Script).
-            self.wait_replicas = int(self.options.get("wait_replicas", 0))
-            self.wait_timeout = float(self.options.get("wait_timeout", DEFAULT_WAIT_TIMEOUT))
+                pool = redis.ConnectionPool.from_url(client_url, **connection)
+                # Made, not connected: redis-py takes an option it does not know only here.
+                pool.connection_class(**pool.connection_kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
         self.client = redis.Redis(connection_pool=pool)
@@ -782,10 +794,7 @@ class RedisBroker(Broker):
         self.url = url
         self.redis = RedisConnection(url)
         self.prefix = self.redis.prefix
-        try:
-            self.max_deliveries = int(self.redis.options.get("max_deliveries", max_deliveries))
-        except ValueError:
-            raise ConfigurationError(f"bad max_deliveries in {self.redis.redacted}") from None
+        self.max_deliveries = self.redis.options.get("max_deliveries", max_deliveries)
         script = self.redis.script
         self._publish = script(_PUBLISH, replicated="a publish")
         self._claim = script(_CLAIM)

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..urls import sqlite_file
@@ -53,6 +53,9 @@ from .base import (
     Delivery,
     QueueStats,
     poison_reason,
+    positive_int,
+    seconds,
+    url_options,
 )
 
 #: The broker's tables. The claim walks `soloist_messages_ready` in hand-out order and
@@ -129,7 +132,21 @@ def _due(now: float, delay: float) -> tuple[float, int]:
     return now + max(delay, 0), int(delay > 0)
 
 
-def path_from_url(url: str) -> tuple[str, dict[str, str]]:
+def _synchronous(value: str) -> str:
+    if value.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError("choose normal or full (or off, extra)")
+    return value.upper()
+
+
+#: What a sqlite:// URL may say; the broker and the result store often share one URL.
+OPTIONS: dict[str, Callable[[str], Any]] = {
+    "max_deliveries": positive_int,
+    "synchronous": _synchronous,
+    "busy_timeout": seconds,
+}
+
+
+def path_from_url(url: str) -> tuple[str, dict[str, Any]]:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` -> (path, query options)."""
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
@@ -137,8 +154,7 @@ def path_from_url(url: str) -> tuple[str, dict[str, str]]:
     path = sqlite_file(url)
     if not path:
         raise ConfigurationError(f"sqlite URL names no file: {url!r} (e.g. sqlite:///soloist.db)")
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return path, options
+    return path, url_options(url, OPTIONS)[1]
 
 
 #: How long a statement waits for another connection's write lock (`?busy_timeout=`).
@@ -192,16 +208,11 @@ class Database:
         path: str,
         synchronous: str = "NORMAL",
         schema: str = "",
-        busy_timeout: str = "",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         part: str = "",
         version: int = 0,
     ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ConfigurationError(f"bad sqlite synchronous mode {synchronous!r}")
-        try:
-            self.busy_timeout = float(busy_timeout or DEFAULT_BUSY_TIMEOUT)
-        except ValueError:
-            raise ConfigurationError(f"bad sqlite busy_timeout {busy_timeout!r}") from None
+        self.busy_timeout = busy_timeout
         self.path = path
         self.synchronous = synchronous.upper()
         self._local = threading.local()
@@ -278,12 +289,12 @@ class SQLiteBroker(Broker):
     def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         path, options = path_from_url(url)
         self.url = url
-        self.max_deliveries = int(options.get("max_deliveries", max_deliveries))
+        self.max_deliveries = options.get("max_deliveries", max_deliveries)
         self.db = Database(
             path,
             options.get("synchronous", "NORMAL"),
             _SCHEMA,
-            options.get("busy_timeout", ""),
+            options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT),
             "broker",
             SCHEMA_VERSION,
         )
