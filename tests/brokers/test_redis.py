@@ -464,7 +464,7 @@ def test_a_settle_whose_reply_was_lost_counts_as_done(
     redis_server: RedisServer, queue: str, settle: str
 ) -> None:
     """As for an ack: a retry or dead-letter that ran, its reply lost, is not a lost lease."""
-    from tests.netfaults import FaultyProxy
+    from tests.support.netfaults import FaultyProxy
 
     proxy = FaultyProxy(("127.0.0.1", redis_server.port))
     prefix = f"t-{uuid.uuid4().hex[:8]}:"

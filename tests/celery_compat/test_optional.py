@@ -17,7 +17,7 @@ sys.meta_path.insert(0, Block())
 import soloist, soloist.adapters, soloist.brokers, soloist.results, soloist.worker
 import soloist.cli.common, soloist.cli.worker, soloist.pools.processes
 from soloist.cli.common import load_app
-app = load_app("tests.sample_app:app")
+app = load_app("tests.support.sample_app:app")
 assert not [m for m in sys.modules if m.split(".")[0] in ("celery", "kombu", "amqp")]
 print("ok")
 """
