@@ -8,8 +8,9 @@ connections into each child; spawn would pay a fresh interpreter and the app's i
 time a child is replaced. Where there is no forkserver, spawn it is.
 
 Each child imports the app by its module path, runs deliveries with its own `TaskRunner`, and
-sends back a "started" notice (so the keeper, time limits and heartbeats see what runs),
-then the outcome; a listener thread in the worker reads them. A child that dies mid-task is
+sends back a "started" notice with the message it decoded (so the keeper, time limits and
+heartbeats see what runs, without the worker decoding it again), then the outcome; a
+listener thread in the worker reads them. A child that dies mid-task is
 replaced and its delivery reported `LOST`: the worker ends its lease, so it is redelivered
 with its delivery count raised. At a hard time limit `stop` kills the child and ends what
 its task started (see `tree`), and reports the failure. A child retires after `max_tasks`
@@ -39,6 +40,7 @@ from ..adapters import as_app
 from ..brokers.base import Delivery
 from ..errors import ConfigurationError
 from ..execution import CpuGate, Kind, Outcome, TaskRunner
+from ..message import Message
 from . import tree
 from .base import Pool, RunnerFactory, rss_mb
 from .guard import TaskGuard
@@ -88,7 +90,8 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection, draining: Eve
     runner = factory(
         app,
         soft_limit=alarm,
-        started=lambda d, m, t: results.send(("started", d.id)),
+        # The Started record: what began, so the worker need not decode it again.
+        started=lambda d, m, t: results.send(("started", d.id, m)),
         default_soft_time_limit=spec.soft_time_limit,
     )
     runner.cpus = spec.cpus
@@ -179,7 +182,7 @@ class ProcessPool(Pool):
         max_memory: float | None = None,
     ) -> None:
         super().__init__(make_runner, concurrency, max_tasks=max_tasks, max_memory=max_memory)
-        # Not run here: it decodes the "started" notices for the worker's callback.
+        # Not run here: it holds the worker's `started` callback, for the children's notices.
         self._local = make_runner(alarm)
         app = self._local.app
         if not app.broker_url or app.broker_url.startswith("memory"):
@@ -284,7 +287,7 @@ class ProcessPool(Pool):
             return
         if message[0] == "started":
             if child.delivery is not None and child.delivery.id == message[1]:
-                self._announce(child.delivery)
+                self._announce(child.delivery, message[2])
             return
         _, delivery_id, outcome, retiring = message
         with self._lock:
@@ -293,12 +296,13 @@ class ProcessPool(Pool):
         if delivery is not None and delivery.id == delivery_id:
             self._done.put((delivery, outcome))
 
-    def _announce(self, delivery: Delivery) -> None:
-        decoded = self._local.decode(delivery)
-        if self._local.started is None or isinstance(decoded, Outcome):
+    def _announce(self, delivery: Delivery, message: Message) -> None:
+        """Tell the worker what a child started, from the message the child decoded."""
+        task = self._local.app.tasks.get(message.task)
+        if self._local.started is None or task is None:
             return
         try:
-            self._local.started(delivery, *decoded)
+            self._local.started(delivery, message, task)
         except BaseException:  # a task_started hook, say: the listener must live on
             log.exception("task_started failed for delivery %s", delivery.id)
 

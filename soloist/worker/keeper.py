@@ -109,11 +109,11 @@ class Keeper(threading.Thread):
         held = self.worker.held()
         if not held:
             return
-        lost = self.worker.broker.extend(held, self.worker.lease)
+        stale = self.worker.broker.extend(held, self.worker.lease)  # what is no longer held
         # An ack on its way (sent down the pipe, its reply unread) may have landed.
         acking = {d.id for d, _ in list(self.worker.sent)}
         still_held = {d.id for d in self.worker.held()} - acking
-        for delivery in lost:
+        for delivery in stale:
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:
                 log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)

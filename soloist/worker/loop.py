@@ -30,7 +30,6 @@ from ..urls import shown
 from ..workflow import proceed
 from .beat import Beat
 from .constants import (
-    AUTO_PREFETCH,
     BUSY_FETCH_WAIT,
     DEFAULT_LEASE,
     EXIT_COLD_SHUTDOWN,
@@ -44,6 +43,7 @@ from .constants import (
 from .cpus import CpuBudget
 from .keeper import Keeper
 from .outage import ride_out
+from .prefetch import Prefetch
 from .revocation import Revocations
 from .shutdown import ColdShutdown, Shutdown
 
@@ -139,9 +139,7 @@ class Worker:
             max_memory=max_memory_per_child,
         )
         #: None adapts the prefetch to how short tasks are, from 1 to AUTO_PREFETCH.
-        self.adaptive = prefetch is None
-        self.max_prefetch = max(prefetch or AUTO_PREFETCH, self.pool.concurrency)
-        self.prefetch = self.pool.concurrency if self.adaptive else self.max_prefetch
+        self.prefetch = Prefetch(prefetch, self.pool.concurrency)
         #: Ended tasks whose message is acked in one batch (see `settle`).
         self.acks: list[tuple[Delivery, Outcome]] = []
         #: How many ended tasks may wait to be settled together: a SIGKILL runs them again.
@@ -340,7 +338,7 @@ class Worker:
     def _fill(self, wait: float) -> None:
         self._flush()
         self._collect()  # the replies came back while tasks ran: no waiting
-        got = self.broker.fetch(self.queues, self.prefetch, self.lease, wait)
+        got = self.broker.fetch(self.queues, self.prefetch.size, self.lease, wait)
         self.prefetched.extend(got)
         if "received" in self.app.hooks.active:
             for delivery in got:
@@ -366,7 +364,10 @@ class Worker:
                 self.keeper.disarm(running)
             if running.workflow is not None and outcome.workflow is None:
                 outcome.workflow = running.workflow  # stopped by the pool or the keeper
-        self._adapt(outcome.runtime)
+        if self.prefetch.ran(outcome.runtime) and self.prefetched:
+            # A slow task: what waits behind it goes to other workers now.
+            self.broker.release(list(self.prefetched))
+            self.prefetched.clear()
         if outcome.kind is Kind.RELEASED:
             self.broker.release([delivery])  # it never started: as if never fetched
             return
@@ -380,7 +381,7 @@ class Worker:
             self.unsettled.append((delivery, outcome))
             raise
         if self.acks and (
-            len(self.acks) >= min(self.settle_batch, self.prefetch) or not self.prefetched
+            len(self.acks) >= min(self.settle_batch, self.prefetch.size) or not self.prefetched
         ):
             self._flush()
 
@@ -402,13 +403,11 @@ class Worker:
             return
         # A long run may have outlived its lease (a frozen worker: the keeper could not
         # renew it); if another worker holds the message now, settle nothing.
-        if (
-            running is not None
-            and time.monotonic() - running.started > self.lease * 0.9
-            and self.broker.extend([delivery], self.lease)
-        ):
-            self._refused(delivery, outcome)
-            return
+        if running is not None and time.monotonic() - running.started > self.lease * 0.9:
+            stale = self.broker.extend([delivery], self.lease)  # what is no longer held
+            if stale:
+                self._stale(delivery, outcome)
+                return
         if outcome.kind in (Kind.SUCCESS, Kind.REVOKED):
             if not self.acks:
                 self._acks_since = time.monotonic()
@@ -442,7 +441,7 @@ class Worker:
                 outcome.reason,
             )
         if not settled:
-            self._refused(delivery, outcome)
+            self._stale(delivery, outcome)
             return
         self.app.hooks.emit(
             _HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome
@@ -522,7 +521,7 @@ class Worker:
         hooks = self.app.hooks
         for (delivery, outcome), acked in zip(acks, settled, strict=True):
             if not acked:
-                self._refused(delivery, outcome)
+                self._stale(delivery, outcome)
                 continue
             if outcome.kind is Kind.SUCCESS:
                 self.stats.done += 1
@@ -533,20 +532,8 @@ class Worker:
             if event in hooks.active:
                 hooks.emit(event, worker=self, delivery=delivery, outcome=outcome)
 
-    def _adapt(self, runtime: float) -> None:
-        """Adaptive prefetch: hold about PREFETCH_HORIZON seconds of work. After a slow
-        task, give the prefetched deliveries back for other workers to take."""
-        if not self.adaptive or (
-            self.prefetch == self.max_prefetch and runtime * self.max_prefetch <= PREFETCH_HORIZON
-        ):
-            return  # fixed, or already as high as it goes and the task was short enough
-        fits = int(PREFETCH_HORIZON / max(runtime, 1e-6))
-        self.prefetch = max(self.pool.concurrency, min(self.prefetch * 2, fits, self.max_prefetch))
-        if runtime > PREFETCH_HORIZON and self.prefetched:
-            self.broker.release(list(self.prefetched))
-            self.prefetched.clear()
-
-    def _refused(self, delivery: Delivery, outcome: Outcome) -> None:
+    def _stale(self, delivery: Delivery, outcome: Outcome) -> None:
+        """The lease on `delivery` lapsed and another worker holds it: drop `outcome`."""
         self.stats.stale += 1
         log.warning(
             "task %s[%s]: lease lost, another worker has it; outcome dropped",
