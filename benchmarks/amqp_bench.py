@@ -79,7 +79,7 @@ def main() -> None:
     opts = parser.parse_args()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     broker = AMQPBroker(opts.url)
-    floor = AMQPFloor(opts.url, f"{queue}-bare", broker._work_args(f"{queue}-bare"))
+    floor = AMQPFloor(opts.url, f"{queue}-bare", broker.topology.work_args(f"{queue}-bare"))
     broker.close()
     try:
         bare = {

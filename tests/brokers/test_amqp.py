@@ -19,7 +19,8 @@ import pika.exceptions as pe
 import pytest
 
 from soloist import App
-from soloist.brokers.amqp import AMQPBroker, _bucket_ms
+from soloist.brokers.amqp import AMQPBroker
+from soloist.brokers.amqp.wire import bucket_ms
 from soloist.brokers.base import Delivery
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.worker.loop import Worker
@@ -64,7 +65,7 @@ def rabbitmqctl(*args: str) -> str:
 
 
 def test_delays_round_up_to_two_significant_digits() -> None:
-    assert [_bucket_ms(s) for s in (0.0001, 0.037, 0.6, 1.234, 3661)] == [
+    assert [bucket_ms(s) for s in (0.0001, 0.037, 0.6, 1.234, 3661)] == [
         1,
         37,
         600,

@@ -7,7 +7,9 @@ leaving it to expire.
 
 from __future__ import annotations
 
-from soloist.brokers.amqp import AMQPBroker, _Session
+from soloist.brokers.amqp import AMQPBroker
+from soloist.brokers.amqp.session import Session
+from soloist.brokers.base import DEFAULT_MAX_DELIVERIES
 from tests.support.servers import AMQP_URL
 
 
@@ -24,16 +26,21 @@ class DeletingAMQPBroker(AMQPBroker):
     queues stay for the rest of the test.
     """
 
-    used: set[str]
+    def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
+        super().__init__(url, max_deliveries)
+        self.used: set[str] = set()
+        declare = self.topology.declare
 
-    def _declare(self, s: _Session, queue: str) -> None:
-        self.__dict__.setdefault("used", set()).add(queue)
-        super()._declare(s, queue)
+        def tracked(s: Session, queue: str) -> None:
+            self.used.add(queue)
+            declare(s, queue)
+
+        self.topology.declare = tracked  # type: ignore[method-assign]
 
     def die(self) -> None:
         super().close()
 
     def close(self) -> None:
-        for queue in sorted(self.__dict__.get("used", ())):
+        for queue in sorted(self.used):
             self.delete(queue)
         super().close()

@@ -1,0 +1,353 @@
+"""The consume state machine: handing out deliveries from one lane's stream or a sweep of
+several lanes, giving back what was pushed and not taken, and the channel-level settles
+(acks, moves) its deliveries end with. It runs on the I/O thread, on a `Session`."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pika.exceptions as pe
+from pika.adapters.blocking_connection import BlockingChannel
+
+from ..base import Delivery, poison_reason
+from .session import LATER, Held, Request, Session, Stream, Wait
+from .topology import Topology
+from .wire import H_COUNT, H_DEAD_AT, H_PRIOR, H_REASON, H_RETRIES, Out
+
+#: A caller that fetches again within this many seconds drains its batches this fast, so
+#: the lane's consumer may run one batch ahead of it (`Consumer.stream`); the worker's
+#: adaptive prefetch holds about as much work (PREFETCH_HORIZON).
+AHEAD = 0.05
+
+
+class Consumer:
+    """Fetching and the settles below the broker's: all on the I/O thread."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    def stream(
+        self, s: Session, req: Request, queue: str, lane: str, count: int, until: float
+    ) -> object:
+        """Hand out what the lane's consumer pushed, up to `count`, or wait for a push.
+
+        With no consumer yet, the batch is taken by basic.get (exact: whatever is ready,
+        up to `count`, as on several lanes), and one is started for the next batches (or
+        to wait on), unless the lane was empty and the caller does not wait.
+
+        Its prefetch follows `count` plus what the caller still holds (a pool fetches for
+        its free slots while tasks run), plus `count` again when the caller asks for more
+        than one and came back within AHEAD seconds: then the server pushes the next
+        batch while this one runs, instead of after its acks (a round trip and the quorum
+        queue's commit, during which the caller would wait, or a burst worker would think
+        the lane empty). A slow caller, or one taking one at a time (`--prefetch 1`), gets
+        no more than it asks for. A different prefetch (more, or at most half) is applied
+        at the next settle, by `resize`."""
+        self.end_waits(s)
+        st = s.stream
+        if st is not None and st.lane != lane:
+            self.end_stream(s)
+            st = None
+        s.conn.process_data_events(time_limit=0)  # dispatch pushes already received
+        if st is not None and st.tag is not None and st.tag not in s.sub.consumer_tags:
+            # The server cancelled it: its queue was deleted. Declare it again.
+            st.tag = None
+            s.declared.pop(queue, None)
+        self.topology.declare(s, queue)
+        if st is None:
+            st = s.stream = Stream(queue, lane)
+        now = time.monotonic()
+        ahead = count if count > 1 and now - st.fetched < AHEAD else 0
+        want = count + len(s.held) + ahead
+        st.fetched = now
+        out: list[Delivery] = []
+        if st.tag is None:
+            if not st.buffer:  # else it ended: hand out what it had, then start afresh
+                self.get(s, out, queue, lane, count)
+                if not out and time.monotonic() >= until:
+                    return out  # nothing ready, and no wait: no consumer needed yet
+                self.consume(s, st, want)
+        elif want > st.prefetch or want <= st.prefetch // 2:
+            st.resize, st.keep = want, count
+            if want > st.prefetch and st.full():
+                self.resize(s)  # nothing in flight, and the caller waits for more
+        else:
+            st.resize = 0
+        while st.buffer and len(out) < count:
+            self.hand_out(s, out, queue, lane, *st.buffer.popleft())
+        if not out and time.monotonic() >= until and st.tag is not None and not st.full():
+            # Not waiting: still, what the server already pushed (say, the refill after
+            # the last acks) is in flight. One round trip on this channel lets it land.
+            self.confirm_acks(s)
+            s.conn.process_data_events(time_limit=0)
+            while st.buffer and len(out) < count:
+                self.hand_out(s, out, queue, lane, *st.buffer.popleft())
+        if out or time.monotonic() >= until:
+            return out
+        s.wait = Wait(req, until, lambda: bool(st.buffer))
+        return LATER
+
+    def consume(self, s: Session, st: Stream, prefetch: int) -> None:
+        mine = st.mine = set()
+
+        def pushed(_ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
+            st.buffer.append((method, props, body))
+            mine.add(method.delivery_tag)
+
+        s.sub.basic_qos(prefetch_count=prefetch)  # applies to the consumer started next
+        st.tag = s.sub.basic_consume(st.lane, pushed)
+        st.prefetch, st.resize = prefetch, 0
+
+    def resize(self, s: Session) -> None:
+        """Before a settle, give the stream the prefetch its fetches asked for: cancel the
+        consumer and start one with the new prefetch. Its buffer is handed out first,
+        so the lane's order holds; on shrinking, what it holds beyond the last fetch's
+        count goes back, so a worker that slowed down does not sit on messages others
+        could run.
+
+        Here rather than at the fetch: the acks that follow make room that the server
+        fills at once, and a delivery in flight when a consumer is cancelled is rejected
+        by pika and counted by the queue. Before the acks, the consumer is full when the
+        lane is busy (nothing in flight). Growing waits for that (below it, the lane is
+        drained and a larger prefetch would not help); shrinking does not wait."""
+        st = s.stream
+        if st is None or not st.resize or st.tag is None:
+            return
+        want, growing = st.resize, st.resize > st.prefetch
+        if growing and not st.full():
+            return
+        self.cancel(s, st)
+        excess = [] if growing else [self.kept(st, e) for e in list(st.buffer)[st.keep :]]
+        for _ in excess:
+            st.buffer.pop()
+        self.consume(s, st, want)
+        self.give_back(s, excess)
+
+    def kept(self, st: Stream, entry: tuple[Any, Any, bytes]) -> tuple[int, Held, bytes]:
+        method, props, body = entry
+        return method.delivery_tag, self.held(st.queue, st.lane, props), body
+
+    def cancel(self, s: Session, st: Stream) -> None:
+        """Stop the stream's consumer. pika rejects (requeue) what reaches a consumer
+        being cancelled, and the quorum queue counts that as a delivery: unless the
+        stream is full, a message published within this round trip may come back with
+        its delivery count raised by one."""
+        # (Deleting its queue cancels a consumer too.)
+        if st.tag is not None and s.sub.is_open and st.tag in s.sub.consumer_tags:
+            s.conn.process_data_events(time_limit=0)  # into the buffer, not rejected
+            s.sub.basic_cancel(st.tag)
+        st.tag = None
+
+    def end_stream(self, s: Session) -> None:
+        """Cancel the stream and give back what it pushed that no fetch took."""
+        st = s.stream
+        if st is None:
+            return
+        s.end_wait()
+        self.cancel(s, st)
+        kept = [self.kept(st, entry) for entry in st.buffer]
+        st.buffer.clear()
+        s.stream = None
+        self.give_back(s, kept)
+
+    def end_waits(self, s: Session) -> None:
+        """Cancel the idle-wait consumers of `sweep` and give back what they pushed."""
+        if not s.consumers and not s.pushed:
+            return
+        s.conn.process_data_events(time_limit=0)
+        self.cancel_waits(s)
+        queue_of = {lane: queue for queue in s.declared for lane in self.topology.lanes(queue)}
+        pushed, s.pushed = s.pushed, []
+        self.give_back(
+            s,
+            [
+                (method.delivery_tag, self.held(queue_of.get(lane, lane), lane, props), body)
+                for lane, method, props, body in pushed
+            ],
+        )
+
+    def cancel_waits(self, s: Session) -> None:
+        """Cancel the idle-wait consumers; what they pushed stays in `s.pushed`. (pika
+        rejects what reaches a consumer being cancelled: the window of `cancel`.)"""
+        for tag in list(s.consumers):
+            s.sub.basic_cancel(tag)
+        s.consumers.clear()
+
+    def give_back(
+        self, s: Session, kept: Sequence[tuple[int, Held, bytes]], counted: bool = False
+    ) -> None:
+        """Put deliveries back unstarted, as if never delivered: publish copies that carry
+        the count so far, then ack the originals (a basic.nack would raise the quorum
+        queue's count, and a message given back often would look like poison). The
+        copies go to the back of their lanes. `counted`: a lost run, whose delivery counts
+        (a copy handed out past max_deliveries is dead-lettered by `hand_out`)."""
+        if not kept:
+            return
+        self.topology.send_many(
+            s,
+            [
+                Out(
+                    h.queue,
+                    h.lane,
+                    body,
+                    h.message_id,
+                    h.copy_headers({H_PRIOR: h.count - 1 + counted}),
+                )
+                for _, h, body in kept
+            ],
+        )
+        self.ack_tags(s, [tag for tag, _, _ in kept])
+
+    def sweep(
+        self,
+        s: Session,
+        req: Request,
+        lanes: list[tuple[str, str]],
+        count: int,
+        until: float,
+    ) -> object:
+        """basic.get over the lanes in order; when all are empty, wait for a push."""
+        self.end_stream(s)
+        got = self.take(s, lanes, count)
+        if got or time.monotonic() >= until:
+            return got
+        return self.wait(s, req, lanes, until)
+
+    def take(self, s: Session, lanes: list[tuple[str, str]], max_count: int) -> list[Delivery]:
+        for q in dict.fromkeys(q for q, _ in lanes):
+            self.topology.declare(s, q)
+        wanted = {lane for _, lane in lanes}
+        if s.consumers:
+            s.conn.process_data_events(time_limit=0)  # dispatch pushes already received
+            if set(s.consumers.values()) == wanted and not any(p[0] in wanted for p in s.pushed):
+                # Still idle: the consumers would have pushed anything waiting (prefetch
+                # 1 each), so no basic.get sweep; keep them for the next wait.
+                return []
+            self.cancel_waits(s)
+        out: list[Delivery] = []
+        order = {lane: i for i, (_, lane) in enumerate(lanes)}
+        queue_of = dict((lane, q) for q, lane in lanes)
+        s.pushed.sort(key=lambda p: order.get(p[0], len(order)))
+        keep = []
+        for lane, method, props, body in s.pushed:
+            if lane in order and len(out) < max_count:
+                self.hand_out(s, out, queue_of[lane], lane, method, props, body)
+            else:
+                keep.append((lane, method, props, body))
+        s.pushed = keep
+        for q, lane in lanes:
+            self.get(s, out, q, lane, max_count)
+        return out
+
+    def get(self, s: Session, out: list[Delivery], queue: str, lane: str, count: int) -> None:
+        """basic.get from `lane` into `out` until it holds `count` or the lane is empty."""
+        while len(out) < count:
+            method, props, body = s.sub.basic_get(lane)
+            if method is None:
+                return
+            self.hand_out(s, out, queue, lane, method, props, body)
+
+    def held(self, queue: str, lane: str, props: Any) -> Held:
+        headers = props.headers or {}
+        count = int(headers.get("x-delivery-count", 0)) + int(headers.get(H_PRIOR, 0)) + 1
+        retries = int(headers.get(H_RETRIES, 0))
+        return Held(queue, lane, props.message_id or uuid.uuid4().hex, headers, count, retries)
+
+    def hand_out(
+        self,
+        s: Session,
+        out: list[Delivery],
+        queue: str,
+        lane: str,
+        method: Any,
+        props: Any,
+        body: bytes,
+    ) -> None:
+        tag = method.delivery_tag
+        held = s.held[tag] = self.held(queue, lane, props)
+        if held.count > self.topology.max_deliveries:
+            # Only a released copy gets here (the queue's own limit counts from the copy).
+            self.move(s, tag, f"{queue}.dead", body, self.dead_headers(held, held.count))
+            return
+        out.append(Delivery(held.message_id, queue, body, held.count, held.retries, (s.epoch, tag)))
+
+    def wait(
+        self, s: Session, req: Request, lanes: list[tuple[str, str]], until: float
+    ) -> object:
+        """Consumers on every lane (prefetch 1 each); a push runs the fetch again."""
+        if not s.consumers:
+            s.sub.basic_qos(prefetch_count=1)  # applies to the consumers started next
+            for _, lane in lanes:
+
+                def pushed(
+                    _ch: BlockingChannel, method: Any, props: Any, body: bytes, lane: str = lane
+                ) -> None:
+                    s.pushed.append((lane, method, props, body))
+
+                tag = s.sub.basic_consume(lane, pushed)
+                s.consumers[tag] = lane
+        wanted = {lane for _, lane in lanes}
+        s.wait = Wait(req, until, lambda: any(p[0] in wanted for p in s.pushed))
+        return LATER
+
+    def ack_tags(self, s: Session, tags: Sequence[int]) -> None:
+        """basic.ack each tag, with one multiple-ack for those below every other unsettled
+        tag on the channel (in a worker's batch, usually all of them). Every ack goes
+        through here, so a stream waiting for a new prefetch gets it first."""
+        self.resize(s)
+        for tag in tags:
+            s.settled(tag)
+        low = min(s.unsettled(), default=math.inf)
+        ordered = sorted(tags)
+        below = [tag for tag in ordered if tag < low]
+        if len(below) > 1:
+            s.sub.basic_ack(below[-1], multiple=True)
+            ordered = ordered[len(below) :]
+        for tag in ordered:
+            s.sub.basic_ack(tag)
+
+    def confirm_acks(self, s: Session) -> None:
+        """AMQP acks have no reply. A synchronous call behind them on the same channel
+        returns only after the server processed them; if the server had closed the
+        channel (consumer_timeout), this raises and the settle reports False. (basic.qos
+        sets the prefetch of consumers started later; each consume sets its own.)"""
+        s.sub.basic_qos(prefetch_count=1)
+
+    def ack(self, s: Session, tag: int) -> None:
+        self.ack_tags(s, [tag])
+        self.confirm_acks(s)
+
+    def move(
+        self,
+        s: Session,
+        tag: int,
+        target: str,
+        body: bytes,
+        headers: dict[str, Any],
+        delay: float = 0,
+    ) -> None:
+        """Publish a copy (confirmed), then ack the original: never lost, at worst twice."""
+        held = s.held[tag]
+        try:
+            self.topology.send(s, Out(held.queue, target, body, held.message_id, headers, delay))
+        except pe.AMQPChannelError:
+            # The copy was refused: give the original back rather than sit on it.
+            if s.sub.is_open:
+                s.sub.basic_reject(tag, requeue=True)
+                s.settled(tag)
+            raise
+        self.ack(s, tag)
+
+    def dead_headers(self, held: Held, count: int, reason: str = "") -> dict[str, Any]:
+        return held.copy_headers(
+            {
+                H_REASON: reason or poison_reason(count - 1),
+                H_DEAD_AT: repr(time.time()),
+                H_COUNT: count,
+                H_RETRIES: held.retries,
+            }
+        )
