@@ -1,33 +1,6 @@
-# Key schema. Every key starts with the prefix (`soloist:` unless the URL says `?prefix=`).
-#
-#   ids                  STRING  counter behind message ids (INCR); an id is the counter,
-#                                zero-padded to 15 digits, so ids sort by age as strings
-#   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
-#                                a retries, r receipt of its current lease ("" when none);
-#                                a dead letter also has why (reason) and t (dead_at). n and
-#                                r are absent until the message is first claimed (read: 0, "")
-#   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
-#                                by member, that is by age)
-#   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
-#   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
-#   q:<queue>:dead       ZSET    dead letters: score = unix time they died
-#   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it (BLPOP)
-#   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
-#                                only an evicting maxmemory-policy does (workers refuse one)
-#   workers              ZSET    worker id -> unix time its heartbeat expires
-#   w:<worker id>        HASH    info, seen; expires with the heartbeat
-#
-# A message is always in exactly one of ready, delayed, leased or dead (a lapsed lease
-# stays in leased until a claim moves it back to ready). Every change of place is one Lua
-# script, so it is atomic, and every script reads the clock of the Redis server, so
-# workers on machines with skewed clocks agree on when leases lapse.
-#
-# Memory: scripts that grow the data (publish, claim) carry no `allow-oom` flag, so at
-# `maxmemory` Redis refuses them whole, before they change anything: no task is started
-# whose result could not be stored. Settling, renewing leases and reading are flagged
-# `allow-oom`: they free memory or move a message, and must go on while it is full.
-
 """The Redis broker: sorted sets moved between by Lua scripts, and BLPOP to sleep on.
+
+The scripts are the .lua files in brokers/redis/; prelude.lua opens with the key schema.
 
 Why Lua and not Streams: a stream has no priorities and no delayed entries, and XACK does
 not check which consumer holds an entry, so fencing a stale holder, retrying with a delay
@@ -59,6 +32,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -131,383 +105,37 @@ _LATE_UNBLOCK = 0.25
 IDLE_RECHECK = 10.0
 #: Errors that mean "not reachable right now": worth reconnecting for.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+#: The Lua scripts, one file each in brokers/redis/. prelude.lua, which runs before each of
+#: them (ARGV[1] is the key prefix), opens with the key schema and defines the key names.
+_LUA = Path(__file__).with_name("redis")
 
-# Shared by every script: ARGV[1] is the key prefix.
-_PRELUDE = """
-local prefix = ARGV[1]
--- The server's clock, read once, by the scripts that need it: TIME is a call of its own.
-local clock
-local function now()
-  if not clock then
-    local t = redis.call('TIME')
-    clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  end
-  return clock
-end
-local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
-local function mkey(id) return prefix .. 'm:' .. id end
-local function wake(queue)
-  local key = qkey(queue, 'wake')
-  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, 1) end
-end
-local function make_ready(queue, id)
-  local p = tonumber(redis.call('HGET', mkey(id), 'p'))
-  if p then redis.call('ZADD', qkey(queue, 'ready'), -p, id) end
-end
-local function unplace(queue, id)
-  redis.call('ZREM', qkey(queue, 'ready'), id)
-  redis.call('ZREM', qkey(queue, 'delayed'), id)
-  redis.call('ZREM', qkey(queue, 'leased'), id)
-end
-local function bury(queue, id, reason)
-  unplace(queue, id)
-  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now())
-  redis.call('ZADD', qkey(queue, 'dead'), now(), id)
-end
--- `command` on `key` (none if false) with the items of `list` as further arguments, in
--- slices: unpack fails past Lua's C stack (about 8000 values). Returns the replies' sum.
-local function variadic(command, key, list)
-  local total = 0
-  for i = 1, #list, 4000 do
-    local last = math.min(i + 3999, #list)
-    if key then
-      total = total + redis.call(command, key, unpack(list, i, last))
-    else
-      total = total + redis.call(command, unpack(list, i, last))
-    end
-  end
-  return total
-end
--- For a settle that found its lease gone: 2 if the message is settled and leased to
--- nobody (this settle's earlier try may have done it, its reply lost), else 0.
-local function unleased(id)
-  if redis.call('HGET', mkey(id), 'r') == '' then return 2 end
-  return 0
-end
--- The queue of message `id` if `receipt` is its current lease, else nil.
-local function held(id, receipt)
-  local m = redis.call('HMGET', mkey(id), 'r', 'q')
-  if m[1] == receipt then return m[2] end
-  return nil
-end
-"""
 
-# ARGV: prefix, then queue, body, delay, priority for each message. Returns the ids.
-_PUBLISH = """
-local ids = {}
-for i = 2, #ARGV, 4 do
-  local queue, delay, priority = ARGV[i], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local id = string.format('%015d', redis.call('INCR', prefix .. 'ids'))
-  -- n and r are left out until the first claim (absent reads as 0 and ""); the claim
-  -- returns a as it is, so it is written.
-  redis.call('HSET', mkey(id), 'q', queue, 'b', ARGV[i + 1], 'p', priority, 'a', 0)
-  if delay > 0 then
-    redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)
-  else
-    redis.call('ZADD', qkey(queue, 'ready'), -priority, id)
-  end
-  -- Wakes a sleeper for a delayed message too, so it shortens its sleep to the new due time.
-  wake(queue)
-  ids[#ids + 1] = id
-end
-return ids
-"""
+def _lua(name: str) -> str:
+    return (_LUA / f"{name}.lua").read_text()
 
-# ARGV: prefix, max_count, lease, receipt, max_deliveries, poison reason format, queues...
-# Returns {wait_ms, id, queue, body, delivery_count, retries, id, ...}; wait_ms, when
-# nothing was claimed, is how long until a delayed message or lease of these queues falls
-# due (-1: none).
-_CLAIM = """
-local want, lease, receipt = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local max_deliveries, poison = tonumber(ARGV[5]), ARGV[6]
-local out, got = {0}, 0
--- Queues whose ready set this claim emptied: no ZCARD needed to know they need no wake.
-local emptied = {}
-local function promote(queue, kind)
-  local key = qkey(queue, kind)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now(), 'LIMIT', 0, $CHUNK)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', key, id)
-    make_ready(queue, id)
-  end
-end
-for i = 7, #ARGV do
-  if got >= want then break end
-  local queue = ARGV[i]
-  local ready = qkey(queue, 'ready')
-  local claimed = {}
-  promote(queue, 'delayed')
-  promote(queue, 'leased')
-  local drained = false
-  while got < want and not drained do
-    local popped = redis.call('ZPOPMIN', ready, want - got)
-    -- Fewer than asked for: ready is empty, so do not ask again.
-    drained = #popped < 2 * (want - got)
-    for j = 1, #popped, 2 do
-      local id = popped[j]
-      local m = mkey(id)
-      -- Deliveries so far, body, retries; all false if the hash is gone (evicted: Redis
-      -- must run with maxmemory-policy noeviction).
-      local msg = redis.call('HMGET', m, 'n', 'b', 'a')
-      local seen = tonumber(msg[1]) or 0
-      -- A message back from a lapsed lease goes out alone (see base.Broker.fetch).
-      if got >= want or (seen > 0 and got > 0) then
-        local back = {}
-        for k = j, #popped, 2 do
-          back[#back + 1] = popped[k + 1]
-          back[#back + 1] = popped[k]
-        end
-        variadic('ZADD', ready, back)
-        want = got
-        drained = false
-        break
-      end
-      if seen > 0 then want = got + 1 end
-      if not msg[2] then
-        -- Nothing left to deliver: counted, for operators (`stats`).
-        redis.call('INCR', qkey(queue, 'lost'))
-      elseif seen >= max_deliveries then
-        redis.call('HSET', m, 'n', seen + 1)
-        bury(queue, id, string.format(poison, seen))
-      else
-        redis.call('HSET', m, 'n', seen + 1, 'r', receipt)
-        claimed[#claimed + 1] = id
-        out[#out + 1] = id
-        out[#out + 1] = queue
-        out[#out + 1] = msg[2]
-        out[#out + 1] = seen + 1
-        out[#out + 1] = tonumber(msg[3]) or 0
-        got = got + 1
-      end
-    end
-  end
-  emptied[queue] = drained
-  -- Newest first. A small sorted set is a flat list that ZADD scans for each insert, from
-  -- the lowest score, parsing each float score as text. These all share one score and
-  -- would go in after each other, so in id order each insert scans the whole batch (about
-  -- 10 µs a message for 100); in reverse, each goes in at the front of the others.
-  local leases = {}
-  for k = #claimed, 1, -1 do
-    leases[#leases + 1] = now() + lease
-    leases[#leases + 1] = claimed[k]
-  end
-  variadic('ZADD', qkey(queue, 'leased'), leases)
-end
-local next_due = nil
-for i = 7, #ARGV do
-  local queue = ARGV[i]
-  if not emptied[queue] and redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
-  if got == 0 then
-    for _, kind in ipairs({'delayed', 'leased'}) do
-      local first = redis.call('ZRANGE', qkey(queue, kind), 0, 0, 'WITHSCORES')
-      if first[2] and (next_due == nil or tonumber(first[2]) < next_due) then
-        next_due = tonumber(first[2])
-      end
-    end
-  end
-end
-if got == 0 then
-  out[1] = next_due and math.max(math.ceil((next_due - now()) * 1000), 1) or -1
-end
-return out
-""".replace("$CHUNK", str(CHUNK))
 
-# ARGV: prefix, then id, receipt for each delivery. Returns, for each, 1 if acked, 0 if
-# another lease holds it, 2 if it is gone (acked already).
-_ACK = """
-local acked, ids_of, keys, done = {}, {}, {}, {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local queue = held(id, ARGV[i + 1])
-  if queue and not done[id] then
-    done[id] = true
-    ids_of[queue] = ids_of[queue] or {}
-    table.insert(ids_of[queue], id)
-    keys[#keys + 1] = mkey(id)
-    acked[#acked + 1] = 1
-  elseif redis.call('EXISTS', mkey(id)) == 0 then
-    acked[#acked + 1] = 2
-  else
-    acked[#acked + 1] = 0
-  end
-end
-for queue, ids in pairs(ids_of) do
-  -- A held message is leased, or back in ready if its lease lapsed and a claim moved it
-  -- there without taking it.
-  if variadic('ZREM', qkey(queue, 'leased'), ids) < #ids then
-    variadic('ZREM', qkey(queue, 'ready'), ids)
-    variadic('ZREM', qkey(queue, 'delayed'), ids)
-  end
-end
-variadic('DEL', false, keys)
-return acked
-"""
+def queue_key(prefix: str, queue: str, kind: str) -> str:
+    """A queue's key of `kind` (ready, delayed, leased, dead, wake, lost): the name
+    prelude.lua's qkey() builds, for the commands sent without a script (BLPOP)."""
+    return f"{prefix}q:{queue}:{kind}"
 
-# ARGV: prefix, id, receipt, delay, retries to add (1, or 0 for a deferral). Returns 1, or
-# `unleased` when not held.
-_RETRY = """
-local id, delay = ARGV[2], tonumber(ARGV[4])
-local queue = held(id, ARGV[3])
-if not queue then return unleased(id) end
-unplace(queue, id)
-redis.call('HSET', mkey(id), 'r', '', 'n', 0)
-redis.call('HINCRBY', mkey(id), 'a', ARGV[5])
-if delay > 0 then
-  redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)
-else
-  make_ready(queue, id)
-end
-wake(queue)
-return 1
-"""
 
-# ARGV: prefix, id, receipt, reason. Returns 1, or `unleased` when not held.
-_DEAD_LETTER = """
-local queue = held(ARGV[2], ARGV[3])
-if not queue then return unleased(ARGV[2]) end
-bury(queue, ARGV[2], ARGV[4])
-return 1
-"""
-
-# ARGV: prefix, then id, receipt for each delivery.
-_RELEASE = """
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local queue = held(id, ARGV[i + 1])
-  if queue then
-    unplace(queue, id)
-    redis.call('HSET', mkey(id), 'r', '')
-    redis.call('HINCRBY', mkey(id), 'n', -1)
-    make_ready(queue, id)
-    wake(queue)
-  end
-end
-return 0
-"""
-
-# ARGV: prefix, lease, then id, receipt for each delivery. Returns 1 for each one lost.
-_EXTEND = """
-local lost = {}
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
-  local queue = held(id, ARGV[i + 1])
-  if queue then
-    -- A lapsed lease that nobody claimed yet may sit in ready: take it back.
-    redis.call('ZREM', qkey(queue, 'ready'), id)
-    redis.call('ZADD', qkey(queue, 'leased'), now() + tonumber(ARGV[2]), id)
-    lost[#lost + 1] = 0
-  else
-    lost[#lost + 1] = 1
-  end
-end
-return lost
-"""
-
-# ARGV: prefix, queue.
-_DEPTH = """
-local queue = ARGV[2]
-return redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed'))
-  + redis.call('ZCOUNT', qkey(queue, 'leased'), '-inf', now())
-"""
-
-# ARGV: prefix, queue. Returns {depth, delayed, in flight, dead letters, lost}.
-_STATS = """
-local queue = ARGV[2]
-local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. now(), '+inf')
-local in_flight = redis.call('ZCOUNT', qkey(queue, 'leased'), '(' .. now(), '+inf')
-local depth = redis.call('ZCARD', qkey(queue, 'ready'))
-  + redis.call('ZCARD', qkey(queue, 'delayed'))
-  + redis.call('ZCARD', qkey(queue, 'leased')) - in_flight
-local lost = tonumber(redis.call('GET', qkey(queue, 'lost'))) or 0
-return {depth, delayed, in_flight, redis.call('ZCARD', qkey(queue, 'dead')), lost}
-"""
-
-# ARGV: prefix, queue. Drops up to CHUNK waiting messages; returns how many.
-_PURGE = """
-local queue, room = ARGV[2], $CHUNK
-local function drop(kind, ids)
-  for _, id in ipairs(ids) do
-    redis.call('ZREM', qkey(queue, kind), id)
-    redis.call('DEL', mkey(id))
-    room = room - 1
-  end
-end
-drop('ready', redis.call('ZRANGE', qkey(queue, 'ready'), 0, room - 1))
-if room > 0 then drop('delayed', redis.call('ZRANGE', qkey(queue, 'delayed'), 0, room - 1)) end
-if room > 0 then
-  local lapsed = redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now(), 'LIMIT', 0, room)
-  drop('leased', lapsed)
-end
-return $CHUNK - room
-""".replace("$CHUNK", str(CHUNK))
-
-# ARGV: prefix, queue, limit. Returns {id, body, reason, delivery_count, retries, dead_at, …}.
-_DEAD_LETTERS = """
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', qkey(ARGV[2], 'dead'), 0, tonumber(ARGV[3]) - 1)) do
-  local m = redis.call('HMGET', mkey(id), 'b', 'why', 'n', 'a', 't')
-  out[#out + 1] = id
-  for k = 1, 5 do out[#out + 1] = m[k] end
-end
-return out
-"""
-
-# ARGV: prefix, queue, requeue (1) or drop (0), ids... (none: up to CHUNK of the oldest).
-# Returns how many were moved.
-_SETTLE_DEAD = """
-local queue, requeue = ARGV[2], ARGV[3] == '1'
-local dead = qkey(queue, 'dead')
-local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ARGV < 4 then ids = redis.call('ZRANGE', dead, 0, $CHUNK - 1) end
-local moved = 0
-for _, id in ipairs(ids) do
-  if redis.call('ZREM', dead, id) == 1 then
-    moved = moved + 1
-    if requeue then
-      redis.call('HSET', mkey(id), 'n', 0, 'a', 0, 'r', '')
-      redis.call('HDEL', mkey(id), 'why', 't')
-      make_ready(queue, id)
-    else
-      redis.call('DEL', mkey(id))
-    end
-  end
-end
-if requeue and moved > 0 then wake(queue) end
-return moved
-""".replace("$CHUNK", str(CHUNK))
-
-# ARGV: prefix, worker id, info, ttl in ms.
-_HEARTBEAT = """
-local key = prefix .. 'w:' .. ARGV[2]
-redis.call('HSET', key, 'info', ARGV[3], 'seen', now())
-redis.call('PEXPIRE', key, ARGV[4])
-redis.call('ZADD', prefix .. 'workers', now() + tonumber(ARGV[4]) / 1000, ARGV[2])
-redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now())
-return 0
-"""
-
-# ARGV: prefix. Returns {id, info, seen, …} of every live worker.
-_WORKERS = """
-redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now())
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', prefix .. 'workers', 0, -1)) do
-  local w = redis.call('HMGET', prefix .. 'w:' .. id, 'info', 'seen')
-  if w[1] then
-    out[#out + 1] = id
-    out[#out + 1] = w[1]
-    out[#out + 1] = w[2]
-  end
-end
-return out
-"""
-
-# ARGV: prefix, worker id.
-_FORGET_WORKER = """
-redis.call('ZREM', prefix .. 'workers', ARGV[2])
-redis.call('DEL', prefix .. 'w:' .. ARGV[2])
-return 0
-"""
+_PRELUDE = _lua("prelude")
+_PUBLISH = _lua("publish")
+_CLAIM = _lua("claim").replace("$CHUNK", str(CHUNK))
+_ACK = _lua("ack")
+_RETRY = _lua("retry")
+_DEAD_LETTER = _lua("dead_letter")
+_RELEASE = _lua("release")
+_EXTEND = _lua("extend")
+_DEPTH = _lua("depth")
+_STATS = _lua("stats")
+_PURGE = _lua("purge").replace("$CHUNK", str(CHUNK))
+_DEAD_LETTERS = _lua("dead_letters")
+_SETTLE_DEAD = _lua("settle_dead").replace("$CHUNK", str(CHUNK))
+_HEARTBEAT = _lua("heartbeat")
+_WORKERS = _lua("workers")
+_FORGET_WORKER = _lua("forget_worker")
 
 #: `poison_reason` as a Lua format string, so burying a poison message stays one script.
 _POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321", "%d")
@@ -843,7 +471,7 @@ class RedisBroker(Broker):
         # nothing has fallen due since: whatever arrived meanwhile pushed a token.
         quiet_until = self._quiet.pop(key, 0.0)
         reply = None if timeout > 0 and start < quiet_until else self._claim(*args)
-        wake = tuple(f"{self.prefix}q:{q}:wake" for q in queues)
+        wake = tuple(queue_key(self.prefix, q, "wake") for q in queues)
         while reply is None or len(reply) == 1:
             now = time.monotonic()
             if reply is not None:

@@ -1,0 +1,16 @@
+-- Keys: the schema opens prelude.lua, which runs before this script.
+-- ARGV: prefix, lease, then id, receipt for each delivery. Returns 1 for each one lost.
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local queue = held(id, ARGV[i + 1])
+  if queue then
+    -- A lapsed lease that nobody claimed yet may sit in ready: take it back.
+    redis.call('ZREM', qkey(queue, 'ready'), id)
+    redis.call('ZADD', qkey(queue, 'leased'), now() + tonumber(ARGV[2]), id)
+    lost[#lost + 1] = 0
+  else
+    lost[#lost + 1] = 1
+  end
+end
+return lost

@@ -1,0 +1,87 @@
+-- Key schema. Every key starts with the prefix (`soloist:` unless the URL says `?prefix=`).
+--
+--   ids                  STRING  counter behind message ids (INCR); an id is the counter,
+--                                zero-padded to 15 digits, so ids sort by age as strings
+--   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
+--                                a retries, r receipt of its current lease ("" when none);
+--                                a dead letter also has why (reason) and t (dead_at). n and
+--                                r are absent until the message is first claimed (read: 0, "")
+--   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
+--                                by member, that is by age)
+--   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
+--   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
+--   q:<queue>:dead       ZSET    dead letters: score = unix time they died
+--   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it (BLPOP)
+--   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
+--                                only an evicting maxmemory-policy does (workers refuse one)
+--   workers              ZSET    worker id -> unix time its heartbeat expires
+--   w:<worker id>        HASH    info, seen; expires with the heartbeat
+--
+-- A message is always in exactly one of ready, delayed, leased or dead (a lapsed lease
+-- stays in leased until a claim moves it back to ready). Every change of place is one Lua
+-- script, so it is atomic, and every script reads the clock of the Redis server, so
+-- workers on machines with skewed clocks agree on when leases lapse.
+--
+-- Memory: scripts that grow the data (publish, claim) carry no `allow-oom` flag, so at
+-- `maxmemory` Redis refuses them whole, before they change anything: no task is started
+-- whose result could not be stored. Settling, renewing leases and reading are flagged
+-- `allow-oom`: they free memory or move a message, and must go on while it is full.
+--
+-- 
+-- Shared by every script: ARGV[1] is the key prefix.
+local prefix = ARGV[1]
+-- The server's clock, read once, by the scripts that need it: TIME is a call of its own.
+local clock
+local function now()
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return clock
+end
+local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
+local function mkey(id) return prefix .. 'm:' .. id end
+local function wake(queue)
+  local key = qkey(queue, 'wake')
+  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, 1) end
+end
+local function make_ready(queue, id)
+  local p = tonumber(redis.call('HGET', mkey(id), 'p'))
+  if p then redis.call('ZADD', qkey(queue, 'ready'), -p, id) end
+end
+local function unplace(queue, id)
+  redis.call('ZREM', qkey(queue, 'ready'), id)
+  redis.call('ZREM', qkey(queue, 'delayed'), id)
+  redis.call('ZREM', qkey(queue, 'leased'), id)
+end
+local function bury(queue, id, reason)
+  unplace(queue, id)
+  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now())
+  redis.call('ZADD', qkey(queue, 'dead'), now(), id)
+end
+-- `command` on `key` (none if false) with the items of `list` as further arguments, in
+-- slices: unpack fails past Lua's C stack (about 8000 values). Returns the replies' sum.
+local function variadic(command, key, list)
+  local total = 0
+  for i = 1, #list, 4000 do
+    local last = math.min(i + 3999, #list)
+    if key then
+      total = total + redis.call(command, key, unpack(list, i, last))
+    else
+      total = total + redis.call(command, unpack(list, i, last))
+    end
+  end
+  return total
+end
+-- For a settle that found its lease gone: 2 if the message is settled and leased to
+-- nobody (this settle's earlier try may have done it, its reply lost), else 0.
+local function unleased(id)
+  if redis.call('HGET', mkey(id), 'r') == '' then return 2 end
+  return 0
+end
+-- The queue of message `id` if `receipt` is its current lease, else nil.
+local function held(id, receipt)
+  local m = redis.call('HMGET', mkey(id), 'r', 'q')
+  if m[1] == receipt then return m[2] end
+  return nil
+end
