@@ -14,7 +14,7 @@ SERVER_WIDE = re.compile(
     r"|['\"](SCRIPT|FLUSHDB|FLUSHALL|CONFIG|SHUTDOWN|DEBUG)['\"]"
 )
 #: What a file uses to start a private server (see tests/support/redis_support.py).
-PRIVATE = re.compile(r"RedisServer|redis_server|private_redis")
+PRIVATE = re.compile(r"RedisServer|redis_server|private_redis|['\"]redis-server['\"]")
 
 
 def test_server_wide_commands_only_touch_private_servers() -> None:

@@ -31,6 +31,7 @@ def proxy() -> Iterator[FaultyProxy]:
     p.close()
 
 
+@pytest.mark.slow
 def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: FaultyProxy) -> None:
     from tests.support import sample_app
 
