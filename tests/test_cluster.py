@@ -20,7 +20,7 @@ import pytest
 from soloist import App
 from soloist.brokers.redis import RedisConnection
 from tests.conftest import WorkerProcesses
-from tests.servers import require
+from tests.support.servers import require
 
 APP = "tests.cluster_app:app"
 
@@ -32,7 +32,7 @@ def cluster(request: pytest.FixtureRequest, workers: WorkerProcesses) -> Iterato
         yield workers
         return
     require("Redis", "127.0.0.1", 6379)
-    from tests.redis_support import delete_prefix, prefixed_url
+    from tests.support.redis_support import delete_prefix, prefixed_url
 
     url = prefixed_url(f"soloist-cluster-{uuid.uuid4().hex[:8]}:")
     workers.use(url)

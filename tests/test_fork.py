@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from soloist import App
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, require
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 
 def _send_in_child(app: App, queue: str) -> int:

@@ -178,7 +178,7 @@ def test_the_cli_refuses_beat_without_a_shared_store_and_lists_schedules(
     assert done.returncode == 1
     assert "--beat needs a result store" in done.stderr, done.stderr
     workers.use(workers.url)
-    plain = workers.run("schedules", "-A", "tests.sample_app:app")
+    plain = workers.run("schedules", "-A", "tests.support.sample_app:app")
     assert plain.returncode == 0 and "no periodic tasks" in plain.stdout
     listed = workers.run("schedules", "-A", "tests.cluster_app:app", "--json", "-n", "2")
     (row,) = json.loads(listed.stdout)

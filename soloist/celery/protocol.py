@@ -90,7 +90,7 @@ def when(value: Any) -> float | None:
 
 def eta_of(raw: bytes) -> float | None:
     """The ETA of a message: from the headers (protocol 2), or from a JSON body
-    (protocol 1); None if it has none or cannot be read (the executor then says why)."""
+    (protocol 1); None if it has none or cannot be read (the task runner then says why)."""
     try:
         env = json.loads(raw)
         headers = env.get("headers") or {}

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from soloist import App
 from soloist.dashboard.server import create_app
 from tests.conftest import WorkerProcesses
-from tests.servers import require
+from tests.support.servers import require
 
 
 @dataclass
@@ -27,12 +27,12 @@ class Live:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
-    """tests.sample_app's app and its workers on one broker (results beside it)."""
-    from tests import sample_app
+    """tests.support.sample_app's app and its workers on one broker (results beside it)."""
+    from tests.support import sample_app
 
     if request.param == "redis":
         require("Redis", "127.0.0.1", 6379)
-        from tests.redis_support import delete_prefix, prefixed_url
+        from tests.support.redis_support import delete_prefix, prefixed_url
 
         url = prefixed_url(f"soloist-test-dash-{uuid.uuid4().hex[:10]}:")
     else:

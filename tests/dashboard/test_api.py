@@ -16,7 +16,7 @@ from tests.conftest import WorkerProcesses
 from tests.dashboard.conftest import Client, Live
 from tests.test_cli import assert_one_line_error
 
-APP = ("-A", "tests.sample_app:app")
+APP = ("-A", "tests.support.sample_app:app")
 TOKEN = "a-test-token-0123456789"
 
 

@@ -20,7 +20,7 @@ import pytest
 from soloist.brokers.sqlite import SQLiteBroker
 from tests.conftest import ROOT
 from tests.dashboard.conftest import Live
-from tests.redis_support import free_port
+from tests.support.redis_support import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -55,7 +55,7 @@ def start_dashboard(live: Live, *args: str) -> tuple[subprocess.Popen[str], str]
     log = live.workers.ledger.with_name("dashboard.log")
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "soloist", "dashboard", "-A", "tests.sample_app:app",
+            [sys.executable, "-m", "soloist", "dashboard", "-A", "tests.support.sample_app:app",
              "--port", str(port), "--refresh", "0.5", *args],
             env=live.workers.env, cwd=ROOT, text=True, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -80,7 +80,8 @@ def shot(page: Any, name: str) -> None:
 
 def test_busy_worker_dead_letter_requeue_and_terminate(live: Live, browser: Any) -> None:
     flaky = live.app.tasks["fail_first"].delay(SCRIPT_ARG)
-    assert live.workers.run("worker", "-A", "tests.sample_app:app", "--burst").returncode == 0
+    burst = live.workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
+    assert burst.returncode == 0
     live.workers.start()
     long = live.app.tasks["sleepy"].delay(60, "long")
     live.workers.wait_for("start long")
@@ -123,7 +124,8 @@ def test_busy_worker_dead_letter_requeue_and_terminate(live: Live, browser: Any)
 
 def test_actions_refused_without_the_token(live: Live, browser: Any) -> None:
     hopeless = live.app.tasks["fail"].delay("x")
-    assert live.workers.run("worker", "-A", "tests.sample_app:app", "--burst").returncode == 0
+    burst = live.workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
+    assert burst.returncode == 0
     _, base = start_dashboard(live, "--token", TOKEN)
     context = browser.new_context()
     page = context.new_page()

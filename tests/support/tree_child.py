@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from tests.sample_app import ledger
+from tests.support.sample_app import ledger
 
 
 def main(kind: str) -> None:

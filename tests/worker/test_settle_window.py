@@ -14,8 +14,8 @@ import pytest
 
 from soloist import App
 from tests.conftest import WorkerProcesses
-from tests.redis_support import delete_prefix, prefixed_url
-from tests.servers import AMQP_URL, require
+from tests.support.redis_support import delete_prefix, prefixed_url
+from tests.support.servers import AMQP_URL, require
 
 QUICK = 8
 
@@ -50,7 +50,7 @@ def _runs_after_kill(
     for i in range(QUICK):
         sample_app.tasks["sleepy"].apply_async((0, f"q{i}"), queue=queue)
     sample_app.tasks["killed_first"].apply_async(("k",), queue=queue)
-    worker = ["worker", "-A", "tests.sample_app:app", "-Q", queue, "--lease", "1"]
+    worker = ["worker", "-A", "tests.support.sample_app:app", "-Q", queue, "--lease", "1"]
     killed = workers.run(*worker, "--prefetch", str(QUICK + 2), *opts)
     assert killed.returncode == -9, killed.stderr
     time.sleep(1.2)  # the dead worker's lease lapses

@@ -19,8 +19,8 @@ from soloist import App, TaskError, TaskRevoked
 from soloist.testing import drain
 from tests.conftest import WorkerProcesses
 from tests.support import pool_tasks as tasks
+from tests.support.servers import REDIS_URL, require
 from tests.worker.test_pools import APP, exit_code, gone, opts, wait_until
-from tests.servers import REDIS_URL, require
 
 #: Every tree: one process per kind, and the parent's grandchild.
 TREE_SIZE = len(tasks.TREE_KINDS) + 1
