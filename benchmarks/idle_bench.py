@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 from soloist.brokers.redis import RedisConnection  # noqa: E402
 from soloist.task import Task  # noqa: E402
-from tests.redis_support import RedisServer  # noqa: E402
+from tests.support.redis_support import RedisServer  # noqa: E402
 
 QUEUE = "idle"
 #: Commands the workers send; any other name in commandstats was called by a script (the

@@ -14,8 +14,8 @@ from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable
 from soloist.results.memory import MemoryResultStore
 from soloist.results.redis import RedisResultStore
-from tests.netfaults import FaultyProxy
-from tests.redis_support import (
+from tests.support.netfaults import FaultyProxy
+from tests.support.redis_support import (
     FlushingRedisBroker,
     FlushingRedisResultStore,
     RedisServer,
