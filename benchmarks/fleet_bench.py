@@ -30,7 +30,7 @@ from pathlib import Path
 from idle_bench import QUEUE, cpu, start_workers, wait_for
 
 from soloist.brokers.redis import RedisConnection
-from tests.redis_support import RedisServer
+from tests.support.redis_support import RedisServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -3,7 +3,7 @@
     python benchmarks/sentinel_bench.py [--seconds 3] [--threads 4] [--rounds 3] [--lag 1]
 
 Each round, for each mode, builds a private Sentinel group (master, two replicas, three
-Sentinels; tests/sentinel_support.py), publishes from `--threads` producer threads as fast
+Sentinels; tests/support/sentinel_support.py), publishes from `--threads` producer threads as fast
 as they can, SIGKILLs the master after `--seconds`, and keeps publishing (through the
 failover; a publish that raises is not acknowledged and not counted) for as long again.
 Then every acknowledged publish is looked up on the new master by id and body: a missing
@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT)]
 
 from soloist.brokers.redis import RedisBroker  # noqa: E402
 from soloist.errors import BrokerUnavailable  # noqa: E402
-from tests.sentinel_support import SentinelGroup  # noqa: E402
+from tests.support.sentinel_support import SentinelGroup  # noqa: E402
 
 
 def one_round(

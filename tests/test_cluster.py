@@ -22,7 +22,7 @@ from soloist.brokers.redis import RedisConnection
 from tests.conftest import WorkerProcesses
 from tests.support.servers import require
 
-APP = "tests.cluster_app:app"
+APP = "tests.support.cluster_app:app"
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -100,8 +100,8 @@ def test_three_beat_workers_one_killed_enqueue_each_tick_once(cluster: WorkerPro
 
 @contextlib.contextmanager
 def producer(cluster: WorkerProcesses) -> Iterator[App]:
-    """tests.cluster_app's app, pointed at the cluster's broker and store."""
-    from tests.cluster_app import app
+    """tests.support.cluster_app's app, pointed at the cluster's broker and store."""
+    from tests.support.cluster_app import app
 
     app.configure(cluster.env["SOLOIST_BROKER_URL"], cluster.env["SOLOIST_RESULT_URL"])
     try:

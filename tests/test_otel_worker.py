@@ -31,7 +31,7 @@ def test_a_worker_process_continues_the_producers_trace(
 
     spans = tmp_path / "spans.jsonl"
     workers.env["SOLOIST_TEST_SPANS"] = str(spans)
-    done = workers.run("worker", "-A", "tests.otel_worker_app:app", "--burst")
+    done = workers.run("worker", "-A", "tests.support.otel_worker_app:app", "--burst")
     assert done.returncode == 0, done.stdout + done.stderr
     assert result.get(timeout=5) == 42
     (process,) = [json.loads(line) for line in spans.read_text().splitlines()]

@@ -174,12 +174,12 @@ def test_the_cli_refuses_beat_without_a_shared_store_and_lists_schedules(
     workers: WorkerProcesses,
 ) -> None:
     workers.use(workers.url, "memory://")
-    done = workers.run("worker", "-A", "tests.cluster_app:app", "--beat", "--burst")
+    done = workers.run("worker", "-A", "tests.support.cluster_app:app", "--beat", "--burst")
     assert done.returncode == 1
     assert "--beat needs a result store" in done.stderr, done.stderr
     workers.use(workers.url)
     plain = workers.run("schedules", "-A", "tests.support.sample_app:app")
     assert plain.returncode == 0 and "no periodic tasks" in plain.stdout
-    listed = workers.run("schedules", "-A", "tests.cluster_app:app", "--json", "-n", "2")
+    listed = workers.run("schedules", "-A", "tests.support.cluster_app:app", "--json", "-n", "2")
     (row,) = json.loads(listed.stdout)
     assert row["name"] == "tick" and row["last"] is None and len(row["next"]) == 2

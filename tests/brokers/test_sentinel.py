@@ -15,8 +15,8 @@ from soloist import App
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from tests.conftest import WorkerProcesses
-from tests.redis_support import FlushingRedisBroker, RedisServer, prefixed_url
-from tests.sentinel_support import SentinelGroup
+from tests.support.redis_support import FlushingRedisBroker, RedisServer, prefixed_url
+from tests.support.sentinel_support import SentinelGroup
 
 
 @pytest.fixture

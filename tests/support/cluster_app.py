@@ -1,4 +1,4 @@
-"""Periodic and limited tasks run by worker-process tests: `-A tests.cluster_app:app`.
+"""Periodic and limited tasks run by worker-process tests: `-A tests.support.cluster_app:app`.
 
 Broker and result store come from SOLOIST_BROKER_URL / SOLOIST_RESULT_URL; tasks append
 one line per run to the file named by SOLOIST_TEST_LEDGER.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redis_support import RedisServer, free_port
+from tests.support.redis_support import RedisServer, free_port
 
 SERVICE = "mymaster"
 
