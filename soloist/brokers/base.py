@@ -29,12 +29,22 @@ from ..urls import redact
 DEFAULT_MAX_DELIVERIES = 5
 
 
-def positive_int(value: str) -> int:
-    """An option that counts something: a whole number of at least 1."""
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """The parser of an option that counts something: a whole number from `low` (up to
+    `high`, when given)."""
+
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < low or (high is not None and number > high):
+            span = f"{low} or more" if high is None else f"{low} to {high}"
+            raise ValueError(f"must be {span}")
+        return number
+
+    return parse
+
+
+#: A count of at least one (max_deliveries, say).
+positive_int = whole(1)
 
 
 def seconds(value: str) -> float:

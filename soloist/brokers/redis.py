@@ -49,6 +49,7 @@ from .base import (
     positive_int,
     seconds,
     url_options,
+    whole,
 )
 
 try:
@@ -77,19 +78,12 @@ DEFAULT_RECONNECT_TIMEOUT = 20.0
 DEFAULT_WAIT_TIMEOUT = 1.0
 
 
-def _replicas(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be 0 or more")
-    return number
-
-
 #: The options of ours a redis:// URL may carry; the rest of its query goes to redis-py.
 OPTIONS: dict[str, Callable[[str], Any]] = {
     "prefix": str,
     "max_deliveries": positive_int,
     "reconnect_timeout": seconds,
-    "wait_replicas": _replicas,
+    "wait_replicas": whole(0),
     "wait_timeout": seconds,
 }
 #: Reads that take longer than this mean a dead connection (`?socket_timeout=`).

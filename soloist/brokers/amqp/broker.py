@@ -212,42 +212,30 @@ class AMQPBroker(Broker):
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Give `deliveries` back (see `Consumer.give_back`), and end the stream: the worker stops
         or takes fewer, so what the consumer pushed and no fetch took goes back too."""
-
-        def work(s: Session, _: Request) -> None:
-            self.consumer.end_stream(s)
-            kept = []
-            for d in deliveries:
-                held = s.holds(d.receipt)
-                if held is not None:
-                    kept.append((d.receipt[1], held, d.body))
-            self.consumer.give_back(s, kept)
-            if kept:
-                self.consumer.confirm_acks(s)
-
-        if self._link is None:
-            return  # never connected: nothing is held
-        with contextlib.suppress(Down, BrokerUnavailable):
-            # Its channel died with the connection: the server returned everything.
-            self._call(work, self.publish_timeout)
+        self._give_back(deliveries, counted=False)
 
     def abandon(self, deliveries: Sequence[Delivery]) -> None:
         """Copies with the count raised, then acks (`Consumer.give_back`): the lease is the
         channel's life, so ending it by time, as other brokers do, would never happen."""
+        self._give_back(deliveries, counted=True)
 
+    def _give_back(self, deliveries: Sequence[Delivery], counted: bool) -> None:
         def work(s: Session, _: Request) -> None:
+            if not counted:
+                self.consumer.end_stream(s)
             kept = []
             for d in deliveries:
                 held = s.holds(d.receipt)
                 if held is not None:
                     kept.append((d.receipt[1], held, d.body))
-            self.consumer.give_back(s, kept, counted=True)
+            self.consumer.give_back(s, kept, counted=counted)
             if kept:
                 self.consumer.confirm_acks(s)
 
         if self._link is None:
             return  # never connected: nothing is held
         with contextlib.suppress(Down, BrokerUnavailable):
-            # Its channel died with the connection: the server returned it, counted.
+            # Its channel died with the connection: the server returned everything, counted.
             self._call(work, self.publish_timeout)
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:

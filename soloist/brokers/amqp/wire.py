@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..base import positive_int, seconds
+from ..base import positive_int, seconds, whole
 
 #: Our headers. Counts live in headers because a retried or released message is a new
 #: AMQP message, whose quorum `x-delivery-count` starts again at 0.
@@ -34,17 +34,10 @@ SERVER_HEADERS = frozenset(
 WORKERS_QUEUE = "soloist.workers"
 
 
-def _priority(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= 255:
-        raise ValueError("must be 0 to 255")
-    return number
-
-
 #: URL query options of ours; the rest go to pika.URLParameters (heartbeat, …).
 OPTIONS: dict[str, Callable[[str], Any]] = {
     "max_deliveries": positive_int,
-    "max_priority": _priority,
+    "max_priority": whole(0, 255),
     "queue_expires": seconds,
     "publish_timeout": seconds,
     "ssl_ca_certs": str,
