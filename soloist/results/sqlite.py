@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
-from ..brokers.sqlite import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
+from ..brokers.sqlite_file import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 #: The result store tables' layout (see brokers.sqlite: `soloist_schema`).
