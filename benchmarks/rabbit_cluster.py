@@ -21,6 +21,7 @@ import contextlib
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,9 +65,12 @@ class Node:
 
     def start(self) -> None:
         out = (self.dir / "server.out").open("ab")
+        # A session of its own: the script starts the Erlang VM as a child, and `halt` must
+        # be able to end both.
         self.proc = subprocess.Popen(
-            [f"{SBIN}/rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-        )
+            [f"{SBIN}/rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         out.close()
 
     def ctl(self, *args: str, timeout: float = 60) -> None:
@@ -85,12 +89,16 @@ class Node:
                 time.sleep(1)
 
     def halt(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop the node; whatever of its process group is left (a node that never came
+        up cannot be asked to stop) is SIGKILLed."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 self.ctl("stop", timeout=30)
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 def run(tasks: int, timeout: float) -> Report:
