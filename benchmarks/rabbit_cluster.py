@@ -69,7 +69,7 @@ class Node:
         # be able to end both.
         self.proc = subprocess.Popen(
             [f"{SBIN}/rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, cwd=self.dir,  # crash dumps land in its directory
         )  # fmt: skip
         out.close()
 
