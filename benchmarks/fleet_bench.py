@@ -29,7 +29,7 @@ from pathlib import Path
 
 from idle_bench import QUEUE, cpu, start_workers, wait_for
 
-from soloist.brokers.redis import RedisConnection
+from soloist.brokers.redis_connection import RedisConnection
 from tests.support.redis_support import RedisServer
 
 HERE = Path(__file__).resolve().parent

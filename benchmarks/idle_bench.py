@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from soloist.brokers.redis import RedisConnection  # noqa: E402
+from soloist.brokers.redis_connection import RedisConnection  # noqa: E402
 from soloist.task import Task  # noqa: E402
 from tests.support.redis_support import RedisServer  # noqa: E402
 

@@ -94,7 +94,7 @@ def measure(broker: str, members: int, steps: int, repeat: int) -> dict[str, flo
         worker.terminate()
         worker.wait(timeout=30)
         if broker.startswith("redis"):
-            from soloist.brokers.redis import RedisConnection
+            from soloist.brokers.redis_connection import RedisConnection
 
             conn = RedisConnection(broker)
             keys = list(conn.client.scan_iter(match=conn.prefix + "*", count=1000))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from soloist import App
-from soloist.brokers.redis import RedisConnection
+from soloist.brokers.redis_connection import RedisConnection
 from tests.conftest import WorkerProcesses
 from tests.support.servers import require
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from soloist.brokers.amqp import AMQPBroker
-from soloist.brokers.redis import RedisConnection
+from soloist.brokers.redis_connection import RedisConnection
 from soloist.results.base import FAILURE, SUCCESS
 from tests.conftest import ROOT, WorkerProcesses
 from tests.support import sample_app as sample

@@ -23,7 +23,7 @@ import redis
 from .base import AckPipe, Delivery
 
 if TYPE_CHECKING:
-    from .redis import RedisConnection, Script
+    from .redis_connection import RedisConnection, Script
 
 #: What writing or reading the link raises when it is lost (replies' errors are read).
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)

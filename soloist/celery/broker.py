@@ -63,7 +63,8 @@ from ..brokers.base import (
     QueueStats,
     poison_reason,
 )
-from ..brokers.redis import RedisBroker, RedisConnection
+from ..brokers.redis import RedisBroker
+from ..brokers.redis_connection import RedisConnection
 from ..errors import ConfigurationError
 from . import protocol
 

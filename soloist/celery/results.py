@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kombu.utils.json import dumps, loads
 
-from ..brokers.redis import RedisConnection
+from ..brokers.redis_connection import RedisConnection
 from ..errors import ConfigurationError
 from ..results.base import FAILURE, REVOKED, SUCCESS, ResultStore, Revocation
 from ..serializers import Codec

@@ -24,7 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from ..brokers.redis import CHUNK, RedisConnection, Script
+from ..brokers.redis import CHUNK
+from ..brokers.redis_connection import RedisConnection, Script
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 # ARGV: prefix, ttl in ms, then task id, state, body for each record. Returns, for each,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from soloist.brokers.redis import RedisBroker, RedisConnection
+from soloist.brokers.redis import RedisBroker
+from soloist.brokers.redis_connection import RedisConnection
 from soloist.results.redis import RedisResultStore
 from tests.support.servers import REDIS_URL
 

@@ -1,0 +1,355 @@
+"""The link to one Redis server (or a Sentinel-watched master): URL options, a pool of
+connections, reconnects with back-off, and Lua scripts run by their SHA1 after the
+prelude every script shares (brokers/redis/prelude.lua, which opens with the key schema).
+The broker and the result store both talk to Redis through it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from ..errors import BrokerUnavailable, ConfigurationError
+from ..urls import passwords, redact, scrub
+from .base import (
+    positive_int,
+    seconds,
+    url_options,
+    whole,
+)
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import NoScriptError
+    from redis.retry import Retry
+
+    from .sentinel import SCHEMES as SENTINEL_SCHEMES
+    from .sentinel import sentinel_pool
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ConfigurationError(
+        "the Redis broker needs redis-py: pip install 'soloist[redis]'"
+    ) from exc
+
+
+T = TypeVar("T")
+
+log = logging.getLogger("soloist.redis")
+
+DEFAULT_PREFIX = "soloist:"
+#: A Redis restart with a large append-only file takes seconds; give it this long before
+#: a call gives up with BrokerUnavailable (`?reconnect_timeout=` changes it).
+DEFAULT_RECONNECT_TIMEOUT = 20.0
+#: With ?wait_replicas=N, how long a write waits for its replicas (`?wait_timeout=`).
+DEFAULT_WAIT_TIMEOUT = 1.0
+
+
+#: The options of ours a redis:// URL may carry; the rest of its query goes to redis-py.
+OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prefix": str,
+    "max_deliveries": positive_int,
+    "reconnect_timeout": seconds,
+    "wait_replicas": whole(0),
+    "wait_timeout": seconds,
+}
+#: Reads that take longer than this mean a dead connection (`?socket_timeout=`).
+DEFAULT_SOCKET_TIMEOUT = 5.0
+#: Redis ends a BLPOP that timed out on its next event-loop pass, which on an idle server
+#: comes up to 1/hz late (100 ms at the default hz of 10). A blocking command leaves this
+#: much of the socket timeout spare, with room for a busy machine.
+_LATE_UNBLOCK = 0.25
+#: Errors that mean "not reachable right now": worth reconnecting for.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+
+#: The Lua scripts, one file each in brokers/redis/. prelude.lua, which runs before each of
+#: them (ARGV[1] is the key prefix), opens with the key schema and defines the key names.
+_LUA = Path(__file__).with_name("redis")
+
+
+def _lua(name: str) -> str:
+    return (_LUA / f"{name}.lua").read_text()
+
+
+_PRELUDE = _lua("prelude")
+
+
+class RedisConnection:
+    """A pooled redis-py client that rides out restarts and connection drops.
+
+    A call that fails because Redis cannot be reached is retried with back-off for up to
+    `reconnect_timeout` seconds, logged once per outage, then raised as BrokerUnavailable.
+    Until the first call succeeds nothing is retried, so a wrong URL fails at once. The
+    client and its pool are thread-safe: a worker's fetch and its keeper share them.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", *SENTINEL_SCHEMES):
+            raise ConfigurationError(f"not a Redis URL: {redact(url)}")
+        # The rest of the query is redis-py's (socket_timeout, ssl_ca_certs, ...).
+        client_url, self.options = url_options(url, OPTIONS, others=True)
+        self.redacted = redact(url)
+        self._secrets = passwords(url)
+        self.prefix = self.options.get("prefix", DEFAULT_PREFIX)
+        self.reconnect_timeout = self.options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
+        #: ?wait_replicas=N: publishes and settles WAIT for N replicas (Script).
+        self.wait_replicas = self.options.get("wait_replicas", 0)
+        self.wait_timeout = self.options.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)
+        try:
+            connection: dict[str, Any] = {
+                "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+                "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
+                "socket_keepalive": True,
+                "retry": Retry(NoBackoff(), 0),  # this class does the retrying
+            }
+            if parts.scheme in SENTINEL_SCHEMES:
+                # A Sentinel URL names no server of its own: of the rest, socket_timeout only.
+                rest = dict(parse_qsl(urlsplit(client_url).query))
+                if "socket_timeout" in rest:
+                    connection["socket_timeout"] = seconds(rest.pop("socket_timeout"))
+                for name in rest:
+                    raise ConfigurationError(f"unknown option {name} in {self.redacted}")
+                pool = sentinel_pool(parts, **connection)
+            else:
+                pool = redis.ConnectionPool.from_url(client_url, **connection)
+                # Made, not connected: redis-py takes an option it does not know only here.
+                pool.connection_class(**pool.connection_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
+        self.client = redis.Redis(connection_pool=pool)
+        #: A blocking command must return before the socket timeout calls the link dead.
+        socket_timeout = float(pool.connection_kwargs["socket_timeout"])
+        self.max_block = max(min(0.8 * socket_timeout, socket_timeout - _LATE_UNBLOCK), 0.001)
+        self._lock = threading.Lock()
+        self._connected = False
+        self._down_since: float | None = None
+        #: redis-py Connections (untyped) taken from the pool and kept for `execute`.
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def _scrub(self, exc: BaseException) -> str:
+        return scrub(str(exc), self._secrets)
+
+    def script(self, source: str, *, allow_oom: bool = False, replicated: str = "") -> Script:
+        """A script, refused whole at `maxmemory` unless `allow_oom` (for one that frees
+        memory or only moves what is there: settling must go on while Redis is full)."""
+        return Script(self, source, allow_oom, replicated)
+
+    def check_server(self) -> None:
+        """Refuse a server older than Redis 7 (the scripts carry its flags) or one that may
+        evict keys (it drops messages without a trace)."""
+        try:
+            info = self.command("INFO")
+        except BrokerUnavailable as exc:
+            log.warning("cannot read the INFO of %s: %s", self.redacted, exc)
+            return
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        version = fields.get("redis_version", "7").strip()
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 7:
+            raise ConfigurationError(
+                f"Redis at {self.redacted} is {version}: Soloist needs Redis 7 or later"
+            )
+        policy = fields.get("maxmemory_policy", "noeviction").strip()
+        if policy.startswith("allkeys"):
+            raise ConfigurationError(
+                f"Redis at {self.redacted} runs with maxmemory-policy {policy}: at maxmemory"
+                " it deletes queued messages without a trace. Set maxmemory-policy noeviction"
+            )
+        if policy != "noeviction":
+            log.warning(
+                "Redis at %s runs with maxmemory-policy %s: at maxmemory it may evict stored"
+                " results before their ttl (messages are kept). noeviction is safest",
+                self.redacted,
+                policy,
+            )
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (which talks to Redis), reconnecting through outages."""
+        return self.call_resent(fn, *args)[0]
+
+    def call_resent(self, fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
+        """`call`, and whether `fn` had to be sent again after a lost connection: then
+        Redis may have run an earlier try whose reply never arrived."""
+        deadline = None
+        resent = False
+        pause = 0.05
+        while True:
+            try:
+                result = fn(*args)
+            except _TRANSIENT as exc:
+                now = time.monotonic()
+                if not self._connected:
+                    raise BrokerUnavailable(
+                        f"cannot reach Redis at {self.redacted}: {self._scrub(exc)}"
+                    ) from None
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since = now
+                        log.warning(
+                            "lost Redis at %s (%s); reconnecting", self.redacted, self._scrub(exc)
+                        )
+                if deadline is None:
+                    deadline = now + self.reconnect_timeout
+                if now >= deadline:
+                    raise BrokerUnavailable(
+                        f"Redis at {self.redacted} unreachable for "
+                        f"{self.reconnect_timeout:g}s: {self._scrub(exc)}"
+                    ) from None
+                time.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, 1.0)
+                resent = True
+                continue
+            except redis.RedisError as exc:
+                raise BrokerUnavailable(
+                    f"Redis at {self.redacted} refused a command: {self._scrub(exc)}"
+                ) from None
+            if not self._connected or self._down_since is not None:
+                with self._lock:
+                    self._connected = True
+                    if self._down_since is not None:
+                        log.warning(
+                            "Redis at %s is back after %.1fs",
+                            self.redacted,
+                            time.monotonic() - self._down_since,
+                        )
+                        self._down_since = None
+            return result, resent
+
+    def command(self, *args: object) -> Any:
+        """Run one command, reconnecting through outages; an error reply is raised."""
+        return self.call(self._command, args)
+
+    def _command(self, args: tuple[object, ...]) -> Any:
+        (reply,) = self.execute(args)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def execute(self, *commands: tuple[object, ...]) -> list[Any]:
+        """Send `commands` in one write and read their replies, in order; a reply that is
+        an error comes back as the ResponseError. No retrying (that is `call`'s job).
+
+        This skips redis-py's per-command path (its retry object, observability hooks,
+        the pool's lock and checks), which costs about 20 µs of CPU a call: more than most
+        scripts take to run. Connections come from redis-py's pool and stay with this
+        object, one per concurrent caller (a worker's fetch and its keeper's extend)."""
+        if self._pid != os.getpid():
+            # A forked child must not share its parent's sockets (the pool resets itself).
+            self._idle, self._pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.client.connection_pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            # A reply may be left unread (a dropped link, a signal's exception): close the
+            # link, so the next command cannot read a stale reply as its own.
+            self._drop(conn)
+            raise
+        if any(isinstance(r, redis.ReadOnlyError) for r in replies):
+            self._drop(conn)  # a master demoted by a failover: find the new one
+        else:
+            self._idle.append(conn)
+        return replies
+
+    def _drop(self, conn: Any) -> None:
+        """Close `conn` and give it back to the pool, which connects it again before its
+        next use: behind Sentinel, to whichever server is master then."""
+        conn.disconnect()
+        self.client.connection_pool.release(conn)
+
+    @property
+    def server(self) -> tuple[object, ...]:
+        """Where the connections go: two RedisConnections with one server share its scripts."""
+        pool = self.client.connection_pool
+        kw = pool.connection_kwargs
+        where = tuple(kw.get(k) for k in ("host", "port", "path", "db"))
+        return (getattr(pool, "service_name", None), *where)  # a Sentinel pool: no host
+
+    def link(self) -> Any:
+        """A redis-py Connection of the pool's, for a caller that writes and reads it itself."""
+        return self.client.connection_pool.get_connection()
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.disconnect()
+        self.client.close()
+        self.client.connection_pool.disconnect()
+
+
+class Script:
+    """A Lua script run by its SHA1, and loaded again when the server lost it (a restart).
+
+    Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
+    through outages like every other call."""
+
+    def __init__(
+        self, conn: RedisConnection, source: str, allow_oom: bool = False, replicated: str = ""
+    ) -> None:
+        self.conn = conn
+        # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
+        self.source = ("#!lua flags=allow-oom\n" if allow_oom else "#!lua\n") + _PRELUDE + source
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self._head = ("EVALSHA", self.sha, 0, conn.prefix)
+        #: With ?wait_replicas=N, what this script's writes are ("a publish", "a settle"):
+        #: WAIT N follows it in the same write, so it covers this connection's writes.
+        self._wait: tuple[tuple[object, ...], ...] = ()
+        if replicated and conn.wait_replicas:
+            self._wait = (("WAIT", conn.wait_replicas, max(int(conn.wait_timeout * 1000), 1)),)
+        self._replicated = replicated
+
+    def __call__(self, *args: object) -> Any:
+        return self.conn.call(self._run, (), args)
+
+    def command(self, *args: object) -> tuple[object, ...]:
+        """The EVALSHA command calling it with `args`, to write on a connection directly."""
+        return (*self._head, *args)
+
+    def resent(self, *args: object) -> tuple[Any, bool]:
+        """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
+        return self.conn.call_resent(self._run, (), args)
+
+    def after(self, command: tuple[object, ...], *args: object) -> Any:
+        """Run `command`, then this script, in one round trip: Redis runs the script the
+        moment the command is done (a blocking one too). Returns the script's reply."""
+        return self.conn.call(self._run, (command,), args)
+
+    def _run(self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...]) -> Any:
+        evalsha = (*self._head, *args)
+        replies = self.conn.execute(*before, evalsha, *self._wait)
+        at = len(before)
+        if isinstance(replies[at], NoScriptError):
+            self.conn.execute(("SCRIPT", "LOAD", self.source))
+            replies[at:] = self.conn.execute(evalsha, *self._wait)
+        for r in replies:
+            if isinstance(r, redis.ResponseError):
+                raise r
+        if self._wait:
+            self._check_replicas(replies[-1])
+        return replies[at]
+
+    def _check_replicas(self, acked: object) -> None:
+        """A publish not on `wait_replicas` replicas in time raises (the producer may send
+        it again); a settle only warns (it stands on the master, and sending it again would
+        find its message gone)."""
+        wanted = self.conn.wait_replicas
+        if isinstance(acked, int) and acked >= wanted:
+            return
+        what = f"{self._replicated} reached {acked} of {wanted} replicas of {self.conn.redacted}"
+        if self._replicated == "a publish":
+            raise BrokerUnavailable(f"{what}: it may be lost in a failover")
+        log.warning("%s: a failover now may undo it", what)
