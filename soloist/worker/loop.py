@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..brokers.base import Delivery
+from ..brokers.base import AckPipe, Delivery
 from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
 from ..execution import EXPIRED, STATE_OF, Kind, Outcome, SoftLimit, TaskRunner
 from ..message import Message
@@ -146,7 +146,8 @@ class Worker:
         self.settle_batch = max(settle_batch, 1)
         #: Settling each task at once: where the broker can, acks (and results) are
         #: written as tasks end and their replies read between fetches (`_collect`).
-        self.pipe = self.broker.ack_pipe(app.results) if self.settle_batch == 1 else None
+        #: Made by `run` once `check` found the result store usable.
+        self.pipe: AckPipe | None = None
         #: Ended tasks whose ack went down the pipe, their replies unread, in order.
         self.sent: list[tuple[Delivery, Outcome]] = []
         #: Ended tasks whose settling met a store outage, to settle again once it is over.
@@ -230,6 +231,8 @@ class Worker:
     def run(self) -> int:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
         self.check()
+        if self.settle_batch == 1:
+            self.pipe = self.broker.ack_pipe(self.app.results)
         self.shutdown.install()
         if self.owns_process:
             tree.claim()  # what tasks start is theirs, and stays reachable (soloist.pools.tree)
