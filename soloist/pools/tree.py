@@ -75,6 +75,13 @@ def claim() -> bool:
     return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
+def release() -> None:
+    """The worker that claimed this process stopped: what the process starts from now on
+    is the program's own again (a worker embedded in a program, a test process)."""
+    global _claimed
+    _claimed = False
+
+
 def add_helper(pid: int) -> None:
     """`pid` is one of this process's own helpers, not a task's child."""
     _helpers.add(pid)

@@ -567,6 +567,8 @@ class Worker:
             self.pipe.close()
         self.pool.close()
         tree.end(tree.leftovers(), tree.CHILD_GRACE)  # a cold shutdown's, or orphans
+        if self.owns_process:
+            tree.release()
         self.shutdown.uninstall()
         self.app.hooks.emit("worker_stop", worker=self)
         log.log(
