@@ -9,7 +9,6 @@ none.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import pytest
 
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
-from tests.support.redis_support import delete_prefix, prefixed_url
-from tests.support.servers import AMQP_URL, require
+from tests.support.broker_matrix import BROKERS, on_broker
 
 UNKNOWN = b'j{"v":1,"id":"u1","task":"no.such.task","args":[],"kwargs":{}}'
 
@@ -33,26 +31,13 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=BROKERS)
 def queue(
     request: pytest.FixtureRequest, workers: WorkerProcesses, sample_app: App, tmp_path: Path
 ) -> Iterator[str]:
     """Points the producer and the workers at one broker; the queue to use on it."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "redis":
-        require("Redis", "127.0.0.1", 6379)
-        broker = results = prefixed_url(f"soloist-crash-{tag}:")
-    elif request.param == "amqp":
-        require("RabbitMQ", "127.0.0.1", 5672)
-        broker = f"{AMQP_URL}?queue_expires=60"
-        results = f"sqlite:///{tmp_path}/results.db"
-    else:
-        broker = results = workers.url
-    sample_app.configure(broker, results)
-    workers.use(broker, results)
-    yield f"crash-{tag}"
-    if request.param == "redis":
-        delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]
+    with on_broker(request.param, "crash", sample_app, workers, tmp_path) as queue:
+        yield queue
 
 
 @pytest.mark.parametrize(("crash_at", "task"), CASES, ids=[c[0] for c in CASES])

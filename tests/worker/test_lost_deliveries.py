@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,30 +11,16 @@ import pytest
 from soloist import App
 from tests.conftest import WorkerProcesses
 from tests.support import misbehaving
-from tests.support.redis_support import delete_prefix, prefixed_url
-from tests.support.servers import AMQP_URL, require
+from tests.support.broker_matrix import BROKERS, on_broker
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=BROKERS)
 def queue(
     request: pytest.FixtureRequest, workers: WorkerProcesses, tmp_path: Path
 ) -> Iterator[str]:
     """Points tests.support.misbehaving's app and the workers at one broker; a queue on it."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "redis":
-        require("Redis", "127.0.0.1", 6379)
-        broker = results = prefixed_url(f"soloist-lost-{tag}:")
-    elif request.param == "amqp":
-        require("RabbitMQ", "127.0.0.1", 5672)
-        broker = f"{AMQP_URL}?queue_expires=60"
-        results = f"sqlite:///{tmp_path}/results.db"
-    else:
-        broker = results = workers.url
-    misbehaving.app.configure(broker, results)
-    workers.use(broker, results)
-    yield f"lost-{tag}"
-    if request.param == "redis":
-        delete_prefix(misbehaving.app.broker.redis)  # type: ignore[attr-defined]
+    with on_broker(request.param, "lost", misbehaving.app, workers, tmp_path) as queue:
+        yield queue
     misbehaving.app.close()
 
 

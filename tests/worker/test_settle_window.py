@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,32 +13,18 @@ import pytest
 
 from soloist import App
 from tests.conftest import WorkerProcesses
-from tests.support.redis_support import delete_prefix, prefixed_url
-from tests.support.servers import AMQP_URL, require
+from tests.support.broker_matrix import BROKERS, on_broker
 
 QUICK = 8
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=BROKERS)
 def queue(
     request: pytest.FixtureRequest, workers: WorkerProcesses, sample_app: App, tmp_path: Path
 ) -> Iterator[str]:
     """Points the producer and the workers at one broker; the queue to use on it."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "redis":
-        require("Redis", "127.0.0.1", 6379)
-        broker = results = prefixed_url(f"soloist-settle-{tag}:")
-    elif request.param == "amqp":
-        require("RabbitMQ", "127.0.0.1", 5672)
-        broker = f"{AMQP_URL}?queue_expires=60"
-        results = f"sqlite:///{tmp_path}/results.db"
-    else:
-        broker = results = workers.url
-    sample_app.configure(broker, results)
-    workers.use(broker, results)
-    yield f"settle-{tag}"
-    if request.param == "redis":
-        delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]
+    with on_broker(request.param, "settle", sample_app, workers, tmp_path) as queue:
+        yield queue
 
 
 def _runs_after_kill(

@@ -5,7 +5,6 @@ and what it sends again does not run twice."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,30 +12,16 @@ import pytest
 
 from soloist import App, chain, chord
 from tests.conftest import WorkerProcesses
-from tests.support.redis_support import delete_prefix, prefixed_url
-from tests.support.servers import AMQP_URL, require
+from tests.support.broker_matrix import BROKERS, on_broker
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=BROKERS)
 def queue(
     request: pytest.FixtureRequest, workers: WorkerProcesses, sample_app: App, tmp_path: Path
 ) -> Iterator[str]:
     """Points the producer and the workers at one broker; the queue to use on it."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "redis":
-        require("Redis", "127.0.0.1", 6379)
-        broker = results = prefixed_url(f"soloist-wfcrash-{tag}:")
-    elif request.param == "amqp":
-        require("RabbitMQ", "127.0.0.1", 5672)
-        broker = f"{AMQP_URL}?queue_expires=60"
-        results = f"sqlite:///{tmp_path}/results.db"
-    else:
-        broker = results = workers.url
-    sample_app.configure(broker, results)
-    workers.use(broker, results)
-    yield f"wfcrash-{tag}"
-    if request.param == "redis":
-        delete_prefix(sample_app.broker.redis)  # type: ignore[attr-defined]
+    with on_broker(request.param, "wfcrash", sample_app, workers, tmp_path) as queue:
+        yield queue
 
 
 def _crash_then_finish(workers: WorkerProcesses, queue: str) -> None:
