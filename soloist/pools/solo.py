@@ -7,12 +7,10 @@ Processes the task left running when it returns are ended (see `tree`).
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import AbstractContextManager
 
+from .. import alarms
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded
 from ..execution import Outcome
@@ -21,20 +19,9 @@ from .base import Pool, RunnerFactory
 from .guard import TaskGuard
 
 
-@contextmanager
-def alarm(seconds: float) -> Iterator[None]:
+def alarm(seconds: float) -> AbstractContextManager[None]:
     """Raise `SoftTimeLimitExceeded` in the main thread after `seconds`."""
-
-    def fire(signum: int, frame: FrameType | None) -> None:
-        raise SoftTimeLimitExceeded(f"soft time limit of {seconds}s exceeded")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return alarms.signal_alarm(seconds, SoftTimeLimitExceeded)
 
 
 class SoloPool(Pool):

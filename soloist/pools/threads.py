@@ -22,13 +22,13 @@ returns while no other task runs, or when the worker stops.
 from __future__ import annotations
 
 import collections
-import ctypes
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
+from .. import alarms
 from ..brokers.base import Delivery
 from ..errors import SoftTimeLimitExceeded, TimeLimitExceeded
 from ..execution import Kind, Outcome
@@ -39,32 +39,9 @@ from .guard import TaskGuard
 log = logging.getLogger("soloist.worker")
 
 
-def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
-    """Raise `exc` in thread `ident` at its next bytecode (None takes a pending one back)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None
-    )
-
-
-@contextmanager
-def thread_alarm(seconds: float) -> Iterator[None]:
+def thread_alarm(seconds: float) -> AbstractContextManager[None]:
     """Raise `SoftTimeLimitExceeded` in the calling thread after `seconds`."""
-    target = threading.get_ident()
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        _raise_in(target, SoftTimeLimitExceeded)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        if fired.is_set():  # raised too late to land inside the block: take it back
-            _raise_in(target, None)
+    return alarms.thread_alarm(seconds, SoftTimeLimitExceeded)
 
 
 class _Slot:
@@ -192,7 +169,7 @@ class ThreadPool(Pool):
         with self._lock:
             self._slots.remove(slot)
         self._stuck.append(slot.thread)
-        _raise_in(slot.thread.ident or 0, TimeLimitExceeded)
+        alarms.raise_in(slot.thread.ident or 0, TimeLimitExceeded)
         alone = not self._running
         tid = slot.thread.native_id or 0
         tids = (tid, self._main) if alone else (tid,)
