@@ -246,6 +246,22 @@ class Workers:
         self.log.close()
 
 
+def _use_chaos_app(url: str, ledger: Path, queue: str) -> dict[str, str]:
+    """The environment of workers running chaos_app on broker `url` (results in memory),
+    and chaos_app made importable here with the same ledger and queue."""
+    env = {
+        **os.environ,
+        "SOLOIST_BROKER_URL": url,
+        "SOLOIST_RESULT_URL": "memory://",
+        "CHAOS_LEDGER": str(ledger),
+        "CHAOS_QUEUE": queue,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+    }
+    os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+    sys.path.insert(0, str(HERE))
+    return env
+
+
 def run(
     kind: str,
     tasks: int,
@@ -262,16 +278,7 @@ def run(
         broker = BrokerUnderTest(kind, tmp)
         queue = f"chaos-{uuid.uuid4().hex[:8]}"
         ledger = tmp / "ledger.txt"
-        env = {
-            **os.environ,
-            "SOLOIST_BROKER_URL": broker.url,
-            "SOLOIST_RESULT_URL": "memory://",
-            "CHAOS_LEDGER": str(ledger),
-            "CHAOS_QUEUE": queue,
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-        }
-        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
-        sys.path.insert(0, str(HERE))
+        env = _use_chaos_app(broker.url, ledger, queue)
         from chaos_app import app, work
 
         app.configure(broker.url, "memory://")
@@ -585,16 +592,7 @@ def run_hostile(
         broker = BrokerUnderTest(kind, tmp)
         queue = f"chaos-{uuid.uuid4().hex[:8]}"
         ledger = tmp / "ledger.txt"
-        env = {
-            **os.environ,
-            "SOLOIST_BROKER_URL": broker.url,
-            "SOLOIST_RESULT_URL": "memory://",
-            "CHAOS_LEDGER": str(ledger),
-            "CHAOS_QUEUE": queue,
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-        }
-        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
-        sys.path.insert(0, str(HERE))
+        env = _use_chaos_app(broker.url, ledger, queue)
         from chaos_app import HOSTILE, HOSTILE_THREADS, app, sys_exit, work
 
         from soloist.message import Message
