@@ -154,13 +154,19 @@ class TaskRunner:
         #: The CPU budget tasks declaring `cpus` wait for; None runs them at once.
         self.cpus: CpuGate | None = None
 
-    def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
-        """The message and its task, or the DEAD outcome saying why there are none."""
+    def oversized(self, delivery: Delivery) -> Outcome | None:
+        """The DEAD outcome of a message over the app's size limit; None within it."""
         if len(delivery.body) > self.app.max_message_size:
             return dead(
                 f"message of {len(delivery.body)} bytes is over the size limit "
                 f"of {self.app.max_message_size}"
             )
+        return None
+
+    def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
+        """The message and its task, or the DEAD outcome saying why there are none."""
+        if (too_big := self.oversized(delivery)) is not None:
+            return too_big
         try:
             message = self.app.decode(delivery.body)
         except DecodeError as exc:

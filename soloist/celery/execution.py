@@ -66,11 +66,8 @@ class CeleryTaskRunner(TaskRunner):
         _process_init(self.celery, self.hostname)
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
-        if len(delivery.body) > self.app.max_message_size:
-            return dead(
-                f"message of {len(delivery.body)} bytes is over the size limit "
-                f"of {self.app.max_message_size}"
-            )
+        if (too_big := self.oversized(delivery)) is not None:
+            return too_big
         try:
             call = protocol.decode(delivery.body, self.app.accept)
         except DecodeError as exc:
