@@ -19,7 +19,6 @@ cost, beside tasks/s.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from idle_bench import QUEUE, cpu, start_workers, wait_for
+from idle_bench import QUEUE, chaos_env, cpu, start_workers, wait_for
 
 from soloist.brokers.redis_connection import RedisConnection
 from tests.support.redis_support import RedisServer
@@ -44,15 +43,7 @@ def one_size(n: int, tasks: int, seconds: float, tmp: Path) -> str:
     server = RedisServer(tmp, "--appendonly", "no")
     server.start()
     ledger = tmp / f"ledger-{n}.txt"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
-        "SOLOIST_BROKER_URL": server.url,
-        "SOLOIST_RESULT_URL": server.url,
-        "CHAOS_LEDGER": str(ledger),
-        "CHAOS_QUEUE": QUEUE,
-    }
-    os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+    env = chaos_env(server.url, ledger)
     from chaos_app import app, work  # reads the ledger's path from the environment
 
     app.configure(server.url, server.url)

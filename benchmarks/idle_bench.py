@@ -72,6 +72,21 @@ def measure(conn: RedisConnection, seconds: float) -> tuple[float, dict[str, tup
     return cpu(conn) - before, commandstats(conn)
 
 
+def chaos_env(url: str, ledger: Path) -> dict[str, str]:
+    """The environment of workers running chaos_app on `url` (broker and results) with
+    `ledger`; the ledger and queue are set here too, for chaos_app imported after."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+        "SOLOIST_BROKER_URL": url,
+        "SOLOIST_RESULT_URL": url,
+        "CHAOS_LEDGER": str(ledger),
+        "CHAOS_QUEUE": QUEUE,
+    }
+    os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+    return env
+
+
 def start_workers(n: int, env: dict[str, str], log: Path) -> list[subprocess.Popen[bytes]]:
     out = log.open("a")
     cmd = [sys.executable, "-m", "soloist", "worker", "-A", "chaos_app:app", "-Q", QUEUE,
@@ -119,15 +134,7 @@ def main() -> int:
         server = RedisServer(Path(tmp), "--appendonly", "no")
         server.start()
         ledger = Path(tmp) / "ledger.txt"
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
-            "SOLOIST_BROKER_URL": server.url,
-            "SOLOIST_RESULT_URL": server.url,
-            "CHAOS_LEDGER": str(ledger),
-            "CHAOS_QUEUE": QUEUE,
-        }
-        os.environ.update({k: env[k] for k in ("CHAOS_LEDGER", "CHAOS_QUEUE")})
+        env = chaos_env(server.url, ledger)
         from chaos_app import app, work  # reads the ledger's path from the environment
 
         app.configure(server.url, server.url)
