@@ -45,6 +45,16 @@ def private_redis(tmp_path: Path, *options: str) -> RedisServer:
     return server
 
 
+def point_at(
+    server: RedisServer, workers: WorkerProcesses, producer: App, **options: object
+) -> None:
+    """Points the workers and the producer at `server`, under a key prefix of the test's
+    own (URL `options` added)."""
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url, **options)
+    workers.use(url)
+    producer.configure(url, url)
+
+
 def runs_of(workers: WorkerProcesses, tag: str) -> list[str]:
     """The delivery counts with which the sleepy task `tag` started."""
     return [line.split()[-1] for line in workers.lines() if line.startswith(f"start {tag} ")]
@@ -55,9 +65,7 @@ def test_a_worker_rides_out_an_outage_longer_than_its_reconnect_window(
 ) -> None:
     server = private_redis(tmp_path)
     try:
-        url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url, reconnect_timeout=1)
-        workers.use(url)
-        producer.configure(url, url)
+        point_at(server, workers, producer, reconnect_timeout=1)
         proc = workers.start()
         assert sample.add.delay(1, 2).get(timeout=20) == 3
         result = sample.sleepy.delay(1.0, "a")
@@ -98,9 +106,7 @@ def test_redis_at_maxmemory_holds_tasks_instead_of_making_them_poison(
     server = private_redis(tmp_path, "--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url)
     try:
-        url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
-        workers.use(url)
-        producer.configure(url, url)
+        point_at(server, workers, producer)
         proc = workers.start()
         running = sample.sleepy.delay(2.0, "a")
         workers.wait_for("start a")
@@ -127,9 +133,7 @@ def test_a_claim_at_maxmemory_is_refused_before_any_task_starts(
     server = private_redis(tmp_path, "--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url)
     try:
-        url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url)
-        workers.use(url)
-        producer.configure(url, url)
+        point_at(server, workers, producer)
         results = [sample.sleepy.delay(0, f"t{n}") for n in range(3)]
         fill(client)
         proc = workers.start()
@@ -209,9 +213,7 @@ def test_a_worker_stopped_while_its_broker_is_down_says_so_last(
 ) -> None:
     server = private_redis(tmp_path)
     try:
-        url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", server.url, reconnect_timeout=1)
-        workers.use(url)
-        producer.configure(url, url)
+        point_at(server, workers, producer, reconnect_timeout=1)
         proc = workers.start()
         sample.sleepy.delay(0.5, "a")
         workers.wait_for("start a")
