@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # three Erlang VMs boot and cluster first: minutes on a loaded machine
 def test_a_stopped_node_loses_nothing() -> None:
     if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
         pytest.skip("rabbitmq-server is not installed")
