@@ -128,8 +128,13 @@ def run(tasks: int, timeout: float) -> Report:
             from chaos_app import app, work
 
             app.configure(a.url, "memory://")  # declared through a: its leader is on a
-            app.default_queue = queue
-            published = [work.apply_async((rng.randint(0, 20),)).id for _ in range(tasks // 2)]
+            # The queue is named per call: chaos_app may have been imported before (its
+            # tasks' queue is fixed then), e.g. by another test in the same process.
+            def publish(count: int) -> list[str]:
+                calls = [(rng.randint(0, 20),) for _ in range(count)]
+                return [work.apply_async(args, queue=queue).id for args in calls]
+
+            published = publish(tasks // 2)
             for node in (b, c):
                 env = {
                     **os.environ,
@@ -149,7 +154,7 @@ def run(tasks: int, timeout: float) -> Report:
             report.restarts = 1
             app.close()
             app.configure(b.url, "memory://")  # the producer moves to a live node
-            published += [work.apply_async((rng.randint(0, 20),)).id for _ in range(tasks // 2)]
+            published += publish(tasks // 2)
             while not _ended(ledger) >= set(published):
                 if time.monotonic() - start > timeout:
                     break
