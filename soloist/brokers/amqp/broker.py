@@ -1,5 +1,6 @@
 """`AMQPBroker`: the broker contract on RabbitMQ, a facade over the I/O thread (`Link`),
-the queue topology (`Topology`) and the consume state machine (`Consumer`)."""
+the queue topology (`Topology`), the consume state machine (`Consumer`), the dead-letter
+store (`DeadLetterStore`) and the heartbeat queue (heartbeats.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions as pe
-from pika.adapters.blocking_connection import BlockingChannel
 
 from ...errors import BrokerUnavailable, ConfigurationError
 from ...urls import passwords, redact
@@ -26,34 +25,19 @@ from ..base import (
     DeadLetter,
     Delivery,
     QueueStats,
-    poison_reason,
     url_options,
 )
+from . import heartbeats
+from .browse import admin_channel
 from .consumer import Consumer
+from .dead_letters import DeadLetterStore
 from .link import TICK, Link
 from .pipe import AMQPAckPipe
 from .session import Down, Held, Request, Session
 from .topology import Topology
-from .wire import (
-    DEFAULT_PUBLISH_TIMEOUT,
-    H_COUNT,
-    H_DEAD_AT,
-    H_GONE,
-    H_PRIOR,
-    H_REASON,
-    H_RETRIES,
-    H_SEEN,
-    H_TTL,
-    H_WORKER,
-    OPTIONS,
-    WORKERS_QUEUE,
-    Out,
-)
+from .wire import DEFAULT_PUBLISH_TIMEOUT, H_PRIOR, H_RETRIES, OPTIONS, Out
 
 T = TypeVar("T")
-
-#: A forgotten worker's tombstone outlives heartbeats of an unknown ttl this long.
-TOMBSTONE_TTL = 3600.0
 
 
 class AMQPBroker(Broker):
@@ -69,6 +53,7 @@ class AMQPBroker(Broker):
         )
         self.consumer = Consumer(self.topology)
         self.publish_timeout = options.get("publish_timeout", DEFAULT_PUBLISH_TIMEOUT)
+        self.dead = DeadLetterStore(self.topology, self.publish_timeout)
         try:
             self.params = pika.URLParameters(pika_url)
         except ValueError as exc:  # pika's own options, and any it does not know
@@ -250,17 +235,6 @@ class AMQPBroker(Broker):
 
     # -- operators ---------------------------------------------------------------------
 
-    @contextmanager
-    def _admin(self, s: Session) -> Iterator[BlockingChannel]:
-        """A short-lived channel: closing it returns whatever basic.get took and did not
-        ack, and a 404 on it harms nothing else."""
-        ch = s.conn.channel()
-        try:
-            yield ch
-        finally:
-            if ch.is_open:
-                ch.close()
-
     def _count(self, s: Session, names: Sequence[str], purge: bool = False) -> int:
         """Ready messages in the named queues (purged if asked); missing queues count 0.
 
@@ -332,7 +306,7 @@ class AMQPBroker(Broker):
         def work(s: Session, _: Request) -> None:
             delays = self.topology.delay_queues.pop(queue, ())
             names = [*self.topology.lanes(queue), f"{queue}.dead", *delays]
-            with self._admin(s) as ch:
+            with admin_channel(s) as ch:
                 for name in names:
                     ch.queue_delete(name)  # a missing queue is no error
                     s.declared.pop(name, None)
@@ -340,167 +314,31 @@ class AMQPBroker(Broker):
 
         self._must(work)
 
-    @contextmanager
-    def _locked(self, s: Session, name: str) -> Iterator[BlockingChannel]:
-        """An admin channel, with the cross-process lock of `name` held (see the top)."""
-        lock, deadline = f"{name}.lock", time.monotonic() + self.publish_timeout
-        while True:
-            with self._admin(s) as ch:
-                try:
-                    ch.queue_declare(lock, exclusive=True)
-                except pe.ChannelClosedByBroker as exc:
-                    # 405 RESOURCE_LOCKED: another connection holds it.
-                    if exc.reply_code != 405 or time.monotonic() > deadline:
-                        raise
-                else:
-                    try:
-                        yield ch
-                        # Give back what was browsed and not acked while still holding the
-                        # lock, or the next holder may not see it; the synchronous qos
-                        # returns once the server has handled the acks and the nack.
-                        ch.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-                        ch.basic_qos(prefetch_count=0)
-                    finally:
-                        # The lock lives as long as our connection: always delete it.
-                        if ch.is_open:
-                            ch.queue_delete(lock)
-                        else:
-                            with self._admin(s) as spare:
-                                spare.queue_delete(lock)
-                    return
-            s.conn.process_data_events(time_limit=0.02)  # keep heartbeats going meanwhile
-
-    def _browse(
-        self, ch: BlockingChannel, name: str, limit: int
-    ) -> Iterator[tuple[int, Any, bytes]]:
-        """basic.get up to `limit` messages; `_locked` returns those not acked."""
-        for _ in range(limit):
-            method, props, body = ch.basic_get(name)
-            if method is None:
-                return
-            yield method.delivery_tag, props, body
-
-    def _dead_letter(self, queue: str, props: Any, body: bytes) -> DeadLetter:
-        h = props.headers or {}
-        reason = h.get(H_REASON)
-        count = int(h.get(H_COUNT, 0))
-        if reason is None:  # dead-lettered by the queue itself: its delivery limit
-            count = int(h.get(H_PRIOR, 0)) + self.max_deliveries
-            reason = poison_reason(count)
-            deaths = h.get("x-death") or [{}]
-            dead_at = deaths[0]["time"].timestamp() if "time" in deaths[0] else 0.0
-        else:
-            dead_at = float(h.get(H_DEAD_AT, 0))
-        return DeadLetter(
-            props.message_id or "",
-            queue,
-            body,
-            str(reason),
-            count,
-            int(h.get(H_RETRIES, 0)),
-            dead_at,
-        )
-
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        def work(s: Session, _: Request) -> list[DeadLetter]:
-            self.topology.declare(s, queue)
-            with self._locked(s, f"{queue}.dead") as ch:
-                return [
-                    self._dead_letter(queue, props, body)
-                    for _, props, body in self._browse(ch, f"{queue}.dead", limit)
-                ]
-
-        return self._must(work)
-
-    def _pick_dead(
-        self, queue: str, ids: Sequence[str] | None, requeue: bool
-    ) -> Callable[[Session, Request], int]:
-        wanted = None if ids is None else set(ids)
-
-        def work(s: Session, _: Request) -> int:
-            self.topology.declare(s, queue)
-            done = 0
-            with self._locked(s, f"{queue}.dead") as ch:
-                for tag, props, body in self._browse(ch, f"{queue}.dead", 1_000_000):
-                    if wanted is not None and props.message_id not in wanted:
-                        continue  # goes back to the store when the lock is released
-                    if requeue:
-                        headers = {
-                            k: v for k, v in (props.headers or {}).items() if not k.startswith("x-")
-                        }
-                        headers[H_RETRIES] = 0
-                        out = Out(queue, queue, body, props.message_id or "", headers)
-                        self.topology.send(s, out)
-                    ch.basic_ack(tag)
-                    done += 1
-            return done
-
-        return work
+        return self._must(lambda s, _: self.dead.read(s, queue, limit))
 
     def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        return self._must(self._pick_dead(queue, ids, requeue=True))
+        return self._must(lambda s, _: self.dead.pick(s, queue, ids, requeue=True))
 
     def drop_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        return self._must(self._pick_dead(queue, ids, requeue=False))
+        return self._must(lambda s, _: self.dead.pick(s, queue, ids, requeue=False))
 
     # -- liveness ----------------------------------------------------------------------
 
-    def _declare_workers(self, s: Session) -> None:
-        if WORKERS_QUEUE not in s.declared:
-            s.pub.queue_declare(WORKERS_QUEUE, durable=False)
-            s.declared[WORKERS_QUEUE] = time.monotonic()
-
-    def _beat(self, worker_id: str, info: bytes, ttl: float, gone: bool = False) -> None:
-        headers = {
-            H_WORKER: worker_id,
-            H_SEEN: repr(time.time()),
-            H_TTL: repr(ttl),
-            H_GONE: int(gone),
-        }
-        props = pika.BasicProperties(
-            message_id=worker_id, expiration=str(max(1, int(ttl * 1000))), headers=headers
-        )
-
-        def work(s: Session, _: Request) -> None:
-            self._declare_workers(s)
-            s.pub.basic_publish("", WORKERS_QUEUE, info, props, mandatory=True)
-
-        self._must(work)
-
     def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
         self._beat_ttls[worker_id] = ttl
-        self._beat(worker_id, info, ttl)
+        props = heartbeats.beat_properties(worker_id, ttl)
+        self._must(lambda s, _: heartbeats.send(s, info, props))
 
     def forget_worker(self, worker_id: str) -> None:
         # Messages cannot be deleted from the middle of a queue: a newer tombstone hides
         # the older heartbeats until `workers()` drops them or they expire.
-        self._beat(worker_id, b"", self._beat_ttls.pop(worker_id, TOMBSTONE_TTL), gone=True)
+        ttl = self._beat_ttls.pop(worker_id, heartbeats.TOMBSTONE_TTL)
+        props = heartbeats.beat_properties(worker_id, ttl, gone=True)
+        self._must(lambda s, _: heartbeats.send(s, b"", props))
 
     def workers(self) -> dict[str, tuple[bytes, float]]:
-        def work(s: Session, _: Request) -> dict[str, tuple[bytes, float]]:
-            self._declare_workers(s)
-            newest: dict[str, tuple[float, int, Any, bytes]] = {}
-            with self._locked(s, WORKERS_QUEUE) as ch:
-                for tag, props, body in self._browse(ch, WORKERS_QUEUE, 100_000):
-                    h = props.headers or {}
-                    wid, seen = str(h.get(H_WORKER, "")), float(h.get(H_SEEN, 0))
-                    old = newest.get(wid)
-                    if old is not None and old[0] > seen:
-                        ch.basic_ack(tag)  # superseded: compact the queue
-                        continue
-                    if old is not None:
-                        ch.basic_ack(old[1])
-                    newest[wid] = (seen, tag, h, body)
-                now = time.time()
-                alive = {}
-                for wid, (seen, tag, h, body) in newest.items():
-                    if h.get(H_GONE) or seen + float(h.get(H_TTL, 0)) < now:
-                        ch.basic_ack(tag)
-                    else:
-                        alive[wid] = (body, seen)
-            return alive
-
-        return self._must(work)
+        return self._must(lambda s, _: heartbeats.alive(s, self.publish_timeout))
 
     def close(self) -> None:
         """Give back what the stream pushed and no fetch took, then close the connection;
