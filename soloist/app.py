@@ -24,7 +24,6 @@ from . import signing
 from .brokers import Broker
 from .brokers import from_url as broker_from_url
 from .brokers.base import DEFAULT_MAX_DELIVERIES, DeadLetter
-from .canvas import register_builtins
 from .errors import ConfigurationError, DecodeError
 from .hooks import Hooks
 from .message import DEFAULT_MAX_DEPTH, Message
@@ -35,7 +34,7 @@ from .results import from_url as results_from_url
 from .results.base import DEFAULT_TTL, FAILURE, PENDING
 from .schedules import Schedule, interval
 from .serializers import Codec
-from .task import AsyncTask, RemoteTask, Task, TaskOptions
+from .task import AsyncTask, RemoteTask, Task, TaskOptions, register_builtins
 from .urls import redact
 
 if TYPE_CHECKING:

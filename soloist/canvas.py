@@ -3,7 +3,8 @@
 A `Signature` is one task call put in a box to be sent later: `add.s(2)` (partial: the
 result of the step before is prepended to its arguments) or `add.si(2, 3)` (immutable).
 Workflows are sent as ordinary messages whose options carry what happens next, under the
-`wf` key (see `soloist.workflow` for the worker's side), so nothing polls:
+`wf` key (their form in `soloist.workflow_wire`, the worker's side in `soloist.workflow`),
+so nothing polls:
 
 * `chain(a, b, c)` / `a | b | c`: `a` is sent with `b` and `c` in its options; the worker
   that settles `a` sends `b` with `a`'s result, and so on.
@@ -29,30 +30,15 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 from .errors import ConfigurationError
-from .message import Message
 from .result import Result
 from .workflow_result import ChainResult, ChordResult, GroupResult
+from .workflow_wire import ids_of, items_for, last_call
 
 if TYPE_CHECKING:
     from .app import App
 
 R = TypeVar("R")
 S = TypeVar("S")
-
-#: The built-in task that runs one chunk of `Task.chunks` (every app registers it).
-CHUNK_TASK = "soloist.chunk"
-
-
-def register_builtins(app: App) -> None:
-    """Register the tasks workflows need on `app` (a worker imports the same app)."""
-
-    def chunk(task: str, calls: list[list[Any]]) -> list[Any]:
-        """Run a chunk of calls of `task`, one after the other, in this worker."""
-        target = app.tasks[task]
-        return [target.run(tuple(args), {}) for args in calls]
-
-    app.task(name=CHUNK_TASK)(chunk)
-
 
 class Signature(Generic[R]):
     """One task call, ready to be sent or to be a step of a workflow.
@@ -351,49 +337,6 @@ class Chord(Generic[R]):
         return self.apply_async(args)
 
 
-#: The message options of a call: (message, queue, delay, priority), as App.send_many takes.
-Item = tuple[Message, str, float, int]
-
-
-def items_for(
-    step: dict[str, Any],
-    prepend: tuple[Any, ...],
-    rest: Sequence[dict[str, Any]] = (),
-    *,
-    resent: bool = False,
-) -> list[Item]:
-    """The messages that start `step` (a signature's `to_dict`, or a chord step: its
-    members, or its callback if it has none), with `prepend` before each call's arguments
-    (unless immutable) and `rest` the chain steps that follow it. `resent` marks messages a
-    worker sends: they may be second copies (see soloist.workflow)."""
-    if "group" in step:  # a chord step: what follows it is in its callback's options
-        if not step["group"]:  # nothing to wait for: the callback runs now, on an empty list
-            return items_for(step["cb"], ([],), resent=resent)
-        return [item for m in step["group"] for item in items_for(m, prepend, resent=resent)]
-    args = step.get("args", [])
-    if not step.get("immutable"):
-        args = [*prepend, *args]
-    # Even empty: a workflow's calls store their results, `ignore_result` or not.
-    flow = dict(step.get("wf", {}))
-    if rest:
-        flow["chain"] = list(rest)
-    if resent:
-        flow["p"] = 1
-    message = Message(step["task"], tuple(args), dict(step.get("kwargs", {})), id=step["id"])
-    message.options["wf"] = flow
-    return [
-        (message, step["queue"], float(step.get("countdown", 0.0)), int(step.get("priority", 0)))
-    ]
-
-
-def ids_of(step: dict[str, Any]) -> list[str]:
-    """The task ids of a wire step and of what is chained after it, the last one last."""
-    if "group" in step:
-        return [task_id for m in step["group"] for task_id in ids_of(m)] + ids_of(step["cb"])
-    chained = step.get("wf", {}).get("chain", ())
-    return [step["id"], *(task_id for s in chained for task_id in ids_of(s))]
-
-
 def _fold(
     steps: Sequence[Signature[Any] | Group[Any] | Chord[Any]],
 ) -> list[Signature[Any] | Chord[Any]]:
@@ -438,7 +381,7 @@ def _chord_step(chord: Chord[Any], rest: list[dict[str, Any]]) -> dict[str, Any]
     members = [_member(m) for m in chord.header.members]
     for i, member in enumerate(members):
         option = {"id": callback["id"], "i": i, "n": size, "cb": callback}
-        _last_call(member).setdefault("wf", {})["chord"] = option
+        last_call(member).setdefault("wf", {})["chord"] = option
     return {"group": members, "cb": callback}
 
 
@@ -450,14 +393,6 @@ def _member(member: Member) -> dict[str, Any]:
     if rest:
         first.setdefault("wf", {})["chain"] = rest
     return first
-
-
-def _last_call(step: dict[str, Any]) -> dict[str, Any]:
-    """The call a self-contained wire step ends with."""
-    if "group" in step:
-        return _last_call(step["cb"])
-    chained = step.get("wf", {}).get("chain")
-    return _last_call(chained[-1]) if chained else step
 
 
 def _handle(app: App, step: dict[str, Any]) -> Result[Any]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, ParamSpec, TypeVar
 
-from .canvas import CHUNK_TASK, Signature
+from .canvas import Signature
 from .errors import ConfigurationError, Retry
 from .limits import KeyFunction, Limits
 from .message import Message
@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: The built-in task that runs one chunk of `Task.chunks` (every app registers it).
+CHUNK_TASK = "soloist.chunk"
+
+
+def register_builtins(app: App) -> None:
+    """Register the built-in tasks on `app` (a worker imports the same app): the one
+    that runs a chunk of `Task.chunks`."""
+
+    def chunk(task: str, calls: list[list[Any]]) -> list[Any]:
+        """Run a chunk of calls of `task`, one after the other, in this worker."""
+        target = app.tasks[task]
+        return [target.run(tuple(args), {}) for args in calls]
+
+    app.task(name=CHUNK_TASK)(chunk)
 
 
 @dataclass(frozen=True)

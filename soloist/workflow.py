@@ -38,11 +38,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .canvas import Item, items_for
 from .errors import LimitExceeded
 from .execution import Kind, Outcome
 from .results.base import FAILURE, REVOKED
 from .results.record import failure_record
+from .workflow_wire import Item, items_for
 
 if TYPE_CHECKING:
     from .app import App

@@ -10,12 +10,13 @@ import pytest
 
 from soloist import App, ConfigurationError, TaskError, TaskRevoked
 from soloist.brokers.base import Delivery
-from soloist.canvas import Signature, chain, chord, group, items_for
+from soloist.canvas import Signature, chain, chord, group
 from soloist.execution import Kind, Outcome, TaskRunner
 from soloist.message import Message
 from soloist.results.base import FAILURE, REVOKED, SUCCESS
 from soloist.testing import drain
 from soloist.workflow import proceed
+from soloist.workflow_wire import items_for
 
 
 @pytest.fixture
