@@ -9,6 +9,7 @@ can also hand each body to a function (benchmarks/ceiling.py: what Python must d
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sqlite3
 import statistics
@@ -18,7 +19,7 @@ from typing import Any
 
 BODY = b'j{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"suite.noop"}' + b" " * 40
 BATCH = 100
-INSERT = "INSERT INTO floor (body) VALUES (?)"
+INSERT = "INSERT INTO floor (queue, body, visible_at) VALUES (?, ?, ?)"
 
 
 def _skip(body: bytes) -> None:
@@ -156,17 +157,25 @@ class RedisFloor:
 
 
 class SQLiteFloor:
-    """INSERT; claim (UPDATE … RETURNING) + DELETE; each its own transaction, or BATCH per
-    transaction. WAL and synchronous=NORMAL, as the broker. Latency: a consumer polling
-    for the claim every millisecond (the broker's shortest poll)."""
+    """The broker's statements on a table of the broker's shape (queue, priority, lease
+    expiry, receipt, delivery count; the hand-out index), with no Soloist in between:
+    INSERT; claim (UPDATE … SET receipt, lease, count WHERE id IN (the first due ids in
+    hand-out order) RETURNING) + fenced DELETE (WHERE receipt = ? AND id …); each its own
+    transaction, or BATCH per transaction. WAL and synchronous=NORMAL, as the broker.
+    Latency: a consumer polling for the claim every millisecond (the broker's shortest poll)."""
+
+    LEASE = 60.0
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.db = self._connect()
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, body BLOB,"
-            " leased INTEGER NOT NULL DEFAULT 0)"
+        self.db.executescript(
+            "CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
+            " body BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0, visible_at REAL NOT NULL,"
+            " receipt INTEGER, deliveries INTEGER NOT NULL DEFAULT 0);"
+            "CREATE INDEX IF NOT EXISTS floor_ready ON floor (queue, priority DESC, id);"
         )
+        self.receipts = itertools.count(1)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
@@ -175,18 +184,28 @@ class SQLiteFloor:
         return db
 
     def _insert(self, db: sqlite3.Connection) -> None:
-        db.execute(INSERT, (BODY,))
+        db.execute(INSERT, ("q", BODY, time.monotonic()))
 
-    def _claim(self, db: sqlite3.Connection, size: int, column: str = "id") -> list[Any]:
-        return db.execute(
-            "UPDATE floor SET leased = 1 WHERE id IN (SELECT id FROM floor WHERE leased = 0"
-            f" ORDER BY id LIMIT ?) RETURNING {column}",
-            (size,),
+    def _claim(self, db: sqlite3.Connection, size: int) -> tuple[int, list[Any]]:
+        """(receipt, [(id, body), …]): up to `size` due messages leased to a new receipt."""
+        receipt, now = next(self.receipts), time.monotonic()
+        rows = db.execute(
+            "UPDATE floor SET receipt = ?, visible_at = ?, deliveries = deliveries + 1"
+            " WHERE id IN (SELECT id FROM floor WHERE queue = 'q' AND visible_at <= ?"
+            " ORDER BY priority DESC, id LIMIT ?) RETURNING id, body",
+            (receipt, now + self.LEASE, now, size),
         ).fetchall()
+        return receipt, rows
+
+    def _delete(self, db: sqlite3.Connection, receipt: int, ids: list[int]) -> None:
+        db.execute(
+            f"DELETE FROM floor WHERE receipt = ? AND id IN ({','.join('?' * len(ids))})",
+            (receipt, *ids),
+        )
 
     def publish(self, n: int) -> float:
         try:
-            return rate(n, lambda: [self.db.execute(INSERT, (BODY,)) for _ in range(n)])
+            return rate(n, lambda: [self._insert(self.db) for _ in range(n)])
         finally:
             self.db.execute("DELETE FROM floor")
 
@@ -205,34 +224,37 @@ class SQLiteFloor:
 
     def _fill(self, n: int) -> None:
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("INSERT INTO floor (body) VALUES (?)", [(BODY,)] * n)
+        self.db.executemany(INSERT, [("q", BODY, 0.0)] * n)
         self.db.execute("COMMIT")
 
     def consume(self, n: int) -> float:
         self._fill(n)
 
         def run() -> None:
-            while rows := self._claim(self.db, 1):
-                self.db.execute("DELETE FROM floor WHERE id = ?", (rows[0][0],))
+            while True:
+                self.db.execute("BEGIN IMMEDIATE")
+                receipt, rows = self._claim(self.db, 1)
+                self.db.execute("COMMIT")
+                if not rows:
+                    return
+                self._delete(self.db, receipt, [rows[0][0]])
 
         return rate(n, run)
 
     def consume_batched(self, n: int, each: Callable[[bytes], object] = _skip) -> float:
         self._fill(n)
-        reads = each is not _skip  # the bare floor leaves the bodies where they are
 
         def run() -> None:
             while True:
                 self.db.execute("BEGIN IMMEDIATE")
-                rows = self._claim(self.db, BATCH, "id, body" if reads else "id")
+                receipt, rows = self._claim(self.db, BATCH)
                 self.db.execute("COMMIT")
                 if not rows:
                     return
-                if reads:
-                    for _, body in rows:
-                        each(body)
+                for _, body in rows:
+                    each(body)
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("DELETE FROM floor WHERE id = ?", [row[:1] for row in rows])
+                self._delete(self.db, receipt, [row[0] for row in rows])
                 self.db.execute("COMMIT")
 
         return rate(n, run)
@@ -242,9 +264,10 @@ class SQLiteFloor:
             consumer = self._connect()
 
             def claim() -> Callable[[], object]:
-                while not (rows := self._claim(consumer, 1)):
+                while not (claimed := self._claim(consumer, 1))[1]:
                     time.sleep(0.001)
-                return lambda: consumer.execute("DELETE FROM floor WHERE id = ?", rows[0])
+                receipt, rows = claimed
+                return lambda: self._delete(consumer, receipt, [rows[0][0]])
 
             return claim
 

@@ -4,8 +4,9 @@
 
 For each broker: publish rate from one producer (`task.delay` one by one; `task.map`
 batched), no-op execution rate of one solo worker on a pre-filled queue (results off and
-on), enqueue-to-start latency of an idle `soloist worker` process, its start-up time to
-the first task, and its peak RSS. Beside each figure, the floor measured in the same run by
+on; results off also against the same worker on the memory broker, which does no I/O),
+enqueue-to-start latency of an idle `soloist worker` process, its start-up time to the
+first task, and its peak RSS. Beside each figure, the floor measured in the same run by
 a bare client loop doing the same broker operations (benchmarks/floors.py), unbatched and
 batched, and the ratio to it. Then tasks/s of `soloist worker --replicas 1, 2, 4` on
 tasks that sleep 5 ms (Redis). The machine may be shared and noisy: read the ratios.
@@ -114,10 +115,11 @@ def env_for(setup: Setup, queue: str, stamp_file: Path) -> dict[str, str]:
     return env
 
 
-def execution_rate(setup: Setup, results: bool) -> float:
-    """No-op tasks/s of one solo worker in this process, burst mode, on a full queue."""
+def execution_rate(setup: Setup, results: bool, broker: str | None = None) -> float:
+    """No-op tasks/s of one solo worker in this process, burst mode, on a full queue (of
+    `broker`, else the setup's)."""
     queue = new_queue("exec")
-    app = make_app(setup.broker, setup.results, queue)
+    app = make_app(broker or setup.broker, setup.results, queue)
     app.tasks["suite.noop_result" if results else "suite.noop"].starmap([()] * setup.tasks)
     app.results.get("suite-warm-up")  # import and connect the result store before timing
     worker = Worker(app, [queue], burst=True)
@@ -189,6 +191,8 @@ def measure(setup: Setup, tmp: Path) -> list[Row]:
     publish, publish_many = publish_rates(setup)
     pub_floor, pub_batched = floor.publish(n), floor.publish_batched(n)
     off, on = execution_rate(setup, False), execution_rate(setup, True)
+    # The same worker on the memory broker (no I/O): what the worker's own Python allows.
+    memory = execution_rate(setup, False, "memory://")
     con_floor, con_batched = floor.consume(n), floor.consume_batched(setup.tasks)
     startup, p50, p99, rss = worker_process(setup, tmp)
     f50, f99 = floor.latency(setup.rounds)
@@ -199,6 +203,7 @@ def measure(setup: Setup, tmp: Path) -> list[Row]:
         Row(name, "no-op tasks, results off (/s)", off, con_floor, con_batched),
         Row(name, "no-op tasks, results on (/s)", on, con_floor, con_batched),
         Row(name, "  results on / results off", on / off, fmt="{:.2f}"),
+        Row(name, "  results off / memory broker", off / memory, fmt="{:.2f}"),
         Row(name, "enqueue-to-start p50 (ms)", p50, f50, fmt="{:.2f}"),
         Row(name, "enqueue-to-start p99 (ms)", p99, f99, fmt="{:.2f}"),
         Row(name, "worker start to 1st task (s)", startup, bare_start, fmt="{:.3f}"),
