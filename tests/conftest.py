@@ -15,6 +15,7 @@ from soloist import App
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
+    from tests.support.redis_cluster_support import RedisCluster
     from tests.support.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,3 +122,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster shared by the session's tests, started by the first
+    that asks (the broker matrix's `redis-cluster`), stopped and deleted at the end."""
+    from tests.support.redis_cluster_support import running_cluster, stop_session_cluster
+
+    try:
+        yield running_cluster()
+    finally:
+        stop_session_cluster()

@@ -23,6 +23,10 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
         from .redis import RedisBroker  # here: redis-py is an optional extra
 
         return RedisBroker(url, max_deliveries)
+    if scheme == "redis+cluster":
+        from .redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(url, max_deliveries)
     if scheme in ("celery+redis", "celery+rediss"):
         # Celery's kombu layout: only Celery apps use it, and it needs the celery extra.
         from ..celery.broker import KombuRedisBroker

@@ -28,7 +28,9 @@ import math
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from ..errors import ConfigurationError
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     AckPipe,
@@ -38,6 +40,7 @@ from .base import (
     QueueStats,
     poison_reason,
 )
+from .cluster import WORKERS_TAG, queue_tag
 from .redis_connection import RedisConnection, _lua
 from .redis_pipe import RedisAckPipe
 
@@ -48,10 +51,10 @@ CHUNK = 1000
 IDLE_RECHECK = 10.0
 
 
-def queue_key(prefix: str, queue: str, kind: str) -> str:
+def queue_key(redis: RedisConnection, queue: str, kind: str) -> str:
     """A queue's key of `kind` (ready, delayed, leased, dead, wake, lost): the name
     prelude.lua's qkey() builds, for the commands sent without a script (BLPOP)."""
-    return f"{prefix}q:{queue}:{kind}"
+    return redis.key(queue_tag(queue), f"q:{queue}:{kind}")
 
 
 _PUBLISH = _lua("publish")
@@ -75,9 +78,20 @@ _POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321"
 
 
 class RedisBroker(Broker):
+    """The broker on one server (or a Sentinel-watched master). Each script call names the
+    hash tag of its keys (`tag=`), which only a Cluster uses (redis_cluster.py): a call
+    about several deliveries or queues takes the tag of the first, and the Cluster broker
+    makes such calls one tag at a time."""
+
+    #: Whether it runs on a Cluster (redis_cluster.py), where queues' keys sit apart.
+    on_cluster = False
+
     def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         self.url = url
         self.redis = RedisConnection(url)
+        if self.redis.cluster != self.on_cluster:
+            kind = "redis+cluster://" if self.on_cluster else "redis:// or redis+sentinel://"
+            raise ConfigurationError(f"{type(self).__name__} takes a {kind} URL")
         self.prefix = self.redis.prefix
         self.max_deliveries = self.redis.options.get("max_deliveries", max_deliveries)
         script = self.redis.script
@@ -101,7 +115,7 @@ class RedisBroker(Broker):
         self._quiet: dict[tuple[str, ...], float] = {}
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        (mid,) = self._publish(queue, body, max(delay, 0), int(priority))
+        (mid,) = self._publish(queue, body, max(delay, 0), int(priority), tag=queue_tag(queue))
         return str(mid.decode())
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
@@ -111,7 +125,7 @@ class RedisBroker(Broker):
             args: list[object] = []
             for queue, body, delay, priority in items[start : start + CHUNK]:
                 args += (queue, body, max(delay, 0), int(priority))
-            ids += (i.decode() for i in self._publish(*args))
+            ids += (i.decode() for i in self._publish(*args, tag=queue_tag(items[start][0])))
         return ids
 
     def fetch(
@@ -127,8 +141,7 @@ class RedisBroker(Broker):
         # A fetch that waits may skip its first claim when the last one found nothing and
         # nothing has fallen due since: whatever arrived meanwhile pushed a token.
         quiet_until = self._quiet.pop(key, 0.0)
-        reply = None if timeout > 0 and start < quiet_until else self._claim(*args)
-        wake = tuple(queue_key(self.prefix, q, "wake") for q in queues)
+        reply = None if timeout > 0 and start < quiet_until else self._claims(args)
         while reply is None or len(reply) == 1:
             now = time.monotonic()
             if reply is not None:
@@ -140,13 +153,22 @@ class RedisBroker(Broker):
             wait = min(deadline - now, self.redis.max_block, quiet_until - now)
             # Whole milliseconds, never 0: BLPOP reads a 0 timeout as "wait forever".
             block = max(math.ceil(wait * 1000), 1) / 1000
-            token = self.redis.command("BLPOP", *wake, block)
+            token = self._sleep(queues, block)
             claim = token is not None or time.monotonic() >= quiet_until
-            reply = self._claim(*args) if claim else None
+            reply = self._claims(args) if claim else None
         return [
             Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
             for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
         ]
+
+    def _claims(self, args: tuple[object, ...]) -> list[Any]:
+        """The claim script's reply for `fetch`'s arguments (the queues last)."""
+        return list(self._claim(*args, tag=queue_tag(str(args[5]))))
+
+    def _sleep(self, queues: Sequence[str], block: float) -> object:
+        """Block up to `block` seconds for a wake-up token of `queues`; None if none came."""
+        wake = (queue_key(self.redis, q, "wake") for q in queues)
+        return self.redis.command("BLPOP", *wake, block)
 
     def ack(self, delivery: Delivery) -> bool:
         return self.ack_many([delivery])[0]
@@ -159,7 +181,8 @@ class RedisBroker(Broker):
         good, which is what an ack asks); a first try that finds one gone was too late."""
         acked: list[bool] = []
         for start in range(0, len(deliveries), CHUNK):
-            reply, resent = self._ack.resent(*_pairs(deliveries[start : start + CHUNK]))
+            chunk = deliveries[start : start + CHUNK]
+            reply, resent = self._ack.resent(*_pairs(chunk), tag=queue_tag(chunk[0].queue))
             acked += (n == 1 or (n == 2 and resent) for n in reply)
         return acked
 
@@ -174,28 +197,28 @@ class RedisBroker(Broker):
         return RedisAckPipe(self.redis, self._ack, put if same else None)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
-        return _settled(
-            *self._retry.resent(delivery.id, delivery.receipt, max(delay, 0), int(counted))
-        )
+        args = (delivery.id, delivery.receipt, max(delay, 0), int(counted))
+        return _settled(*self._retry.resent(*args, tag=queue_tag(delivery.queue)))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        return _settled(*self._dead_letter.resent(delivery.id, delivery.receipt, reason))
+        args = (delivery.id, delivery.receipt, reason)
+        return _settled(*self._dead_letter.resent(*args, tag=queue_tag(delivery.queue)))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._release(*_pairs(deliveries))
+            self._release(*_pairs(deliveries), tag=queue_tag(deliveries[0].queue))
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         if not deliveries:
             return []
-        lost = self._extend(lease, *_pairs(deliveries))
+        lost = self._extend(lease, *_pairs(deliveries), tag=queue_tag(deliveries[0].queue))
         return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
 
     def depth(self, queue: str) -> int:
-        return int(self._depth(queue))
+        return int(self._depth(queue, tag=queue_tag(queue)))
 
     def stats(self, queue: str) -> QueueStats:
-        return QueueStats(*(int(n) for n in self._stats(queue)))
+        return QueueStats(*(int(n) for n in self._stats(queue, tag=queue_tag(queue))))
 
     def check(self) -> None:
         self.redis.check_server()
@@ -203,7 +226,7 @@ class RedisBroker(Broker):
     def purge(self, queue: str) -> int:
         total = 0
         while True:
-            dropped = int(self._purge(queue))
+            dropped = int(self._purge(queue, tag=queue_tag(queue)))
             total += dropped
             if dropped < CHUNK:
                 return total
@@ -211,7 +234,7 @@ class RedisBroker(Broker):
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
             return []
-        reply = self._dead_letters(queue, limit)
+        reply = self._dead_letters(queue, limit, tag=queue_tag(queue))
         return [
             DeadLetter(
                 rid.decode(), queue, body, reason.decode(), int(count), int(retries), float(t)
@@ -220,16 +243,16 @@ class RedisBroker(Broker):
         ]
 
     def _settle_dead_letters(self, queue: str, requeue: bool, ids: Sequence[str] | None) -> int:
-        flag = int(requeue)
+        flag, tag = int(requeue), queue_tag(queue)
         if ids is None:
             total = 0
             while True:
-                moved = int(self._settle_dead(queue, flag))
+                moved = int(self._settle_dead(queue, flag, tag=tag))
                 total += moved
                 if moved < CHUNK:
                     return total
         return sum(
-            int(self._settle_dead(queue, flag, *ids[i : i + CHUNK]))
+            int(self._settle_dead(queue, flag, *ids[i : i + CHUNK], tag=tag))
             for i in range(0, len(ids), CHUNK)
         )
 
@@ -240,17 +263,17 @@ class RedisBroker(Broker):
         return self._settle_dead_letters(queue, False, ids)
 
     def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
-        self._heartbeat(worker_id, info, max(math.ceil(ttl * 1000), 1))
+        self._heartbeat(worker_id, info, max(math.ceil(ttl * 1000), 1), tag=WORKERS_TAG)
 
     def workers(self) -> dict[str, tuple[bytes, float]]:
-        reply = self._workers()
+        reply = self._workers(tag=WORKERS_TAG)
         return {
             wid.decode(): (info, float(seen))
             for wid, info, seen in zip(*[iter(reply)] * 3, strict=True)
         }
 
     def forget_worker(self, worker_id: str) -> None:
-        self._forget_worker(worker_id)
+        self._forget_worker(worker_id, tag=WORKERS_TAG)
 
     def close(self) -> None:
         self.redis.close()

@@ -1,7 +1,7 @@
-"""The link to one Redis server (or a Sentinel-watched master): URL options, a pool of
-connections, reconnects with back-off, and Lua scripts run by their SHA1 after the
-prelude every script shares (brokers/redis/prelude.lua, which opens with the key schema).
-The broker and the result store both talk to Redis through it."""
+"""The link to one Redis server (or a Sentinel-watched master, or a Cluster): URL options,
+a pool of connections, reconnects with back-off, and Lua scripts run by their SHA1 after
+the prelude every script shares (brokers/redis/prelude.lua, which opens with the key
+schema). The broker and the result store both talk to Redis through it."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ try:
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
 
+    from .cluster import SCHEMES as CLUSTER_SCHEMES
+    from .cluster import cluster_client, cluster_execute, tagged
     from .sentinel import SCHEMES as SENTINEL_SCHEMES
     from .sentinel import sentinel_pool
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -64,8 +66,15 @@ DEFAULT_SOCKET_TIMEOUT = 5.0
 #: comes up to 1/hz late (100 ms at the default hz of 10). A blocking command leaves this
 #: much of the socket timeout spare, with room for a busy machine.
 _LATE_UNBLOCK = 0.25
-#: Errors that mean "not reachable right now": worth reconnecting for.
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+#: Errors that mean "not reachable right now": worth reconnecting for (on a cluster, also
+#: a slot without a node while a failover runs).
+_TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 
 #: The Lua scripts, one file each in brokers/redis/. prelude.lua, which runs before each of
 #: them (ARGV[1] is the key prefix), opens with the key schema and defines the key names.
@@ -90,7 +99,7 @@ class RedisConnection:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", *SENTINEL_SCHEMES):
+        if parts.scheme not in ("redis", "rediss", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES):
             raise ConfigurationError(f"not a Redis URL: {redact(url)}")
         # The rest of the query is redis-py's (socket_timeout, ssl_ca_certs, ...).
         client_url, self.options = url_options(url, OPTIONS, others=True)
@@ -108,23 +117,35 @@ class RedisConnection:
                 "socket_keepalive": True,
                 "retry": Retry(NoBackoff(), 0),  # this class does the retrying
             }
-            if parts.scheme in SENTINEL_SCHEMES:
-                # A Sentinel URL names no server of its own: of the rest, socket_timeout only.
+            #: On a Cluster, every script call names the hash tag of its keys (cluster.py).
+            self.cluster = parts.scheme in CLUSTER_SCHEMES
+            rest: dict[str, str] = {}
+            if parts.scheme in (*SENTINEL_SCHEMES, *CLUSTER_SCHEMES):
+                # These URLs name no one server: of the rest, socket_timeout only.
                 rest = dict(parse_qsl(urlsplit(client_url).query))
                 if "socket_timeout" in rest:
                     connection["socket_timeout"] = seconds(rest.pop("socket_timeout"))
-                for name in rest:
-                    raise ConfigurationError(f"unknown option {name} in {self.redacted}")
-                pool = sentinel_pool(parts, **connection)
+            if self.cluster:
+                if self.wait_replicas:
+                    raise ConfigurationError(
+                        f"wait_replicas is not supported on a Cluster: {self.redacted}"
+                    )
+                self.client: Any = cluster_client(parts, rest, **connection)
             else:
-                pool = redis.ConnectionPool.from_url(client_url, **connection)
-                # Made, not connected: redis-py takes an option it does not know only here.
-                pool.connection_class(**pool.connection_kwargs)
+                if parts.scheme in SENTINEL_SCHEMES:
+                    for name in rest:
+                        raise ConfigurationError(f"unknown option {name} in {self.redacted}")
+                    pool = sentinel_pool(parts, **connection)
+                else:
+                    pool = redis.ConnectionPool.from_url(client_url, **connection)
+                    # Made, not connected: redis-py takes an option it does not know only here.
+                    pool.connection_class(**pool.connection_kwargs)
+                    connection = pool.connection_kwargs
+                self.client = redis.Redis(connection_pool=pool)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
-        self.client = redis.Redis(connection_pool=pool)
         #: A blocking command must return before the socket timeout calls the link dead.
-        socket_timeout = float(pool.connection_kwargs["socket_timeout"])
+        socket_timeout = float(connection["socket_timeout"])
         self.max_block = max(min(0.8 * socket_timeout, socket_timeout - _LATE_UNBLOCK), 0.001)
         self._lock = threading.Lock()
         self._connected = False
@@ -136,6 +157,11 @@ class RedisConnection:
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
 
+    def key(self, tag: str, name: str) -> str:
+        """The key `name` (after the prefix) of the keys tagged `tag`: on a Cluster under
+        the tag's prefix (cluster.py), on one server the same key as ever."""
+        return (tagged(self.prefix, tag) if self.cluster else self.prefix) + name
+
     def script(self, source: str, *, allow_oom: bool = False, replicated: str = "") -> Script:
         """A script, refused whole at `maxmemory` unless `allow_oom` (for one that frees
         memory or only moves what is there: settling must go on while Redis is full)."""
@@ -145,12 +171,23 @@ class RedisConnection:
         """Refuse a server older than Redis 7 (the scripts carry its flags) or one that may
         evict keys (it drops messages without a trace)."""
         try:
-            info = self.command("INFO")
+            infos = self.call(self._infos)
         except BrokerUnavailable as exc:
             log.warning("cannot read the INFO of %s: %s", self.redacted, exc)
             return
+        for fields in infos:
+            self._check_info(fields)
+
+    def _infos(self) -> list[dict[str, str]]:
+        """The INFO fields of the server, or of each master of a Cluster."""
+        if self.cluster:
+            nodes = self.client.info(target_nodes=self.client.PRIMARIES)
+            return [{k: str(v) for k, v in info.items()} for info in nodes.values()]
+        info = self._command(("INFO",))
         text = info.decode() if isinstance(info, bytes) else str(info)
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return [dict(line.split(":", 1) for line in text.splitlines() if ":" in line)]
+
+    def _check_info(self, fields: dict[str, str]) -> None:
         version = fields.get("redis_version", "7").strip()
         if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 7:
             raise ConfigurationError(
@@ -240,6 +277,8 @@ class RedisConnection:
         the pool's lock and checks), which costs about 20 µs of CPU a call: more than most
         scripts take to run. Connections come from redis-py's pool and stay with this
         object, one per concurrent caller (a worker's fetch and its keeper's extend)."""
+        if self.cluster:
+            return cluster_execute(self.client, commands)
         if self._pid != os.getpid():
             # A forked child must not share its parent's sockets (the pool resets itself).
             self._idle, self._pid = [], os.getpid()
@@ -275,6 +314,8 @@ class RedisConnection:
     @property
     def server(self) -> tuple[object, ...]:
         """Where the connections go: two RedisConnections with one server share its scripts."""
+        if self.cluster:
+            return ("cluster", *sorted(str(n.name) for n in self.client.startup_nodes))
         pool = self.client.connection_pool
         kw = pool.connection_kwargs
         where = tuple(kw.get(k) for k in ("host", "port", "path", "db"))
@@ -288,14 +329,16 @@ class RedisConnection:
         for conn in self._idle:
             conn.disconnect()
         self.client.close()
-        self.client.connection_pool.disconnect()
+        if not self.cluster:
+            self.client.connection_pool.disconnect()
 
 
 class Script:
     """A Lua script run by its SHA1, and loaded again when the server lost it (a restart).
 
     Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
-    through outages like every other call."""
+    through outages like every other call. On a Cluster a call names the hash tag of the
+    keys it touches (`tag=`): the prefix is that tag's, and routes the call (cluster.py)."""
 
     def __init__(
         self, conn: RedisConnection, source: str, allow_oom: bool = False, replicated: str = ""
@@ -312,24 +355,32 @@ class Script:
             self._wait = (("WAIT", conn.wait_replicas, max(int(conn.wait_timeout * 1000), 1)),)
         self._replicated = replicated
 
-    def __call__(self, *args: object) -> Any:
-        return self.conn.call(self._run, (), args)
+    def __call__(self, *args: object, tag: str = "") -> Any:
+        return self.conn.call(self._run, (), args, tag)
 
     def command(self, *args: object) -> tuple[object, ...]:
         """The EVALSHA command calling it with `args`, to write on a connection directly."""
         return (*self._head, *args)
 
-    def resent(self, *args: object) -> tuple[Any, bool]:
+    def resent(self, *args: object, tag: str = "") -> tuple[Any, bool]:
         """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
-        return self.conn.call_resent(self._run, (), args)
+        return self.conn.call_resent(self._run, (), args, tag)
 
     def after(self, command: tuple[object, ...], *args: object) -> Any:
         """Run `command`, then this script, in one round trip: Redis runs the script the
         moment the command is done (a blocking one too). Returns the script's reply."""
         return self.conn.call(self._run, (command,), args)
 
-    def _run(self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...]) -> Any:
-        evalsha = (*self._head, *args)
+    def _run(
+        self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...], tag: str = ""
+    ) -> Any:
+        if self.conn.cluster:
+            if not tag:
+                raise ValueError("a script call on a Cluster names its keys' hash tag")
+            prefix = tagged(self.conn.prefix, tag)
+            evalsha: tuple[object, ...] = ("EVALSHA", self.sha, 1, prefix, prefix, *args)
+        else:
+            evalsha = (*self._head, *args)
         replies = self.conn.execute(*before, evalsha, *self._wait)
         at = len(before)
         if isinstance(replies[at], NoScriptError):

@@ -1,9 +1,11 @@
 """One fixture per broker; the contract suite runs against each of them.
 
 Adding a broker means adding a factory to BROKERS: a function taking pytest's tmp_path
-and max_deliveries and returning a broker. Within one test, every broker it makes talks to
-the same store (as two workers on one server would); tests keep apart by queue name.
-A broker whose leases do not end by time also says in HOLDER_DIES how a holder "dies".
+and max_deliveries and returning a broker; one on a private server of the session's (the
+Redis Cluster) names that server's fixture in SERVERS, started only if one of its tests
+runs. Within one test, every broker it makes talks to the same store (as two workers on
+one server would); tests keep apart by queue name. A broker whose leases do not end by
+time also says in HOLDER_DIES how a holder "dies".
 """
 
 from __future__ import annotations
@@ -48,12 +50,27 @@ def _amqp_broker(tmp: Path, max_deliveries: int) -> Broker:
     return DeletingAMQPBroker(amqp_url(max_priority=2, queue_expires=120), max_deliveries)
 
 
+def _redis_cluster_broker(tmp: Path, max_deliveries: int) -> Broker:
+    """A broker on the session's private 3-master Redis Cluster, under a prefix of the
+    test's own (the cluster is thrown away after the session)."""
+    from soloist.brokers.redis_cluster import RedisClusterBroker
+    from tests.support.redis_cluster_support import running_cluster
+
+    prefix = _redis_prefixes.setdefault(tmp, f"soloist-test-{uuid.uuid4().hex[:10]}:")
+    return RedisClusterBroker(running_cluster().url(prefix=prefix), max_deliveries)
+
+
 BROKERS: dict[str, BrokerFactory] = {
     "memory": _memory_broker,
     "sqlite": lambda tmp, md: SQLiteBroker(f"sqlite:///{tmp}/broker.db", max_deliveries=md),
     "redis": _redis_broker,
+    "redis-cluster": _redis_cluster_broker,
     "amqp": _amqp_broker,
 }
+
+
+#: The session fixture of the private server a broker kind needs.
+SERVERS = {"redis-cluster": "redis_cluster"}
 
 
 def _wait_past_lease(broker: Broker, lease: float) -> None:
@@ -78,6 +95,8 @@ def holder_dies(request: pytest.FixtureRequest) -> Callable[[Broker, float], Non
 def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Builds brokers of one kind; each test gets fresh ones, closed afterwards."""
     made: list[Broker] = []
+    if request.param in SERVERS:
+        request.getfixturevalue(SERVERS[request.param])  # started, and stopped at the end
 
     def make(max_deliveries: int = 5) -> Broker:
         broker = BROKERS[request.param](tmp_path, max_deliveries)
