@@ -49,6 +49,8 @@ CHUNK = 1000
 #: An idle fetcher that has seen no wake-up token claims anyway this often: a token can be
 #: lost (a worker killed between its BLPOP and its claim), and no other event might come.
 IDLE_RECHECK = 10.0
+#: The layout of the broker's keys (prelude.lua), stamped in `<prefix>schema`.
+SCHEMA_VERSION = 1
 
 
 def queue_key(redis: RedisConnection, queue: str, kind: str) -> str:
@@ -92,6 +94,7 @@ class RedisBroker(Broker):
         if self.redis.cluster != self.on_cluster:
             kind = "redis+cluster://" if self.on_cluster else "redis:// or redis+sentinel://"
             raise ConfigurationError(f"{type(self).__name__} takes a {kind} URL")
+        self.redis.require_schema("broker", SCHEMA_VERSION)
         self.prefix = self.redis.prefix
         self.max_deliveries = self.redis.options.get("max_deliveries", max_deliveries)
         script = self.redis.script

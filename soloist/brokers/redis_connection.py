@@ -149,6 +149,10 @@ class RedisConnection:
         self.max_block = max(min(0.8 * socket_timeout, socket_timeout - _LATE_UNBLOCK), 0.001)
         self._lock = threading.Lock()
         self._connected = False
+        #: The (part, version) of Soloist's layout this prefix must hold, until checked
+        #: (`require_schema`); None for a layout that is not Soloist's (the Celery bridge's).
+        self._schema: tuple[str, int] | None = None
+        self._schema_lock = threading.Lock()
         self._down_since: float | None = None
         #: redis-py Connections (untyped) taken from the pool and kept for `execute`.
         self._idle: list[Any] = []
@@ -211,9 +215,46 @@ class RedisConnection:
         """Run `fn(*args)` (which talks to Redis), reconnecting through outages."""
         return self.call_resent(fn, *args)[0]
 
+    def require_schema(self, part: str, version: int) -> None:
+        """Before the first call, stamp `<prefix>schema` with `part`'s layout `version`
+        if it has none, and raise ConfigurationError if it holds another."""
+        self._schema = (part, version)
+
+    def _check_schema(self) -> None:
+        with self._schema_lock:
+            if self._schema is None:
+                return  # another thread checked it meanwhile
+            part, version = self._schema
+            key = f"{self.prefix}schema"
+            # Read first: at maxmemory Redis refuses HSETNX even where the field is set.
+            replies, _ = self._retrying(self.execute, ("HGET", key, part))
+            if replies[0] is None:  # a new prefix (another process may stamp it meanwhile)
+                stamp = (("HSETNX", key, part, version), ("HGET", key, part))
+                replies, _ = self._retrying(self.execute, *stamp)
+                if isinstance(replies[0], redis.OutOfMemoryError) and replies[1] is None:
+                    return  # nothing to compare yet, and nothing can be written: next call
+            for reply in replies:
+                if isinstance(reply, redis.ResponseError):
+                    raise BrokerUnavailable(
+                        f"Redis at {self.redacted} refused a command: {self._scrub(reply)}"
+                    )
+            found = replies[-1]
+            if found != str(version).encode():
+                shown = found.decode(errors="replace") if isinstance(found, bytes) else found
+                raise ConfigurationError(
+                    f"Redis at {self.redacted} holds {part} keys of schema version {shown} under "
+                    f"the prefix {self.prefix!r}; this Soloist reads version {version}"
+                )
+            self._schema = None
+
     def call_resent(self, fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
         """`call`, and whether `fn` had to be sent again after a lost connection: then
         Redis may have run an earlier try whose reply never arrived."""
+        if self._schema is not None:
+            self._check_schema()
+        return self._retrying(fn, *args)
+
+    def _retrying(self, fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
         deadline = None
         resent = False
         pause = 0.05

@@ -15,6 +15,8 @@
 #                                its own expiry
 #   tokens:<key>         ZSET    rate limit: one member per token taken -> when (server clock)
 #   slots:<key>          ZSET    semaphore: holder -> when its slot lapses (server clock)
+#   schema               HASH    results -> the version of this layout (brokers/redis/
+#                                prelude.lua: the broker's part beside it)
 """Results on Redis: expired by Redis itself, and waited for without polling."""
 
 from __future__ import annotations
@@ -223,10 +225,15 @@ _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
 _REVOKE = _REVOKE.replace("$FINAL", _FINAL_TABLE).replace("$REVOKED", REVOKED)
 
 
+#: The layout of the result keys (the key schema at the top), stamped in `<prefix>schema`.
+SCHEMA_VERSION = 1
+
+
 class RedisResultStore(ResultStore):
     def __init__(self, url: str) -> None:
         self.url = url
         self.redis = RedisConnection(url)
+        self.redis.require_schema("results", SCHEMA_VERSION)
         self.prefix = self.redis.prefix
         self._put = self.redis.script(_PUT)
         self._put_new = self.redis.script(_PUT_NEW)

@@ -21,6 +21,8 @@ from soloist.brokers import redis as redis_broker
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.errors import BrokerUnavailable, ConfigurationError
+from soloist.results.base import SUCCESS
+from soloist.results.redis import RedisResultStore
 from tests.support.redis_support import (
     FlushingRedisBroker,
     RedisServer,
@@ -140,7 +142,7 @@ def test_a_quiet_fetcher_claims_only_after_a_token(broker: RedisBroker, queue: s
     after = calls(broker)
     assert spent(before, after, "evalsha") == 0 and spent(before, after, "blpop") >= 3
     assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
-    assert broker.redis.client.keys(f"{broker.prefix}*") == []
+    assert broker.redis.client.keys(f"{broker.prefix}*") == [f"{broker.prefix}schema".encode()]
     publisher = RedisBroker(broker.url)
     publisher.publish(queue, b"now")
     publisher.close()
@@ -495,3 +497,27 @@ def test_a_settle_whose_reply_was_lost_counts_as_done(
         direct.close()
         broker.close()
         proxy.close()
+
+
+def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
+    redis_server: RedisServer, queue: str
+) -> None:
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url)
+    first, store = FlushingRedisBroker(url), RedisResultStore(url)
+    try:
+        first.publish(queue, b"kept")
+        store.put("t1", SUCCESS, b"r", 60)
+        schema = f"{first.prefix}schema"
+        assert first.redis.command("HMGET", schema, "broker", "results") == [b"1", b"1"]
+        RedisBroker(url).depth(queue)  # the same version again is fine
+        first.redis.command("HSET", schema, "broker", 99, "results", 98)
+        later, later_store = RedisBroker(url), RedisResultStore(url)
+        with pytest.raises(ConfigurationError, match="broker keys of schema version 99 under"):
+            later.publish(queue, b"refused")
+        with pytest.raises(ConfigurationError, match="this Soloist reads version 1"):
+            later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
+        with pytest.raises(ConfigurationError, match="results keys of schema version 98"):
+            later_store.get("t1")
+        assert first.depth(queue) == 1  # nothing was written or taken
+    finally:
+        first.close()

@@ -16,6 +16,8 @@
 --                                only an evicting maxmemory-policy does (workers refuse one)
 --   workers              ZSET    worker id -> unix time its heartbeat expires
 --   w:<worker id>        HASH    info, seen; expires with the heartbeat
+--   schema               HASH    part (broker, results) -> the version of its key layout,
+--                                set on first use; a Soloist reading another one refuses it
 --
 -- A message is always in exactly one of ready, delayed, leased or dead (a lapsed lease
 -- stays in leased until a claim moves it back to ready). Every change of place is one Lua
