@@ -4,7 +4,9 @@ Schema (all tables prefixed `soloist_`):
 
 * `messages`: one row per waiting or leased message. `visible_at` is when it may be
   handed out: its delay while waiting, its lease's expiry while leased. `receipt` is
-  NULL while waiting and a fresh random number for each lease, which fences settles.
+  WAITING (negative) while waiting and a fresh random number for each lease, which fences
+  settles. Both take 8 bytes, and `body` is the last column: so a claim rewrites the
+  row in place, without copying (or reading through) a big body's overflow pages.
   `delayed` is 1 while a delay (a countdown, a retry's back-off) has not run out: such
   rows stay out of the hand-out index until a claim finds them due and clears it.
 * `dead`: the dead-letter store, with the reason and counts.
@@ -50,22 +52,27 @@ from .base import (
 )
 from .sqlite_file import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
 
+#: `receipt` of a message leased to nobody (the schema's default), and the range leases'
+#: receipts are drawn from: all 8-byte integers in SQLite's record format (module doc).
+WAITING = -(1 << 62)
+_RECEIPTS = 1 << 61
+
 #: The broker's tables. The claim walks `soloist_messages_ready` in hand-out order and
 #: stops at its LIMIT; delayed rows are in `soloist_messages_delayed` only, by due time, so
 #: finding the due ones costs nothing per row still waiting. No index holds a leased row's
 #: `visible_at` (its lease expiry): a claim and an ack would each rewrite such an entry, a
 #: third of the broker's cost.
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS soloist_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
-    body BLOB NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
     visible_at REAL NOT NULL,
-    receipt INTEGER,
+    receipt INTEGER NOT NULL DEFAULT {WAITING},
     deliveries INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
-    delayed INTEGER NOT NULL DEFAULT 0
+    delayed INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS soloist_messages_ready
     ON soloist_messages (queue, priority DESC, id) WHERE delayed = 0;
@@ -125,7 +132,7 @@ def _due(now: float, delay: float) -> tuple[float, int]:
 
 
 #: The broker tables' layout (`soloist_schema`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SQLiteBroker(Broker):
@@ -186,7 +193,7 @@ class SQLiteBroker(Broker):
 
     def _claim(self, queues: Sequence[str], max_count: int, lease: float) -> list[Delivery]:
         now = self._now()
-        receipt = random.getrandbits(62)
+        receipt = _RECEIPTS + random.getrandbits(61)
         out: list[Delivery] = []
         with self.db.write() as conn:
             for queue in queues:
@@ -309,7 +316,7 @@ class SQLiteBroker(Broker):
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return self._settle(
-            "UPDATE soloist_messages SET receipt = NULL, deliveries = 0,"
+            f"UPDATE soloist_messages SET receipt = {WAITING}, deliveries = 0,"
             " retries = retries + ?, visible_at = ?, delayed = ?",
             delivery,
             int(counted),
@@ -338,7 +345,7 @@ class SQLiteBroker(Broker):
         now = self._now()
         with self.db.write() as conn:
             conn.executemany(
-                "UPDATE soloist_messages SET receipt = NULL, visible_at = ?,"
+                f"UPDATE soloist_messages SET receipt = {WAITING}, visible_at = ?,"
                 " deliveries = deliveries - 1 WHERE id = ? AND receipt = ?",
                 [(now, int(d.id), d.receipt) for d in deliveries],
             )
@@ -360,7 +367,7 @@ class SQLiteBroker(Broker):
         row = (
             self.db.connection()
             .execute(
-                f"SELECT count(*) FROM ({_QUEUE_ROWS}) WHERE receipt IS NULL OR visible_at <= :now",
+                f"SELECT count(*) FROM ({_QUEUE_ROWS}) WHERE receipt < 0 OR visible_at <= :now",
                 {"queue": queue, "now": self._now()},
             )
             .fetchone()
@@ -372,9 +379,9 @@ class SQLiteBroker(Broker):
         depth, delayed, in_flight, dead = (
             self.db.connection()
             .execute(
-                "SELECT coalesce(sum(receipt IS NULL OR visible_at <= :now), 0),"
-                " coalesce(sum(receipt IS NULL AND visible_at > :now), 0),"
-                " coalesce(sum(receipt IS NOT NULL AND visible_at > :now), 0),"
+                "SELECT coalesce(sum(receipt < 0 OR visible_at <= :now), 0),"
+                " coalesce(sum(receipt < 0 AND visible_at > :now), 0),"
+                " coalesce(sum(receipt > 0 AND visible_at > :now), 0),"
                 " (SELECT count(*) FROM soloist_dead WHERE queue = :queue)"
                 f" FROM ({_QUEUE_ROWS})",
                 {"queue": queue, "now": now},
@@ -385,7 +392,7 @@ class SQLiteBroker(Broker):
 
     def purge(self, queue: str) -> int:
         cur = self.db.connection().execute(
-            "DELETE FROM soloist_messages WHERE queue = ? AND (receipt IS NULL OR visible_at <= ?)",
+            "DELETE FROM soloist_messages WHERE queue = ? AND (receipt < 0 OR visible_at <= ?)",
             (queue, self._now()),
         )
         return cur.rowcount
