@@ -37,7 +37,7 @@ def amqp_floor() -> AMQPFloor:
 
     queue, probe = f"ceiling-{uuid.uuid4().hex[:8]}", AMQPBroker(AMQP_URL)
     try:  # on a queue declared as the broker declares its own
-        return AMQPFloor(AMQP_URL, queue, probe._work_args(queue))
+        return AMQPFloor(AMQP_URL, queue, probe.topology.work_args(queue))
     finally:
         probe.close()
 

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from soloist.brokers.sqlite import WAITING
+
 BODY = b'j{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"suite.noop"}' + b" " * 40
 BATCH = 100
 INSERT = "INSERT INTO floor (queue, body, visible_at) VALUES (?, ?, ?)"
@@ -171,11 +173,12 @@ class SQLiteFloor:
         self.db = self._connect()
         self.db.executescript(
             "CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
-            " body BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0, visible_at REAL NOT NULL,"
-            " receipt INTEGER, deliveries INTEGER NOT NULL DEFAULT 0);"
+            " priority INTEGER NOT NULL DEFAULT 0, visible_at REAL NOT NULL,"
+            f" receipt INTEGER NOT NULL DEFAULT {WAITING}, deliveries INTEGER NOT NULL DEFAULT 0,"
+            " body BLOB NOT NULL);"
             "CREATE INDEX IF NOT EXISTS floor_ready ON floor (queue, priority DESC, id);"
         )
-        self.receipts = itertools.count(1)
+        self.receipts = itertools.count(1 << 61)  # 8-byte, as WAITING: rows keep their size
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)

@@ -294,7 +294,7 @@ def setups(names: list[str], quick: bool, tmp: Path) -> list[Setup | str]:
                 results = f"{REDIS_URL}?prefix=soloist-suite-{uuid.uuid4().hex[:8]}:"
             probe = AMQPBroker(AMQP_URL)
             queue = f"suite-floor-{uuid.uuid4().hex[:8]}"
-            arguments = probe._work_args(queue)  # the broker's own quorum-queue arguments
+            arguments = probe.topology.work_args(queue)  # the broker's own quorum-queue arguments
             probe.close()
             out.append(
                 Setup(

@@ -27,7 +27,8 @@ def _stamp(value: float) -> None:
 def make_app(broker: str | None = None, results: str | None = None, queue: str = "default") -> App:
     """An app with the suite's tasks: `noop` (result ignored), `noop_result` (stored),
     `stamp(t0)` (records seconds since the unix time t0), `nap()` (5 ms sleep, then records
-    the time it ended modulo 10^5 s)."""
+    the time it ended modulo 10^5 s), `tick()` (records that time at once), `take(data)`
+    (a no-op with an argument, for payloads)."""
     app = App(broker, results, default_queue=queue)
 
     @app.task(name="suite.noop", ignore_result=True)
@@ -46,6 +47,14 @@ def make_app(broker: str | None = None, results: str | None = None, queue: str =
     def nap() -> None:
         time.sleep(0.005)
         _stamp(time.time() % 1e5)
+
+    @app.task(name="suite.tick", ignore_result=True)
+    def tick() -> None:
+        _stamp(time.time() % 1e5)
+
+    @app.task(name="suite.take", ignore_result=True)
+    def take(data: str) -> None:
+        pass
 
     return app
 
