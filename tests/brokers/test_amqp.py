@@ -428,3 +428,38 @@ def test_acks_down_the_pipe_are_confirmed_at_collect(brokers: list[AMQPBroker], 
     assert pipe.pending == 0
     assert broker.fetch([queue], 3, 30, 0.5) == []
     assert broker.depth(queue) == 0
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A virtual host of the test's own: the schema marker is one per virtual host."""
+    name = f"soloist-test-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+def test_a_virtual_host_of_another_schema_version_is_refused_with_a_clear_error(
+    vhost: str, queue: str
+) -> None:
+    url = AMQP_URL.rstrip("/") + f"/{vhost}"
+    first, later = AMQPBroker(url), AMQPBroker(url)
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        first.publish(queue, b"kept")
+        ch = conn.channel()
+        method, _, stamp = ch.basic_get("soloist.schema", auto_ack=True)
+        assert method is not None and stamp == b"1"
+        ch.basic_publish("", "soloist.schema", b"99")  # the marker of another release
+        with pytest.raises(ConfigurationError, match=r"version 99 \(queue soloist\.schema\)"):
+            later.publish(queue, b"refused")
+        with pytest.raises(ConfigurationError, match="this Soloist reads version 1"):
+            later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
+        assert first.depth(queue) == 1  # nothing was written or taken
+    finally:
+        conn.close()
+        later.close()
+        first.close()

@@ -27,12 +27,13 @@ from ..base import (
     QueueStats,
     url_options,
 )
-from . import heartbeats
+from . import heartbeats, schema
 from .browse import admin_channel
 from .consumer import Consumer
 from .dead_letters import DeadLetterStore
 from .link import TICK, Link
 from .pipe import AMQPAckPipe
+from .schema import SCHEMA_VERSION
 from .session import Down, Held, Request, Session
 from .topology import Topology
 from .wire import DEFAULT_PUBLISH_TIMEOUT, H_PRIOR, H_RETRIES, OPTIONS, Out
@@ -67,6 +68,8 @@ class AMQPBroker(Broker):
         self._link: Link | None = None
         self._link_lock = threading.Lock()
         self._fetch_lock = threading.Lock()
+        self._schema_checked = False
+        self._schema_lock = threading.Lock()
         self._beat_ttls: dict[str, float] = {}
 
     # -- plumbing ----------------------------------------------------------------------
@@ -83,7 +86,23 @@ class AMQPBroker(Broker):
             if link is None or not link.is_alive():
                 link = self._link = Link(self.params, self.where, self._secrets)
                 link.start()
+        if not self._schema_checked:
+            self._check_schema(link, timeout, retry)
         return link.call(work, timeout, retry)
+
+    def _check_schema(self, link: Link, timeout: float, retry: bool) -> None:
+        """Before the first call: refuse a virtual host whose queues have another layout."""
+        with self._schema_lock:
+            if self._schema_checked:
+                return
+            read = link.call(lambda s, _: schema.read_or_stamp(s, SCHEMA_VERSION), timeout, retry)
+            if read != str(SCHEMA_VERSION).encode():
+                found = read.decode(errors="replace")
+                raise ConfigurationError(
+                    f"RabbitMQ at {self.where} holds queues of schema version {found} (queue "
+                    f"{schema.SCHEMA_QUEUE}); this Soloist reads version {SCHEMA_VERSION}"
+                )
+            self._schema_checked = True
 
     def _must(self, work: Callable[[Session, Request], T]) -> T:
         """An operator call: wait for a reconnect up to publish_timeout, then give up."""
