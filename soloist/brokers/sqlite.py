@@ -100,13 +100,18 @@ CREATE TABLE IF NOT EXISTS soloist_workers (
 );
 """
 
-#: A queue's messages through its two indexes: with no index on `queue` alone, a plain
-#: `WHERE queue = ?` would read every queue's rows.
-_QUEUE_ROWS = (
-    "SELECT receipt, visible_at FROM soloist_messages INDEXED BY soloist_messages_ready"
-    " WHERE queue = :queue AND delayed = 0 UNION ALL SELECT receipt, visible_at"
-    " FROM soloist_messages INDEXED BY soloist_messages_delayed"
-    " WHERE queue = :queue AND delayed = 1"
+#: A queue's counts through its two indexes (with no index on `queue` alone, a plain
+#: `WHERE queue = ?` would read every queue's rows): delayed rows all, and those not due;
+#: due rows waiting, those not due (given back for later), and those leased. A delayed row
+#: is never leased, so its index alone counts it: messages scheduled ahead cost no row read.
+_COUNTS = (
+    "SELECT (SELECT count(*) FROM soloist_messages INDEXED BY soloist_messages_delayed"
+    " WHERE queue = :queue AND delayed = 1), (SELECT count(*) FROM soloist_messages INDEXED BY"
+    " soloist_messages_delayed WHERE queue = :queue AND delayed = 1 AND visible_at > :now),"
+    " coalesce(sum(receipt < 0 OR visible_at <= :now), 0),"
+    " coalesce(sum(receipt < 0 AND visible_at > :now), 0),"
+    " coalesce(sum(receipt > 0 AND visible_at > :now), 0) FROM soloist_messages"
+    " INDEXED BY soloist_messages_ready WHERE queue = :queue AND delayed = 0"
 )
 
 #: Idle fetches re-check for new commits this often, backing off from the first value
@@ -364,31 +369,16 @@ class SQLiteBroker(Broker):
         return lost
 
     def depth(self, queue: str) -> int:
-        row = (
-            self.db.connection()
-            .execute(
-                f"SELECT count(*) FROM ({_QUEUE_ROWS}) WHERE receipt < 0 OR visible_at <= :now",
-                {"queue": queue, "now": self._now()},
-            )
-            .fetchone()
-        )
-        return int(row[0])
+        return self.stats(queue).depth
 
     def stats(self, queue: str) -> QueueStats:
-        now = self._now()
-        depth, delayed, in_flight, dead = (
-            self.db.connection()
-            .execute(
-                "SELECT coalesce(sum(receipt < 0 OR visible_at <= :now), 0),"
-                " coalesce(sum(receipt < 0 AND visible_at > :now), 0),"
-                " coalesce(sum(receipt > 0 AND visible_at > :now), 0),"
-                " (SELECT count(*) FROM soloist_dead WHERE queue = :queue)"
-                f" FROM ({_QUEUE_ROWS})",
-                {"queue": queue, "now": now},
-            )
-            .fetchone()
-        )
-        return QueueStats(depth, delayed, in_flight, dead)
+        conn = self.db.connection()
+        counts = conn.execute(_COUNTS, {"queue": queue, "now": self._now()}).fetchone()
+        delayed, not_due, due, given_back, in_flight = counts
+        (dead,) = conn.execute(
+            "SELECT count(*) FROM soloist_dead WHERE queue = ?", (queue,)
+        ).fetchone()
+        return QueueStats(delayed + due, not_due + given_back, in_flight, dead)
 
     def purge(self, queue: str) -> int:
         cur = self.db.connection().execute(
