@@ -95,7 +95,7 @@ class Keeper(threading.Thread):
                 if now >= next_slots:
                     next_slots = now + SLOT_RENEW
                     self._renew_slots()
-                self.worker.flush_stale()
+                self.worker.settler.flush_stale()
                 if self._failing:
                     log.warning("keeper: broker reachable again")
                     self._failing = False
@@ -109,11 +109,10 @@ class Keeper(threading.Thread):
         held = self.worker.held()
         if not held:
             return
-        stale = self.worker.broker.extend(held, self.worker.lease)  # what is no longer held
+        lost = self.worker.broker.extend(held, self.worker.lease)  # the leases lost
         # An ack on its way (sent down the pipe, its reply unread) may have landed.
-        acking = {d.id for d, _ in list(self.worker.sent)}
-        still_held = {d.id for d in self.worker.held()} - acking
-        for delivery in stale:
+        still_held = {d.id for d in self.worker.held()} - self.worker.settler.acking()
+        for delivery in lost:
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:
                 log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)

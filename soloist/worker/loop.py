@@ -1,8 +1,9 @@
 """The worker: fetch → run → settle, with shutdown and bookkeeping handed to others.
 
 Everything that is not that loop lives elsewhere: running a delivery in `soloist.execution`,
-concurrency in the pool, lease renewal, heartbeats and time limits in the keeper thread,
-signals in `shutdown`, cross-cutting features in hooks.
+concurrency in the pool, recording and settling outcomes in `settle`, lease renewal,
+heartbeats and time limits in the keeper thread, signals in `shutdown`, cross-cutting
+features in hooks.
 """
 
 from __future__ import annotations
@@ -11,23 +12,21 @@ import collections
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..brokers.base import AckPipe, Delivery
+from ..brokers.base import Delivery
 from ..errors import BrokerUnavailable, ConfigurationError, SoloistError
-from ..execution import EXPIRED, STATE_OF, Kind, Outcome, SoftLimit, TaskRunner
+from ..execution import Outcome, SoftLimit, TaskRunner
 from ..message import Message
 from ..pools import create, tree
 from ..pools.base import Pool
 from ..results.base import STARTED
 from ..task import Task
 from ..urls import shown
-from ..workflow import proceed
 from .beat import Beat
 from .constants import (
     BUSY_FETCH_WAIT,
@@ -37,28 +36,19 @@ from .constants import (
     EXIT_RECYCLE,
     EXIT_UNAVAILABLE,
     FETCH_WAIT,
-    PIPE_DEPTH,
-    PREFETCH_HORIZON,
 )
 from .cpus import CpuBudget
 from .keeper import Keeper
 from .outage import ride_out
 from .prefetch import Prefetch
 from .revocation import Revocations
+from .settle import Settler
 from .shutdown import ColdShutdown, Shutdown
 
 if TYPE_CHECKING:
     from ..app import App
 
 log = logging.getLogger("soloist.worker")
-
-_HOOK_BY_KIND = {
-    Kind.SUCCESS: "task_succeeded",
-    Kind.RETRY: "task_retried",
-    Kind.FAILURE: "task_failed",
-    Kind.DEAD: "dead_lettered",
-    Kind.REVOKED: "task_revoked",
-}
 
 
 @dataclass
@@ -140,22 +130,10 @@ class Worker:
         )
         #: None adapts the prefetch to how short tasks are, from 1 to AUTO_PREFETCH.
         self.prefetch = Prefetch(prefetch, self.pool.concurrency)
-        #: Ended tasks whose message is acked in one batch (see `settle`).
-        self.acks: list[tuple[Delivery, Outcome]] = []
-        #: How many ended tasks may wait to be settled together: a SIGKILL runs them again.
-        self.settle_batch = max(settle_batch, 1)
-        #: Settling each task at once: where the broker can, acks (and results) are
-        #: written as tasks end and their replies read between fetches (`_collect`).
-        #: Made by `run` once `check` found the result store usable.
-        self.pipe: AckPipe | None = None
-        #: Ended tasks whose ack went down the pipe, their replies unread, in order.
-        self.sent: list[tuple[Delivery, Outcome]] = []
-        #: Ended tasks whose settling met a store outage, to settle again once it is over.
-        self.unsettled: collections.deque[tuple[Delivery, Outcome]] = collections.deque()
+        #: Records, settles and announces what runs end with (`--settle-batch`).
+        self.settler = Settler(self, settle_batch)
         #: Why the worker stopped, when that is not a shutdown asked for: its last line says so.
         self.stop_reason = ""
-        self._acks_since = 0.0
-        self._flush_lock = threading.Lock()
         self.keeper = Keeper(self, watchdog=watchdog) if keeper else None
         limited = sorted(t.name for t in app.tasks.values() if t.limits is not None)
         if limited:
@@ -209,8 +187,7 @@ class Worker:
         """Every delivery this worker holds a lease on: in the pool (running or waiting for
         CPUs), prefetched, to be acked (or acked, the reply unread)."""
         pool = list(self.submitted.values())
-        ended = [d for d, _ in list(self.acks) + list(self.unsettled) + list(self.sent)]
-        return pool + list(self.prefetched) + ended
+        return pool + list(self.prefetched) + self.settler.held()
 
     def check(self) -> None:
         """Reach the broker, the result store and its revocation log, or raise one
@@ -231,8 +208,7 @@ class Worker:
     def run(self) -> int:
         """Consume until shut down (or, in burst mode, until the queues are empty)."""
         self.check()
-        if self.settle_batch == 1:
-            self.pipe = self.broker.ack_pipe(self.app.results)
+        self.settler.open()
         self.shutdown.install()
         if self.owns_process:
             tree.claim()  # what tasks start is theirs, and stays reachable (soloist.pools.tree)
@@ -266,8 +242,7 @@ class Worker:
                 self._finish_running()
                 return EXIT_RECYCLE if self.pool.worn() else EXIT_OK
             except ColdShutdown:
-                self._flush()
-                self._collect()
+                self.settler.drain()
                 self.broker.release(list(self.submitted.values()))
                 return EXIT_COLD_SHUTDOWN
         except BrokerUnavailable as exc:
@@ -280,14 +255,13 @@ class Worker:
         burst run has drained its queues."""
         done = self.pool.collect(0)
         if not done and not self.pool.free():
-            self._flush()  # nothing waits to be acked while the loop blocks
-            self._collect()
+            self.settler.drain()  # nothing waits to be settled while the loop blocks
             done = self.pool.collect(FETCH_WAIT)
         for n, (finished, outcome) in enumerate(done):
             try:
                 self.settle(finished, outcome)
             except BrokerUnavailable:
-                self.unsettled.extend(done[n + 1 :])
+                self.settler.unsettled.extend(done[n + 1 :])
                 raise
         if not self.pool.free():
             return True
@@ -307,10 +281,7 @@ class Worker:
         held = self.held()
         if held:
             self.broker.extend(held, self.lease)
-        while self.unsettled:
-            self.settle(*self.unsettled.popleft())  # queued again if it fails
-        self._flush()
-        self._collect()
+        self.settler.resume()
         if not self.prefetched:
             self._fill(0)
 
@@ -321,9 +292,7 @@ class Worker:
         self.prefetched.clear()
         self.running.clear()
         self.submitted.clear()
-        self.acks.clear()
-        self.sent.clear()
-        self.unsettled.clear()
+        self.settler.drop()
         self.stop_reason = (
             f"the broker or result store stayed unavailable ({exc}); {held} held"
             " deliveries run again once their leases lapse"
@@ -339,8 +308,7 @@ class Worker:
         return self.prefetched.popleft() if self.prefetched else None
 
     def _fill(self, wait: float) -> None:
-        self._flush()
-        self._collect()  # the replies came back while tasks ran: no waiting
+        self.settler.drain()  # the pipe's replies came back while tasks ran: no waiting
         got = self.broker.fetch(self.queues, self.prefetch.size, self.lease, wait)
         self.prefetched.extend(got)
         if "received" in self.app.hooks.active:
@@ -351,13 +319,8 @@ class Worker:
         return all(self.broker.depth(q) == 0 for q in self.queues)
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Record the outcome, then ack, retry or dead-letter the message (in that order,
-        so a crash in between leaves a message that is redelivered, never a lost one).
-
-        With `settle_batch` N > 1, acks wait while prefetched deliveries remain (still
-        leased, renewed by the keeper), so one round trip stores the results of up to N
-        tasks and another acks them; a SIGKILL then runs those again. At 1 (the default)
-        each task is settled before the next starts: a kill reruns only the running one."""
+        """The run of `delivery` ended with `outcome`: done with its bookkeeping here, then
+        recorded, settled and announced by the settler (soloist.worker.settle)."""
         if "settling" in self.app.hooks.active:
             self.app.hooks.emit("settling", worker=self, delivery=delivery, outcome=outcome)
         self.submitted.pop(delivery.id, None)
@@ -371,178 +334,7 @@ class Worker:
             # A slow task: what waits behind it goes to other workers now.
             self.broker.release(list(self.prefetched))
             self.prefetched.clear()
-        if outcome.kind is Kind.RELEASED:
-            self.broker.release([delivery])  # it never started: as if never fetched
-            return
-        try:
-            if outcome.kind is Kind.DEFERRED:
-                self._defer(delivery, outcome)
-            else:
-                self._record(delivery, outcome, running)
-        except BrokerUnavailable:
-            # A store outage, not the task's fault: keep the lease and settle it later.
-            self.unsettled.append((delivery, outcome))
-            raise
-        if self.acks and (
-            len(self.acks) >= min(self.settle_batch, self.prefetch.size) or not self.prefetched
-        ):
-            self._flush()
-
-    def _defer(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Held back by a cluster-wide limit (soloist.limits): back on the queue until it
-        may run, with no lease held meanwhile and no retry counted."""
-        self.broker.retry(delivery, outcome.delay, counted=False)
-        log.debug("task %s[%s] deferred %.2fs", outcome.task, outcome.task_id, outcome.delay)
-
-    def _record(self, delivery: Delivery, outcome: Outcome, running: Running | None) -> None:
-        """Store a failure and retry or dead-letter the message; queue a success or a
-        revocation to be acked in a batch (`_flush`)."""
-        if outcome.kind is Kind.LOST:
-            # Its process died mid-run: end the lease now, so the message is redelivered
-            # with its delivery count raised, as if this worker had died.
-            self.broker.abandon([delivery])
-            self.stats.lost += 1
-            log.warning("delivery %s given back: %s", delivery.id, outcome.reason)
-            return
-        # A long run may have outlived its lease (a frozen worker: the keeper could not
-        # renew it); if another worker holds the message now, settle nothing.
-        if running is not None and time.monotonic() - running.started > self.lease * 0.9:
-            stale = self.broker.extend([delivery], self.lease)  # what is no longer held
-            if stale:
-                self._stale(delivery, outcome)
-                return
-        if outcome.kind in (Kind.SUCCESS, Kind.REVOKED):
-            if not self.acks:
-                self._acks_since = time.monotonic()
-            self.acks.append((delivery, outcome))
-            return
-        if outcome.record is not None and outcome.task_id:
-            state = STATE_OF[outcome.kind]
-            self.app.results.put(outcome.task_id, state, outcome.record, self.app.result_ttl)
-        if outcome.workflow is not None and outcome.kind is not Kind.RETRY:
-            proceed(self.app, [outcome])  # before the ack: see soloist.workflow
-        self.app.hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
-        if outcome.kind is Kind.RETRY:
-            settled = self.broker.retry(delivery, outcome.delay)
-            self.stats.retried += 1
-            log.info(
-                "task %s[%s] retry in %.2fs: %s",
-                outcome.task,
-                outcome.task_id,
-                outcome.delay,
-                outcome.reason,
-            )
-        else:
-            settled = self.broker.dead_letter(delivery, outcome.reason)
-            if outcome.kind is Kind.FAILURE:
-                self.stats.failed += 1
-            self.stats.dead += 1
-            log.warning(
-                "task %s[%s] dead-lettered: %s",
-                outcome.task or "?",
-                outcome.task_id or delivery.id,
-                outcome.reason,
-            )
-        if not settled:
-            self._stale(delivery, outcome)
-            return
-        self.app.hooks.emit(
-            _HOOK_BY_KIND[outcome.kind], worker=self, delivery=delivery, outcome=outcome
-        )
-
-    def flush_stale(self) -> None:
-        """From the keeper: settle what has waited past PREFETCH_HORIZON, so results of
-        finished tasks do not wait for a long task the main thread is running now."""
-        if self.acks and time.monotonic() - self._acks_since > PREFETCH_HORIZON:
-            self._flush()
-        if self.sent and time.monotonic() - self._acks_since > PREFETCH_HORIZON:
-            self._collect()
-
-    def _flush(self) -> None:
-        """Store the results of the tasks that ended, then ack their messages."""
-        with self._flush_lock:  # the main thread and the keeper both flush
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        acks, self.acks = self.acks, []
-        if not acks:
-            return
-        try:
-            self._store_and_ack(acks)
-        except BrokerUnavailable:
-            # Still held: acked once the stores answer again (less what went down the pipe).
-            self.acks[:0] = [a for a in acks if not any(a is s for s in self.sent)]
-            raise
-
-    def _store_and_ack(self, acks: list[tuple[Delivery, Outcome]]) -> None:
-        # SUCCESS, and REVOKED for an expired call (revoke() records its own).
-        records = [(o.task_id, STATE_OF[o.kind], o.record) for _, o in acks if o.record is not None]
-        flows = [o for _, o in acks if o.workflow is not None]
-        hooks = self.app.hooks
-        pipe = self.pipe
-        if pipe is not None and not flows and "before_ack" not in hooks.active:
-            if records and not pipe.records:
-                self.app.results.put_many(records, self.app.result_ttl)
-            if not self.sent:
-                self._acks_since = time.monotonic()
-            for delivery, outcome in acks:
-                record = outcome.record
-                pipe.send(
-                    delivery,
-                    (outcome.task_id, STATE_OF[outcome.kind], record)
-                    if record is not None and pipe.records
-                    else None,
-                    self.app.result_ttl,
-                )
-                self.sent.append((delivery, outcome))
-            if len(self.sent) >= PIPE_DEPTH:
-                self._collect_locked()
-            return
-        if records:
-            self.app.results.put_many(records, self.app.result_ttl)
-        if flows:
-            proceed(self.app, flows)  # stored, not yet acked: see soloist.workflow
-        if "before_ack" in hooks.active:
-            for delivery, outcome in acks:
-                hooks.emit("before_ack", worker=self, delivery=delivery, outcome=outcome)
-        self._announce(acks, self.broker.ack_many([d for d, _ in acks]))
-
-    def _collect(self) -> None:
-        """Read the replies of the acks sent down the pipe, and announce those tasks."""
-        if self.sent:
-            with self._flush_lock:  # the main thread and the keeper both collect
-                self._collect_locked()
-
-    def _collect_locked(self) -> None:
-        if self.sent and self.pipe is not None:
-            settled = self.pipe.collect()  # BrokerUnavailable keeps them for the next call
-            sent, self.sent = self.sent, []
-            self._announce(sent, settled)
-
-    def _announce(self, acks: list[tuple[Delivery, Outcome]], settled: list[bool]) -> None:
-        """Count the acked tasks and emit their events; a refused ack lost its lease."""
-        hooks = self.app.hooks
-        for (delivery, outcome), acked in zip(acks, settled, strict=True):
-            if not acked:
-                self._stale(delivery, outcome)
-                continue
-            if outcome.kind is Kind.SUCCESS:
-                self.stats.done += 1
-            else:
-                self.stats.expired += outcome.reason == EXPIRED
-                log.info("task %s[%s] %s", outcome.task, outcome.task_id, outcome.reason)
-            event = _HOOK_BY_KIND[outcome.kind]
-            if event in hooks.active:
-                hooks.emit(event, worker=self, delivery=delivery, outcome=outcome)
-
-    def _stale(self, delivery: Delivery, outcome: Outcome) -> None:
-        """The lease on `delivery` lapsed and another worker holds it: drop `outcome`."""
-        self.stats.stale += 1
-        log.warning(
-            "task %s[%s]: lease lost, another worker has it; outcome dropped",
-            outcome.task or "?",
-            outcome.task_id or delivery.id,
-        )
+        self.settler.settle(delivery, outcome, running.started if running else None)
 
     def _finish_running(self) -> None:
         """Warm shutdown: let the pool finish what runs, settle it, hand back the rest."""
@@ -552,8 +344,7 @@ class Worker:
         while self.pool.busy():
             for delivery, outcome in self.pool.collect(FETCH_WAIT):
                 self.settle(delivery, outcome)
-        self._flush()
-        self._collect()
+        self.settler.drain()
 
     def _stop(self) -> None:
         if self.prefetched:
@@ -563,8 +354,7 @@ class Worker:
             self.beat.stop()
         if self.keeper is not None:
             self.keeper.stop()
-        if self.pipe is not None:
-            self.pipe.close()
+        self.settler.close()
         self.pool.close()
         tree.end(tree.leftovers(), tree.CHILD_GRACE)  # a cold shutdown's, or orphans
         if self.owns_process:

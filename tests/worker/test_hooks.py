@@ -1,10 +1,12 @@
-"""A user's hooks see each task's life, in order, from a real worker loop."""
+"""A user's hooks see each task's life, in order, from a real worker loop: every outcome
+goes through the same steps (settling, its result stored by `before_ack`, then its event)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from soloist import App
+from soloist.results.base import FAILURE, RETRY, REVOKED, SUCCESS
 from soloist.testing import drain
 
 
@@ -12,6 +14,7 @@ def test_a_hook_sees_each_task_life_in_order(sqlite_url: str) -> None:
     app = App(sqlite_url, sqlite_url)
     seen: list[tuple[str, str]] = []  # (delivery id, event)
     names: dict[str, str] = {}  # delivery id -> task name
+    stored: dict[str, list[str | None]] = {}  # task name -> its stored state at each before_ack
 
     @app.task(name="ok")
     def ok() -> int:
@@ -29,13 +32,19 @@ def test_a_hook_sees_each_task_life_in_order(sqlite_url: str) -> None:
     def record(event: str, **info: Any) -> None:
         delivery = info.get("delivery")
         seen.append((delivery.id if delivery else "", event))
-        if info.get("outcome") is not None:
-            names[delivery.id] = info["outcome"].task or "?"
+        outcome = info.get("outcome")
+        if outcome is not None:
+            names[delivery.id] = outcome.task or "?"
+        if event == "before_ack":
+            record = app.results.get(outcome.task_id) if outcome.task_id else None
+            stored.setdefault(outcome.task or "?", []).append(record[0] if record else None)
 
     for event in (
         "worker_start",
         "received",
         "task_started",
+        "settling",
+        "before_ack",
         "task_succeeded",
         "task_retried",
         "task_failed",
@@ -57,12 +66,23 @@ def test_a_hook_sees_each_task_life_in_order(sqlite_url: str) -> None:
     lives: dict[str, list[str]] = {}
     for delivery_id, event in seen[1:-1]:
         lives.setdefault(names[delivery_id], []).append(event)
+    settled = ("settling", "before_ack")
     assert lives == {
-        "ok": ["received", "task_started", "task_succeeded", "received", "task_revoked"],
-        "again": [
-            *("received", "task_started", "task_retried"),
-            *("received", "task_started", "task_succeeded"),
+        "ok": [
+            *("received", "task_started", *settled, "task_succeeded"),
+            *("received", *settled, "task_revoked"),
         ],
-        "boom": ["received", "task_started", "task_failed"],
-        "?": ["received", "dead_lettered"],
+        "again": [
+            *("received", "task_started", *settled, "task_retried"),
+            *("received", "task_started", *settled, "task_succeeded"),
+        ],
+        "boom": ["received", "task_started", *settled, "task_failed"],
+        "?": ["received", *settled, "dead_lettered"],
+    }
+    # Recorded before it is settled, whatever the outcome (the message itself had no id).
+    assert stored == {
+        "ok": [SUCCESS, REVOKED],
+        "again": [RETRY, SUCCESS],
+        "boom": [FAILURE],
+        "?": [None],
     }
