@@ -8,15 +8,17 @@
 Tasks sleeping 0-20 ms are published (half before the workers start, half while they
 run), solo worker processes consume them, a random worker is SIGKILLed every
 `--kill-every` seconds and replaced, and in the middle the broker restarts: a private
-Redis with `appendfsync always` is SIGKILLed and started again, RabbitMQ's app is stopped
-and started, and for SQLite every worker is killed at once. Every task appends start and
+Redis with `appendfsync always` is SIGKILLed and started again, a private RabbitMQ node's
+app is stopped and started (tests/test_chaos.py restarts the machine's own), and for
+SQLite every worker is killed at once. Every task appends start and
 end lines to a ledger; the oracle checks it against what was published:
 
 * lost: published (publish returned) but never finished. Must be 0.
 * run twice: started more than once. Each must be explained by the ledger: an earlier
   attempt was on a worker that was killed, or overlapped the broker restart.
-  "by kills" counts the earlier runs on a worker that was then killed, "per kill" divides
-  them by the kills: at most 1 when each task is settled as it ends (the task running);
+  "by kills" counts the runs started again after the worker running them was killed,
+  "per kill" divides them by the kills: at most 1 when each task is settled as it ends
+  (the task running);
   "had ended" counts those that ran to their end before the kill (settled too late; the
   broker restart can leave some too, whatever the worker did).
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import os
 import random
 import shutil
@@ -52,6 +55,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # loaded by path from tests too
+
+from rabbit_node import Node, cookie, free_port  # noqa: E402
 
 
 @dataclass
@@ -76,25 +82,26 @@ class Report:
         return self.lost == 0 and self.unexplained == 0 and self.wrong_results == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class BrokerUnderTest:
     """Where the run's messages live, and how that broker is restarted."""
 
-    def __init__(self, kind: str, tmp: Path) -> None:
+    def __init__(self, kind: str, tmp: Path, private: bool = False) -> None:
         self.kind = kind
         self.tmp = tmp
         self.redis: subprocess.Popen[bytes] | None = None
+        self.rabbit: Node | None = None
         if kind == "sqlite":
             self.url = f"sqlite:///{tmp}/chaos.db"
         elif kind == "redis":
-            self.port = _free_port()
+            self.port = free_port()
             self.url = f"redis://127.0.0.1:{self.port}/0?reconnect_timeout=60"
             self._start_private_redis()
+        elif kind == "amqp" and private:
+            cookie(tmp)
+            self.rabbit = Node(tmp, "chaos")
+            self.rabbit.start()
+            self.rabbit.wait()
+            self.url = f"{self.rabbit.url}?heartbeat=5"
         elif kind == "amqp":
             self.url = "amqp://guest:guest@127.0.0.1:5672/?heartbeat=5"
         else:
@@ -141,6 +148,10 @@ class BrokerUnderTest:
             self.redis.wait()
             time.sleep(0.5)
             self._start_private_redis()
+        elif self.rabbit is not None:
+            self.rabbit.ctl("stop_app")
+            time.sleep(0.5)
+            self.rabbit.ctl("start_app")
         elif self.kind == "amqp":
             subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
             time.sleep(0.5)
@@ -157,7 +168,9 @@ class BrokerUnderTest:
         if self.redis is not None:
             self.redis.kill()
             self.redis.wait()
-        if self.kind == "amqp":
+        if self.rabbit is not None:
+            self.rabbit.halt()
+        elif self.kind == "amqp":
             from soloist.brokers.amqp import AMQPBroker
 
             admin = AMQPBroker(self.url)
@@ -270,12 +283,14 @@ def run(
     timeout: float = 300.0,
     seed: int = 1,
     settle_batch: int | None = None,
+    private: bool = False,
 ) -> Report:
+    """`private`: RabbitMQ is a node of the run's own (else the machine's, restarted)."""
     rng = random.Random(seed)
     report = Report(kind, tasks)
     with tempfile.TemporaryDirectory(prefix=f"chaos-{kind}-") as tmp_name:
         tmp = Path(tmp_name)
-        broker = BrokerUnderTest(kind, tmp)
+        broker = BrokerUnderTest(kind, tmp, private)
         queue = f"chaos-{uuid.uuid4().hex[:8]}"
         ledger = tmp / "ledger.txt"
         env = _use_chaos_app(broker.url, ledger, queue)
@@ -528,10 +543,14 @@ def _judge(
         if len(attempts) < 2:
             continue
         report.run_twice += 1
-        # Every attempt but the last must have been cut short by a kill or the outage.
-        report.reruns_by_kill += sum(pid in killed for pid, _ in attempts[:-1])
-        for pid, _ in attempts[:-1]:
-            if pid in killed and pid in ends[task_id]:
+        # Run again because its worker was killed: the next attempt started after that kill
+        # (one that started before it came from something else, e.g. the broker restart).
+        ordered = sorted(attempts, key=lambda attempt: attempt[1])
+        for (pid, _), (_, next_start) in itertools.pairwise(ordered):
+            if pid not in killed or next_start < (kill_times or {}).get(pid, next_start):
+                continue
+            report.reruns_by_kill += 1
+            if pid in ends[task_id]:
                 report.reruns_after_end += 1
                 end = ended_at[(task_id, pid)]
                 before = (kill_times or {}).get(pid, end) - end
@@ -717,6 +736,7 @@ def main() -> int:
                 args.kill_every,
                 args.timeout,
                 settle_batch=args.settle_batch,
+                private=True,  # never restart the machine's own RabbitMQ
             )
         print(
             f"{r.broker:<8}{r.tasks:>7}{r.kills:>7}{r.restarts:>10}{r.lost:>6}"

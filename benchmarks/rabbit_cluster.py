@@ -17,88 +17,19 @@ it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
-import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from chaos import Report, Workers, _ended, _free_port, _judge
+from chaos import Report, Workers, _ended, _judge
+from rabbit_node import Node, cookie
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SBIN = "/usr/lib/rabbitmq/bin"
-
-
-class Node:
-    """One RabbitMQ node of the private cluster."""
-
-    def __init__(self, home: Path, name: str) -> None:
-        self.name = f"soloist-{os.getpid()}-{name}@localhost"
-        self.port, self.dist = _free_port(), _free_port()
-        self.dir = home / name
-        self.dir.mkdir()
-        (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
-        self.env = {
-            **os.environ,
-            "HOME": str(home),  # the cookie
-            "RABBITMQ_NODENAME": self.name,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist),
-            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
-            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
-            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        out = (self.dir / "server.out").open("ab")
-        # A session of its own: the script starts the Erlang VM as a child, and `halt` must
-        # be able to end both.
-        self.proc = subprocess.Popen(
-            [f"{SBIN}/rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.dir,  # crash dumps land in its directory
-        )  # fmt: skip
-        out.close()
-
-    def ctl(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run([f"{SBIN}/rabbitmqctl", "-n", self.name, *args], env=self.env,
-                       check=True, capture_output=True, timeout=timeout)  # fmt: skip
-
-    def wait(self) -> None:
-        """Until the node runs (await_startup fails while its Erlang node is not up yet)."""
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                return self.ctl("await_startup", timeout=60)
-            except subprocess.CalledProcessError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-
-    def halt(self) -> None:
-        """Stop the node; whatever of its process group is left (a node that never came
-        up cannot be asked to stop) is SIGKILLed."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(subprocess.SubprocessError, OSError):
-                self.ctl("stop", timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 def run(tasks: int, timeout: float) -> Report:
@@ -106,9 +37,7 @@ def run(tasks: int, timeout: float) -> Report:
     rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="soloist-rabbit-") as tmp:
         home = Path(tmp)
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16))
-        cookie.chmod(0o600)
+        cookie(home)
         nodes = [Node(home, name) for name in "abc"]
         a, b, c = nodes
         workers: list[Workers] = []

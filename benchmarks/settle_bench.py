@@ -5,8 +5,10 @@
 
 One solo worker in this process drains a pre-filled queue in burst mode (as suite.py's
 execution rate), once per `--settle-batch` value, interleaved round by round so a noisy
-machine weighs on each alike; prints the median tasks/s of each and its ratio to the
-largest batch (today's default before issue 20).
+machine weighs on each alike; prints the median tasks/s of each, its ratio to the largest
+batch, and what settling in smaller batches adds to each task (µs): a task that runs T µs
+is slowed by about that over T plus the batched cost, which is how a ratio measured on
+no-op tasks carries over to real ones.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
         f"{'broker':<8}{'results':<9}"
         + "".join(f"{f'batch {b}':>12}" for b in batches)
         + "".join(f"{f'{b}/{max(batches)}':>10}" for b in batches if b != max(batches))
+        + "".join(f"{f'+us {b}':>10}" for b in batches if b != max(batches))
     )
     with tempfile.TemporaryDirectory(prefix="settle-bench-") as tmp:
         for name in args.brokers.split(","):
@@ -69,6 +72,11 @@ def main() -> None:
                     f"{name:<8}{'on' if with_results else 'off':<9}"
                     + "".join(f"{med[b]:>12.0f}" for b in batches)
                     + "".join(f"{med[b] / top:>10.2f}" for b in batches if b != max(batches))
+                    + "".join(
+                        f"{(1 / med[b] - 1 / top) * 1e6:>10.1f}"
+                        for b in batches
+                        if b != max(batches)
+                    )
                 )
             if name == "redis":
                 _drop_prefix("settle-bench:")
