@@ -48,7 +48,7 @@ def _json_loads(body: bytes) -> Any:
 
 def _msgpack() -> Serializer:
     try:
-        import msgpack
+        import msgpack  # here: msgpack is an optional extra
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigurationError(
             "serializer 'msgpack' needs: pip install 'soloist[msgpack]'"

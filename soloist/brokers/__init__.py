@@ -24,7 +24,7 @@ def from_url(url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> Broker:
 
         return RedisBroker(url, max_deliveries)
     if scheme == "redis+cluster":
-        from .redis_cluster import RedisClusterBroker
+        from .redis_cluster import RedisClusterBroker  # here: redis-py is an optional extra
 
         return RedisClusterBroker(url, max_deliveries)
     if scheme in ("celery+redis", "celery+rediss"):

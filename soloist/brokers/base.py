@@ -8,7 +8,8 @@ suite (tests/brokers/test_contract.py) holds each of them to it:
   consumer until it is settled or its lease lapses.
 * Settling (`ack`, `retry`, `dead_letter`, `release`, `abandon`) is fenced by the
   delivery's receipt: once the lease lapsed and the message was handed to someone else,
-  the old holder's settle is refused (returns False) and changes nothing.
+  the old holder's settle is refused (returns False) and changes nothing. Such a
+  delivery is *stale*: `extend` returns it, and the worker drops its outcome.
 * A message whose lease lapsed is delivered again with `delivery_count` raised; once it
   has been handed out `max_deliveries` times without being settled it is dead-lettered,
   so a message that kills every worker touching it cannot loop forever.
@@ -156,7 +157,7 @@ class AckPipe(abc.ABC):
     @abc.abstractmethod
     def collect(self) -> list[bool]:
         """For each delivery sent since the last call, in order, whether it was acked
-        (False: its lease was lost). What a lost connection left unanswered is sent again;
+        (False: it was stale). What a lost connection left unanswered is sent again;
         BrokerUnavailable after too long an outage keeps every answer for the next call."""
 
     @abc.abstractmethod
@@ -197,10 +198,10 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> bool:
-        """Remove a delivered message for good. False if its lease was lost."""
+        """Remove a delivered message for good. False if the delivery was stale."""
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        """`ack` each delivery; for each, False if its lease was lost.
+        """`ack` each delivery; for each, False if it was stale.
 
         The default acks one by one; brokers that can batch the round trips do."""
         return [self.ack(d) for d in deliveries]
@@ -235,7 +236,8 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
-        """Renew leases for `lease` seconds from now; returns the deliveries no longer held."""
+        """Renew leases for `lease` seconds from now; returns the stale deliveries, those
+        no longer held."""
 
     @abc.abstractmethod
     def depth(self, queue: str) -> int:

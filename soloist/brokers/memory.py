@@ -195,16 +195,16 @@ class MemoryBroker(Broker):
                     self._push(rec)
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
-        lost = []
+        stale = []
         with self._cond:
             for delivery in deliveries:
                 rec = self._held(delivery)
                 if rec is None:
-                    lost.append(delivery)
+                    stale.append(delivery)
                 else:
                     rec.visible_at = time.monotonic() + lease
                     self._push(rec)
-        return lost
+        return stale
 
     def depth(self, queue: str) -> int:
         with self._cond:

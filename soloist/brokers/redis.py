@@ -214,8 +214,8 @@ class RedisBroker(Broker):
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         if not deliveries:
             return []
-        lost = self._extend(lease, *_pairs(deliveries), tag=queue_tag(deliveries[0].queue))
-        return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
+        flags = self._extend(lease, *_pairs(deliveries), tag=queue_tag(deliveries[0].queue))
+        return [d for d, stale in zip(deliveries, flags, strict=True) if stale]
 
     def depth(self, queue: str) -> int:
         return int(self._depth(queue, tag=queue_tag(queue)))

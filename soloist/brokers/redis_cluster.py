@@ -108,12 +108,12 @@ class RedisClusterBroker(RedisBroker):
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         def extend(group: Sequence[Delivery]) -> list[bool]:
-            lost = {d.id for d in super_extend(group, lease)}
-            return [d.id in lost for d in group]
+            stale = {d.id for d in super_extend(group, lease)}
+            return [d.id in stale for d in group]
 
         super_extend = super().extend
-        lost = _by_tag(_raw(deliveries), _queue, extend)
-        return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
+        flags = _by_tag(_raw(deliveries), _queue, extend)
+        return [d for d, stale in zip(deliveries, flags, strict=True) if stale]
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         return [replace(d, id=_public(queue, d.id)) for d in super().dead_letters(queue, limit)]

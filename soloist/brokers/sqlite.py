@@ -357,7 +357,7 @@ class SQLiteBroker(Broker):
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         until = self._now() + lease
-        lost = []
+        stale = []
         with self.db.write() as conn:
             for d in deliveries:
                 cur = conn.execute(
@@ -365,8 +365,8 @@ class SQLiteBroker(Broker):
                     (until, int(d.id), d.receipt),
                 )
                 if cur.rowcount != 1:
-                    lost.append(d)
-        return lost
+                    stale.append(d)
+        return stale
 
     def depth(self, queue: str) -> int:
         return self.stats(queue).depth

@@ -380,7 +380,7 @@ class CeleryAMQPBroker(Broker):
             self._settle(delivery, lambda ch, tag: ch.basic_reject(tag, requeue=True))
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
-        """Held for as long as the connection lives: the lost ones are those of an older
+        """Held for as long as the connection lives: the stale ones are those of an older
         connection."""
         with self._lock:
             return [

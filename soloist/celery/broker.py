@@ -210,8 +210,8 @@ class KombuRedisBroker(Broker):
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         if not deliveries:
             return []
-        lost = self._extend(lease, self.visibility_timeout, *_pairs(deliveries))
-        return [d for d, gone in zip(deliveries, lost, strict=True) if gone]
+        flags = self._extend(lease, self.visibility_timeout, *_pairs(deliveries))
+        return [d for d, stale in zip(deliveries, flags, strict=True) if stale]
 
     def depth(self, queue: str) -> int:
         return int(self._depth(*(name for name, _ in self.lists([queue]))))

@@ -34,6 +34,8 @@ class _LazyGroup(click.Group):
         module = COMMANDS.get(cmd_name)
         if module is None:
             return None
+        # Here: a command's module is imported when it runs, so one command never pays
+        # for another's libraries, nor needs another's optional extra (the dashboard's).
         command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), module)
         return command
 

@@ -1,6 +1,7 @@
 -- Keys: the schema opens prelude.lua, which runs before this script.
--- ARGV: prefix, lease, then id, receipt for each delivery. Returns 1 for each one lost.
-local lost = {}
+-- ARGV: prefix, lease, then id, receipt for each delivery. Returns 1 for each one stale
+-- (no longer held).
+local stale = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local queue = held(id, ARGV[i + 1])
@@ -8,9 +9,9 @@ for i = 3, #ARGV, 2 do
     -- A lapsed lease that nobody claimed yet may sit in ready: take it back.
     redis.call('ZREM', qkey(queue, 'ready'), id)
     redis.call('ZADD', qkey(queue, 'leased'), now() + tonumber(ARGV[2]), id)
-    lost[#lost + 1] = 0
+    stale[#stale + 1] = 0
   else
-    lost[#lost + 1] = 1
+    stale[#stale + 1] = 1
   end
 end
-return lost
+return stale

@@ -1,5 +1,6 @@
 -- Keys: the schema opens prelude.lua, which runs before this script.
--- ARGV: prefix, lease, visibility timeout, then tag, receipt for each. Returns 1 per one lost.
+-- ARGV: prefix, lease, visibility timeout, then tag, receipt for each. Returns 1 per one stale
+-- (no longer held).
 local lease, vt = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i = 4, #ARGV, 2 do
