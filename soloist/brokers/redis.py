@@ -92,8 +92,10 @@ class RedisBroker(Broker):
         self.url = url
         self.redis = RedisConnection(url)
         if self.redis.cluster != self.on_cluster:
-            kind = "redis+cluster://" if self.on_cluster else "redis:// or redis+sentinel://"
-            raise ConfigurationError(f"{type(self).__name__} takes a {kind} URL")
+            raise ConfigurationError(
+                f"{type(self).__name__} does not take {self.redis.redacted}: the broker for a"
+                " redis+cluster:// URL is RedisClusterBroker (brokers.from_url picks it)"
+            )
         self.redis.require_schema("broker", SCHEMA_VERSION)
         self.prefix = self.redis.prefix
         self.max_deliveries = self.redis.options.get("max_deliveries", max_deliveries)

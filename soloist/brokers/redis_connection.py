@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -27,11 +27,11 @@ from .base import (
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError
+    from redis.exceptions import NoScriptError, RedisClusterException
     from redis.retry import Retry
 
     from .cluster import SCHEMES as CLUSTER_SCHEMES
-    from .cluster import cluster_client, cluster_execute, tagged
+    from .cluster import ClusterLink, cluster_client, tagged
     from .sentinel import SCHEMES as SENTINEL_SCHEMES
     from .sentinel import sentinel_pool
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -130,7 +130,11 @@ class RedisConnection:
                     raise ConfigurationError(
                         f"wait_replicas is not supported on a Cluster: {self.redacted}"
                     )
-                self.client: Any = cluster_client(parts, rest, **connection)
+                #: The Cluster's client, made on first use: redis-py's asks a node for the
+                #: slots as it is made, and nothing here connects before the first call.
+                self._cluster_client = cluster_client(parts, rest, **connection)
+                self._cluster_link = ClusterLink()
+                self._client: Any = None
             else:
                 if parts.scheme in SENTINEL_SCHEMES:
                     for name in rest:
@@ -141,7 +145,7 @@ class RedisConnection:
                     # Made, not connected: redis-py takes an option it does not know only here.
                     pool.connection_class(**pool.connection_kwargs)
                     connection = pool.connection_kwargs
-                self.client = redis.Redis(connection_pool=pool)
+                self._client = redis.Redis(connection_pool=pool)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.redacted}: {self._scrub(exc)}") from None
         #: A blocking command must return before the socket timeout calls the link dead.
@@ -160,6 +164,18 @@ class RedisConnection:
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._secrets)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client: a Redis, or on a Cluster a RedisCluster."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._cluster_client()
+                    except RedisClusterException as exc:  # no node answered
+                        raise redis.ConnectionError(str(exc)) from None
+        return self._client
 
     def key(self, tag: str, name: str) -> str:
         """The key `name` (after the prefix) of the keys tagged `tag`: on a Cluster under
@@ -319,7 +335,7 @@ class RedisConnection:
         scripts take to run. Connections come from redis-py's pool and stay with this
         object, one per concurrent caller (a worker's fetch and its keeper's extend)."""
         if self.cluster:
-            return cluster_execute(self.client, commands)
+            return self._cluster_link.execute(self.client, commands)
         if self._pid != os.getpid():
             # A forked child must not share its parent's sockets (the pool resets itself).
             self._idle, self._pid = [], os.getpid()
@@ -356,7 +372,7 @@ class RedisConnection:
     def server(self) -> tuple[object, ...]:
         """Where the connections go: two RedisConnections with one server share its scripts."""
         if self.cluster:
-            return ("cluster", *sorted(str(n.name) for n in self.client.startup_nodes))
+            return ("cluster", self.redacted)
         pool = self.client.connection_pool
         kw = pool.connection_kwargs
         where = tuple(kw.get(k) for k in ("host", "port", "path", "db"))
@@ -369,9 +385,10 @@ class RedisConnection:
     def close(self) -> None:
         for conn in self._idle:
             conn.disconnect()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
         if not self.cluster:
-            self.client.connection_pool.disconnect()
+            self._client.connection_pool.disconnect()
 
 
 class Script:
@@ -407,6 +424,31 @@ class Script:
         """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
         return self.conn.call_resent(self._run, (), args, tag)
 
+    def each(self, calls: Sequence[tuple[str, tuple[object, ...]]]) -> list[Any]:
+        """Call it once for each (tag, arguments), in one round trip per Cluster node (a
+        redis-py cluster pipeline): for a batch whose keys lie in many slots."""
+        return self.conn.call(self._each, calls)
+
+    def _each(self, calls: Sequence[tuple[str, tuple[object, ...]]]) -> list[Any]:
+        replies = self.conn.execute(*(self._evalsha(args, tag) for tag, args in calls))
+        if any(isinstance(r, NoScriptError) for r in replies):
+            self.conn.execute(("SCRIPT", "LOAD", self.source))
+            for n, (tag, args) in enumerate(calls):
+                if isinstance(replies[n], NoScriptError):
+                    (replies[n],) = self.conn.execute(self._evalsha(args, tag))
+        for r in replies:
+            if isinstance(r, redis.ResponseError):
+                raise r
+        return replies
+
+    def _evalsha(self, args: tuple[object, ...], tag: str) -> tuple[object, ...]:
+        if not self.conn.cluster:
+            return (*self._head, *args)
+        if not tag:
+            raise ValueError("a script call on a Cluster names its keys' hash tag")
+        prefix = tagged(self.conn.prefix, tag)
+        return ("EVALSHA", self.sha, 1, prefix, prefix, *args)
+
     def after(self, command: tuple[object, ...], *args: object) -> Any:
         """Run `command`, then this script, in one round trip: Redis runs the script the
         moment the command is done (a blocking one too). Returns the script's reply."""
@@ -415,13 +457,7 @@ class Script:
     def _run(
         self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...], tag: str = ""
     ) -> Any:
-        if self.conn.cluster:
-            if not tag:
-                raise ValueError("a script call on a Cluster names its keys' hash tag")
-            prefix = tagged(self.conn.prefix, tag)
-            evalsha: tuple[object, ...] = ("EVALSHA", self.sha, 1, prefix, prefix, *args)
-        else:
-            evalsha = (*self._head, *args)
+        evalsha = self._evalsha(args, tag)
         replies = self.conn.execute(*before, evalsha, *self._wait)
         at = len(before)
         if isinstance(replies[at], NoScriptError):

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: URL schemes a result store exists for. A broker URL of one of these can keep results too.
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+sentinel")
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+sentinel", "redis+cluster")
 
 
 def from_url(url: str) -> ResultStore:
@@ -47,7 +47,7 @@ def from_url(url: str) -> ResultStore:
         from ..celery.results import CeleryResults
 
         return CeleryResults(url)
-    if scheme in ("redis", "rediss", "redis+sentinel"):
+    if scheme in ("redis", "rediss", "redis+sentinel", "redis+cluster"):
         from .redis import RedisResultStore  # here: redis-py is an optional extra
 
         return RedisResultStore(url)

@@ -17,6 +17,14 @@
 #   slots:<key>          ZSET    semaphore: holder -> when its slot lapses (server clock)
 #   schema               HASH    results -> the version of this layout (brokers/redis/
 #                                prelude.lua: the broker's part beside it)
+#
+# On a Redis Cluster (brokers/cluster.py) each key goes under the prefix of its hash tag,
+# which is its name above without the suffix: `soloist:{r:<task id>}:r:<task id>:done`,
+# `soloist:{revoked}:revoked:at`, `soloist:{kv:<key>}:kv:<key>`. So records spread over
+# the shards by task id, a batch of them goes one call per record (pipelined per node),
+# and a revocation is two calls: the record, then the log entry (a crash between leaves
+# the task recorded REVOKED, which a worker's result cannot overwrite, but not logged: a
+# worker that has it does not skip it).
 """Results on Redis: expired by Redis itself, and waited for without polling."""
 
 from __future__ import annotations
@@ -66,10 +74,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', till, '-inf', now())) do
 end
 """
 
-# ARGV: prefix, task id, body, ttl in ms, terminate (1/0). Returns 0 if it already ended.
-_REVOKE = (
-    _PRUNE
-    + """
+# ARGV: prefix, task id, body, ttl in ms, terminate (1/0). Records the revocation, or
+# returns 0 if the task already ended; _LOG_REVOCATION logs it (the same ARGV).
+_REVOKE = """
 local key = prefix .. 'r:' .. ARGV[2]
 local final = {$FINAL}
 local old = redis.call('HGET', key, 's')
@@ -80,11 +87,14 @@ local done = key .. ':done'
 redis.call('DEL', done)
 redis.call('LPUSH', done, 1)
 redis.call('PEXPIRE', done, ARGV[4])
+"""
+_LOG_REVOCATION = (
+    _PRUNE
+    + """
 redis.call('ZADD', at, now(), ARGV[2])
 redis.call('ZADD', till, now() + tonumber(ARGV[4]) / 1000, ARGV[2])
 if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
 redis.call('INCR', prefix .. 'revoked:n')
-return 1
 """
 )
 
@@ -237,7 +247,11 @@ class RedisResultStore(ResultStore):
         self.prefix = self.redis.prefix
         self._put = self.redis.script(_PUT)
         self._put_new = self.redis.script(_PUT_NEW)
-        self._revoke = self.redis.script(_REVOKE)
+        if self.redis.cluster:  # the record and the log in two slots: two scripts
+            self._revoke = self.redis.script(_REVOKE + "return 1")
+            self._log_revocation = self.redis.script(_LOG_REVOCATION + "return 1")
+        else:
+            self._revoke = self.redis.script(_REVOKE + _LOG_REVOCATION + "return 1")
         self._revoked_since = self.redis.script(_REVOKED_SINCE, allow_oom=True)
         self._forget_if = self.redis.script(_FORGET_IF, allow_oom=True)
         self._chord_add = self.redis.script(_CHORD_ADD)
@@ -248,7 +262,7 @@ class RedisResultStore(ResultStore):
         self._renew_slots = self.redis.script(_RENEW_SLOTS)
 
     def _key(self, task_id: str) -> str:
-        return f"{self.prefix}r:{task_id}"
+        return self.redis.key(f"r:{task_id}", f"r:{task_id}")
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
         return self.put_many([(task_id, state, body)], ttl)[0]
@@ -256,6 +270,9 @@ class RedisResultStore(ResultStore):
     def put_many(self, items: Sequence[tuple[str, str, bytes]], ttl: float) -> list[bool]:
         """One script call per CHUNK records."""
         ttl_ms = max(int(ttl * 1000), 1)
+        if self.redis.cluster:  # each record in a slot of its own
+            calls = [(f"r:{item[0]}", (ttl_ms, *item)) for item in items]
+            return [bool(n) for (n,) in self._put.each(calls)]
         stored: list[bool] = []
         for start in range(0, len(items), CHUNK):
             args = [x for item in items[start : start + CHUNK] for x in item]
@@ -270,7 +287,8 @@ class RedisResultStore(ResultStore):
         return self._put, (max(int(ttl * 1000), 1), *record)
 
     def put_new(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
-        return bool(self._put_new(task_id, state, body, max(int(ttl * 1000), 1)))
+        ttl_ms = max(int(ttl * 1000), 1)
+        return bool(self._put_new(task_id, state, body, ttl_ms, tag=f"r:{task_id}"))
 
     def get(self, task_id: str) -> tuple[str, bytes] | None:
         key = self._key(task_id)
@@ -296,14 +314,18 @@ class RedisResultStore(ResultStore):
             self.redis.command("BLMOVE", done, done, "RIGHT", "LEFT", seconds)
 
     def revoke(self, task_id: str, body: bytes, ttl: float, terminate: bool = False) -> bool:
-        ttl_ms = max(int(ttl * 1000), 1)
-        return bool(self._revoke(task_id, body, ttl_ms, int(terminate)))
+        args = (task_id, body, max(int(ttl * 1000), 1), int(terminate))
+        if not self._revoke(*args, tag=f"r:{task_id}"):
+            return False
+        if self.redis.cluster:
+            self._log_revocation(*args, tag="revoked")
+        return True
 
     def revocation_mark(self) -> bytes | None:
-        return cast(bytes, self.redis.command("GET", f"{self.redis.prefix}revoked:n") or b"")
+        return cast(bytes, self.redis.command("GET", self.redis.key("revoked", "revoked:n")) or b"")
 
     def revoked_since(self, since: float) -> list[Revocation]:
-        reply = self._revoked_since(repr(float(since)))
+        reply = self._revoked_since(repr(float(since)), tag="revoked")
         return [
             Revocation(tid.decode(), float(at), bool(int(term)))
             for tid, at, term in zip(*[iter(reply)] * 3, strict=True)
@@ -314,13 +336,16 @@ class RedisResultStore(ResultStore):
         self.redis.command("DEL", key, key + ":done")
 
     def forget_if(self, task_id: str, record: tuple[str, bytes]) -> bool:
-        return bool(self._forget_if(task_id, *record))
+        return bool(self._forget_if(task_id, *record, tag=f"r:{task_id}"))
 
     def chord_add_many(
         self, items: Sequence[tuple[str, int, int, bytes]], ttl: float
     ) -> list[list[bytes] | None]:
         """One script call per CHUNK members."""
         ttl_ms = max(int(ttl * 1000), 1)
+        if self.redis.cluster:  # each chord in a slot of its own
+            calls = [(f"chord:{item[0]}", (ttl_ms, *item)) for item in items]
+            return [list(r) if r else None for (r,) in self._chord_add.each(calls)]
         told: list[list[bytes] | None] = []
         for start in range(0, len(items), CHUNK):
             args = [x for item in items[start : start + CHUNK] for x in item]
@@ -334,32 +359,37 @@ class RedisResultStore(ResultStore):
     # Coordination (see ResultStore): one script call each, on the server's clock.
 
     def claim(self, key: str, value: str, ttl: float) -> str | None:
-        old = self._claim(key, value, _ms(ttl))
+        old = self._claim(key, value, _ms(ttl), tag=f"kv:{key}")
         return None if old is None else str(old.decode())
 
     def swap(self, key: str, expected: str, value: str | None, ttl: float) -> bool:
         delete = value is None
-        return bool(self._swap(key, expected, int(delete), value or "", _ms(ttl)))
+        args = (key, expected, int(delete), value or "", _ms(ttl))
+        return bool(self._swap(*args, tag=f"kv:{key}"))
 
     def set_value(self, key: str, value: str, ttl: float) -> None:
-        self.redis.command("SET", f"{self.prefix}kv:{key}", value, "PX", _ms(ttl))
+        self.redis.command("SET", self.redis.key(f"kv:{key}", f"kv:{key}"), value, "PX", _ms(ttl))
 
     def peek(self, key: str) -> str | None:
-        value = cast("bytes | None", self.redis.command("GET", f"{self.prefix}kv:{key}"))
+        kv = self.redis.key(f"kv:{key}", f"kv:{key}")
+        value = cast("bytes | None", self.redis.command("GET", kv))
         return None if value is None else value.decode()
 
     def take_token(self, key: str, limit: int, per: float) -> float:
-        return float(self._take_token(key, int(limit), repr(float(per))))
+        return float(self._take_token(key, int(limit), repr(float(per)), tag=f"tokens:{key}"))
 
     def acquire_slot(self, key: str, holder: str, limit: int, ttl: float) -> bool:
-        return bool(self._acquire_slot(key, holder, int(limit), repr(float(ttl))))
+        args = (key, holder, int(limit), repr(float(ttl)))
+        return bool(self._acquire_slot(*args, tag=f"slots:{key}"))
 
     def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
-        if slots:
+        if slots and self.redis.cluster:  # each semaphore in a slot of its own
+            self._renew_slots.each([(f"slots:{k}", (repr(float(ttl)), k, h)) for k, h in slots])
+        elif slots:
             self._renew_slots(repr(float(ttl)), *(x for slot in slots for x in slot))
 
     def release_slot(self, key: str, holder: str) -> None:
-        self.redis.command("ZREM", f"{self.prefix}slots:{key}", holder)
+        self.redis.command("ZREM", self.redis.key(f"slots:{key}", f"slots:{key}"), holder)
 
     def close(self) -> None:
         self.redis.close()

@@ -1,6 +1,7 @@
 """A private Redis Cluster: `masters` redis-servers on free ports, joined with
-`redis-cli --cluster create`, no replicas. Used by the cluster broker tests and
-benchmarks/cluster_bench.py; `stop` SIGKILLs the servers (their data is the test's own).
+`redis-cli --cluster create` (which wants 3 or more; fewer are joined by hand), no
+replicas. Used by the cluster broker tests and benchmarks/cluster_bench.py; `stop`
+SIGKILLs the servers (their data is the test's own).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_support import RedisServer
+from tests.support.redis_support import RedisServer, free_port
 
 
 class RedisCluster:
@@ -27,6 +28,8 @@ class RedisCluster:
             options = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node_dir / "nodes.conf"),
+                # The bus port defaults to the port + 10000: past 65535 for a high free port.
+                "--cluster-port", str(free_port()),
                 "--cluster-node-timeout", "2000",
                 "--appendonly", "no",  # nothing here restarts a node: no fsync per write
             ]  # fmt: skip
@@ -54,12 +57,22 @@ class RedisCluster:
         for server in self.servers:
             server.start()
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=60,
-        )
+        if len(nodes) >= 3:
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                timeout=60,
+            )
+        else:  # redis-cli creates 3 masters or more; fewer (a benchmark's 1) by hand
+            with redis.Redis(port=self.ports[0]) as first:
+                for port in self.ports[1:]:
+                    first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+            per = 16384 // len(nodes)
+            for n, port in enumerate(self.ports):
+                last = 16383 if n == len(nodes) - 1 else (n + 1) * per - 1
+                with redis.Redis(port=port) as node:
+                    node.execute_command("CLUSTER", "ADDSLOTSRANGE", n * per, last)
         # Created is not ready: every node must have heard of every slot's owner.
         deadline = time.monotonic() + 30
         while not all(self._ok(port) for port in self.ports):
@@ -73,6 +86,28 @@ class RedisCluster:
             info = r.execute_command("CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
         return "cluster_state:ok" in text
+
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Move `slot`, keys and all, to the node on `to_port`, as a resharding does
+        (IMPORTING/MIGRATING, MIGRATE, then SETSLOT NODE on every node)."""
+        from_port = self.owner(slot)
+        with redis.Redis(port=from_port) as src, redis.Redis(port=to_port) as dst:
+            src_id, dst_id = (r.execute_command("CLUSTER", "MYID").decode() for r in (src, dst))
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+        for port in self.ports:
+            with redis.Redis(port=port) as node:
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+    def owner(self, slot: int) -> int:
+        """The port of the node serving `slot`."""
+        with redis.Redis(port=self.ports[0]) as node:
+            for first, last, (_, port, *_) , *_ in node.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return int(port)
+        raise LookupError(f"no node serves slot {slot}")
 
     def stop(self) -> None:
         for server in self.servers:
