@@ -21,12 +21,11 @@ and the ledger:
 * unexplained: any task started again where no kill explains the earlier attempt: each
   earlier attempt must have been on a worker that was killed and never acked it (the
   workers log each ack). Must be 0.
-* after ack: a call the producer sent that ran again after a run that was acked: on
-  RabbitMQ, a worker killed while it gave back prefetched messages (copies published, the
-  originals not yet acked) leaves two. Counted, not a failure; a call a worker sent (a
-  chain's later steps, callbacks) claims its run, and may not run again so.
+* after ack: a call the producer sent that ran again after a run that was acked. Must be
+  0 (RabbitMQ gave back prefetched messages as copies, then acked the originals: a worker
+  killed in between left both, 13-60 a run, until the two went into one transaction).
 
-Exits 1 if anything is hung, wrong or unexplained.
+Exits 1 if anything is hung, wrong, run again after an ack or unexplained.
 """
 
 from __future__ import annotations
@@ -82,7 +81,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return self.hung == self.wrong == self.callback_twice == self.unexplained == 0
+        counts = (self.hung, self.wrong, self.callback_twice, self.after_ack, self.unexplained)
+        return not any(counts)
 
 
 def run(
@@ -272,16 +272,16 @@ def _judge(
         if len(pids) < 2:
             continue
         report.run_twice += 1
-        # Every attempt but the last must have been cut short by a kill. On RabbitMQ a
-        # worker gives back what it prefetched as copies, then acks the originals: killed
-        # in between, it leaves both, and a call the producer sent runs twice, each run
-        # acked. A call a worker sent claims its run, so its copy does not.
+        # Every attempt but the last must have been cut short by a kill. One that was
+        # acked is counted apart: the message came back after its ack (it was given back
+        # as a copy too, or published twice).
         if all(explained(task_id, pid) for pid in pids[:-1]):
             continue
         if task_id in first and all(
             explained(task_id, pid) or (task_id, pid) in acked for pid in pids[:-1]
         ):
             report.after_ack += 1
+            report.notes.append(f"{task_id} ran again after an acked run, pids {pids}")
         else:
             report.unexplained += 1
             report.notes.append(f"{task_id} started again after pids {pids[:-1]}, not all killed")

@@ -44,4 +44,5 @@ def test_every_chord_and_chain_ends_once_while_workers_are_killed(
     assert report.hung == 0, report.notes
     assert report.wrong == 0, report.notes
     assert report.callback_twice == 0, report.notes
+    assert report.after_ack == 0, report.notes
     assert report.unexplained == 0, report.notes

@@ -8,11 +8,14 @@ and always put the server back in a `finally`.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pika
 import pika.exceptions as pe
@@ -463,3 +466,37 @@ def test_a_virtual_host_of_another_schema_version_is_refused_with_a_clear_error(
         conn.close()
         later.close()
         first.close()
+
+
+#: A holder that fetches three messages, then gives them back and is SIGKILLed at the
+#: give-back's first basic.ack (its argv: the URL and the queue).
+_KILLED_GIVING_BACK = """
+import os, signal, sys
+from pika.channel import Channel
+from soloist.brokers.amqp import AMQPBroker
+
+broker = AMQPBroker(sys.argv[1])
+held = broker.fetch([sys.argv[2]], 3, 30, 5.0)
+assert len(held) == 3, held
+Channel.basic_ack = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+broker.release(held)
+"""
+
+
+def test_a_holder_killed_while_giving_back_leaves_each_message_once(
+    brokers: list[AMQPBroker], queue: str
+) -> None:
+    """Workflow chaos found calls that ran twice, both runs acked: a worker killed while
+    it gave back what it had prefetched (copies published, originals not acked yet)
+    left both. The copies and the acks go together or not at all."""
+    broker = make(brokers)
+    broker.publish_many([(queue, body, 0, 0) for body in (b"a", b"b", b"c")])
+    holder = subprocess.run(
+        [sys.executable, "-c", _KILLED_GIVING_BACK, AMQP_URL, queue],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert holder.returncode == -signal.SIGKILL, holder.stderr
+    assert sorted(drain(broker, queue, 10)) == [b"a", b"b", b"c"]

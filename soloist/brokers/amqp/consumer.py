@@ -140,6 +140,7 @@ class Consumer:
         if st.tag is not None and s.sub.is_open and st.tag in s.sub.consumer_tags:
             s.conn.process_data_events(time_limit=0)  # into the buffer, not rejected
             s.sub.basic_cancel(st.tag)
+            self.rejected(s)
         st.tag = None
 
     def end_stream(self, s: Session) -> None:
@@ -175,32 +176,53 @@ class Consumer:
         rejects what reaches a consumer being cancelled: the window of `cancel`.)"""
         for tag in list(s.consumers):
             s.sub.basic_cancel(tag)
+        if s.consumers:
+            self.rejected(s)
         s.consumers.clear()
+
+    def rejected(self, s: Session) -> None:
+        """After a cancel: what pika rejected for it counts at a commit, sent now."""
+        s.uncommitted = True
+        self._send_commit(s)
 
     def give_back(
         self, s: Session, kept: Sequence[tuple[int, Held, bytes]], counted: bool = False
     ) -> None:
         """Put deliveries back unstarted, as if never delivered: publish copies that carry
-        the count so far, then ack the originals (a basic.nack would raise the quorum
-        queue's count, and a message given back often would look like poison). The
-        copies go to the back of their lanes. `counted`: a lost run, whose delivery counts
-        (a copy handed out past max_deliveries is dead-lettered by `hand_out`)."""
+        the count so far and ack the originals, in one transaction of `sub` (a basic.nack
+        would raise the quorum queue's count before RabbitMQ 4.3, and a message given back
+        often would look like poison). A holder killed before the commit leaves the
+        originals, after it the copies; never both. The copies go to the back of their
+        lanes. `counted`: a lost run, whose delivery counts (a copy handed out past
+        max_deliveries is dead-lettered by `hand_out`)."""
         if not kept:
             return
-        self.topology.send_many(
-            s,
-            [
-                Out(
-                    h.queue,
-                    h.lane,
-                    body,
-                    h.message_id,
-                    h.copy_headers({H_PRIOR: h.count - 1 + counted}),
-                )
-                for _, h, body in kept
-            ],
-        )
-        self.ack_tags(s, [tag for tag, _, _ in kept])
+        outs = [
+            Out(
+                h.queue,
+                h.lane,
+                body,
+                h.message_id,
+                h.copy_headers({H_PRIOR: h.count - 1 + counted}),
+            )
+            for _, h, body in kept
+        ]
+        targets = [self.topology.target(s, out) for out in outs]  # declared on `pub`
+        s.returned.clear()
+        s.holding = True  # no commit between the copies and the acks
+        try:
+            for out, target in zip(outs, targets, strict=True):
+                s.sub.basic_publish("", target, out.body, self.topology.props(out), mandatory=True)
+            self.write_acks(s, [tag for tag, _, _ in kept])
+        finally:
+            s.holding = False
+        self.confirm_acks(s)
+        # A lane deleted since we declared it returns the copy before the commit-ok: this
+        # dispatches those returns, and `send` declares it again.
+        s.conn.process_data_events(time_limit=0)
+        for out in outs:
+            if out.message_id in s.returned:
+                self.topology.send(s, out)
 
     def sweep(
         self,
@@ -275,9 +297,7 @@ class Consumer:
             return
         out.append(Delivery(held.message_id, queue, body, held.count, held.retries, (s.epoch, tag)))
 
-    def wait(
-        self, s: Session, req: Request, lanes: list[tuple[str, str]], until: float
-    ) -> object:
+    def wait(self, s: Session, req: Request, lanes: list[tuple[str, str]], until: float) -> object:
         """Consumers on every lane (prefetch 1 each); a push runs the fetch again."""
         if not s.consumers:
             s.sub.basic_qos(prefetch_count=1)  # applies to the consumers started next
@@ -295,27 +315,59 @@ class Consumer:
         return LATER
 
     def ack_tags(self, s: Session, tags: Sequence[int]) -> None:
-        """basic.ack each tag, with one multiple-ack for those below every other unsettled
-        tag on the channel (in a worker's batch, usually all of them). Every ack goes
-        through here, so a stream waiting for a new prefetch gets it first."""
+        """Write basic.ack for each tag (`write_acks`); a commit makes them count. Every
+        ack goes through here, so a stream waiting for a new prefetch gets it first."""
         self.resize(s)
+        self.write_acks(s, tags)
+
+    def write_acks(self, s: Session, tags: Sequence[int]) -> None:
+        """basic.ack each tag, with one multiple-ack for those below every other unsettled
+        tag on the channel (in a worker's batch, usually all of them), into the output
+        buffer: the commit that follows (`commit_soon`, `confirm_acks`) writes them."""
+        channel = s.sub._impl  # the blocking channel's ack would flush each one
+        s.uncommitted = True
+        if len(tags) == 1:  # a worker's task: no multiple-ack to look for
+            s.settled(tags[0])
+            channel.basic_ack(tags[0])
+            return
         for tag in tags:
             s.settled(tag)
         low = min(s.unsettled(), default=math.inf)
         ordered = sorted(tags)
         below = [tag for tag in ordered if tag < low]
         if len(below) > 1:
-            s.sub.basic_ack(below[-1], multiple=True)
+            channel.basic_ack(below[-1], multiple=True)
             ordered = ordered[len(below) :]
         for tag in ordered:
-            s.sub.basic_ack(tag)
+            channel.basic_ack(tag)
+
+    def commit_soon(self, s: Session) -> None:
+        """Commit what was written on `sub` without waiting for the answer; with a commit
+        still out, its answer sends the next one. The acks of a worker's tasks thus count
+        as each ends (a SIGKILL reruns the running task, and those that ended within the
+        last round trip), and one commit covers all those that ended meanwhile."""
+        self._send_commit(s)
+        s.sub._flush_output()  # out now, not at the I/O loop's next turn (as basic_ack does)
+
+    def _send_commit(self, s: Session) -> None:
+        if s.committing or s.holding or not s.uncommitted:
+            return
+        channel = s.sub
+
+        def answered(_frame: object) -> None:
+            if s.sub is channel:
+                s.committing = False
+                self._send_commit(s)  # written by the I/O loop, which is running now
+
+        s.committing, s.uncommitted = True, False
+        channel._impl.tx_commit(callback=answered)
 
     def confirm_acks(self, s: Session) -> None:
-        """AMQP acks have no reply. A synchronous call behind them on the same channel
-        returns only after the server processed them; if the server had closed the
-        channel (consumer_timeout), this raises and the settle reports False. (basic.qos
-        sets the prefetch of consumers started later; each consume sets its own.)"""
-        s.sub.basic_qos(prefetch_count=1)
+        """Commit what was written on `sub` and wait for the answer (after any commit
+        still out): then the server has processed the acks. If it had closed the channel
+        (consumer_timeout), this raises and the settle reports False."""
+        s.uncommitted = False
+        s.sub.tx_commit()
 
     def ack(self, s: Session, tag: int) -> None:
         self.ack_tags(s, [tag])
@@ -339,6 +391,7 @@ class Consumer:
             if s.sub.is_open:
                 s.sub.basic_reject(tag, requeue=True)
                 s.settled(tag)
+                s.sub.tx_commit()
             raise
         self.ack(s, tag)
 

@@ -19,8 +19,9 @@ class AMQPAckPipe(AckPipe):
 
     def __init__(self, broker: AMQPBroker) -> None:
         self.broker = broker
-        #: Each delivery sent, with the session its ack went out on (None: not held).
-        self._sent: list[tuple[Delivery, Session | None]] = []
+        #: Each delivery sent, with the epoch of the channel its ack went out on (None:
+        #: not held).
+        self._sent: list[tuple[Delivery, int | None]] = []
 
     @property
     def pending(self) -> int:
@@ -30,34 +31,35 @@ class AMQPAckPipe(AckPipe):
         if record is not None:
             raise ValueError("RabbitMQ keeps no results: store the record first")
 
-        def run(s: Session, _: Request) -> Session | None:
+        def run(s: Session, _: Request) -> int | None:
             if s.holds(delivery.receipt) is None:
                 return None
-            self.broker.consumer.ack_tags(s, [delivery.receipt[1]])  # written to the socket
-            return s
+            self.broker.consumer.ack_tags(s, [delivery.receipt[1]])
+            self.broker.consumer.commit_soon(s)  # written to the socket with its commit
+            return s.epoch
 
         try:
-            session = self.broker._call(run, self.broker.publish_timeout)
+            epoch = self.broker._call(run, self.broker.publish_timeout)
         except (Down, BrokerUnavailable):
-            session = None  # the connection went: the server gives the delivery back
-        self._sent.append((delivery, session))
+            epoch = None  # the connection went: the server gives the delivery back
+        self._sent.append((delivery, epoch))
 
     def collect(self) -> list[bool]:
         sent, self._sent = self._sent, []
-        sessions = {id(s) for _, s in sent if s is not None}
-        if not sessions:
+        if all(epoch is None for _, epoch in sent):
             return [False] * len(sent)
 
-        def run(s: Session, _: Request) -> Session:
+        def run(s: Session, _: Request) -> int:
             self.broker.consumer.confirm_acks(s)
-            return s
+            return s.epoch
 
         try:
-            confirmed: Session | None = self.broker._call(run, self.broker.publish_timeout)
+            confirmed: int | None = self.broker._call(run, self.broker.publish_timeout)
         except (Down, BrokerUnavailable):
             confirmed = None
-        # Acks written on a connection that is gone since were dropped with it.
-        return [s is not None and s is confirmed for _, s in sent]
+        # Acks written on a channel that is gone since (the connection dropped, or the
+        # server closed the channel and it was reopened) were dropped with it.
+        return [epoch is not None and epoch == confirmed for _, epoch in sent]
 
     def close(self) -> None:
         self._sent = []

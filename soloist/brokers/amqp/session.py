@@ -102,6 +102,9 @@ class Session:
     server (406) closes it and never the channel that holds our deliveries. `tx` publishes
     batches in one transaction (its commit-ok, like a confirm, waits for the queues).
     `sub` gets, consumes and acks; its death ends every lease it held, hence a new epoch.
+    `sub` is transactional too, so that giving deliveries back (copies published, the
+    originals acked) happens whole or not at all: its acks take effect at a commit
+    (`Consumer.commit_soon`, `Consumer.confirm_acks`).
     """
 
     def __init__(self, conn: BlockingConnection) -> None:
@@ -109,12 +112,18 @@ class Session:
         self.pub = conn.channel()
         self.pub.confirm_delivery()
         self.tx: BlockingChannel | None = None
-        self.returned: set[str] = set()  # message ids the server returned from `tx`
+        self.returned: set[str] = set()  # message ids the server returned from `tx`, `sub`
         self.declared: dict[str, float] = {}  # queue -> when declared (monotonic)
         self.open_sub()
 
     def open_sub(self) -> None:
         self.sub = self.conn.channel()
+        self.sub.tx_select()
+        returned = self.returned
+        self.sub.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
+        #: A commit sent and not answered yet; acks written since, not in it; giving back
+        #: (no commit may go out between its copies and its acks).
+        self.committing = self.uncommitted = self.holding = False
         self.epoch = next(EPOCHS)
         self.held: dict[int, Held] = {}
         self.pushed: list[tuple[str, Any, Any, bytes]] = []  # (lane, method, props, body)
