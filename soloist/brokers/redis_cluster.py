@@ -13,8 +13,8 @@ touches one slot, and queues spread over the shards. What spans several queues i
   several it blocks on one tag's wake lists at a time, CROSS_SLOT_WAIT seconds each in
   turn (BLPOP cannot wait on keys of several slots), so a message on another tag's queue
   waits up to that long times the other tags: give queues fetched together one tag.
-- Acks, releases, lease renewals and publishes go out one call per tag.
-- Settles are not pipelined (`ack_pipe` is None): each is a round trip.
+- Acks, releases, lease renewals and publishes go out one call per tag; the ack pipe
+  holds a link per node and carries no result records (redis_pipe.py).
 
 The worker registry lives on one shard (tag `workers`).
 """
@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from .base import AckPipe, DeadLetter, Delivery
 from .cluster import queue_tag
 from .redis import RedisBroker
+from .redis_pipe import RedisAckPipe
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -90,7 +91,8 @@ class RedisClusterBroker(RedisBroker):
         return _by_tag(_raw(deliveries), _queue, super().ack_many)
 
     def ack_pipe(self, results: object) -> AckPipe | None:
-        return None  # one link per shard would be needed: each settle is a round trip
+        """Acks pipelined on a link per node; no records with them (redis_pipe.py)."""
+        return _ClusterAckPipe(self.redis, self._ack, None)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return super().retry(_raw([delivery])[0], delay, counted=counted)
@@ -121,6 +123,11 @@ class RedisClusterBroker(RedisBroker):
     def _settle_dead_letters(self, queue: str, requeue: bool, ids: Sequence[str] | None) -> int:
         raw = None if ids is None else [i.rpartition(":")[2] for i in ids]
         return super()._settle_dead_letters(queue, requeue, raw)
+
+
+class _ClusterAckPipe(RedisAckPipe):
+    def send(self, delivery: Delivery, record: tuple[str, str, bytes] | None, ttl: float) -> None:
+        super().send(_raw([delivery])[0], record, ttl)
 
 
 def _public(queue: str, raw: str) -> str:

@@ -27,7 +27,7 @@ from .base import (
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError, RedisClusterException
+    from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
     from redis.retry import Retry
 
     from .cluster import SCHEMES as CLUSTER_SCHEMES
@@ -378,9 +378,23 @@ class RedisConnection:
         where = tuple(kw.get(k) for k in ("host", "port", "path", "db"))
         return (getattr(pool, "service_name", None), *where)  # a Sentinel pool: no host
 
-    def link(self) -> Any:
-        """A redis-py Connection of the pool's, for a caller that writes and reads it itself."""
-        return self.client.connection_pool.get_connection()
+    def link(self, tag: str = "") -> Any:
+        """A redis-py Connection of the pool's, for a caller that writes and reads it itself:
+        on a Cluster, to the node serving `tag`'s keys (`node`)."""
+        if not self.cluster:
+            return self.client.connection_pool.get_connection()
+        return self._node(tag).redis_connection.connection_pool.get_connection()
+
+    def node(self, tag: str) -> str | None:
+        """The name of the Cluster node serving `tag`'s keys, in redis-py's slot table
+        (None on one server)."""
+        return str(self._node(tag).name) if self.cluster else None
+
+    def _node(self, tag: str) -> Any:
+        try:
+            return self.client.get_node_from_key(tagged(self.prefix, tag))
+        except SlotNotCoveredError as exc:  # a node is down: as a lost link
+            raise redis.ConnectionError(str(exc)) from None
 
     def close(self) -> None:
         for conn in self._idle:
@@ -416,9 +430,9 @@ class Script:
     def __call__(self, *args: object, tag: str = "") -> Any:
         return self.conn.call(self._run, (), args, tag)
 
-    def command(self, *args: object) -> tuple[object, ...]:
+    def command(self, *args: object, tag: str = "") -> tuple[object, ...]:
         """The EVALSHA command calling it with `args`, to write on a connection directly."""
-        return (*self._head, *args)
+        return self._evalsha(args, tag)
 
     def resent(self, *args: object, tag: str = "") -> tuple[Any, bool]:
         """Call it; also whether it was sent again after a lost connection (`call_resent`)."""

@@ -10,6 +10,11 @@ aborts the transaction). Replies wait in the socket until `collect` reads them.
 A connection lost with replies unread leaves those settles unknown: `collect` sends them
 again through the reconnecting script path, where an ack that finds its message gone
 counts as acked (its first try ran), as `RedisBroker.ack_many` does after a lost reply.
+
+On a Cluster the pipe holds a link per node and writes each ack to the node of its
+queue's slot; it carries no records (a task's record lies in another slot than its ack,
+and a transaction cannot span slots), so the worker stores them first. An ack whose slot
+moved meanwhile is refused (MOVED) and made again through the script path, which follows.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .base import AckPipe, Delivery
+from .cluster import queue_tag
 
 if TYPE_CHECKING:
     from .redis_connection import RedisConnection, Script
@@ -34,13 +40,16 @@ PutCall = Callable[[tuple[str, str, bytes], float], Call]
 
 
 class _Sent:
-    """One delivery's settle: its calls (a put, then the ack), and whether their replies
-    are still to be read on the live link (else they are unknown: sent again)."""
+    """One delivery's settle: its calls (a put, then the ack), the hash tag of their keys
+    (a Cluster's), the link they went down, and whether their replies are still to be
+    read on it (else they are unknown: sent again)."""
 
-    __slots__ = ("calls", "on_link")
+    __slots__ = ("calls", "link", "on_link", "tag")
 
-    def __init__(self, calls: list[Call]) -> None:
+    def __init__(self, calls: list[Call], tag: str) -> None:
         self.calls = calls
+        self.tag = tag
+        self.link: Any = None
         self.on_link = True
 
 
@@ -50,7 +59,8 @@ class RedisAckPipe(AckPipe):
         self._ack = ack
         self._put = put
         self.records = put is not None
-        self._link: Any = None  # a redis-py Connection of its own, or None until needed
+        #: redis-py Connections of its own, by node (one, named None, on one server).
+        self._links: dict[object, Any] = {}
         self._pid = os.getpid()
         self._sent: list[_Sent] = []
         self._answered: list[bool] = []
@@ -68,14 +78,14 @@ class RedisAckPipe(AckPipe):
                 raise ValueError("this pipe carries acks only: store the record first")
             calls.append(self._put(record, ttl))
         calls.append((self._ack, (delivery.id, delivery.receipt)))
-        sent = _Sent(calls)
+        sent = _Sent(calls, queue_tag(delivery.queue))
         self._sent.append(sent)
         if self._down:
             sent.on_link = False  # `collect` makes its calls, after the others
             return
         try:
-            link = self._open()
-            link.send_packed_command(link.pack_commands(_wire(calls)))
+            sent.link = link = self._open(sent.tag)
+            link.send_packed_command(link.pack_commands(_wire(calls, sent.tag)))
         except _TRANSIENT:
             self._drop()
 
@@ -87,9 +97,9 @@ class RedisAckPipe(AckPipe):
         return acked
 
     def close(self) -> None:
-        if self._link is not None:
-            self._link.disconnect()
-            self._link = None
+        for link in self._links.values():
+            link.disconnect()
+        self._links = {}
 
     def _answer(self, sent: _Sent) -> bool:
         """Whether `sent`'s ack took: its replies read from the link, or the calls made
@@ -108,19 +118,20 @@ class RedisAckPipe(AckPipe):
                 # BrokerUnavailable (the store refuses it) until it is.
                 for (script, args), reply in zip(sent.calls[:-1], replies, strict=False):
                     if isinstance(reply, redis.ResponseError):
-                        script(*args)
+                        script(*args, tag=sent.tag)
                 return _acked(replies[-1], False)
-        # Unknown (the link dropped), not run (the transaction was refused) or the ack
-        # refused: the calls again, in order, each reconnecting through an outage.
+        # Unknown (the link dropped), not run (the transaction was refused or the slot
+        # moved) or the ack refused: the calls again, in order, each reconnecting through
+        # an outage.
         for script, args in sent.calls[:-1]:
-            script(*args)
-        reply, _ = self._ack.resent(*sent.calls[-1][1])
+            script(*args, tag=sent.tag)
+        reply, _ = self._ack.resent(*sent.calls[-1][1], tag=sent.tag)
         return _acked(reply, True)
 
     def _read(self, sent: _Sent) -> list[Any] | None:
         """The replies of `sent`'s calls, or None if its transaction was refused whole
         (at maxmemory: the put's script may not run, so neither may the ack)."""
-        link = self._link
+        link = sent.link
         if len(sent.calls) == 1:
             return [_response(link)]
         for _ in range(len(sent.calls) + 1):  # MULTI's OK, then QUEUED for each call
@@ -128,30 +139,30 @@ class RedisAckPipe(AckPipe):
         replies = _response(link)  # EXEC
         return None if isinstance(replies, redis.ResponseError) else list(replies)
 
-    def _open(self) -> Any:
+    def _open(self, tag: str) -> Any:
         if self._pid != os.getpid():
-            self._link, self._pid = None, os.getpid()  # never a parent's socket
-        if self._link is None:
-            link = self.conn.link()
-            # A new link may reach a restarted server: load the scripts before using them.
-            for script in {call[0] for s in self._sent for call in s.calls}:
-                link.send_command("SCRIPT", "LOAD", script.source)
-                link.read_response()
-            self._link = link
-        return self._link
+            self._links, self._pid = {}, os.getpid()  # never a parent's socket
+        node = self.conn.node(tag)
+        if node in self._links:
+            return self._links[node]
+        link = self.conn.link(tag)
+        # A new link may reach a restarted server: load the scripts before using them.
+        for script in {call[0] for s in self._sent for call in s.calls}:
+            link.send_command("SCRIPT", "LOAD", script.source)
+            link.read_response()
+        self._links[node] = link
+        return link
 
     def _drop(self) -> None:
         """The link broke: what it carried is unknown now."""
         self._down = True
         for sent in self._sent:
             sent.on_link = False
-        if self._link is not None:
-            self._link.disconnect()
-            self._link = None
+        self.close()
 
 
-def _wire(calls: list[Call]) -> list[tuple[object, ...]]:
-    commands = [script.command(*args) for script, args in calls]
+def _wire(calls: list[Call], tag: str) -> list[tuple[object, ...]]:
+    commands = [script.command(*args, tag=tag) for script, args in calls]
     return commands if len(commands) == 1 else [("MULTI",), *commands, ("EXEC",)]
 
 

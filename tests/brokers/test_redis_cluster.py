@@ -160,6 +160,46 @@ def test_a_queue_whose_slot_moves_to_another_shard_keeps_working(
         consumer.close()
 
 
+def test_acks_go_down_a_pipe_per_node(broker: RedisClusterBroker, url: str) -> None:
+    """Acks of queues on every shard, pipelined; records are the store's to write first."""
+    queues = [f"spread-{n}" for n in range(6)]  # on all three shards
+    broker.publish_many([(q, q.encode(), 0, 0) for q in queues])
+    got = broker.fetch(queues, 6, 30, 1.0)
+    assert len(got) == 6
+    pipe = broker.ack_pipe(RedisResultStore(url))
+    assert pipe is not None and not pipe.records
+    with pytest.raises(ValueError):
+        pipe.send(got[0], ("task", "SUCCESS", b"body"), 60)  # a record cannot ride along
+    pipe.collect()
+    for d in got:
+        pipe.send(d, None, 60)
+    assert pipe.pending == 6
+    assert len(pipe._links) == 3  # type: ignore[attr-defined]
+    assert pipe.collect() == [True] * 6
+    assert all(broker.depth(q) == 0 for q in queues)
+    assert broker.ack_many(got) == [False] * 6  # settled for good
+    pipe.close()
+
+
+def test_a_pipelined_ack_whose_slot_moved_is_made_again(
+    broker: RedisClusterBroker, redis_cluster: RedisCluster
+) -> None:
+    queue = f"moving-{uuid.uuid4().hex[:6]}"
+    broker.publish_many([(queue, b"x", 0, 0)] * 2)
+    first, second = broker.fetch([queue], 2, 30, 1.0)
+    pipe = broker.ack_pipe(None)
+    assert pipe is not None
+    pipe.send(first, None, 60)  # the link to the slot's node is open now
+    assert pipe.collect() == [True]
+    slot = key_slot(broker.redis.key(queue_tag(queue), "").encode())
+    before = redis_cluster.owner(slot)
+    redis_cluster.move_slot(slot, next(p for p in redis_cluster.ports if p != before))
+    pipe.send(second, None, 60)  # down the old node's link: MOVED
+    assert pipe.collect() == [True]
+    assert broker.depth(queue) == 0 and broker.ack_many([second]) == [False]
+    pipe.close()
+
+
 def test_the_worker_registry(broker: RedisClusterBroker) -> None:
     broker.heartbeat("w1", b"info", 30)
     assert broker.workers()["w1"][0] == b"info"
