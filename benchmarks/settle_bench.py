@@ -5,9 +5,11 @@
 
 One solo worker in this process drains a pre-filled queue in burst mode (as suite.py's
 execution rate), once per `--settle-batch` value, interleaved round by round so a noisy
-machine weighs on each alike; prints the median tasks/s of each, its ratio to the largest
-batch, and what settling in smaller batches adds to each task (µs): a task that runs T µs
-is slowed by about that over T plus the batched cost, which is how a ratio measured on
+machine weighs on each alike. Prints the median tasks/s of each, its ratio to the largest
+batch, and what settling in smaller batches adds to each task: in wall time, and in this
+process's CPU time (the worker, its I/O thread and SQLite; not the Redis or RabbitMQ
+server), which a loaded machine disturbs far less. A task that runs T µs is slowed by
+about the added wall time over T plus the batched cost: that is how a ratio measured on
 no-op tasks carries over to real ones.
 """
 
@@ -16,23 +18,29 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
-from floors import rate
 from suite import AMQP_URL, REDIS_URL, _delete_amqp_queues, _drop_prefix, new_queue
 from suite_app import make_app
 
 from soloist.worker.loop import Worker
 
 
-def drain(broker: str, results: str, tasks: int, settle_batch: int, with_results: bool) -> float:
+def drain(
+    broker: str, results: str, tasks: int, settle_batch: int, with_results: bool
+) -> tuple[float, float]:
+    """Tasks/s, and this process's CPU µs per task."""
     queue = new_queue("settle")
     app = make_app(broker, results, queue)
     app.tasks["suite.noop_result" if with_results else "suite.noop"].starmap([()] * tasks)
     app.results.get("suite-warm-up")
     worker = Worker(app, [queue], burst=True, settle_batch=settle_batch)
     try:
-        return rate(tasks, worker.run)
+        wall, cpu = time.perf_counter(), time.process_time()
+        worker.run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return tasks / wall, cpu / tasks * 1e6
     finally:
         app.close()
 
@@ -45,11 +53,12 @@ def main() -> None:
     parser.add_argument("--batches", default="1,100")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    top = max(batches)
+    small = [b for b in batches if b != top]
     print(
         f"{'broker':<8}{'results':<9}"
-        + "".join(f"{f'batch {b}':>12}" for b in batches)
-        + "".join(f"{f'{b}/{max(batches)}':>10}" for b in batches if b != max(batches))
-        + "".join(f"{f'+us {b}':>10}" for b in batches if b != max(batches))
+        + "".join(f"{f'batch {b}/s':>13}" for b in batches)
+        + "".join(f"{f'{b}/{top}':>8}{'range':>11}{f'+us {b}':>9}{'+cpu us':>9}" for b in small)
     )
     with tempfile.TemporaryDirectory(prefix="settle-bench-") as tmp:
         for name in args.brokers.split(","):
@@ -62,20 +71,28 @@ def main() -> None:
             # RabbitMQ keeps no results: SQLite does, as in suite.py.
             results = f"sqlite:///{Path(tmp) / 'results.db'}" if name == "amqp" else url
             for with_results in (False, True):
-                got: dict[int, list[float]] = {b: [] for b in batches}
+                rates: dict[int, list[float]] = {b: [] for b in batches}
+                cpus: dict[int, list[float]] = {b: [] for b in batches}
                 for _ in range(args.rounds):
                     for b in batches:
-                        got[b].append(drain(url, results, args.tasks, b, with_results))
-                med = {b: statistics.median(v) for b, v in got.items()}
-                top = med[max(batches)]
+                        rate, cpu = drain(url, results, args.tasks, b, with_results)
+                        rates[b].append(rate)
+                        cpus[b].append(cpu)
+                med = {b: statistics.median(v) for b, v in rates.items()}
+                cpu = {b: statistics.median(v) for b, v in cpus.items()}
+                # Each round's ratio: the two drains ran side by side, under the same load.
+                ratios = {
+                    b: [x / y for x, y in zip(rates[b], rates[top], strict=True)] for b in small
+                }
                 print(
                     f"{name:<8}{'on' if with_results else 'off':<9}"
-                    + "".join(f"{med[b]:>12.0f}" for b in batches)
-                    + "".join(f"{med[b] / top:>10.2f}" for b in batches if b != max(batches))
+                    + "".join(f"{med[b]:>13.0f}" for b in batches)
                     + "".join(
-                        f"{(1 / med[b] - 1 / top) * 1e6:>10.1f}"
-                        for b in batches
-                        if b != max(batches)
+                        f"{statistics.median(ratios[b]):>8.2f}"
+                        f"{f'{min(ratios[b]):.2f}-{max(ratios[b]):.2f}':>11}"
+                        f"{(1 / med[b] - 1 / med[top]) * 1e6:>9.1f}"
+                        f"{cpu[b] - cpu[top]:>9.1f}"
+                        for b in small
                     )
                 )
             if name == "redis":
