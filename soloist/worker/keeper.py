@@ -109,10 +109,10 @@ class Keeper(threading.Thread):
         held = self.worker.held()
         if not held:
             return
-        lost = self.worker.broker.extend(held, self.worker.lease)  # the leases lost
+        stale = self.worker.broker.extend(held, self.worker.lease)  # those no longer held
         # An ack on its way (sent down the pipe, its reply unread) may have landed.
         still_held = {d.id for d in self.worker.held()} - self.worker.settler.acking()
-        for delivery in lost:
+        for delivery in stale:
             # Settled by the main thread meanwhile is fine; anything else lost its lease.
             if delivery.id in still_held:
                 log.warning("keeper: lease of %s lost; another worker may run it", delivery.id)

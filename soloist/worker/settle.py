@@ -111,7 +111,7 @@ class Settler:
         (monotonic) is when its run began, if it ran here."""
         kind = outcome.kind
         try:
-            if self._lease_lost(delivery, outcome, started):
+            if self._gone_stale(delivery, outcome, started):
                 self._stale(delivery, outcome)
             elif kind is Kind.SUCCESS or kind is Kind.REVOKED:  # ACKED (identity: no hashing)
                 if not self.acks:
@@ -128,15 +128,16 @@ class Settler:
         if self.acks and (not self.worker.prefetched or len(self.acks) >= self._window()):
             self.flush()
 
-    def _lease_lost(self, delivery: Delivery, outcome: Outcome, started: float | None) -> bool:
+    def _gone_stale(self, delivery: Delivery, outcome: Outcome, started: float | None) -> bool:
         """Whether a run that outlived its lease (a frozen worker: the keeper could not
-        renew it) finds the message held by another worker now: then nothing is settled."""
+        renew it) finds its delivery stale, the message held by another worker now: then
+        nothing is settled."""
         if started is None or time.monotonic() - started <= self.worker.lease * 0.9:
             return False
         if outcome.kind not in RECORDED:
             return False
-        lost = self.broker.extend([delivery], self.worker.lease)
-        return bool(lost)
+        stale = self.broker.extend([delivery], self.worker.lease)
+        return bool(stale)
 
     def resume(self) -> None:
         """After an outage: settle what met it (queued again if it fails again)."""
@@ -171,7 +172,8 @@ class Settler:
                 hooks.emit("before_ack", worker=self.worker, delivery=delivery, outcome=outcome)
 
     def _settle(self, delivery: Delivery, outcome: Outcome) -> bool:
-        """The broker call one outcome (not an ack) asks for; False if the lease was lost."""
+        """The broker call one outcome (not an ack) asks for; False if the delivery was
+        stale."""
         kind = outcome.kind
         if kind is Kind.RETRY:
             return self.broker.retry(delivery, outcome.delay)
@@ -248,8 +250,7 @@ class Settler:
             self._announce(sent, settled)
 
     def _announce(self, ended: list[Ended], settled: list[bool]) -> None:
-        """Count the settled tasks, log and emit their events; a refused settle lost its
-        lease."""
+        """Count the settled tasks, log and emit their events; a refused settle was stale."""
         hooks = self.app.hooks
         stats = self.stats
         for (delivery, outcome), ok in zip(ended, settled, strict=True):
