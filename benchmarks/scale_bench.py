@@ -2,7 +2,7 @@
 `soloist worker --replicas N` beyond the machine's cores.
 
     python benchmarks/scale_bench.py [--brokers redis,sqlite,amqp] [--sizes 10000,100000,1000000]
-    python benchmarks/scale_bench.py --replicas 1,2,4,8 --brokers none
+    python benchmarks/scale_bench.py --replicas 1,2,4,8 --brokers none [--private-redis]
 
 Backlog. For each broker and each size N, on a fresh queue (a Redis key prefix of its own,
 a SQLite file of its own, a RabbitMQ queue of its own; all deleted after): N no-op
@@ -11,12 +11,14 @@ in this process runs TASKS of them, the oldest, and stops (tasks/s): the queue h
 throughout. The same with N messages delayed by a day instead (they must not slow the
 ready path), on Redis and SQLite. Each rate is read against the same on an empty queue of
 its own, measured just before it in each of --rounds rounds (ratio, the median of the
-rounds': flat is 1.0), on wall time and on this process's CPU time (`cpu`: steadier on a
-shared machine; for SQLite it holds the broker's work too). Also the worker's start-up
+rounds': flat is 1.0), on wall time and on CPU time (`cpu`: steadier on a shared machine;
+this process's, which holds the broker's work for SQLite, plus with --private-redis the
+Redis server's). Also the worker's start-up
 check (it reads the queue's depth) and the SQLite `stats()` a dashboard snapshot makes,
 per queue. Memory: Redis `INFO memory` used_memory before and after the fill, per message
-(a shared server: other clients move it too, so MEMORY USAGE of a sample of the keys is
-shown beside it), and the SQLite file's size per message. RabbitMQ stops at 100,000 (`--amqp-max`).
+(on the shared server other clients move it too: --private-redis, or MEMORY USAGE of a
+sample of the keys, shown beside it), and the SQLite file's size per message. RabbitMQ
+stops at 100,000 (`--amqp-max`).
 
 Replicas. `soloist worker --replicas N --burst` on Redis, for tasks that sleep 5 ms
 (ideal: N x 200/s) and for no-op tasks, with the CPU the worker processes and the Redis
@@ -30,6 +32,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,15 +69,55 @@ class Target:
     queue: str = QUEUE
 
 
+class RedisServer:
+    """The Redis the run uses: the shared one, or (`--private-redis`) a redis-server of
+    the run's own without persistence, whose INFO memory and CPU count this run alone."""
+
+    def __init__(self) -> None:
+        self.url = REDIS_URL
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, tmp: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        self.proc = subprocess.Popen([*cmd, "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while not reachable(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the private redis-server did not start")
+            time.sleep(0.05)
+
+    def cpu(self) -> float:
+        """Seconds of CPU the private server has used (0 for the shared one)."""
+        if self.proc is None:
+            return 0.0
+        import redis
+
+        with redis.Redis.from_url(self.url) as r:
+            info = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+REDIS = RedisServer()
+
+
 def redis_target() -> Target:
     prefix = f"soloist-scale-{uuid.uuid4().hex[:8]}:"
-    return Target("redis", f"{REDIS_URL}?prefix={prefix}", lambda: drop_prefix(prefix))
+    return Target("redis", f"{REDIS.url}?prefix={prefix}", lambda: drop_prefix(prefix))
 
 
 def drop_prefix(prefix: str) -> None:
     import redis
 
-    r = redis.Redis.from_url(REDIS_URL)
+    r = redis.Redis.from_url(REDIS.url)
     batch: list[bytes] = []
     for key in r.scan_iter(match=prefix + "*", count=10_000):
         batch.append(key)
@@ -156,12 +199,12 @@ class Figures:
 
 
 def rates(n: int, run: Callable[[], object]) -> tuple[float, float]:
-    """(per second of wall time, per second of this process's CPU time). On a shared
-    machine the CPU time is the steadier; it leaves out the broker's own work, which for
-    SQLite is done in this process anyway."""
-    cpu = time.process_time()
+    """(per second of wall time, per second of CPU time: this process's, plus the private
+    Redis server's). On a shared machine the CPU time is the steadier; it holds the
+    broker's own work for SQLite (in this process) and a private Redis, not RabbitMQ's."""
+    cpu = time.process_time() + REDIS.cpu()
     wall = rate(n, run)
-    return wall, n / (time.process_time() - cpu)
+    return wall, n / (time.process_time() + REDIS.cpu() - cpu)
 
 
 class Bench:
@@ -306,7 +349,7 @@ def replicas(counts: list[int], tmp: Path, naps: int, noops: int) -> None:
     """Tasks/s of `soloist worker --replicas N --burst` on Redis, with CPU per task."""
     import redis
 
-    r = redis.Redis.from_url(REDIS_URL)
+    r = redis.Redis.from_url(REDIS.url)
     head = (
         f"{'tasks':<10}{'replicas':>9}{'tasks/s':>9}{'ideal':>7}{'ratio':>7}"
         f"{'worker CPU µs/task':>20}{'Redis CPU µs/task':>19}{'cores busy':>12}"
@@ -352,6 +395,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=TASKS)
     parser.add_argument("--rounds", type=int, default=9, help="publish+execute rounds per size")
     parser.add_argument("--replicas", default="", help="e.g. 1,2,4,8")
+    parser.add_argument(
+        "--private-redis", action="store_true", help="a redis-server of the run's own"
+    )
     parser.add_argument("--naps", type=int, default=2000, help="5 ms tasks per replicas run")
     parser.add_argument("--noops", type=int, default=20000, help="no-op tasks per replicas run")
     args = parser.parse_args()
@@ -361,13 +407,18 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        brokers = [b for b in args.brokers.split(",") if b != "none"]
-        if brokers:
-            sizes = [int(s) for s in args.sizes.split(",")]
-            backlog(brokers, sizes, args.amqp_max, args.tasks, args.rounds, tmp)
-        if args.replicas and reachable(6379):
-            counts = [int(c) for c in args.replicas.split(",")]
-            replicas(counts, tmp, args.naps, args.noops)
+        if args.private_redis:
+            REDIS.start(tmp)
+        try:
+            brokers = [b for b in args.brokers.split(",") if b != "none"]
+            if brokers:
+                sizes = [int(s) for s in args.sizes.split(",")]
+                backlog(brokers, sizes, args.amqp_max, args.tasks, args.rounds, tmp)
+            if args.replicas and reachable(6379):
+                counts = [int(c) for c in args.replicas.split(",")]
+                replicas(counts, tmp, args.naps, args.noops)
+        finally:
+            REDIS.stop()
     print(f"({time.monotonic() - started:.0f} s; ratio = against the empty queue, or the ideal)")
 
 
