@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,18 @@ def peak_rss_mb() -> float:
     return next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM")) / 1024
 
 
+#: This process's CPU seconds in its timed part (`timed`).
+cpu_used = [0.0]
+
+
+def timed(n: int, run: Callable[[], object]) -> float:
+    """`rate`, keeping the CPU time the run took in `cpu_used`."""
+    cpu = time.process_time()
+    got = rate(n, run)
+    cpu_used[0] = time.process_time() - cpu
+    return got
+
+
 # -- The child processes: each does one side's one half and prints {"rate", "rss"}. --------
 
 
@@ -52,7 +65,7 @@ def soloist_publish(url: str, results: str, queue: str, size: int, n: int) -> fl
     data = "x" * size
     take.delay("")  # connect, load the scripts
     app.broker.purge(queue)
-    got = rate(n, lambda: [take.delay(data) for _ in range(n)])
+    got = timed(n, lambda: [take.delay(data) for _ in range(n)])
     app.close()
     return got
 
@@ -61,7 +74,7 @@ def soloist_execute(url: str, results: str, queue: str, size: int, n: int) -> fl
     app = make_app(url, results, queue)
     app.results.get("payload-warm-up")
     worker = Worker(app, [queue], burst=True)
-    got = rate(n, worker.run)
+    got = timed(n, worker.run)
     app.close()
     return got
 
@@ -84,14 +97,14 @@ def floor_publish(broker: str, url: str, queue: str, size: int, n: int) -> float
     floor = floor_for(broker, url, queue)
     body = b"x" * size
     if broker == "redis":
-        got = rate(n, lambda: [floor.r.lpush(floor.src, body) for _ in range(n)])
+        got = timed(n, lambda: [floor.r.lpush(floor.src, body) for _ in range(n)])
     elif broker == "sqlite":
         insert = floor.db.execute
-        got = rate(n, lambda: [insert(INSERT, ("q", body, time.monotonic())) for _ in range(n)])
+        got = timed(n, lambda: [insert(INSERT, ("q", body, time.monotonic())) for _ in range(n)])
     else:
         send = floor.ch.basic_publish
         props = floor.props
-        got = rate(n, lambda: [send("", queue, body, props, mandatory=True) for _ in range(n)])
+        got = timed(n, lambda: [send("", queue, body, props, mandatory=True) for _ in range(n)])
         floor.conn.close()
     return got
 
@@ -111,7 +124,7 @@ def floor_consume(broker: str, url: str, queue: str, size: int, n: int) -> float
                     pipe.lrem(busy, 1, body)
                 pipe.execute()
 
-        got = rate(n, run)
+        got = timed(n, run)
         floor.close()
     elif broker == "sqlite":
         db = floor.db
@@ -127,10 +140,10 @@ def floor_consume(broker: str, url: str, queue: str, size: int, n: int) -> float
                 floor._delete(db, receipt, [row[0] for row in rows])
                 db.execute("COMMIT")
 
-        got = rate(n, run)
+        got = timed(n, run)
         floor.close()
     else:
-        got = floor._consume(n, BATCH)
+        got = timed(n, lambda: floor._consume(n, BATCH))
         floor.close()
     return got
 
@@ -151,7 +164,7 @@ def child(argv: list[str]) -> None:
         got = fn(url, results, queue, int(size), int(n))  # type: ignore[operator]
     else:
         got = fn(broker, url, queue, int(size), int(n))  # type: ignore[operator]
-    print(json.dumps({"rate": got, "rss": peak_rss_mb()}))
+    print(json.dumps({"rate": got, "cpu": int(n) / cpu_used[0], "rss": peak_rss_mb()}))
 
 
 # -- The parent: a fresh place per size and side, the children, the table. ---------------
@@ -203,6 +216,28 @@ def envelope(size: int) -> int:
     return len(app.encode(Message("suite.take", ("x" * size,))))
 
 
+def line(
+    broker: str,
+    size: int | None,
+    n: int | None,
+    side: str,
+    publish: dict[str, float],
+    consume: dict[str, float],
+    length: int,
+) -> str:
+    """One side's figures, or (length 0) the ratios of soloist's to the floor's."""
+    out = (
+        f"{broker:<7}{'' if size is None else f'{size:,}':>10}{'' if n is None else n:>6}{side:>9}"
+    )
+    for half in (publish, consume):
+        if length:
+            mb = half["rate"] * length / 1e6
+            out += f"{'':9}{half['rate']:>7.0f}{mb:>7.1f}{half['cpu']:>8.0f}{half['rss']:>8.1f}"
+        else:
+            out += f"{'':9}{half['rate']:>7.2f}{'':>7}{half['cpu']:>8.2f}{half['rss']:>8.2f}"
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
@@ -213,10 +248,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=100, help="MB per size and side")
     parser.add_argument("--max-count", type=int, default=5000)
     args = parser.parse_args()
-    head = (
-        f"{'broker':<7}{'payload':>9}{'n':>6}{'side':>9}{'publish/s':>11}{'MB/s':>7}"
-        f"{'RSS MB':>8}{'consume/s':>11}{'MB/s':>7}{'RSS MB':>8}"
-    )
+    half = f"{'/s':>7}{'MB/s':>7}{'/cpu s':>8}{'RSS MB':>8}"
+    head = f"{'broker':<7}{'payload':>10}{'n':>6}{'side':>9}  publish{half}  consume{half}"
     print(head, "-" * len(head), sep="\n", flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -238,21 +271,11 @@ def main() -> None:
                     fcon = run_child("floor_consume", broker, url, results, fq, length, n)
                 finally:
                     drop(broker, url, queue)
-                mb = length / 1e6
-                for side, (p, c) in (("soloist", (pub, exe)), ("floor", (fpub, fcon))):
-                    print(
-                        f"{broker:<7}{size:>9,}{n:>6}{side:>9}{p['rate']:>11.0f}"
-                        f"{p['rate'] * mb:>7.1f}{p['rss']:>8.1f}{c['rate']:>11.0f}"
-                        f"{c['rate'] * mb:>7.1f}{c['rss']:>8.1f}",
-                        flush=True,
-                    )
-                print(
-                    f"{'':<7}{'':>9}{'':>6}{'ratio':>9}{pub['rate'] / fpub['rate']:>11.2f}{'':>7}"
-                    f"{pub['rss'] / fpub['rss']:>8.2f}{exe['rate'] / fcon['rate']:>11.2f}{'':>7}"
-                    f"{exe['rss'] / fcon['rss']:>8.2f}",
-                    flush=True,
-                )
-    print(f"({time.monotonic() - started:.0f} s; ratio = soloist / floor)")
+                print(line(broker, size, n, "soloist", pub, exe, length), flush=True)
+                print(line(broker, size, n, "floor", fpub, fcon, length), flush=True)
+                ratios = [{k: a[k] / b[k] for k in a} for a, b in ((pub, fpub), (exe, fcon))]
+                print(line("", None, None, "ratio", *ratios, 0), flush=True)
+    print(f"({time.monotonic() - started:.0f} s; /cpu s: per second of the process's CPU time)")
 
 
 if __name__ == "__main__":
