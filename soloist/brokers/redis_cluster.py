@@ -121,7 +121,8 @@ class RedisClusterBroker(RedisBroker):
         return [replace(d, id=_public(queue, d.id)) for d in super().dead_letters(queue, limit)]
 
     def _settle_dead_letters(self, queue: str, requeue: bool, ids: Sequence[str] | None) -> int:
-        raw = None if ids is None else [i.rpartition(":")[2] for i in ids]
+        # Only this queue's: another queue's counter gives its messages the same numbers.
+        raw = None if ids is None else [n for q, _, n in map(_split, ids) if q == queue]
         return super()._settle_dead_letters(queue, requeue, raw)
 
 
@@ -133,6 +134,10 @@ class _ClusterAckPipe(RedisAckPipe):
 def _public(queue: str, raw: str) -> str:
     """A message's id outside the scripts: its queue's counter is the queue's own."""
     return f"{queue}:{raw}"
+
+
+def _split(public: str) -> tuple[str, str, str]:
+    return public.rpartition(":")
 
 
 def _raw(deliveries: Sequence[Delivery]) -> list[Delivery]:

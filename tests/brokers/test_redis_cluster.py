@@ -105,6 +105,21 @@ def test_ids_are_unique_across_queues_and_a_batch_spans_slots(broker: RedisClust
     assert broker.depth(a) == broker.depth(b) == 0
 
 
+def test_dead_letters_are_settled_by_id_on_their_own_queue(broker: RedisClusterBroker) -> None:
+    """Each queue counts its own ids: `<queue>:1` of one is not `<queue>:1` of another."""
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    for queue in (a, b):
+        broker.publish(queue, queue.encode())
+        (d,) = broker.fetch([queue], 1, 30, 1.0)
+        assert broker.dead_letter(d, "no")
+    (dead_a,), (dead_b,) = broker.dead_letters(a), broker.dead_letters(b)
+    assert dead_a.id.rpartition(":")[2] == dead_b.id.rpartition(":")[2]  # same number
+    assert broker.requeue_dead(a, [dead_b.id]) == 0
+    assert broker.requeue_dead(b, [dead_b.id]) == 1
+    assert [d.id for d in broker.dead_letters(a)] == [dead_a.id]
+    assert broker.drop_dead(a, [dead_a.id]) == 1 and broker.dead_letters(a) == []
+
+
 def test_a_lapsed_message_of_a_later_slot_does_not_join_a_batch(
     broker: RedisClusterBroker,
 ) -> None:
