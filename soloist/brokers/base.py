@@ -170,6 +170,9 @@ class Broker(abc.ABC):
 
     url: str = ""
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: Whether `interrupt` cuts a fetch's wait short: then an idle worker may fetch with a
+    #: long timeout (few calls to the broker) and still stop at once.
+    interruptible: bool = False
 
     @abc.abstractmethod
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
@@ -195,6 +198,10 @@ class Broker(abc.ABC):
         batch: only the message that was running when a worker died should collect
         deliveries towards `max_deliveries`, not those prefetched beside it.
         """
+
+    def interrupt(self) -> None:
+        """From another thread: make the fetch waiting now, or else the next one, return
+        soon (with what it has). Where `interruptible` is False, it does nothing."""
 
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> bool:

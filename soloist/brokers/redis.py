@@ -1,4 +1,5 @@
-"""The Redis broker: sorted sets moved between by Lua scripts, and BLPOP to sleep on.
+"""The Redis broker: sorted sets moved between by Lua scripts, and blocking list pops to
+sleep on.
 
 The scripts are the .lua files in brokers/redis/; prelude.lua opens with the key schema.
 
@@ -9,14 +10,17 @@ age order and timed visibility directly, and one script per operation keeps each
 atomic.
 
 An idle `fetch` does not poll. Publishing (and anything else that makes a message due)
-pushes a token on the queue's wake list when it is empty; idle fetchers block in BLPOP on
-the wake lists of their queues, and run the claim script only when a token came, when the
-first delayed message or lease of those queues falls due (the claim that found nothing
-says when), or every IDLE_RECHECK seconds in case a token was lost. A fetcher that claims
-messages and leaves more behind pushes the token on for the next idle worker. So an idle
-worker costs Redis one BLPOP per fetch (the worker's fetches last FETCH_WAIT) and a claim
-every few seconds: about 5% of the claim-per-fetch design (benchmarks/idle_bench.py); a
-wake-up costs two round trips (BLPOP, then the claim) instead of one.
+pushes a token on the queue's wake list when it is empty. An idle fetcher of one queue
+writes BLMOVE (the token to a list of its own) and the claim script in one write: Redis
+runs the claim the moment the token comes, so a wake-up costs one round trip, and the
+script returns at once if the wait timed out with no token (unless a delayed message or
+lease falls due then: the claim that found nothing said when). A fetcher of several
+queues (or on a Cluster) blocks in BLPOP on their wake lists, then claims: two round
+trips. Every IDLE_RECHECK seconds it claims anyway, in case a token was lost. A fetcher
+that claims messages and leaves more behind pushes the token on for the next idle worker.
+A worker's idle fetch blocks for seconds (its warm shutdown ends the wait with CLIENT
+UNBLOCK: brokers/redis_wait.py), so an idle worker costs Redis a few calls a second
+(benchmarks/idle_bench.py).
 
 Per message, a claim costs one HMGET and one HSET, and an ack one HMGET (the fencing
 check); the sorted-set and key updates of a batch are one variadic call each.
@@ -43,19 +47,23 @@ from .base import (
 from .cluster import WORKERS_TAG, queue_tag
 from .redis_connection import RedisConnection, _lua
 from .redis_pipe import RedisAckPipe
+from .redis_wait import Wait
 
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
 CHUNK = 1000
 #: An idle fetcher that has seen no wake-up token claims anyway this often: a token can be
-#: lost (a worker killed between its BLPOP and its claim), and no other event might come.
+#: lost (a fetcher of several queues killed between its BLPOP and its claim), and no other
+#: event might come.
 IDLE_RECHECK = 10.0
+#: The claim script's reply when it did not run: no token came and nothing fell due.
+_SKIPPED = -2
 #: The layout of the broker's keys (prelude.lua), stamped in `<prefix>schema`.
 SCHEMA_VERSION = 1
 
 
 def queue_key(redis: RedisConnection, queue: str, kind: str) -> str:
     """A queue's key of `kind` (ready, delayed, leased, dead, wake, lost): the name
-    prelude.lua's qkey() builds, for the commands sent without a script (BLPOP)."""
+    prelude.lua's qkey() builds, for the commands sent without a script (BLMOVE, BLPOP)."""
     return redis.key(queue_tag(queue), f"q:{queue}:{kind}")
 
 
@@ -118,6 +126,9 @@ class RedisBroker(Broker):
         #: Queues (as fetched together) -> monotonic time before which nothing of theirs
         #: is claimable unless a wake-up token comes (a fetch found nothing).
         self._quiet: dict[tuple[str, ...], float] = {}
+        self._wait = Wait(self.redis)
+        #: A Cluster's blocking calls go through redis-py's cluster client: not interrupted.
+        self.interruptible = not self.on_cluster
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         (mid,) = self._publish(queue, body, max(delay, 0), int(priority), tag=queue_tag(queue))
@@ -152,28 +163,47 @@ class RedisBroker(Broker):
             if reply is not None:
                 due_in = reply[0] / 1000 if reply[0] >= 0 else math.inf
                 quiet_until = now + min(due_in, IDLE_RECHECK)
-            if now >= deadline:
+            if now >= deadline or (reply is None and self._wait.interrupted()):
                 self._quiet[key] = quiet_until
                 return []
             wait = min(deadline - now, self.redis.max_block, quiet_until - now)
-            # Whole milliseconds, never 0: BLPOP reads a 0 timeout as "wait forever".
+            # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
             block = max(math.ceil(wait * 1000), 1) / 1000
-            token = self._sleep(queues, block)
-            claim = token is not None or time.monotonic() >= quiet_until
-            reply = self._claims(args) if claim else None
+            reply = self._wake_and_claim(queues, block, quiet_until, args)
         return [
             Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
             for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
         ]
 
+    def _wake_and_claim(
+        self, queues: Sequence[str], block: float, quiet_until: float, args: tuple[object, ...]
+    ) -> list[Any] | None:
+        """Block up to `block` seconds for a wake-up token, then claim if one came or the
+        quiet spell is over: the claim's reply, or None if it did not run. One queue on one
+        server: BLMOVE of the token to this process's list and the claim in one write, the
+        claim taking the token from there (one round trip)."""
+        if len(queues) == 1 and not self.on_cluster:
+            token = self._wait.token
+            due = int(quiet_until - time.monotonic() <= block)  # the wait ends when it is over
+            command = ("BLMOVE", queue_key(self.redis, queues[0], "wake"), token, "RIGHT", "RIGHT")
+            reply = self._wait.run((*command, block), self._claim, (token, due, *args))
+            return None if reply is None or reply[0] == _SKIPPED else list(reply)
+        woken = self._sleep(queues, block)
+        return self._claims(args) if woken or time.monotonic() >= quiet_until else None
+
     def _claims(self, args: tuple[object, ...]) -> list[Any]:
         """The claim script's reply for `fetch`'s arguments (the queues last)."""
-        return list(self._claim(*args, tag=queue_tag(str(args[5]))))
+        return list(self._claim("", 0, *args, tag=queue_tag(str(args[5]))))
 
     def _sleep(self, queues: Sequence[str], block: float) -> object:
         """Block up to `block` seconds for a wake-up token of `queues`; None if none came."""
-        wake = (queue_key(self.redis, q, "wake") for q in queues)
-        return self.redis.command("BLPOP", *wake, block)
+        wake = [queue_key(self.redis, q, "wake") for q in queues]
+        if self.on_cluster:
+            return self.redis.command("BLPOP", *wake, block)
+        return self._wait.run(("BLPOP", *wake, block), None, ())
+
+    def interrupt(self) -> None:
+        self._wait.interrupt()
 
     def ack(self, delivery: Delivery) -> bool:
         return self.ack_many([delivery])[0]
@@ -281,6 +311,7 @@ class RedisBroker(Broker):
         self._forget_worker(worker_id, tag=WORKERS_TAG)
 
     def close(self) -> None:
+        self._wait.close()
         self.redis.close()
 
 

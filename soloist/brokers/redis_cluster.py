@@ -62,7 +62,7 @@ class RedisClusterBroker(RedisBroker):
         due: list[int] = []
         for queues in _runs([str(q) for q in args[5:]]):
             tag = queue_tag(queues[0])
-            reply = self._claim(want - len(out) // 5, *args[1:5], *queues, tag=tag)
+            reply = self._claim("", 0, want - len(out) // 5, *args[1:5], *queues, tag=tag)
             if len(reply) == 1:
                 if reply[0] >= 0:
                     due.append(reply[0])

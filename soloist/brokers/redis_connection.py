@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -25,6 +25,7 @@ from .base import (
 )
 
 try:
+    import hiredis
     import redis
     from redis.backoff import NoBackoff
     from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
@@ -86,6 +87,16 @@ def _lua(name: str) -> str:
 
 
 _PRELUDE = _lua("prelude")
+
+
+def pack(commands: Sequence[tuple[object, ...]]) -> list[bytes]:
+    """`commands` as a Connection's `send_packed_command` takes them: hiredis's packer
+    straight, at a quarter of the cost of the Connection's own `pack_commands` (which
+    checks and converts each argument in Python first). Every call to Redis pays it. One
+    piece: one write (a piece is one sendall)."""
+    if len(commands) == 1:
+        return [cast(bytes, hiredis.pack_command(cast(Any, commands[0])))]
+    return [b"".join([hiredis.pack_command(cast(Any, c)) for c in commands])]
 
 
 class RedisConnection:
@@ -344,7 +355,7 @@ class RedisConnection:
         except IndexError:
             conn = self.client.connection_pool.get_connection()
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(pack(commands))
             replies = []
             for _ in commands:
                 try:
@@ -361,6 +372,13 @@ class RedisConnection:
         else:
             self._idle.append(conn)
         return replies
+
+    def drop_idle(self) -> None:
+        """Close the connections kept for `execute` (another link to the server broke:
+        they may be stale); each connects again when next used."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._drop(conn)
 
     def _drop(self, conn: Any) -> None:
         """Close `conn` and give it back to the pool, which connects it again before its

@@ -27,6 +27,7 @@ import redis
 
 from .base import AckPipe, Delivery
 from .cluster import queue_tag
+from .redis_connection import pack
 
 if TYPE_CHECKING:
     from .redis_connection import RedisConnection, Script
@@ -85,7 +86,7 @@ class RedisAckPipe(AckPipe):
             return
         try:
             sent.link = link = self._open(sent.tag)
-            link.send_packed_command(link.pack_commands(_wire(calls, sent.tag)))
+            link.send_packed_command(pack(_wire(calls, sent.tag)))
         except _TRANSIENT:
             self._drop()
 

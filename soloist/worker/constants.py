@@ -28,6 +28,9 @@ AUTO_PREFETCH = 100
 PIPE_DEPTH = 1000
 #: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
 FETCH_WAIT = 0.5
+#: How long it blocks on a broker whose wait a warm shutdown cuts short
+#: (`Broker.interruptible`): fewer calls while idle. On Redis, capped by the socket timeout.
+IDLE_FETCH_WAIT = 4.0
 #: How long a fetch blocks while tasks run in a pool with free slots: the main thread
 #: settles their outcomes between fetches, so this bounds how late a result is stored.
 BUSY_FETCH_WAIT = 0.05

@@ -36,6 +36,7 @@ from .constants import (
     EXIT_RECYCLE,
     EXIT_UNAVAILABLE,
     FETCH_WAIT,
+    IDLE_FETCH_WAIT,
 )
 from .cpus import CpuBudget
 from .keeper import Keeper
@@ -111,7 +112,7 @@ class Worker:
         self.soft_time_limit = soft_time_limit
         self.id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.stats = Stats()
-        self.shutdown = Shutdown()
+        self.shutdown = Shutdown(self.broker.interrupt)
         self.prefetched: collections.deque[Delivery] = collections.deque()
         self.running: dict[str, Running] = {}
         #: The worker's process runs tasks and nothing else, so its children are theirs and
@@ -266,7 +267,8 @@ class Worker:
         if not self.pool.free():
             return True
         # Outcomes are settled between fetches: keep those short while tasks run.
-        delivery = self._next(BUSY_FETCH_WAIT if self.pool.busy() else FETCH_WAIT)
+        idle = IDLE_FETCH_WAIT if self.broker.interruptible else FETCH_WAIT
+        delivery = self._next(BUSY_FETCH_WAIT if self.pool.busy() else idle)
         if delivery is not None:
             self.submitted[delivery.id] = delivery
             self.pool.submit(delivery)

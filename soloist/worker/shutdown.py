@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -44,15 +45,20 @@ class ColdShutdown(WorkerInterrupt):
 
 
 class Shutdown:
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[], None] | None = None) -> None:
         self.requested = False
         self.cold = False
+        #: Called, in a thread of its own, when a warm shutdown is asked for: it cuts short
+        #: the wait of an idle fetch (`Broker.interrupt`).
+        self.wake = wake
         self._previous: dict[int, Any] = {}
         self._pid = os.getpid()
 
     def request(self) -> None:
         """Ask for a warm shutdown (also what the first signal does)."""
         self.requested = True
+        if self.wake is not None:
+            threading.Thread(target=self.wake, name="soloist-wake", daemon=True).start()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self._pid:
@@ -63,7 +69,7 @@ class Shutdown:
             return
         name = signal.Signals(signum).name
         if not self.requested:
-            self.requested = True
+            self.request()
             log.warning("%s: warm shutdown, finishing the running task (again to stop now)", name)
             return
         self.cold = True

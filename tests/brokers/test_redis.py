@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from soloist.brokers import redis as redis_broker
+from soloist.brokers import redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
+from soloist.brokers.redis_connection import pack
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
@@ -29,6 +31,7 @@ from tests.support.redis_support import (
     free_port,
     prefixed_url,
 )
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +87,7 @@ def test_an_idle_fetch_blocks_instead_of_polling(broker: RedisBroker, queue: str
     before = calls(broker)
     assert broker.fetch([queue], 10, 30, timeout=1.0) == []
     after = calls(broker)
-    assert spent(before, after, "evalsha") <= 2 and spent(before, after, "blpop") <= 2
+    assert spent(before, after, "evalsha") <= 3 and spent(before, after, "blmove") <= 2
 
 
 def test_a_delayed_message_falls_due_on_time_without_polling(
@@ -99,48 +102,52 @@ def test_a_delayed_message_falls_due_on_time_without_polling(
     after = calls(broker)
     assert got.body == b"later" and waited >= 0.4
     # The fetch slept until the message was due: a claim, a wait, a claim (give or take one).
-    assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blpop") <= 3
+    assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blmove") <= 3
 
 
-def test_a_woken_fetch_claims_once(
+def test_a_wake_up_is_one_round_trip(
     broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a claim that found nothing, an idle fetch blocks in BLPOP and claims only when
-    the wake token arrives: no claim rides behind a BLPOP that may time out."""
+    """After a claim that found nothing, an idle fetch writes BLMOVE and the claim together:
+    Redis runs the claim the moment the token comes, and only then (it claims once)."""
     consumer = RedisBroker(broker.url)
     consumer.fetch([queue], 1, 30, timeout=0)  # loads the claim script, finds nothing
-    trips: list[list[object]] = []
-    execute = consumer.redis.execute
+    writes: list[list[object]] = []
 
-    def counted(*commands: tuple[object, ...]) -> list[object]:
-        trips.append([c[0] for c in commands])
-        return execute(*commands)
+    def packed(commands: list[tuple[object, ...]]) -> list[bytes]:
+        writes.append([c[0] for c in commands])  # each pack is one write
+        return pack(commands)
 
-    monkeypatch.setattr(consumer.redis, "execute", counted)
+    monkeypatch.setattr(redis_wait, "pack", packed)
+    monkeypatch.setattr(consumer.redis, "execute", None)  # nothing else is sent
     got: list[bytes] = []
     fetcher = threading.Thread(
         target=lambda: got.extend(d.body for d in consumer.fetch([queue], 10, 30, timeout=5.0))
     )
     fetcher.start()
     deadline = time.monotonic() + 5
-    while not trips and time.monotonic() < deadline:  # blocked in BLPOP
+    while not writes and time.monotonic() < deadline:  # blocked in BLMOVE
         time.sleep(0.01)
+    before = calls(broker)
     broker.publish(queue, b"wake")
     fetcher.join()
+    after = calls(broker)
     consumer.close()
     assert got == [b"wake"]
-    assert trips == [["BLPOP"], ["EVALSHA"]]
+    assert writes == [["BLMOVE", "EVALSHA"]]
+    assert spent(before, after, "zpopmin") == 1  # one claim ran, the woken one
 
 
 def test_a_quiet_fetcher_claims_only_after_a_token(broker: RedisBroker, queue: str) -> None:
-    """Once a claim found nothing, later waiting fetches send no claim until a token
-    comes (or something falls due): an idle worker costs Redis a BLPOP per fetch."""
+    """Once a claim found nothing, later waiting fetches run no claim until a token comes
+    (or something falls due): the script behind each BLMOVE that timed out returns at once."""
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
     before = calls(broker)
     for _ in range(3):
         assert broker.fetch([queue], 10, 30, timeout=0.2) == []
     after = calls(broker)
-    assert spent(before, after, "evalsha") == 0 and spent(before, after, "blpop") >= 3
+    assert spent(before, after, "blmove") >= 3
+    assert spent(before, after, "zpopmin") == 0 and spent(before, after, "zrangebyscore") == 0
     assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
     assert broker.redis.client.keys(f"{broker.prefix}*") == [f"{broker.prefix}schema".encode()]
     publisher = RedisBroker(broker.url)
@@ -149,8 +156,83 @@ def test_a_quiet_fetcher_claims_only_after_a_token(broker: RedisBroker, queue: s
     (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
     assert got.body == b"now"
     broker.publish(queue, b"later", delay=0.3)
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLPOP times out when it is due
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLMOVE times out when it is due
     assert got.body == b"later" and got.delivery_count == 1
+
+
+def test_several_queues_wake_on_a_token_of_either(broker: RedisBroker, queue: str) -> None:
+    """A fetch of several queues blocks in BLPOP on all their wake lists, then claims."""
+    other = queue + "-b"
+    assert broker.fetch([queue, other], 10, 30, timeout=0.2) == []
+    got: list[bytes] = []
+    fetcher = threading.Thread(
+        target=lambda: got.extend(d.body for d in broker.fetch([queue, other], 10, 30, 5.0))
+    )
+    fetcher.start()
+    time.sleep(0.2)
+    publisher = RedisBroker(broker.url)
+    publisher.publish(other, b"b")
+    publisher.close()
+    fetcher.join()
+    assert got == [b"b"]
+
+
+def test_interrupt_ends_a_wait_at_once(broker: RedisBroker, queue: str) -> None:
+    """A warm shutdown's `interrupt` cuts short the wait under way (CLIENT UNBLOCK), or the
+    next one if none is: an idle fetch may block for seconds and still stop at once."""
+    assert broker.interruptible
+    assert broker.fetch([queue], 10, 30, timeout=0.2) == []
+    ended: list[tuple[list[Delivery], float]] = []
+
+    def wait() -> None:
+        got = broker.fetch([queue], 10, 30, 30.0)
+        ended.append((got, time.monotonic()))
+
+    fetcher = threading.Thread(target=wait)
+    fetcher.start()
+    time.sleep(0.3)  # blocked by now, or about to be: interrupt keeps trying until it is
+    t0 = time.monotonic()
+    broker.interrupt()
+    fetcher.join(10)
+    assert ended and ended[0][0] == [] and ended[0][1] - t0 < 1.0
+    broker.interrupt()  # no wait under way: the next one returns at once, and only it
+    t0 = time.monotonic()
+    assert broker.fetch([queue], 10, 30, timeout=5.0) == []
+    assert time.monotonic() - t0 < 1.0
+    t0 = time.monotonic()
+    assert broker.fetch([queue], 10, 30, timeout=0.5) == []
+    assert time.monotonic() - t0 >= 0.4
+    broker.publish(queue, b"after")  # and the broker fetches as before
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert got.body == b"after"
+
+
+def test_a_warm_shutdown_ends_an_idle_workers_wait(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """An idle worker blocks for seconds at a time (few calls to Redis); SIGTERM ends the
+    wait under way at once (CLIENT UNBLOCK) instead of at its end."""
+    url = prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", redis_server.url)
+    env = {**os.environ, "SOLOIST_BROKER_URL": url, "SOLOIST_RESULT_URL": url}
+    env["SOLOIST_TEST_LEDGER"] = str(tmp_path / "ledger.txt")
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "tests.support.sample_app:app"]
+    admin = redis.Redis.from_url(redis_server.url)
+
+    def blocked() -> list[dict[str, object]]:
+        return [c for c in admin.client_list() if c.get("cmd") == "blmove"]
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: blocked(), 20, "the worker blocked in BLMOVE")
+        proc.send_signal(signal.SIGTERM)
+        # Without the interrupt, the BLMOVE would run to its end, seconds later.
+        wait_until(lambda: not blocked(), 1.5, "the wait ended")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        admin.close()
 
 
 def test_a_lost_token_delays_a_quiet_fetcher_at_most_idle_recheck(
@@ -169,7 +251,7 @@ def test_a_lost_token_delays_a_quiet_fetcher_at_most_idle_recheck(
 def test_a_wait_longer_than_the_socket_timeout_is_cut_into_blocks(
     broker: RedisBroker, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each BLPOP (and the claim behind it) returns before the socket timeout would call
+    """Each BLMOVE (and the claim behind it) returns before the socket timeout would call
     the link dead, however long the fetch waits."""
     short = RedisBroker(broker.url + "&socket_timeout=0.3")
     caplog.set_level(logging.WARNING, logger="soloist.redis")
@@ -179,7 +261,7 @@ def test_a_wait_longer_than_the_socket_timeout_is_cut_into_blocks(
 
 
 def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, queue: str) -> None:
-    """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLPOP
+    """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLMOVE
     gets NOSCRIPT, and the fetch loads the script and claims."""
     got: list[bytes] = []
     fetcher = threading.Thread(
@@ -323,6 +405,7 @@ def test_the_keeper_thread_is_not_held_up_by_a_blocked_fetch(
 _CONSUME_AND_HANG = """
 import sys, time
 from soloist.brokers.redis import RedisBroker
+from soloist.brokers.redis_connection import pack
 (d,) = RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 5.0)
 print(d.id, flush=True)
 time.sleep(60)

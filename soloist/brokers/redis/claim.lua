@@ -1,10 +1,18 @@
 -- Keys: the schema opens prelude.lua, which runs before this script.
--- ARGV: prefix, max_count, lease, receipt, max_deliveries, poison reason format, queues...
--- Returns {wait_ms, id, queue, body, delivery_count, retries, id, ...}; wait_ms, when
--- nothing was claimed, is how long until a delayed message or lease of these queues falls
--- due (-1: none).
-local want, lease, receipt = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local max_deliveries, poison = tonumber(ARGV[5]), ARGV[6]
+-- ARGV: prefix, token, force, max_count, lease, receipt, max_deliveries, poison reason
+-- format, queues... Returns {wait_ms, id, queue, body, delivery_count, retries, id, ...};
+-- wait_ms, when nothing was claimed, is how long until a delayed message or lease of these
+-- queues falls due (-1: none).
+--
+-- token, when not "", is the list a BLMOVE sent just before in the same write moved a
+-- wake-up token to: the claim runs only if the token came or force is "1" (something falls
+-- due now), else it returns {-2} at once. So a wake-up is one round trip, and a wait that
+-- timed out costs next to nothing.
+local token = ARGV[2]
+if token ~= '' and redis.call('DEL', token) == 0 and ARGV[3] ~= '1' then return {-2} end
+local want, lease, receipt = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local max_deliveries, poison = tonumber(ARGV[7]), ARGV[8]
+local FIRST_QUEUE = 9
 local out, got = {0}, 0
 -- Queues whose ready set this claim emptied: no ZCARD needed to know they need no wake.
 local emptied = {}
@@ -16,7 +24,7 @@ local function promote(queue, kind)
     make_ready(queue, id)
   end
 end
-for i = 7, #ARGV do
+for i = FIRST_QUEUE, #ARGV do
   if got >= want then break end
   local queue = ARGV[i]
   local ready = qkey(queue, 'ready')
@@ -79,7 +87,7 @@ for i = 7, #ARGV do
   variadic('ZADD', qkey(queue, 'leased'), leases)
 end
 local next_due = nil
-for i = 7, #ARGV do
+for i = FIRST_QUEUE, #ARGV do
   local queue = ARGV[i]
   if not emptied[queue] and redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
   if got == 0 then

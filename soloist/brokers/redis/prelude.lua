@@ -11,7 +11,9 @@
 --   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
 --   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
 --   q:<queue>:dead       ZSET    dead letters: score = unix time they died
---   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it (BLPOP)
+--   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it
+--   t:<random>           LIST    a fetching process's token, moved there by its BLMOVE and
+--                                deleted by the claim script in the same write
 --   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
 --                                only an evicting maxmemory-policy does (workers refuse one)
 --   workers              ZSET    worker id -> unix time its heartbeat expires
