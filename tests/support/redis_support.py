@@ -48,10 +48,18 @@ class FlushingRedisResultStore(RedisResultStore):
         super().close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: A cluster node also listens on its port + 10000, so its port must be below this.
+CLUSTER_PORTS = 55536
+
+
+def free_port(below: int = 65536) -> int:
+    """A port nothing listens on now, below `below`."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < below:
+            return port
 
 
 class RedisServer:
@@ -64,7 +72,7 @@ class RedisServer:
                 pytest.fail(message + " (CI must run every broker's tests)")
             pytest.skip(message)
         self.dir = data_dir
-        self.port = free_port()
+        self.port = free_port(CLUSTER_PORTS if "--cluster-enabled" in options else 65536)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.options = options  # more redis-server arguments, e.g. "--maxmemory", "2mb"
         self.proc: subprocess.Popen[bytes] | None = None
