@@ -104,6 +104,17 @@ class Net:
     def heal(self, host: str) -> None:
         self._in("switch", "ip", "link", "set", self._port(host), "master", "br0")
 
+    def lose(self, host: str, percent: float) -> None:
+        """Drop `percent` % of the packets the host sends and as many of those it receives,
+        at random (netfilter's `statistic` match, through iptables; 0 removes the rule).
+        TCP sees real loss: retransmissions after its timeout (200 ms at the least)."""
+        self._in(host, "iptables", "-F")
+        if percent:
+            for chain, way in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                self._in(host, "iptables", "-A", chain, way, "eth0", "-m", "statistic",
+                         "--mode", "random", "--probability", f"{percent / 100:.4f}",
+                         "-j", "DROP")  # fmt: skip
+
     def _port(self, host: str) -> str:
         return f"h{list(self.hosts).index(host) + 1}"
 
