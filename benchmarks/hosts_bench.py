@@ -29,12 +29,15 @@ benchmarks/chaos.py does: nothing lost, and no task run twice (nothing is killed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,9 +166,14 @@ class Fleet:
             f" p99 {p99 * 1000:6.1f} ms"
         )
 
-    def judge(self) -> str:
+    def report(self) -> Report:
+        """The ledger judged as benchmarks/chaos.py does, with no kill and no outage."""
         report = Report("hosts", len(self.published))
         _judge(report, self.published, self.ledger, set(), (0.0, 0.0))
+        return report
+
+    def judge(self) -> str:
+        report = self.report()
         verdict = "ok" if report.ok() and not report.run_twice else "FAILED"
         return (
             f"ledger {verdict}: {len(self.published)} published, lost {report.lost},"
@@ -196,13 +204,30 @@ def _start(net: Net, hosts: dict[str, int], fleet: Fleet) -> None:
     fleet.worker_pids = set().union(*(net.pids(h) for h in hosts))
 
 
-def run_path(args: argparse.Namespace, tmp: Path) -> None:
+@dataclass
+class Link:
+    """The path from every host to the broker: delay_proxy.py's round trip, and loss."""
+
+    net: Net
+    rtt_file: Path
+    proxy: int  # its pid
+
+    def set(self, rtt: float, loss: float) -> None:
+        self.net.lose("broker", loss)
+        self.rtt_file.write_text(str(rtt))
+        os.kill(self.proxy, signal.SIGHUP)  # read the round trip again
+
+
+@contextlib.contextmanager
+def path_fleet(tmp: Path, hosts: int, replicas: int) -> Iterator[tuple[Fleet, Link]]:
+    """A private Redis on host `broker`, reached only through delay_proxy.py on that
+    host; `replicas` workers on each of `hosts` hosts; the producer on host `prod`.
+    Everything is removed on the way out."""
     net = Net()
-    ledger = tmp / "ledger.txt"
     try:
         net.start(tmp / "hosts.log")
         net.add("broker")
-        workers = [f"w{i + 1}" for i in range(args.hosts)]
+        workers = [f"w{i + 1}" for i in range(hosts)]
         for host in [*workers, "prod"]:
             net.add(host)
         address, broker_pids = _redis(net, tmp)
@@ -211,31 +236,31 @@ def run_path(args: argparse.Namespace, tmp: Path) -> None:
         proxy = net.run("broker", [sys.executable, str(HERE / "delay_proxy.py"), f"{address}:6380",
                                    "127.0.0.1:6379", "--rtt-file", str(rtt_file)],
                         dict(os.environ))  # fmt: skip
-        url = f"redis://{address}:6380/0"
-        env = chaos_env(url, ledger)
-        n = args.hosts * args.replicas
-        fleet = Fleet(net, env, ledger, tmp, "prod", n, broker_pids, set(), True, [])
+        env = chaos_env(f"redis://{address}:6380/0", tmp / "ledger.txt")
+        fleet = Fleet(net, env, tmp / "ledger.txt", tmp, "prod", hosts * replicas, broker_pids,
+                      set(), True, [])  # fmt: skip
         wait_for(fleet.reachable, 30, "the broker through the proxy")
-        _start(net, dict.fromkeys(workers, args.replicas), fleet)
-        print(f"{n} workers on {args.hosts} hosts, Redis through delay_proxy.py;"
-              f" {args.tasks} tasks a batch, paced for {args.seconds:g} s", flush=True)  # fmt: skip
-        proxy_pids = {proxy.pid}
-        for loss in (float(x) for x in args.losses.split(",")):
-            net.lose("broker", loss)
-            for rtt in (float(x) for x in args.rtts.split(",")):
-                rtt_file.write_text(str(rtt))
-                os.kill(proxy.pid, 1)  # SIGHUP: read the round trip again
-                ping = fleet.drive("rtt")["ms"]
-                p0 = cpu_seconds(proxy_pids)
-                figures = fleet.point(args.tasks, args.seconds, max_rate=200)
-                proxy_cpu = cpu_seconds(proxy_pids) - p0
-                print(f"  +{rtt:4g} ms RTT, {loss:g}% loss: {figures} (PING {ping:.1f} ms;"
-                      f" proxy CPU {proxy_cpu:.1f} s)",
-                      flush=True)  # fmt: skip
-        net.lose("broker", 0)
-        print("  " + fleet.judge())
+        _start(net, dict.fromkeys(workers, replicas), fleet)
+        yield fleet, Link(net, rtt_file, proxy.pid)
     finally:
         net.close()
+
+
+def run_path(args: argparse.Namespace, tmp: Path) -> None:
+    with path_fleet(tmp, args.hosts, args.replicas) as (fleet, link):
+        print(f"{fleet.workers} workers on {args.hosts} hosts, Redis through delay_proxy.py;"
+              f" {args.tasks} tasks a batch, paced for {args.seconds:g} s", flush=True)  # fmt: skip
+        for loss in (float(x) for x in args.losses.split(",")):
+            for rtt in (float(x) for x in args.rtts.split(",")):
+                link.set(rtt, loss)
+                ping = fleet.drive("rtt")["ms"]
+                p0 = cpu_seconds({link.proxy})
+                figures = fleet.point(args.tasks, args.seconds, max_rate=200)
+                proxy_cpu = cpu_seconds({link.proxy}) - p0
+                print(f"  +{rtt:4g} ms RTT, {loss:g}% loss: {figures} (PING {ping:.1f} ms;"
+                      f" proxy CPU {proxy_cpu:.1f} s)", flush=True)  # fmt: skip
+        link.set(0, 0)
+        print("  " + fleet.judge())
 
 
 def run_fleet(args: argparse.Namespace, kind: str, n: int, tmp: Path) -> None:

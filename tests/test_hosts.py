@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,5 +52,42 @@ def test_a_partitioned_host_loses_nothing_and_overwrites_nothing(tmp_path: Path)
     report = hosts.run("partition", tasks=6, outage=6.0, lease=1.5, tmp=tmp_path)
     assert report.lost == 0 and report.unexplained == 0, report
     assert report.wrong_results == 0, report.notes
+    leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"soloist-{os.getpid()}-" not in leftover
+
+
+def load_bench() -> ModuleType:
+    load_hosts()
+    spec = importlib.util.spec_from_file_location(
+        "hosts_bench", ROOT / "benchmarks" / "hosts_bench.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hosts_bench"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_a_slow_lossy_link_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers two hosts away from Redis over a link with 20 ms added round trip and 5 %
+    packet loss each way: TCP retransmits (200 ms and more), replies come late, and still
+    every task runs once."""
+    reason = namespaces_work() or (None if shutil.which("iptables") else "no iptables")
+    if reason is not None:
+        pytest.skip(reason)
+    for name in ("CHAOS_LEDGER", "CHAOS_QUEUE"):  # the bench sets them; restored after
+        monkeypatch.setenv(name, "")
+    bench = load_bench()
+    with bench.path_fleet(tmp_path, hosts=2, replicas=2) as (fleet, link):
+        link.set(rtt=20, loss=5)
+        assert fleet.drive("rtt")["ms"] >= 20  # the path is as slow as it is meant to be
+        ids = fleet.drive("batch", "60")["ids"]
+        fleet.published += ids
+        wait_until(lambda: fleet.ended() >= set(ids), 60, "every task to end")
+        report = fleet.report()
+    assert report.lost == 0 and report.run_twice == 0, report
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"soloist-{os.getpid()}-" not in leftover
