@@ -17,12 +17,13 @@ bytes back instead.
   proxy), and N workers on one host against one SQLite file (SQLite is local by design:
   its producer is on that host too).
 
-Each point: idle cost (`fleet` only: broker CPU per idle worker per second, from the
-process's /proc stat, and for Redis the command time in INFO commandstats), then a batch
-of `--tasks` no-op tasks published at once (tasks/s from the publish to the last end;
-broker CPU and worker CPU per task), then tasks published one at a time for `--seconds`
-at most at half that rate (enqueue-to-start p50 and p99, from chaos_app's ledger). SQLite
-has no server: its "broker CPU" is the workers' own. At the end the ledger is judged as
+Each point: idle cost (`fleet` only: CPU per idle worker per second of the workers and
+of the Redis process, from /proc, and Redis's command time in INFO commandstats), then a
+batch of `--tasks` tasks (no-op, or sleeping `--task-ms`) published at once (tasks/s from
+the publish to the last end; Redis and worker CPU per task), then tasks published one at
+a time for `--seconds` at most at half that rate (one producer thread: over a slow path it
+reaches less) for the enqueue-to-start p50 and p99, from chaos_app's ledger. SQLite has
+no server: its whole cost is in the workers. At the end the ledger is judged as
 benchmarks/chaos.py does: nothing lost, and no task run twice (nothing is killed here).
 """
 
@@ -133,12 +134,12 @@ class Fleet:
                      f" {usec * between / 1e6:.0f} us/worker/s (commandstats)")  # fmt: skip
         return text
 
-    def point(self, tasks: int, seconds: float, max_rate: float = 1e9) -> str:
+    def point(self, tasks: int, seconds: float, max_rate: float = 1e9, ms: int = 0) -> str:
         """A batch (tasks/s, CPU per task, Redis commands per task) then paced tasks
         (enqueue-to-start p50/p99)."""
         before = self.drive("stats") if self.redis else {}
         cpu0, w0 = cpu_seconds(self.broker_pids), cpu_seconds(self.worker_pids)
-        batch = self.drive("batch", str(tasks))
+        batch = self.drive("batch", str(tasks), str(ms))
         ids: list[str] = batch["ids"]
         self.published += ids
         wait_for(lambda: self.ended() >= set(ids), 120 + tasks / 10, "the batch to end")
@@ -153,7 +154,7 @@ class Fleet:
             redis = (f"Redis CPU {(cpu1 - cpu0) / tasks * 1e6:4.0f} us/task"
                      f" ({calls['evalsha'] / tasks:.1f} EVALSHA, {calls['blpop'] / tasks:.1f}"
                      " BLPOP a task), ")  # fmt: skip
-        paced = self.drive("paced", str(seconds), str(min(rate / 2, max_rate)))
+        paced = self.drive("paced", str(seconds), str(min(rate / 2, max_rate)), str(ms))
         sent: dict[str, float] = paced["sent"]
         self.published += list(sent)
         wait_for(lambda: self.ended() >= set(sent), 120, "the paced tasks to end")
@@ -249,13 +250,14 @@ def path_fleet(tmp: Path, hosts: int, replicas: int) -> Iterator[tuple[Fleet, Li
 def run_path(args: argparse.Namespace, tmp: Path) -> None:
     with path_fleet(tmp, args.hosts, args.replicas) as (fleet, link):
         print(f"{fleet.workers} workers on {args.hosts} hosts, Redis through delay_proxy.py;"
-              f" {args.tasks} tasks a batch, paced for {args.seconds:g} s", flush=True)  # fmt: skip
+              f" {args.tasks} tasks of {args.task_ms} ms a batch, paced for {args.seconds:g} s",
+              flush=True)  # fmt: skip
         for loss in (float(x) for x in args.losses.split(",")):
             for rtt in (float(x) for x in args.rtts.split(",")):
                 link.set(rtt, loss)
                 ping = fleet.drive("rtt")["ms"]
                 p0 = cpu_seconds({link.proxy})
-                figures = fleet.point(args.tasks, args.seconds, max_rate=200)
+                figures = fleet.point(args.tasks, args.seconds, 200, args.task_ms)
                 proxy_cpu = cpu_seconds({link.proxy}) - p0
                 print(f"  +{rtt:4g} ms RTT, {loss:g}% loss: {figures} (PING {ping:.1f} ms;"
                       f" proxy CPU {proxy_cpu:.1f} s)", flush=True)  # fmt: skip
@@ -294,7 +296,7 @@ def run_fleet(args: argparse.Namespace, kind: str, n: int, tmp: Path) -> None:
               f" {rss_mb(fleet.worker_pids) / n:.0f} MB RSS each)", flush=True)  # fmt: skip
         time.sleep(2)
         print("  " + fleet.idle(args.idle, floor), flush=True)
-        print("  " + fleet.point(args.tasks, args.seconds), flush=True)
+        print("  " + fleet.point(args.tasks, args.seconds, ms=args.task_ms), flush=True)
         print("  " + fleet.judge(), flush=True)
     finally:
         net.close()
@@ -329,16 +331,18 @@ def _drive(args: list[str], out: Path) -> int:
         answer["usec"], answer["calls"], answer["t"] = usec, calls, time.time()
     elif args[0] == "batch":
         answer["t0"] = time.time()
-        answer["ids"] = [r.id for r in work.map([0] * int(args[1]))]
+        ms = int(args[2]) if len(args) > 2 else 0
+        answer["ids"] = [r.id for r in work.map([ms] * int(args[1]))]
     elif args[0] == "paced":
         seconds, rate = float(args[1]), float(args[2])
+        ms = int(args[3]) if len(args) > 3 else 0
         sent: dict[str, float] = {}
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             due = start + len(sent) / rate
             time.sleep(max(0.0, due - time.monotonic()))
             at = time.time()
-            sent[work.delay(0).id] = at
+            sent[work.delay(ms).id] = at
         answer["sent"] = sent
     out.write_text(json.dumps(answer))
     app.close()
@@ -356,6 +360,7 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4, help="worker hosts")
     parser.add_argument("--tasks", type=int, default=2000, help="a batch")
     parser.add_argument("--seconds", type=float, default=5.0, help="paced publishing")
+    parser.add_argument("--task-ms", type=int, default=0, help="each task sleeps this long")
     parser.add_argument("--idle", type=float, default=10.0, help="idle measurement (fleet)")
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
