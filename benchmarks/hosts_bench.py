@@ -151,9 +151,10 @@ class Fleet:
         if self.redis:
             after = self.drive("stats")
             calls = {k: after["calls"].get(k, 0) - before["calls"].get(k, 0) for k in TOP_LEVEL}
+            waits = (calls["blpop"] + calls["blmove"]) / tasks
             redis = (f"Redis CPU {(cpu1 - cpu0) / tasks * 1e6:4.0f} us/task"
-                     f" ({calls['evalsha'] / tasks:.1f} EVALSHA, {calls['blpop'] / tasks:.1f}"
-                     " BLPOP a task), ")  # fmt: skip
+                     f" ({calls['evalsha'] / tasks:.1f} EVALSHA, {waits:.1f} BLPOP/BLMOVE"
+                     " a task), ")  # fmt: skip
         paced = self.drive("paced", str(seconds), str(min(rate / 2, max_rate)), str(ms))
         sent: dict[str, float] = paced["sent"]
         self.published += list(sent)
