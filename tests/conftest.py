@@ -15,6 +15,7 @@ from soloist import App
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
+    from benchmarks.rabbit_node import Node
     from tests.support.redis_cluster_support import RedisCluster
     from tests.support.redis_support import RedisServer
 
@@ -134,3 +135,14 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield running_cluster()
     finally:
         stop_session_cluster()
+
+
+@pytest.fixture(scope="session")
+def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A private RabbitMQ node (tests/support/rabbit_node_support.py) for the tests that
+    restart or retune the server. Under pytest-xdist each worker process that asks boots its
+    own, so the tests that use it share the `xdist_group` "rabbit_node"."""
+    from tests.support.rabbit_node_support import running_node
+
+    with running_node(tmp_path_factory.mktemp("rabbit")) as node:
+        yield node

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import mend_rabbitmq, require
+from tests.support.rabbit_node_support import require_rabbitmq_server
+from tests.support.servers import require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +28,9 @@ def test_chaos_loses_nothing(kind: str) -> None:
     if kind == "redis":
         require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
     if kind == "amqp":
-        require("RabbitMQ", "127.0.0.1", 5672)
+        require_rabbitmq_server()  # the run restarts a node of its own
     chaos = load_chaos()
-    try:
-        report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
-    finally:
-        if kind == "amqp":
-            mend_rabbitmq()
+    report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
     assert report.restarts == 1 and report.kills >= 2, report
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes

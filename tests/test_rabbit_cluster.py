@@ -5,11 +5,12 @@ other nodes go on. Three nodes of its own; the shared RabbitMQ is not touched.""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.rabbit_node_support import require_rabbitmq_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,8 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # three Erlang VMs boot and cluster first: minutes on a loaded machine
 def test_a_stopped_node_loses_nothing() -> None:
-    if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
-        pytest.skip("rabbitmq-server is not installed")
+    require_rabbitmq_server()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "rabbit_cluster", ROOT / "benchmarks" / "rabbit_cluster.py"

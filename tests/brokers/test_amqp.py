@@ -1,8 +1,8 @@
 """RabbitMQ-specific behaviour beyond the contract suite: heartbeats during long inline tasks,
 consumer_timeout, a server restart mid-run, URLs and errors.
 
-Tests that change the server (restart it, tune its consumer timeout) need `rabbitmqctl`
-and always put the server back in a `finally`.
+Tests that change the server (restart it, tune its consumer timeout) do it to a private
+node (the `rabbit_node` fixture), never to the shared RabbitMQ.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pika
 import pika.exceptions as pe
@@ -28,7 +29,11 @@ from soloist.brokers.base import Delivery
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.worker.loop import Worker
 from tests.support.amqp_support import DeletingAMQPBroker, amqp_url
-from tests.support.servers import AMQP_URL, mend_rabbitmq, require
+from tests.support.servers import AMQP_URL, require
+from tests.support.waiting import wait_until
+
+if TYPE_CHECKING:
+    from benchmarks.rabbit_node import Node
 
 HEARTBEAT = 2  # seconds; RabbitMQ closes a connection after two missed intervals
 BLOCK = 20.0  # how long the "task" keeps the main thread
@@ -53,8 +58,8 @@ def brokers() -> Iterator[list[AMQPBroker]]:
         broker.close()
 
 
-def make(brokers: list[AMQPBroker], **options: object) -> DeletingAMQPBroker:
-    broker = DeletingAMQPBroker(amqp_url(**options))
+def make(brokers: list[AMQPBroker], base: str = AMQP_URL, **options: object) -> DeletingAMQPBroker:
+    broker = DeletingAMQPBroker(amqp_url(base, **options))
     brokers.append(broker)
     return broker
 
@@ -167,44 +172,45 @@ def test_a_solo_worker_runs_a_long_task_once(brokers: list[AMQPBroker], queue: s
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("rabbit_node")
 def test_consumer_timeout_closes_the_channel_and_the_task_comes_back(
-    brokers: list[AMQPBroker], queue: str
+    brokers: list[AMQPBroker], queue: str, rabbit_node: Node
 ) -> None:
     """RabbitMQ closes a channel that holds a delivery past consumer_timeout. The holder's
     settles are refused, the message is delivered again, and the broker carries on.
 
     The server reads consumer_timeout when a channel opens, so it is lowered only while
     this broker connects; the check runs on the channel tick, shortened meanwhile."""
-    rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 500).")
+    rabbit_node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 500).")
     try:
-        rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 2000).")
+        rabbit_node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 2000).")
         try:
-            holder = make(brokers)
+            holder = make(brokers, rabbit_node.url)
             holder.publish(queue, b"slow")  # connects: its channels get the 2 s timeout
         finally:
-            rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 1800000).")
+            rabbit_node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 1800000).")
         (d,) = holder.fetch([queue], 1, 30, 5)
-        deadline = time.monotonic() + 15
-        while holder.extend([d], 30) == [] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert holder.extend([d], 30) == [d], "the keeper learns the lease is gone"
+        wait_until(
+            lambda: holder.extend([d], 30) == [d], 15, "the keeper learns the lease is gone", 0.2
+        )
         assert not holder.ack(d)
         (again,) = holder.fetch([queue], 1, 30, 5)  # the same broker, on a fresh channel
         assert again.body == b"slow" and again.delivery_count == 2
         assert holder.ack(again)
     finally:
-        rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
+        rabbit_node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("rabbit_node")
 def test_server_restart_mid_run_loses_no_confirmed_message(
-    brokers: list[AMQPBroker], queue: str
+    brokers: list[AMQPBroker], queue: str, rabbit_node: Node
 ) -> None:
     """stop_app / start_app while a producer and two consumers run: everyone reconnects,
     every confirmed publish is consumed; duplicates only from deliveries in flight."""
     total = 3000
-    producer = make(brokers)
-    consumers = [make(brokers) for _ in range(2)]
+    producer = make(brokers, rabbit_node.url)
+    consumers = [make(brokers, rabbit_node.url) for _ in range(2)]
     producer.publish(queue, b"warm-up")  # declares the queue before consumers start
     confirmed: list[bytes] = []
     seen: list[bytes] = []
@@ -229,19 +235,16 @@ def test_server_restart_mid_run_loses_no_confirmed_message(
     for t in threads:
         t.start()
     try:
-        while len(confirmed) < total // 3:
-            time.sleep(0.05)
-        rabbitmqctl("stop_app")
-        time.sleep(2)
+        wait_until(lambda: len(confirmed) >= total // 3, 60, "a third of the publishes")
+        rabbit_node.ctl("stop_app")
+        time.sleep(2)  # the outage: clients retry against a closed port meanwhile
     finally:
-        rabbitmqctl("start_app")
-        mend_rabbitmq()
+        rabbit_node.ctl("start_app")
+        rabbit_node.ctl("await_startup")
     threads[0].join(timeout=60)
     assert len(confirmed) == total
     wanted = {b"warm-up", *confirmed}
-    deadline = time.monotonic() + 40
-    while not wanted <= set(seen) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: wanted <= set(seen), 40, "every confirmed message consumed")
     done.set()
     for t in threads[1:]:
         t.join()
