@@ -225,7 +225,14 @@ class Bench:
     def execute(self) -> tuple[tuple[float, float], float]:
         """(rates, seconds of the worker's start-up check): the oldest `tasks` run."""
         # The solo pool is worn after `tasks` tasks: the worker stops, the backlog left.
-        worker = Worker(self.app, [self.target.queue], burst=True, max_tasks_per_child=self.tasks)
+        # Not owning the process: a worker that does ends its children, the private Redis.
+        worker = Worker(
+            self.app,
+            [self.target.queue],
+            burst=True,
+            max_tasks_per_child=self.tasks,
+            owns_process=False,
+        )
         t0 = time.perf_counter()
         worker.check()
         check_s = time.perf_counter() - t0
