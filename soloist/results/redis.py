@@ -9,6 +9,8 @@
 #   revoked:terminate    SET     the ids revoked with terminate=True
 #   revoked:n            STRING  counts revocations logged (INCR): workers read the log
 #                                only when it moved, a GET instead of a script when idle
+#   revoked:moved        channel a revocation was logged: workers read revoked:n when a
+#                                message comes (results/redis_feed.py), not every sync
 #   chord:<chord id>     HASH    member index -> its result record; expires with the ttl
 #   chord:<chord id>:last STRING the index of the member whose add completed the hash
 #   kv:<key>             STRING  a coordination value (claims, schedules' last ticks), with
@@ -37,6 +39,7 @@ from typing import cast
 from ..brokers.redis import CHUNK
 from ..brokers.redis_connection import RedisConnection, Script
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
+from .redis_feed import RevocationFeed
 
 # ARGV: prefix, ttl in ms, then task id, state, body for each record. Returns, for each,
 # 0 if a final state was already there, else 1.
@@ -95,6 +98,7 @@ redis.call('ZADD', at, now(), ARGV[2])
 redis.call('ZADD', till, now() + tonumber(ARGV[4]) / 1000, ARGV[2])
 if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
 redis.call('INCR', prefix .. 'revoked:n')
+redis.call('PUBLISH', prefix .. 'revoked:moved', 1)
 """
 )
 
@@ -260,6 +264,14 @@ class RedisResultStore(ResultStore):
         self._take_token = self.redis.script(_TAKE_TOKEN)
         self._acquire_slot = self.redis.script(_ACQUIRE_SLOT)
         self._renew_slots = self.redis.script(_RENEW_SLOTS)
+        #: On one server, revocations are announced (redis_feed.py); a Cluster's pub/sub
+        #: is not used: there each sync reads the counter.
+        self._feed = (
+            None
+            if self.redis.cluster
+            else RevocationFeed(self.redis.client, self.redis.key("revoked", "revoked:moved"))
+        )
+        self._mark = b""
 
     def _key(self, task_id: str) -> str:
         return self.redis.key(f"r:{task_id}", f"r:{task_id}")
@@ -322,7 +334,16 @@ class RedisResultStore(ResultStore):
         return True
 
     def revocation_mark(self) -> bytes | None:
-        return cast(bytes, self.redis.command("GET", self.redis.key("revoked", "revoked:n")) or b"")
+        feed = self._feed
+        if feed is None or feed.moved():
+            try:
+                mark = self.redis.command("GET", self.redis.key("revoked", "revoked:n"))
+            except BaseException:
+                if feed is not None:
+                    feed.unread()  # the next sync reads it, message or not
+                raise
+            self._mark = cast(bytes, mark or b"")
+        return self._mark
 
     def revoked_since(self, since: float) -> list[Revocation]:
         reply = self._revoked_since(repr(float(since)), tag="revoked")
@@ -392,6 +413,8 @@ class RedisResultStore(ResultStore):
         self.redis.command("ZREM", self.redis.key(f"slots:{key}", f"slots:{key}"), holder)
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
         self.redis.close()
 
 
