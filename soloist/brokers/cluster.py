@@ -124,7 +124,11 @@ class ClusterLink:
 
     def _send(self, client: Any, key: object, command: tuple[object, ...]) -> Any:
         pool = client.get_node_from_key(key).redis_connection.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()  # connects a new one: the node may be gone
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._direct = False
+            raise
         try:
             conn.send_packed_command(conn.pack_command(*command))
             try:

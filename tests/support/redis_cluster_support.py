@@ -19,10 +19,11 @@ from tests.support.redis_support import RedisServer, free_port
 
 
 class RedisCluster:
-    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 0) -> None:
         self.dir = data_dir
+        self.replicas = replicas
         self.servers: list[RedisServer] = []
-        for n in range(masters):
+        for n in range(masters * (1 + replicas)):
             node_dir = data_dir / f"node{n}"
             node_dir.mkdir(parents=True)
             options = [
@@ -58,8 +59,9 @@ class RedisCluster:
             server.start()
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         if len(nodes) >= 3:
+            replicas = ["--cluster-replicas", str(self.replicas)]
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+                ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes", *replicas],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 timeout=60,
@@ -82,10 +84,17 @@ class RedisCluster:
 
     @staticmethod
     def _ok(port: int) -> bool:
+        """The node sees every slot served, and if a replica, is in sync with its master
+        (one that never synced would not stand in for it in a failover)."""
         with redis.Redis(port=port, socket_timeout=1) as r:
             info = r.execute_command("CLUSTER", "INFO")
+            replication = r.info("replication")
         text = info.decode() if isinstance(info, bytes) else str(info)
-        return "cluster_state:ok" in text
+        synced = replication["role"] == "master" or (
+            replication.get("master_link_status") == "up"
+            and not replication.get("master_sync_in_progress")
+        )
+        return "cluster_state:ok" in text and synced
 
     def move_slot(self, slot: int, to_port: int) -> None:
         """Move `slot`, keys and all, to the node on `to_port`, as a resharding does
@@ -102,8 +111,9 @@ class RedisCluster:
                 node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
     def owner(self, slot: int) -> int:
-        """The port of the node serving `slot`."""
-        with redis.Redis(port=self.ports[0]) as node:
+        """The port of the node serving `slot`, as a running node sees it."""
+        port = next(s.port for s in self.servers if s.proc is not None)
+        with redis.Redis(port=port) as node:
             for first, last, (_, port, *_) , *_ in node.execute_command("CLUSTER", "SLOTS"):
                 if first <= slot <= last:
                     return int(port)
