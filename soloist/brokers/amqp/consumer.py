@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pika.exceptions as pe
+from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ..base import Delivery, poison_reason
@@ -182,8 +183,7 @@ class Consumer:
 
     def rejected(self, s: Session) -> None:
         """After a cancel: what pika rejected for it counts at a commit, sent now."""
-        s.uncommitted = True
-        self._send_commit(s)
+        self.commit_soon(s)
 
     def give_back(
         self, s: Session, kept: Sequence[tuple[int, Held, bytes]], counted: bool = False
@@ -209,13 +209,9 @@ class Consumer:
         ]
         targets = [self.topology.target(s, out) for out in outs]  # declared on `pub`
         s.returned.clear()
-        s.holding = True  # no commit between the copies and the acks
-        try:
-            for out, target in zip(outs, targets, strict=True):
-                s.sub.basic_publish("", target, out.body, self.topology.props(out), mandatory=True)
-            self.write_acks(s, [tag for tag, _, _ in kept])
-        finally:
-            s.holding = False
+        for out, target in zip(outs, targets, strict=True):
+            s.sub.basic_publish("", target, out.body, self.topology.props(out), mandatory=True)
+        self.write_acks(s, [tag for tag, _, _ in kept])
         self.confirm_acks(s)
         # A lane deleted since we declared it returns the copy before the commit-ok: this
         # dispatches those returns, and `send` declares it again.
@@ -325,7 +321,6 @@ class Consumer:
         tag on the channel (in a worker's batch, usually all of them), into the output
         buffer: the commit that follows (`commit_soon`, `confirm_acks`) writes them."""
         channel = s.sub._impl  # the blocking channel's ack would flush each one
-        s.uncommitted = True
         if len(tags) == 1:  # a worker's task: no multiple-ack to look for
             s.settled(tags[0])
             channel.basic_ack(tags[0])
@@ -342,32 +337,20 @@ class Consumer:
             channel.basic_ack(tag)
 
     def commit_soon(self, s: Session) -> None:
-        """Commit what was written on `sub` without waiting for the answer; with a commit
-        still out, its answer sends the next one. The acks of a worker's tasks thus count
-        as each ends (a SIGKILL reruns the running task, and those that ended within the
-        last round trip), and one commit covers all those that ended meanwhile."""
-        self._send_commit(s)
-        s.sub._flush_output()  # out now, not at the I/O loop's next turn (as basic_ack does)
-
-    def _send_commit(self, s: Session) -> None:
-        if s.committing or s.holding or not s.uncommitted:
-            return
+        """Write a commit behind what was written on `sub`, without waiting for its answer:
+        the acks of a worker's tasks count as each ends (a SIGKILL reruns the running task
+        only), and commits follow each other without a round trip in between."""
+        s.commits_out += 1
         channel = s.sub
-
-        def answered(_frame: object) -> None:
-            if s.sub is channel:
-                s.committing = False
-                self._send_commit(s)  # written by the I/O loop, which is running now
-
-        s.committing, s.uncommitted = True, False
-        channel._impl.tx_commit(callback=answered)
+        channel._impl._send_method(spec.Tx.Commit())
+        channel._flush_output()  # as the blocking channel's own basic_ack does
 
     def confirm_acks(self, s: Session) -> None:
-        """Commit what was written on `sub` and wait for the answer (after any commit
-        still out): then the server has processed the acks. If it had closed the channel
-        (consumer_timeout), this raises and the settle reports False."""
-        s.uncommitted = False
-        s.sub.tx_commit()
+        """Commit what was written on `sub` and wait until every commit is answered: then
+        the server has processed the acks. If it had closed the channel (consumer_timeout),
+        this raises and the settle reports False."""
+        self.commit_soon(s)
+        s.sub._flush_output(lambda: s.commits_out <= 0)
 
     def ack(self, s: Session, tag: int) -> None:
         self.ack_tags(s, [tag])
@@ -391,7 +374,7 @@ class Consumer:
             if s.sub.is_open:
                 s.sub.basic_reject(tag, requeue=True)
                 s.settled(tag)
-                s.sub.tx_commit()
+                self.confirm_acks(s)
             raise
         self.ack(s, tag)
 

@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .wire import SERVER_HEADERS
@@ -121,9 +122,11 @@ class Session:
         self.sub.tx_select()
         returned = self.returned
         self.sub.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
-        #: A commit sent and not answered yet; acks written since, not in it; giving back
-        #: (no commit may go out between its copies and its acks).
-        self.committing = self.uncommitted = self.holding = False
+        #: Commits written on `sub` and not answered yet. They go out without pika's RPC
+        #: machinery, which would hold each one until the last is answered.
+        self.commits_out = 0
+        impl = self.sub._impl
+        impl.callbacks.add(impl.channel_number, spec.Tx.CommitOk, self._committed, one_shot=False)
         self.epoch = next(EPOCHS)
         self.held: dict[int, Held] = {}
         self.pushed: list[tuple[str, Any, Any, bytes]] = []  # (lane, method, props, body)
@@ -159,6 +162,9 @@ class Session:
                 )
             self.end_wait()
             self.open_sub()
+
+    def _committed(self, _frame: object) -> None:
+        self.commits_out -= 1
 
     def end_wait(self) -> None:
         """Answer a waiting fetch with nothing (its channel or consumer is going)."""
