@@ -7,18 +7,18 @@
 Backlog. For each broker and each size N, on a fresh queue (a Redis key prefix of its own,
 a SQLite file of its own, a RabbitMQ queue of its own; all deleted after): N no-op
 messages are queued, then `task.delay` publishes TASKS more (msg/s), then one solo worker
-in this process runs TASKS of them, the oldest, and stops (tasks/s): the queue holds N
-throughout. The same with N messages delayed by a day instead (they must not slow the
-ready path), on Redis and SQLite. Each rate is read against the same on an empty queue of
-its own, measured just before it in each of --rounds rounds (ratio, the median of the
-rounds': flat is 1.0), on wall time and on CPU time (`cpu`: steadier on a shared machine;
-this process's, which holds the broker's work for SQLite, plus with --private-redis the
-Redis server's). Also the worker's start-up
-check (it reads the queue's depth) and the SQLite `stats()` a dashboard snapshot makes,
-per queue. Memory: Redis `INFO memory` used_memory before and after the fill, per message
-(on the shared server other clients move it too: --private-redis, or MEMORY USAGE of a
-sample of the keys, shown beside it), and the SQLite file's size per message. RabbitMQ
-stops at 100,000 (`--amqp-max`).
+in this process runs TASKS - 100 of them, the oldest, and stops (tasks/s): the queue
+holds N throughout. The same with N messages delayed by a day instead (they must not slow
+the ready path), on Redis and SQLite. Each rate is read against the same on an empty queue
+of its own (100 more each round), measured just before it in each of --rounds rounds
+(ratio, the median of the rounds': flat is 1.0), on wall time and on CPU time (`cpu`:
+steadier on a shared machine; this process's, which holds the broker's work for SQLite,
+plus with --private-redis the Redis server's). Also the worker's start-up check (it reads
+the queue's depth) and the SQLite `stats()` a dashboard snapshot makes, per queue.
+Memory: Redis `INFO memory` used_memory before and after the fill, per message (on the
+shared server other clients move it too: --private-redis, or MEMORY USAGE of a sample of
+the keys, shown beside it), and the SQLite file's size per message. RabbitMQ stops at
+100,000 (`--amqp-max`).
 
 Replicas. `soloist worker --replicas N --burst` on Redis, for tasks that sleep 5 ms
 (ideal: N x 200/s) and for no-op tasks, with the CPU the worker processes and the Redis
@@ -50,6 +50,7 @@ from suite_app import make_app
 
 from soloist import App
 from soloist.message import Message
+from soloist.worker.constants import AUTO_PREFETCH
 from soloist.worker.loop import Worker
 
 #: Messages per publish and execution rate: enough for the worker's prefetch to grow.
@@ -223,21 +224,24 @@ class Bench:
         return rates(self.tasks, lambda: [self.noop.delay() for _ in range(self.tasks)])
 
     def execute(self) -> tuple[tuple[float, float], float]:
-        """(rates, seconds of the worker's start-up check): the oldest `tasks` run."""
+        """(rates, seconds of the worker's start-up check): the oldest of the queue run,
+        all but AUTO_PREFETCH of those just published: a worker that finds its queue
+        empty waits FETCH_WAIT for more, which the empty queue's rate must not count."""
+        runs = self.tasks - AUTO_PREFETCH
         # The solo pool is worn after `tasks` tasks: the worker stops, the backlog left.
         # Not owning the process: a worker that does ends its children, the private Redis.
         worker = Worker(
             self.app,
             [self.target.queue],
             burst=True,
-            max_tasks_per_child=self.tasks,
+            max_tasks_per_child=runs,
             owns_process=False,
         )
         t0 = time.perf_counter()
         worker.check()
         check_s = time.perf_counter() - t0
         worker.check = lambda: None  # type: ignore[method-assign]  # timed apart, above
-        return rates(self.tasks, worker.run), check_s
+        return rates(runs, worker.run), check_s
 
     def close(self) -> None:
         self.app.close()
