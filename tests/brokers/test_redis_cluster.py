@@ -272,6 +272,8 @@ def test_workers_and_producer_follow_a_shard_failover(
         procs = [workers.start("-Q", ",".join(queues[n:] + queues[:n])) for n in range(2)]
         sent = [sample_app.send_task("add", (a, 1), queue=queues[a % 6]).id for a in range(60)]
         assert sample_app.result(sent[0]).get(timeout=30) == 1
+        # Both running: a worker's first call is not retried (a wrong URL fails at once).
+        wait_until(lambda: len(sample_app.broker.workers()) == 2, 30, "both workers' beats")
         slot = key_slot(sample_app.broker.redis.key("q:spread-0", "").encode())  # type: ignore[attr-defined]
         victim = cluster.owner(slot)
         next(s for s in cluster.servers if s.port == victim).stop(signal.SIGKILL)
