@@ -79,7 +79,7 @@ def _replica_command(ctx: click.Context) -> list[str]:
     show_default=True,
     help="Ended tasks whose results and acks are sent together. 1 settles each task as it "
     "ends, so a SIGKILL runs again only the task that was running; N trades up to N-1 "
-    "re-runs per kill for fewer round trips (no-op tasks 1.5-7x faster at 100, by broker).",
+    "re-runs per kill for fewer round trips (no-op tasks 1.5-5x faster at 100, by broker).",
 )
 @click.option(
     "--lease",
