@@ -6,6 +6,7 @@ SIGKILLs the servers (their data is the test's own).
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,7 @@ def running_cluster() -> RedisCluster:
         cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="soloist-cluster-")))
         cluster.start()
         _session.append(cluster)
+        atexit.register(stop_session_cluster)  # also when no fixture stops it
     return _session[0]
 
 
