@@ -9,12 +9,14 @@ a SQLite file of its own, a RabbitMQ queue of its own; all deleted after): N no-
 messages are queued, then `task.delay` publishes TASKS more (msg/s), then one solo worker
 in this process runs TASKS - 100 of them, the oldest, and stops (tasks/s): the queue
 holds N throughout. The same with N messages delayed by a day instead (they must not slow
-the ready path), on Redis and SQLite. Each rate is read against the same on an empty queue
-of its own (100 more each round), measured just before it in each of --rounds rounds
-(ratio, the median of the rounds': flat is 1.0), on wall time and on CPU time (`cpu`:
-steadier on a shared machine; this process's, which holds the broker's work for SQLite,
-plus with --private-redis the Redis server's). Also the worker's start-up check (it reads
-the queue's depth) and the SQLite `stats()` a dashboard snapshot makes, per queue.
+the ready path), and with N delayed by a second, all due by the first claim after the
+fill (`due`), on Redis and SQLite; `claim ms` is that first claim's time. Each rate is
+read against the same on an empty queue of its own (100 more each round), measured just
+before it in each of --rounds rounds (ratio, the median of the rounds': flat is 1.0), on
+wall time and on CPU time (`cpu`: steadier on a shared machine; this process's, which
+holds the broker's work for SQLite, plus with --private-redis the Redis server's). Also
+the worker's start-up check (it reads the queue's depth) and the SQLite `stats()` a
+dashboard snapshot makes, per queue.
 Memory: Redis `INFO memory` used_memory before and after the fill, per message (on the
 shared server other clients move it too: --private-redis, or MEMORY USAGE of a sample of
 the keys, shown beside it), and the SQLite file's size per message. RabbitMQ stops at
@@ -57,6 +59,8 @@ from soloist.worker.loop import Worker
 TASKS = 2_000
 FILL_CHUNK = 10_000
 DAY = 86_400.0
+#: The delay of messages that all fall due before the first claim after the fill.
+DUE = 1.0
 QUEUE = "scale"
 
 
@@ -195,6 +199,7 @@ class Figures:
     spread: str
     check_s: float
     stats_s: float | None
+    claim_s: float
     bytes_per_msg: float | None
     sampled: float | None = None
 
@@ -254,6 +259,11 @@ def measure(empty: Bench, full: Bench, n: int, delay: float, rounds: int) -> Fig
     app, queue, broker = full.app, full.target.queue, full.target.broker
     before = redis_used(app) if broker == "redis" else 0
     took = fill(app, queue, n, delay)
+    if delay == DUE:
+        time.sleep(DUE)  # all N due now, none made ready yet
+    t0 = time.perf_counter()
+    app.broker.release(app.broker.fetch([queue], 1, 60, 0))
+    claim_s = time.perf_counter() - t0
     used = sampled = None
     if broker == "redis" and n:
         used = (redis_used(app) - before) / n
@@ -296,6 +306,7 @@ def measure(empty: Bench, full: Bench, n: int, delay: float, rounds: int) -> Fig
         spread,
         med(check_s),
         stats_s,
+        claim_s,
         used,
         sampled,
     )
@@ -311,7 +322,8 @@ def backlog(
     }
     head = (
         f"{'broker':<7}{'backlog':>18}{'fill s':>8}{'publish/s':>11}{'ratio':>7}{'cpu':>6}"
-        f"{'tasks/s':>9}{'ratio':>7}{'cpu':>6}{'check ms':>10}{'stats ms':>10}{'B/msg':>8}"
+        f"{'tasks/s':>9}{'ratio':>7}{'cpu':>6}{'check ms':>10}{'stats ms':>10}{'claim ms':>10}"
+        f"{'B/msg':>8}"
         f"{'sampled':>9}"
         "  wall ratio ranges"
     )
@@ -321,7 +333,9 @@ def backlog(
         if port and not reachable(port):
             print(f"{broker}: skipped, not reachable")
             continue
-        kinds = [("ready", 0.0)] + ([("delayed", DAY)] if broker != "amqp" else [])
+        kinds = [("ready", 0.0)]
+        if broker != "amqp":  # its delays wait in queues of their own
+            kinds += [("delayed", DAY), ("due", DUE)]
         empty = Bench(makers[broker](), tasks)
         try:
             for n in sizes:
@@ -346,7 +360,8 @@ def row(broker: str, label: str, f: Figures) -> str:
         f"{broker:<7}{label:>18}{f.fill_s:>8.1f}{f.publish:>11.0f}{f.publish_ratio:>7.2f}"
         f"{f.publish_cpu_ratio:>6.2f}{f.execute:>9.0f}{f.execute_ratio:>7.2f}"
         f"{f.execute_cpu_ratio:>6.2f}{f.check_s * 1000:>10.1f}"
-        f"{opt(f.stats_s and f.stats_s * 1000, '{:.1f}'):>10}{opt(f.bytes_per_msg, '{:.0f}'):>8}"
+        f"{opt(f.stats_s and f.stats_s * 1000, '{:.1f}'):>10}{f.claim_s * 1000:>10.1f}"
+        f"{opt(f.bytes_per_msg, '{:.0f}'):>8}"
         f"{opt(f.sampled, '{:.0f}'):>9}  {f.spread}"
     )
 
