@@ -371,6 +371,34 @@ def redis_cpu(r: Any) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def replicas_run(target: Target, task: str, total: int, count: int, tmp: Path, r: Any) -> str:
+    """One line of the replicas table: `total` calls of `task`, `count` replicas."""
+    stamp_file = tmp / f"{uuid.uuid4().hex[:8]}.stamps"
+    app = make_app(target.url, target.url, QUEUE)
+    app.tasks[task].starmap([()] * total)
+    app.close()
+    setup = Setup("redis", target.url, target.url, None, "", 0, 0, 0, lambda: None)  # type: ignore[arg-type]
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app", "-Q", QUEUE]
+    cmd += ["--replicas", str(count), "--burst", "-l", "error"]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = redis_cpu(r)
+    subprocess.run(cmd, env=env_for(setup, QUEUE, stamp_file), timeout=600, check=True)
+    server = redis_cpu(r) - server
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    ends = sorted(stamps(stamp_file))
+    # The middle 80% of the run: start-up and the last replicas draining left out.
+    lo, hi = ends[len(ends) // 10], ends[len(ends) * 9 // 10]
+    got = (len(ends) * 8 // 10) / (hi - lo)
+    ideal = f"{count * 200}" if task == "suite.nap" else "-"
+    ratio = f"{got / (count * 200):.2f}" if task == "suite.nap" else "-"
+    busy = (worker_cpu + server) / (ends[-1] - ends[0])
+    return (
+        f"{task.split('.')[1]:<10}{count:>9}{got:>9.0f}{ideal:>7}{ratio:>7}"
+        f"{worker_cpu / total * 1e6:>20.0f}{server / total * 1e6:>19.0f}{busy:>12.2f}"
+    )
+
+
 def replicas(counts: list[int], tmp: Path, naps: int, noops: int) -> None:
     """Tasks/s of `soloist worker --replicas N --burst` on Redis, with CPU per task."""
     import redis
@@ -384,32 +412,10 @@ def replicas(counts: list[int], tmp: Path, naps: int, noops: int) -> None:
     for task, total in (("suite.nap", naps), ("suite.tick", noops)):
         for count in counts:
             target = redis_target()
-            stamp_file = tmp / f"{uuid.uuid4().hex[:8]}.stamps"
-            app = make_app(target.url, target.url, QUEUE)
-            app.tasks[task].starmap([()] * total)
-            setup = Setup("redis", target.url, target.url, None, "", 0, 0, 0, lambda: None)  # type: ignore[arg-type]
-            cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app", "-Q", QUEUE]
-            cmd += ["--replicas", str(count), "--burst", "-l", "error"]
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            server = redis_cpu(r)
-            subprocess.run(cmd, env=env_for(setup, QUEUE, stamp_file), timeout=600, check=True)
-            server = redis_cpu(r) - server
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
-            ends = sorted(stamps(stamp_file))
-            # The middle 80% of the run: start-up and the last replicas draining left out.
-            lo, hi = ends[len(ends) // 10], ends[len(ends) * 9 // 10]
-            got = (len(ends) * 8 // 10) / (hi - lo)
-            ideal = f"{count * 200}" if task == "suite.nap" else "-"
-            ratio = f"{got / (count * 200):.2f}" if task == "suite.nap" else "-"
-            busy = (worker_cpu + server) / (ends[-1] - ends[0])
-            print(
-                f"{task.split('.')[1]:<10}{count:>9}{got:>9.0f}{ideal:>7}{ratio:>7}"
-                f"{worker_cpu / total * 1e6:>20.0f}{server / total * 1e6:>19.0f}{busy:>12.2f}",
-                flush=True,
-            )
-            app.close()
-            target.drop()
+            try:
+                print(replicas_run(target, task, total, count, tmp, r), flush=True)
+            finally:
+                target.drop()
     r.close()
 
 
