@@ -503,3 +503,49 @@ def test_a_holder_killed_while_giving_back_leaves_each_message_once(
     )
     assert holder.returncode == -signal.SIGKILL, holder.stderr
     assert sorted(drain(broker, queue, 10)) == [b"a", b"b", b"c"]
+
+
+#: A holder that fetches one message and settles it by `retry` or `dead_letter`, and is
+#: SIGKILLed at the settle's basic.ack (its argv: the URL, the queue and the settle).
+_KILLED_MOVING = """
+import os, signal, sys
+from pika.channel import Channel
+from soloist.brokers.amqp import AMQPBroker
+
+broker = AMQPBroker(sys.argv[1])
+[held] = broker.fetch([sys.argv[2]], 1, 30, 5.0)
+Channel.basic_ack = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[3] == "dead_letter":
+    broker.dead_letter(held, "bad input")
+else:
+    broker.retry(held, float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("settle", ["0", "60", "dead_letter"])
+def test_a_holder_killed_while_moving_a_message_leaves_it_once(
+    brokers: list[AMQPBroker], queue: str, settle: str
+) -> None:
+    """retry (to the lane, or to a delay queue) and dead_letter publish a copy and ack the
+    original. A holder killed between the two left both: a retried task ran twice, a
+    dead letter was also redelivered. They go together or not at all."""
+    broker = make(brokers)
+    broker.publish(queue, b"x")
+    holder = subprocess.run(
+        [sys.executable, "-c", _KILLED_MOVING, AMQP_URL, queue, settle],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert holder.returncode == -signal.SIGKILL, holder.stderr
+    assert drain(broker, queue, 10) == [b"x"]  # the original, back from the dead channel
+    assert broker.dead_letters(queue) == []
+    if settle == "60":  # the delay queue holds no copy either
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        try:
+            name = f"{queue}.delay.{bucket_ms(60)}"
+            assert conn.channel().queue_declare(name, passive=True).method.message_count == 0
+            conn.channel().queue_delete(name)
+        finally:
+            conn.close()

@@ -35,15 +35,17 @@ Topology, per logical queue Q (these suffixes are reserved):
   one connection can hold an exclusive queue, and it vanishes with that connection.
 
 Messages are persistent and carry `message_id` plus the headers named `H_*` below. Every
-publish waits for its confirm (`mandatory`, so a publish to a missing queue fails).
+publish waits for its confirm (`mandatory`, so a publish to a missing queue fails), except
+the copies a settle makes (retry, dead-letter, give back): those go out on the consuming
+channel, which is transactional, in one commit with the ack of their original.
 
 Leases and fencing. A delivery's lease is its channel's life: RabbitMQ returns unacked
 messages when the channel or connection dies (the quorum queue then raises the count), so
 `extend` is a liveness check and `lease` values are not used; a lost run (`abandon`) is
 given back at once as a copy with the count raised. The receipt is (channel
 epoch, delivery tag); a settle with a receipt of a dead channel returns False without
-touching the wire. An ack returns True only once the server has processed it: it is
-followed by a synchronous basic.qos on the same channel (AMQP acks have no reply).
+touching the wire. An ack counts at the commit that follows it, and returns True only
+once the server has answered that commit (AMQP acks have no reply).
 RabbitMQ's `consumer_timeout` (30 min by default) closes a channel that holds a delivery
 longer: its deliveries are returned and run again, the late ack returns False, and this
 broker opens a fresh channel. Set it above your longest task (docs/brokers.md).

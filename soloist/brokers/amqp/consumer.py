@@ -207,14 +207,31 @@ class Consumer:
             )
             for _, h, body in kept
         ]
+        self.transfer(s, outs, [tag for tag, _, _ in kept])
+
+    def transfer(self, s: Session, outs: Sequence[Out], tags: Sequence[int]) -> None:
+        """Publish `outs` and ack `tags` in one transaction of `sub`, and wait for its
+        commit: a holder killed before the commit leaves the originals, after it the
+        copies; never both. Only this thread writes on `sub`, so no other commit can fall
+        between the copies and the acks.
+
+        Inside a transaction a quorum queue over a length limit (an operator's
+        `max-length` policy; our lanes set `x-overflow: reject-publish`) drops the copy
+        without a word and the commit succeeds; a classic one fails the commit, closing
+        `sub`, with the acks applied. Either way the message is gone: Soloist's queues
+        must have no length limit (none is set)."""
         targets = [self.topology.target(s, out) for out in outs]  # declared on `pub`
         s.returned.clear()
         for out, target in zip(outs, targets, strict=True):
-            s.sub.basic_publish("", target, out.body, self.topology.props(out), mandatory=True)
-        self.write_acks(s, [tag for tag, _, _ in kept])
+            s.sub._impl.basic_publish(
+                "", target, out.body, self.topology.props(out), mandatory=True
+            )
+        self.write_acks(s, tags)
         self.confirm_acks(s)
-        # A lane deleted since we declared it returns the copy before the commit-ok: this
-        # dispatches those returns, and `send` declares it again.
+        # A queue deleted since we declared it (by an operator, or a delay queue that
+        # expired) returns the copy before the commit-ok: this dispatches those returns,
+        # and `send` declares it again and publishes it confirmed. (Killed right here,
+        # such a copy would be lost: the one case where the original is acked first.)
         s.conn.process_data_events(time_limit=0)
         for out in outs:
             if out.message_id in s.returned:
@@ -365,18 +382,21 @@ class Consumer:
         headers: dict[str, Any],
         delay: float = 0,
     ) -> None:
-        """Publish a copy (confirmed), then ack the original: never lost, at worst twice."""
+        """Publish a copy to `target` and ack the original, together (`transfer`): a
+        retried task never runs twice, a dead letter is never also redelivered."""
         held = s.held[tag]
+        out = Out(held.queue, target, body, held.message_id, headers, delay)
+        self.resize(s)  # as at every settle (`ack_tags`)
         try:
-            self.topology.send(s, Out(held.queue, target, body, held.message_id, headers, delay))
+            self.transfer(s, [out], [tag])
         except pe.AMQPChannelError:
-            # The copy was refused: give the original back rather than sit on it.
+            # The copy was refused (its queue's declaration failed, closing `pub`): give
+            # the original back rather than sit on it. (If `sub` died, it went back.)
             if s.sub.is_open:
                 s.sub.basic_reject(tag, requeue=True)
                 s.settled(tag)
                 self.confirm_acks(s)
             raise
-        self.ack(s, tag)
 
     def dead_headers(self, held: Held, count: int, reason: str = "") -> dict[str, Any]:
         return held.copy_headers(
