@@ -95,7 +95,7 @@ class Keeper(threading.Thread):
                 if now >= next_slots:
                     next_slots = now + SLOT_RENEW
                     self._renew_slots()
-                self.worker.settler.flush_stale()
+                self.worker.settler.flush_overdue()
                 if self._failing:
                     log.warning("keeper: broker reachable again")
                     self._failing = False

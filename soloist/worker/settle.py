@@ -191,7 +191,7 @@ class Settler:
             self.broker.release([delivery])  # RELEASED: it never started
         return True
 
-    def flush_stale(self) -> None:
+    def flush_overdue(self) -> None:
         """From the keeper: settle what has waited past PREFETCH_HORIZON, so results of
         finished tasks do not wait for a long task the main thread is running now."""
         if time.monotonic() - self._since > PREFETCH_HORIZON:
