@@ -381,9 +381,9 @@ def replicas_run(target: Target, task: str, total: int, count: int, tmp: Path, r
     cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app", "-Q", QUEUE]
     cmd += ["--replicas", str(count), "--burst", "-l", "error"]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server = redis_cpu(r)
+    server, t0 = redis_cpu(r), time.perf_counter()
     subprocess.run(cmd, env=env_for(setup, QUEUE, stamp_file), timeout=600, check=True)
-    server = redis_cpu(r) - server
+    server, took = redis_cpu(r) - server, time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     ends = sorted(stamps(stamp_file))
@@ -392,7 +392,7 @@ def replicas_run(target: Target, task: str, total: int, count: int, tmp: Path, r
     got = (len(ends) * 8 // 10) / (hi - lo)
     ideal = f"{count * 200}" if task == "suite.nap" else "-"
     ratio = f"{got / (count * 200):.2f}" if task == "suite.nap" else "-"
-    busy = (worker_cpu + server) / (ends[-1] - ends[0])
+    busy = (worker_cpu + server) / took  # start-up and all, as the CPU is
     return (
         f"{task.split('.')[1]:<10}{count:>9}{got:>9.0f}{ideal:>7}{ratio:>7}"
         f"{worker_cpu / total * 1e6:>20.0f}{server / total * 1e6:>19.0f}{busy:>12.2f}"
