@@ -166,7 +166,8 @@ class RedisBroker(Broker):
             if now >= deadline or (reply is None and self._wait.interrupted()):
                 self._quiet[key] = quiet_until
                 return []
-            wait = min(deadline - now, self.redis.max_block, quiet_until - now)
+            longest = self.redis.max_block if self.on_cluster else self._wait.max_block
+            wait = min(deadline - now, longest, quiet_until - now)
             # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
             block = max(math.ceil(wait * 1000), 1) / 1000
             reply = self._wake_and_claim(queues, block, quiet_until, args)

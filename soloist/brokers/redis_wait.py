@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soloist.redis")
 
+#: The longest one wait blocks. Its connection's reads may take this much longer than the
+#: URL's socket timeout (which says a link is dead); an idle worker's fetch waits this long.
+MAX_BLOCK = 10.0
 #: How often `interrupt` tries CLIENT UNBLOCK while the wait's command is on its way to
 #: Redis (sent, not blocked yet).
 _UNBLOCK_RETRY = 0.002
@@ -35,7 +38,8 @@ _UNBLOCK_RETRY = 0.002
 class Wait:
     def __init__(self, conn: RedisConnection) -> None:
         self.conn = conn
-        self._link: Any = None  # a redis-py Connection, kept between waits
+        self.max_block = MAX_BLOCK
+        self._link: Any = None  # a redis-py Connection of its own, kept between waits
         self._client_id: int | None = None
         self._pid = os.getpid()
         #: This process's list for wake-up tokens (prelude.lua: t:<random>).
@@ -67,7 +71,7 @@ class Wait:
         """Cut the current wait short, or, if none is under way, the next one (from any
         thread). Where Redis refuses CLIENT UNBLOCK (an ACL), the wait runs to its end."""
         self._interrupted = True
-        deadline = time.monotonic() + self.conn.max_block
+        deadline = time.monotonic() + self.max_block
         while self._blocking and time.monotonic() < deadline:
             client = self._client_id
             if client is None and self._link is not None:
@@ -147,6 +151,13 @@ class Wait:
             except BaseException:
                 link.disconnect()
                 raise
+            # Room in the socket timeout for a wait of MAX_BLOCK: this link only waits.
+            # redis-py has no public way to change a connected socket's timeout.
+            sock = getattr(link, "_sock", None)
+            if sock is not None:
+                sock.settimeout(float(link.socket_timeout or 0) + MAX_BLOCK)
+            else:
+                self.max_block = self.conn.max_block
             self._link = link
             # Refused (an ACL): waits cannot be interrupted, only run to their end.
             self._client_id = client_id if isinstance(client_id, int) else None

@@ -248,11 +248,11 @@ def test_a_lost_token_delays_a_quiet_fetcher_at_most_idle_recheck(
     assert got.body == b"orphan"
 
 
-def test_a_wait_longer_than_the_socket_timeout_is_cut_into_blocks(
+def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
     broker: RedisBroker, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each BLMOVE (and the claim behind it) returns before the socket timeout would call
-    the link dead, however long the fetch waits."""
+    """A fetch waiting longer than the URL's socket timeout: its link has room for the
+    longest wait (redis_wait.MAX_BLOCK), and no link is called dead."""
     short = RedisBroker(broker.url + "&socket_timeout=0.3")
     caplog.set_level(logging.WARNING, logger="soloist.redis")
     assert short.fetch([queue], 10, 30, timeout=1.0) == []
