@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -99,13 +100,13 @@ class Fleet:
     redis: bool
     published: list[str]
 
-    def drive(self, *args: str) -> dict:  # type: ignore[type-arg]
+    def drive(self, *args: str) -> dict[str, Any]:
         """Run `--drive ARGS` on the producer host; its JSON answer."""
         out = self.tmp / "drive.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--drive", *args, "--out", str(out)]
         if self.net.run(self.producer, cmd, self.env).wait() != 0:
             raise RuntimeError(f"--drive {' '.join(args)} failed: see {self.tmp}/hosts.log")
-        answer: dict = json.loads(out.read_text())  # type: ignore[type-arg]
+        answer: dict[str, Any] = json.loads(out.read_text())
         return answer
 
     def reachable(self) -> bool:
