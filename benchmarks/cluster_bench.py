@@ -17,12 +17,20 @@ publish_many, and consumed (wall clock), and the Redis CPU
 message consumed, in µs. On one machine the clients and every shard share its cores, so
 throughput shows what the cluster client costs; the busiest shard's CPU per message is
 what bounds a cluster whose shards each have a machine (or a core) of their own.
+
+Then `--procs` `soloist worker --burst` processes drain `--tasks` tasks (suite_app's
+noop_result: results stored) from the same queues: tasks/s, and the workers' and Redis's
+CPU per task. On a cluster a task's result lies in another slot than its ack, so the
+worker stores it before pipelining the ack: a round trip per task that one server saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +42,8 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
+
+from suite_app import make_app  # noqa: E402  (benchmarks/, on sys.path as the script's own)
 
 from soloist.brokers import from_url  # noqa: E402
 from tests.support.redis_cluster_support import RedisCluster  # noqa: E402
@@ -63,7 +73,38 @@ def cpu(ports: list[int]) -> list[float]:
     return out
 
 
-def measure(url: str, ports: list[int], queues: int, procs: int, n: int) -> dict[str, float]:
+def run_workers(
+    url: str, ports: list[int], queues: list[str], tasks: int, replicas: int
+) -> dict[str, float]:
+    """`replicas` `soloist worker --burst` processes on every queue, draining `tasks` tasks
+    whose results are stored: tasks/s, and worker and Redis CPU per task."""
+    app = make_app(url, url)
+    for k in range(tasks):
+        app.tasks["suite.noop_result"].apply_async(queue=queues[k % len(queues)])
+    app.close()
+    env = {**os.environ, "SOLOIST_BROKER_URL": url, "SOLOIST_RESULT_URL": url}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent)])
+    cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app"]
+    cmd += ["-Q", ",".join(queues), "--burst", "-l", "error"]
+    before, server = resource.getrusage(resource.RUSAGE_CHILDREN), cpu(ports)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(replicas)]
+    assert all(p.wait(timeout=600) == 0 for p in procs)
+    took = time.perf_counter() - t0
+    after, server = resource.getrusage(resource.RUSAGE_CHILDREN), sum(
+        b - a for a, b in zip(server, cpu(ports), strict=True)
+    )
+    worker = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {
+        "worker tasks/s": tasks / took,
+        "worker us/task": worker / tasks * 1e6,
+        "redis us/task": server / tasks * 1e6,
+    }
+
+
+def measure(
+    url: str, ports: list[int], queues: int, procs: int, n: int, tasks: int
+) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
     url = f"{url}?prefix={prefix}"
     names = [f"bench-{q}" for q in range(queues)]
@@ -98,6 +139,7 @@ def measure(url: str, ports: list[int], queues: int, procs: int, n: int) -> dict
     assert left == 0, f"{left} messages left"
     total = queues * n
     return {
+        **run_workers(url, ports, names, tasks, procs),
         "publish 1/s": single,
         "client us/publish": client,
         "publish_many/s": published,
@@ -107,21 +149,22 @@ def measure(url: str, ports: list[int], queues: int, procs: int, n: int) -> dict
     }
 
 
-def on_server(tmp: Path, queues: int, procs: int, n: int) -> dict[str, float]:
+def on_server(tmp: Path, queues: int, procs: int, n: int, tasks: int) -> dict[str, float]:
     server = RedisServer(tmp, "--appendonly", "no")
     server.start()
     try:
-        return measure(server.url.rsplit("/", 1)[0] + "/0", [server.port], queues, procs, n)
+        url = server.url.rsplit("/", 1)[0] + "/0"
+        return measure(url, [server.port], queues, procs, n, tasks)
     finally:
         server.stop()
 
 
-def on_cluster(masters: int) -> Callable[[Path, int, int, int], dict[str, float]]:
-    def run(tmp: Path, queues: int, procs: int, n: int) -> dict[str, float]:
+def on_cluster(masters: int) -> Callable[[Path, int, int, int, int], dict[str, float]]:
+    def run(tmp: Path, queues: int, procs: int, n: int, tasks: int) -> dict[str, float]:
         cluster = RedisCluster(tmp, masters)
         cluster.start()
         try:
-            return measure(cluster.url(), cluster.ports, queues, procs, n)
+            return measure(cluster.url(), cluster.ports, queues, procs, n, tasks)
         finally:
             cluster.stop()
 
@@ -141,12 +184,13 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=3)
     parser.add_argument("-n", type=int, default=1000, help="messages per queue")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=3000, help="for the worker processes")
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in SETUPS}
     for r in range(args.rounds):
         for name, setup in SETUPS.items():
             with tempfile.TemporaryDirectory(prefix="soloist-cluster-bench-") as tmp:
-                rows[name].append(setup(Path(tmp), args.queues, args.procs, args.n))
+                rows[name].append(setup(Path(tmp), args.queues, args.procs, args.n, args.tasks))
             print(f"round {r + 1}: {name}: {rows[name][-1]}", file=sys.stderr)
     print(
         f"{args.queues} queues x {args.n} messages, {args.procs} consumer processes "
@@ -159,14 +203,17 @@ def main() -> None:
         "consume/s",
         "cpu us/msg",
         "busiest us/msg",
+        "worker tasks/s",
+        "worker us/task",
+        "redis us/task",
     ]
-    print(f"{'':24}" + "".join(f"{k:>22}" for k in keys))
+    print(f"{'':24}" + "".join(f"{k:>20}" for k in keys))
     for name, results in rows.items():
         cells = []
         for k in keys:
             values = sorted(x[k] for x in results)
             cells.append(f"{values[len(values) // 2]:.0f} [{values[0]:.0f}-{values[-1]:.0f}]")
-        print(f"{name:24}" + "".join(f"{c:>22}" for c in cells))
+        print(f"{name:24}" + "".join(f"{c:>20}" for c in cells))
     one, three = rows["cluster, 1 shard"], rows["cluster, 3 shards"]
     for k in keys:
         ratios = sorted(b[k] / a[k] for a, b in zip(one, three, strict=True))

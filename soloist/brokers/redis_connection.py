@@ -212,8 +212,8 @@ class RedisConnection:
     def _infos(self) -> list[dict[str, str]]:
         """The INFO fields of the server, or of each master of a Cluster."""
         if self.cluster:
-            nodes = self.client.info(target_nodes=self.client.PRIMARIES)
-            return [{k: str(v) for k, v in info.items()} for info in nodes.values()]
+            infos = (self.client.info(target_nodes=n) for n in self.client.get_primaries())
+            return [{k: str(v) for k, v in info.items()} for info in infos]
         info = self._command(("INFO",))
         text = info.decode() if isinstance(info, bytes) else str(info)
         return [dict(line.split(":", 1) for line in text.splitlines() if ":" in line)]

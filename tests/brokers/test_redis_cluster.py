@@ -62,6 +62,20 @@ def test_cluster_urls_are_checked() -> None:
     assert broker.redis.max_block == pytest.approx(1.6)  # type: ignore[attr-defined]
 
 
+def test_every_master_is_checked(tmp_path: Path, redis_cluster: RedisCluster) -> None:
+    """A worker's start-up check reads each master's INFO, on a cluster of one master too."""
+    one = RedisCluster(tmp_path / "one", masters=1)
+    try:
+        one.start()
+        for cluster in (one, redis_cluster):
+            broker = from_url(cluster.url(prefix=f"t-{uuid.uuid4().hex[:8]}:"))
+            assert len(broker.redis.call(broker.redis._infos)) == len(cluster.ports)  # type: ignore[attr-defined]
+            broker.check()
+            broker.close()
+    finally:
+        one.stop()
+
+
 def test_each_queue_lives_whole_on_one_shard_and_queues_spread(
     broker: RedisClusterBroker, redis_cluster: RedisCluster
 ) -> None:
