@@ -24,7 +24,8 @@ the keys, shown beside it), and the SQLite file's size per message. RabbitMQ sto
 
 Replicas. `soloist worker --replicas N --burst` on Redis, for tasks that sleep 5 ms
 (ideal: N x 200/s) and for no-op tasks, with the CPU the worker processes and the Redis
-server used per task: past the cores, the CPU per task stops falling and the rate flattens.
+server used per task and the cores they kept busy, less those of the same run on an
+empty queue (start-up and stop): past the cores, the rate flattens.
 """
 
 from __future__ import annotations
@@ -371,31 +372,41 @@ def redis_cpu(r: Any) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def replicas_run(target: Target, task: str, total: int, count: int, tmp: Path, r: Any) -> str:
-    """One line of the replicas table: `total` calls of `task`, `count` replicas."""
-    stamp_file = tmp / f"{uuid.uuid4().hex[:8]}.stamps"
-    app = make_app(target.url, target.url, QUEUE)
-    app.tasks[task].starmap([()] * total)
-    app.close()
+def burst(target: Target, count: int, stamp_file: Path, r: Any) -> tuple[float, float, float]:
+    """(CPU s of the replicas, CPU s of the Redis server, wall s) of one
+    `soloist worker --replicas count --burst` run."""
     setup = Setup("redis", target.url, target.url, None, "", 0, 0, 0, lambda: None)  # type: ignore[arg-type]
     cmd = [sys.executable, "-m", "soloist", "worker", "-A", "suite_app:app", "-Q", QUEUE]
     cmd += ["--replicas", str(count), "--burst", "-l", "error"]
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server, t0 = redis_cpu(r), time.perf_counter()
     subprocess.run(cmd, env=env_for(setup, QUEUE, stamp_file), timeout=600, check=True)
     server, took = redis_cpu(r) - server, time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return cpu, server, took
+
+
+def replicas_run(target: Target, task: str, total: int, count: int, tmp: Path, r: Any) -> str:
+    """One line of the replicas table: `total` calls of `task`, `count` replicas. The
+    same run on an empty queue first, to take the replicas' start and stop out of the
+    CPU per task and of the cores kept busy."""
+    stamp_file = tmp / f"{uuid.uuid4().hex[:8]}.stamps"
+    idle_cpu, idle_server, idle_took = burst(target, count, stamp_file, r)
+    app = make_app(target.url, target.url, QUEUE)
+    app.tasks[task].starmap([()] * total)
+    app.close()
+    cpu, server, took = burst(target, count, stamp_file, r)
+    cpu, server, took = cpu - idle_cpu, server - idle_server, took - idle_took
     ends = sorted(stamps(stamp_file))
     # The middle 80% of the run: start-up and the last replicas draining left out.
     lo, hi = ends[len(ends) // 10], ends[len(ends) * 9 // 10]
     got = (len(ends) * 8 // 10) / (hi - lo)
     ideal = f"{count * 200}" if task == "suite.nap" else "-"
     ratio = f"{got / (count * 200):.2f}" if task == "suite.nap" else "-"
-    busy = (worker_cpu + server) / took  # start-up and all, as the CPU is
     return (
         f"{task.split('.')[1]:<10}{count:>9}{got:>9.0f}{ideal:>7}{ratio:>7}"
-        f"{worker_cpu / total * 1e6:>20.0f}{server / total * 1e6:>19.0f}{busy:>12.2f}"
+        f"{cpu / total * 1e6:>20.0f}{server / total * 1e6:>19.0f}{(cpu + server) / took:>12.2f}"
     )
 
 
