@@ -6,9 +6,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,15 +44,62 @@ class Held:
         return {**ours, **changes}
 
 
+class Answer:
+    """A request's result or error, set once by the I/O thread, awaited by its caller.
+
+    A lock held until the answer is set: a worker waits on one for each task's ack, and a
+    `concurrent.futures.Future` costs more (a condition, a waiter lock per wait, its
+    callbacks), on both threads."""
+
+    __slots__ = ("_error", "_ready", "_set", "_value")
+
+    def __init__(self) -> None:
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._set = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._set
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._finish()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._error = exc
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._set:
+            raise RuntimeError("a request answered twice")
+        self._set = True
+        self._ready.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it was answered within `timeout` seconds."""
+        if not self._ready.acquire(timeout=timeout):
+            return False
+        self._ready.release()
+        return True
+
+    def result(self) -> Any:
+        """The answer (after `wait`): its value, or its error raised."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass
 class Request:
     work: Callable[[Session, Request], Any]
-    future: Future[Any]
+    answer: Answer
     deadline: float  # monotonic
     retry: bool  # run again after a reconnect (publish); else fail at once when down
 
 
-#: Returned by a request's work when it completes its future itself, later (fetch waits).
+#: Returned by a request's work when it sets its answer itself, later (fetch waits).
 LATER = object()
 
 
@@ -92,8 +139,8 @@ class Stream:
 
 
 def fail(req: Request, exc: BaseException) -> None:
-    if not req.future.done():
-        req.future.set_exception(exc)
+    if not req.answer.done():
+        req.answer.set_exception(exc)
 
 
 class Session:
@@ -169,8 +216,8 @@ class Session:
     def end_wait(self) -> None:
         """Answer a waiting fetch with nothing (its channel or consumer is going)."""
         wait, self.wait = self.wait, None
-        if wait is not None and not wait.request.future.done():
-            wait.request.future.set_result([])
+        if wait is not None and not wait.request.answer.done():
+            wait.request.answer.set_result([])
 
     def holds(self, receipt: Any) -> Held | None:
         if not isinstance(receipt, tuple) or receipt[0] != self.epoch or self.sub.is_closed:
