@@ -247,6 +247,13 @@ class Broker(abc.ABC):
         no longer held."""
 
     @abc.abstractmethod
+    def ping(self) -> None:
+        """Reach the server in one round trip (or one trivial statement), or raise
+        BrokerUnavailable (ConfigurationError for a server set up wrong). A worker and the
+        CLI call it to fail fast at start-up: unlike `depth`, it costs the same on a queue
+        of a million messages."""
+
+    @abc.abstractmethod
     def depth(self, queue: str) -> int:
         """Messages waiting in `queue`, due or delayed, not counting those leased."""
 

@@ -206,6 +206,9 @@ class MemoryBroker(Broker):
                     self._push(rec)
         return stale
 
+    def ping(self) -> None:
+        """In-process: always there."""
+
     def depth(self, queue: str) -> int:
         with self._cond:
             return sum(1 for r in self._records.values() if r.queue == queue and not r.receipt)

@@ -250,6 +250,10 @@ class RedisBroker(Broker):
         flags = self._extend(lease, *_pairs(deliveries), tag=queue_tag(deliveries[0].queue))
         return [d for d, stale in zip(deliveries, flags, strict=True) if stale]
 
+    def ping(self) -> None:
+        """PING: on a Cluster, redis-py sends it to every node."""
+        self.redis.command("PING")
+
     def depth(self, queue: str) -> int:
         return int(self._depth(queue, tag=queue_tag(queue)))
 

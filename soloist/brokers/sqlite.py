@@ -372,6 +372,10 @@ class SQLiteBroker(Broker):
                     stale.append(d)
         return stale
 
+    def ping(self) -> None:
+        """Read the file's schema table: the file is there and readable."""
+        self.db.connection().execute("SELECT 1 FROM soloist_schema LIMIT 1").fetchone()
+
     def depth(self, queue: str) -> int:
         return self.stats(queue).depth
 

@@ -389,6 +389,11 @@ class CeleryAMQPBroker(Broker):
                 if d.receipt[0] != self._generation or d.receipt[1] not in self._held
             ]
 
+    def ping(self) -> None:
+        """Connect if not connected, then one round trip: a passive declare of an exchange
+        every RabbitMQ has."""
+        self._call(lambda channel: channel.exchange_declare("amq.direct", "direct", passive=True))
+
     def depth(self, queue: str) -> int:
         def count(channel: Any) -> int:
             channel = self._declare(channel, queue)

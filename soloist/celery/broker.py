@@ -213,6 +213,9 @@ class KombuRedisBroker(Broker):
         flags = self._extend(lease, self.visibility_timeout, *_pairs(deliveries))
         return [d for d, stale in zip(deliveries, flags, strict=True) if stale]
 
+    def ping(self) -> None:
+        self.redis.command("PING")
+
     def depth(self, queue: str) -> int:
         return int(self._depth(*(name for name, _ in self.lists([queue]))))
 

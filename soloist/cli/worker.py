@@ -252,7 +252,7 @@ def _supervise(
             f"must be within --autoscale {low},{high}", param_hint="--replicas"
         )
     names = queues or [app.default_queue]
-    app.broker.depth(names[0])  # fail fast, with one line, if the broker is unreachable
+    app.broker.ping()  # fail fast, with one line, if the broker is unreachable
     if autoscale is None and not burst:
         app.close()  # the replicas have their own connections; this one is not needed
 

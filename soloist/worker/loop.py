@@ -194,7 +194,7 @@ class Worker:
         """Reach the broker, the result store and its revocation log, or raise one
         `SoloistError` saying which could not be used. Done before the first fetch: a worker
         that could not record a result would run a task, die, and have it run again."""
-        self.broker.depth(self.queues[0])
+        self.broker.ping()
         self.broker.check()
         try:
             self.app.results.get("soloist-check")

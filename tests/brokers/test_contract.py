@@ -240,6 +240,12 @@ def test_depth_and_purge(broker: Broker, queue: str) -> None:
     assert broker.ack(held)
 
 
+def test_ping_reaches_the_server_and_changes_nothing(broker: Broker, queue: str) -> None:
+    broker.publish(queue, b"x")
+    assert broker.ping() is None
+    assert broker.depth(queue) == 1 and fetch_one(broker, queue).body == b"x"
+
+
 def test_idle_fetch_wakes_for_a_new_message(make_broker: Callable[..., Broker], queue: str) -> None:
     consumer, producer = make_broker(), make_broker()
     timer = threading.Timer(0.3, producer.publish, (queue, b"wake"))

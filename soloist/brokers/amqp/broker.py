@@ -291,6 +291,12 @@ class AMQPBroker(Broker):
             self.consumer.confirm_acks(s)
         return count
 
+    def ping(self) -> None:
+        """An empty call on the I/O thread: it answers once the connection is open (the
+        first call opens it, and checks the layout), waiting through a reconnect up to
+        publish_timeout."""
+        self._must(lambda s, _: None)
+
     def depth(self, queue: str) -> int:
         """Ready messages in the lanes, plus those waiting in the delay queues this process
         used (AMQP 0-9-1 cannot list queues, so another process's delays are not seen)."""
