@@ -82,8 +82,10 @@ _TRANSIENT = (
 _LUA = Path(__file__).with_name("redis")
 
 
-def _lua(name: str) -> str:
-    return (_LUA / f"{name}.lua").read_text()
+def _lua(name: str, folder: Path = _LUA) -> str:
+    """The script `name` of `folder` (by default brokers/redis/; the result store's and
+    the Celery bridge's sit in folders beside their modules)."""
+    return (folder / f"{name}.lua").read_text()
 
 
 _PRELUDE = _lua("prelude")

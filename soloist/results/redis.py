@@ -34,205 +34,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
 from ..brokers.redis import CHUNK
-from ..brokers.redis_connection import RedisConnection, Script
+from ..brokers.redis_connection import RedisConnection, Script, _lua
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 from .redis_feed import RevocationFeed
 
-# ARGV: prefix, ttl in ms, then task id, state, body for each record. Returns, for each,
-# 0 if a final state was already there, else 1.
-_PUT = """
-local final = {$FINAL}
-local out = {}
-for i = 3, #ARGV, 3 do
-  local key, state = prefix .. 'r:' .. ARGV[i], ARGV[i + 1]
-  local old = redis.call('HGET', key, 's')
-  if old and final[old] then
-    out[#out + 1] = 0
-  else
-    redis.call('HSET', key, 's', state, 'b', ARGV[i + 2])
-    redis.call('PEXPIRE', key, ARGV[2])
-    if final[state] then
-      local done = key .. ':done'
-      redis.call('DEL', done)
-      redis.call('LPUSH', done, 1)
-      redis.call('PEXPIRE', done, ARGV[2])
-    end
-    out[#out + 1] = 1
-  end
-end
-return out
-"""
-
-# Drops expired revocation log entries; shared by the two scripts below.
-_PRUNE = """
-local at, till = prefix .. 'revoked:at', prefix .. 'revoked:until'
-local term = prefix .. 'revoked:terminate'
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', till, '-inf', now())) do
-  redis.call('ZREM', at, id)
-  redis.call('ZREM', till, id)
-  redis.call('SREM', term, id)
-end
-"""
-
-# ARGV: prefix, task id, body, ttl in ms, terminate (1/0). Records the revocation, or
-# returns 0 if the task already ended; _LOG_REVOCATION logs it (the same ARGV).
-_REVOKE = """
-local key = prefix .. 'r:' .. ARGV[2]
-local final = {$FINAL}
-local old = redis.call('HGET', key, 's')
-if old and final[old] and old ~= '$REVOKED' then return 0 end
-redis.call('HSET', key, 's', '$REVOKED', 'b', ARGV[3])
-redis.call('PEXPIRE', key, ARGV[4])
-local done = key .. ':done'
-redis.call('DEL', done)
-redis.call('LPUSH', done, 1)
-redis.call('PEXPIRE', done, ARGV[4])
-"""
-_LOG_REVOCATION = (
-    _PRUNE
-    + """
-redis.call('ZADD', at, now(), ARGV[2])
-redis.call('ZADD', till, now() + tonumber(ARGV[4]) / 1000, ARGV[2])
-if ARGV[5] == '1' then redis.call('SADD', term, ARGV[2]) else redis.call('SREM', term, ARGV[2]) end
-redis.call('INCR', prefix .. 'revoked:n')
-redis.call('PUBLISH', prefix .. 'revoked:moved', 1)
-"""
-)
-
-# ARGV: prefix, since. Returns {id, revoked at, terminate (0/1), …}, oldest first.
-_REVOKED_SINCE = (
-    _PRUNE
-    + """
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', at, ARGV[2], '+inf')) do
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('ZSCORE', at, id)
-  out[#out + 1] = redis.call('SISMEMBER', term, id)
-end
-return out
-"""
-)
-
-# ARGV: prefix, task id, state, body. Returns 1 if the record was still that and is gone.
-_FORGET_IF = """
-local key = prefix .. 'r:' .. ARGV[2]
-local old = redis.call('HMGET', key, 's', 'b')
-if old[1] ~= ARGV[3] or old[2] ~= ARGV[4] then return 0 end
-redis.call('DEL', key, key .. ':done')
-return 1
-"""
-
-# ARGV: prefix, ttl in ms, then chord id, index, size, record for each member. Returns,
-# for each, every member's record in index order to the member whose add completed the set,
-# else false (see ResultStore.chord_add_many).
-_CHORD_ADD = """
-local out = {}
-for i = 3, #ARGV, 4 do
-  local key, index, size = prefix .. 'chord:' .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if redis.call('HSETNX', key, index, ARGV[i + 3]) == 1 then
-    redis.call('PEXPIRE', key, ARGV[2])
-    if redis.call('HLEN', key) == size then
-      redis.call('SET', key .. ':last', index, 'PX', ARGV[2])
-    end
-  end
-  if redis.call('GET', key .. ':last') == index then
-    local all, bodies = redis.call('HGETALL', key), {}
-    for j = 1, #all, 2 do bodies[tonumber(all[j]) + 1] = all[j + 1] end
-    out[#out + 1] = bodies
-  else
-    out[#out + 1] = false
-  end
-end
-return out
-"""
-
-# ARGV: prefix, task id, state, body, ttl in ms. Returns 1 if recorded, 0 if a record was there.
-_PUT_NEW = """
-local key = prefix .. 'r:' .. ARGV[2]
-if redis.call('EXISTS', key) == 1 then return 0 end
-redis.call('HSET', key, 's', ARGV[3], 'b', ARGV[4])
-redis.call('PEXPIRE', key, ARGV[5])
-return 1
-"""
-
-# Coordination (see ResultStore). ARGV: prefix, key, value, ttl in ms. Returns the value
-# in place, or nil when this call set it.
-_CLAIM = """
-local key = prefix .. 'kv:' .. ARGV[2]
-local old = redis.call('GET', key)
-if old then return old end
-redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
-return false
-"""
-
-# ARGV: prefix, key, expected, delete (1/0), value, ttl in ms. Returns 1 if swapped.
-_SWAP = """
-local key = prefix .. 'kv:' .. ARGV[2]
-if redis.call('GET', key) ~= ARGV[3] then return 0 end
-if ARGV[4] == '1' then
-  redis.call('DEL', key)
-else
-  redis.call('SET', key, ARGV[5], 'PX', ARGV[6])
-end
-return 1
-"""
-
-# ARGV: prefix, key, limit, per (seconds). Returns the seconds to wait, '0' when taken
-# (a string: Lua numbers come back truncated to integers).
-_TAKE_TOKEN = """
-local key = prefix .. 'tokens:' .. ARGV[2]
-local limit, per = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now() - per)
-local n = redis.call('ZCARD', key)
-if n >= limit then
-  local nth = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
-  return tostring(math.max(tonumber(nth[2]) + per - now(), 0.001))
-end
-redis.call('ZADD', key, now(), now() .. ':' .. n)
-redis.call('PEXPIRE', key, math.ceil(per * 1000))
-return '0'
-"""
-
-# Keeps a slots ZSET as long as its latest slot; shared by the two scripts below.
-_SLOTS = """
-local function keep(key)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[2] then redis.call('PEXPIREAT', key, math.ceil(tonumber(last[2]) * 1000)) end
-end
-"""
-
-# ARGV: prefix, key, holder, limit, ttl (seconds). Returns 1 if the slot is held.
-_ACQUIRE_SLOT = (
-    _SLOTS
-    + """
-local key = prefix .. 'slots:' .. ARGV[2]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now())
-if not redis.call('ZSCORE', key, ARGV[3]) and redis.call('ZCARD', key) >= tonumber(ARGV[4]) then
-  return 0
-end
-redis.call('ZADD', key, now() + tonumber(ARGV[5]), ARGV[3])
-keep(key)
-return 1
-"""
-)
-
-# ARGV: prefix, ttl (seconds), then key, holder for each slot.
-_RENEW_SLOTS = (
-    _SLOTS
-    + """
-for i = 3, #ARGV, 2 do
-  local key = prefix .. 'slots:' .. ARGV[i]
-  local until_ = redis.call('ZSCORE', key, ARGV[i + 1])
-  if until_ and tonumber(until_) > now() then
-    redis.call('ZADD', key, now() + tonumber(ARGV[2]), ARGV[i + 1])
-    keep(key)
-  end
-end
-"""
-)
+#: The Lua scripts, one file each in results/redis/, each opening with the keys it
+#: touches (the schema above); brokers/redis/prelude.lua runs before each (now(), prefix).
+_LUA = Path(__file__).with_name("redis")
+_PUT = _lua("put", _LUA)
+_PUT_NEW = _lua("put_new", _LUA)
+_REVOKE = _lua("revoke", _LUA)
+#: prune_revocations.lua drops the log's expired entries and names its keys.
+_LOG_REVOCATION = _lua("prune_revocations", _LUA) + _lua("log_revocation", _LUA)
+_REVOKED_SINCE = _lua("prune_revocations", _LUA) + _lua("revoked_since", _LUA)
+_FORGET_IF = _lua("forget_if", _LUA)
+_CHORD_ADD = _lua("chord_add", _LUA)
+_CLAIM = _lua("claim", _LUA)
+_SWAP = _lua("swap", _LUA)
+_TAKE_TOKEN = _lua("take_token", _LUA)
+#: keep_slots.lua defines keep(), which keeps a semaphore's ZSET as long as its last slot.
+_ACQUIRE_SLOT = _lua("keep_slots", _LUA) + _lua("acquire_slot", _LUA)
+_RENEW_SLOTS = _lua("keep_slots", _LUA) + _lua("renew_slots", _LUA)
 
 _FINAL_TABLE = ", ".join(f"[{state!r}] = true" for state in sorted(FINAL_STATES))
 _PUT = _PUT.replace("$FINAL", _FINAL_TABLE)
