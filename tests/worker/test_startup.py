@@ -15,13 +15,16 @@ from tests.support.redis_support import free_port
     ("results", "says"),
     [
         ("bogus://nowhere", "unknown result store URL scheme 'bogus'"),
-        (f"redis://:pw@127.0.0.1:{free_port()}/0", "result store redis://:***@127.0.0.1"),
+        # A port nobody listens on, chosen as the test runs (the id must not vary between
+        # the processes of a parallel run).
+        ("redis://:pw@127.0.0.1:{port}/0", "result store redis://:***@127.0.0.1"),
         ("sqlite:////nonexistent/dir/r.db", "result store sqlite:////nonexistent/dir/r.db"),
     ],
 )
 def test_an_unusable_result_store_stops_the_worker_before_any_task(
     workers: WorkerProcesses, sample_app: App, results: str, says: str
 ) -> None:
+    results = results.format(port=free_port())
     sample_app.tasks["sleepy"].delay(0, "once")
     workers.use(workers.url, results)
     done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
