@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests first: run in parallel (pytest-xdist), a minute-long test started
+    last would keep one process busy after the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def app() -> Iterator[App]:
     """An app on the in-memory broker and result store."""
