@@ -83,8 +83,9 @@ _HEARTBEAT = _lua("heartbeat")
 _WORKERS = _lua("workers")
 _FORGET_WORKER = _lua("forget_worker")
 
-#: `poison_reason` as a Lua format string, so burying a poison message stays one script.
-_POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321", "%d")
+#: `poison_reason` as a Lua format string, so burying a poison message stays one script
+#: (the claim scripts' argument here and in the Celery bridge's kombu layout).
+POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321", "%d")
 
 
 class RedisBroker(Broker):
@@ -152,7 +153,7 @@ class RedisBroker(Broker):
         start = time.monotonic()
         deadline = start + timeout
         receipt = secrets.token_hex(8)
-        args = (max(max_count, 1), lease, receipt, self.max_deliveries, _POISON_FORMAT, *queues)
+        args = (max(max_count, 1), lease, receipt, self.max_deliveries, POISON_FORMAT, *queues)
         key = tuple(queues)
         # A fetch that waits may skip its first claim when the last one found nothing and
         # nothing has fallen due since: whatever arrived meanwhile pushed a token.

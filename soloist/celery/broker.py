@@ -34,9 +34,8 @@ from ..brokers.base import (
     DeadLetter,
     Delivery,
     QueueStats,
-    poison_reason,
 )
-from ..brokers.redis import RedisBroker
+from ..brokers.redis import POISON_FORMAT, RedisBroker
 from ..brokers.redis_connection import RedisConnection
 from ..errors import ConfigurationError
 from . import protocol
@@ -72,9 +71,6 @@ _DEPTH = _lua("depth")
 _PURGE = _lua("purge")
 _DEAD_LETTERS = _lua("dead_letters")
 _SETTLE_DEAD = _lua("settle_dead")
-
-#: `poison_reason` as a Lua format string, so burying a poison message stays one script.
-_POISON_FORMAT = poison_reason(987654321).replace("%", "%%").replace("987654321", "%d")
 
 
 class KombuRedisBroker(Broker):
@@ -144,7 +140,7 @@ class KombuRedisBroker(Broker):
             lease,
             receipt,
             self.max_deliveries,
-            _POISON_FORMAT,
+            POISON_FORMAT,
             self.visibility_timeout,
             steps,
             *(x for pair in lists for x in pair),
