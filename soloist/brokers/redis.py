@@ -132,7 +132,9 @@ class RedisBroker(Broker):
         self.interruptible = not self.on_cluster
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        (mid,) = self._publish(queue, body, max(delay, 0), int(priority), tag=queue_tag(queue))
+        # The tag only routes a Cluster's call: no regex per publish on one server.
+        tag = queue_tag(queue) if self.on_cluster else ""
+        (mid,) = self._publish(queue, body, max(delay, 0), int(priority), tag=tag)
         return str(mid.decode())
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:

@@ -359,17 +359,19 @@ class RedisConnection:
         try:
             conn.send_packed_command(pack(commands))
             replies = []
+            demoted = False
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
                 except redis.ResponseError as exc:
                     replies.append(exc)
+                    demoted = demoted or isinstance(exc, redis.ReadOnlyError)
         except BaseException:
             # A reply may be left unread (a dropped link, a signal's exception): close the
             # link, so the next command cannot read a stale reply as its own.
             self._drop(conn)
             raise
-        if any(isinstance(r, redis.ReadOnlyError) for r in replies):
+        if demoted:
             self._drop(conn)  # a master demoted by a failover: find the new one
         else:
             self._idle.append(conn)
