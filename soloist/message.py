@@ -98,17 +98,25 @@ class Message:
         data = codec.loads(body)
         if not isinstance(data, dict):
             raise DecodeError(f"envelope is a {type(data).__name__}, not a map")
-        if data.get("v") != PROTOCOL:
-            raise DecodeError(f"unsupported protocol version {data.get('v')!r}")
-        task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
-        msg_id, sent, opts = data.get("id"), data.get("sent", 0.0), data.get("opts", {})
+        get = data.get
+        if get("v") != PROTOCOL:
+            raise DecodeError(f"unsupported protocol version {get('v')!r}")
+        task, msg_id = get("task"), get("id")
         if not isinstance(task, str) or not task:
             raise DecodeError("envelope has no task name")
         if not isinstance(msg_id, str) or not msg_id:
             raise DecodeError("envelope has no task id")
+        # Each missing part reads as empty (a fresh map each: a task may change its own).
+        args, kwargs, sent, opts = get("args", ()), get("kwargs"), get("sent", 0.0), get("opts")
+        if kwargs is None:
+            kwargs = {}
+        if opts is None:
+            opts = {}
         if not isinstance(args, (list, tuple)):
             raise DecodeError("args is not a list", task, msg_id)
-        if not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
+        if not isinstance(kwargs, dict) or (
+            kwargs and body[:1] != b"j" and not all(isinstance(k, str) for k in kwargs)
+        ):  # (keys of a JSON map are always strings)
             raise DecodeError("kwargs is not a map of names", task, msg_id)
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
             raise DecodeError("malformed sent time or options", task, msg_id)

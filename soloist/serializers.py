@@ -26,7 +26,8 @@ class Serializer:
 
 # One encoder for every call: json.dumps with options builds a new one each time.
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_json_decoder = json.JSONDecoder()
+#: The decoder's C scanner itself (`raw_decode` is a Python wrapper around it).
+_json_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _json_dumps(obj: Any) -> bytes:
@@ -38,10 +39,10 @@ def _json_loads(body: bytes) -> Any:
     one UTF-8 decode instead of an encoding sniff, and the scanner starts past the tag."""
     text = body.decode()
     try:
-        obj, end = _json_decoder.raw_decode(text, 1)
-    except ValueError:
-        return json.loads(text[1:])  # leading whitespace, or an error that json words well
-    if text[end:].strip(" \t\n\r"):
+        obj, end = _json_scan(text, 1)
+    except (StopIteration, ValueError):  # nothing at 1 (whitespace, say), or malformed:
+        return json.loads(text[1:])  # json.loads words the error well
+    if end != len(text) and text[end:].strip(" \t\n\r"):
         raise ValueError(f"extra data at character {end}")
     return obj
 
@@ -63,7 +64,6 @@ def _msgpack() -> Serializer:
 
 JSON = Serializer("json", b"j", _json_dumps, _json_loads)
 PICKLE = Serializer("pickle", b"p", pickle.dumps, lambda body: pickle.loads(memoryview(body)[1:]))
-_TAGS = (JSON.tag, b"m", PICKLE.tag)
 
 
 def get(name: str) -> Serializer:
@@ -77,6 +77,10 @@ def get(name: str) -> Serializer:
     raise ConfigurationError(f"unknown serializer {name!r} (choose json, msgpack or pickle)")
 
 
+def _msgpack_loads(body: bytes) -> Any:
+    return _msgpack().loads(body)  # imported on the first msgpack body
+
+
 class Codec:
     """Dumps with one serializer and loads any tagged body whose serializer is accepted."""
 
@@ -85,18 +89,25 @@ class Codec:
         if self.serializer is PICKLE and not accept_pickle:
             raise ConfigurationError("the pickle serializer needs accept_pickle=True")
         self.accept_pickle = accept_pickle
+        #: The loader of each accepted tag: one lookup per body.
+        self._loaders: dict[bytes, Callable[[bytes], Any]] = {
+            JSON.tag: JSON.loads,
+            b"m": _msgpack_loads,
+        }
+        if accept_pickle:
+            self._loaders[PICKLE.tag] = PICKLE.loads
 
     def dumps(self, obj: Any) -> bytes:
         return self.serializer.tag + self.serializer.dumps(obj)
 
     def loads(self, body: bytes) -> Any:
-        tag = body[:1]
-        if tag not in _TAGS:
+        loader = self._loaders.get(body[:1])
+        if loader is None:
+            tag = body[:1]
+            if tag == PICKLE.tag:
+                raise DecodeError("pickle body refused (pickle is not enabled on this worker)")
             raise DecodeError(f"unknown serializer tag {tag!r}")
-        if tag == PICKLE.tag and not self.accept_pickle:
-            raise DecodeError("pickle body refused (pickle is not enabled on this worker)")
         try:
-            serializer = JSON if tag == JSON.tag else PICKLE if tag == PICKLE.tag else _msgpack()
-            return serializer.loads(body)
+            return loader(body)
         except Exception as exc:
             raise DecodeError(f"cannot decode body: {type(exc).__name__}: {exc}") from None

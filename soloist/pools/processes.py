@@ -102,8 +102,9 @@ def serve(spec: ChildSpec, tasks: Connection, results: Connection, draining: Eve
     try:
         while (delivery := tasks.recv()) is not None:
             outcome = guard.run(runner.run, delivery)
-            if tree.has_children():
-                tree.end_leftovers(outcome.task, tree.CHILD_GRACE, threading.get_native_id())
+            tid = threading.get_native_id()
+            if tree.left_anything(tid):
+                tree.end_leftovers(outcome.task, tree.CHILD_GRACE, tid)
             ran += 1
             retire = bool(spec.max_tasks and ran >= spec.max_tasks) or bool(
                 memory is not None and spec.max_memory and memory.take() >= spec.max_memory

@@ -99,7 +99,7 @@ class ThreadPool(Pool):
                 outcome = self._guard.run(runner.run, delivery)
                 if self._running.pop(delivery.id, None) is None:
                     return  # stopped at its hard limit: its outcome is already reported
-                if tree.has_children():
+                if tree.left_anything(tid, self._main):
                     # Orphans land on the main thread, and the forkserver serves every
                     # task: what is there is this task's only if no other one runs.
                     alone = not self._running

@@ -21,9 +21,9 @@ started in the last `SNAPSHOT_INTERVAL` by a parent that then died too.
 Elsewhere than Linux there is no `/proc` to walk: every function here finds nothing, and
 only the processes pool's process-group kill applies.
 
-Checking after each task is cheap: pools call `has_children` (one `waitid` call, under a
-microsecond) and only when the process has a child at all is `/proc` read (a few µs more
-per task once the worker runs its watchdog, which is a child too).
+Checking after each task is cheap: pools call `left_anything` (one read of a /proc file kept
+open, half a microsecond), and only when the thread that ran the task has a child is the
+tree walked.
 """
 
 from __future__ import annotations
@@ -120,29 +120,64 @@ def children(pid: int, tid: int | None = None) -> list[int]:
     return found
 
 
-#: Open /proc/<pid>/task/<tid>/children files of this process's own threads, by (pid,
-#: tid): a pools' check after every task re-reads one (pread: 0.5 µs) instead of opening
-#: it (6 µs, timeit). Keyed by pid too, so a forked child never reads its parent's.
-_children_files: dict[tuple[int, int], int] = {}
+#: Open /proc/<pid>/task/<tid>/children files of this process's own threads, by tid: a
+#: pool's check after every task re-reads one (pread: 0.5 µs) instead of opening it (6 µs,
+#: timeit). A forked child forgets its parent's (`_forget_children_files`).
+_children_files: dict[int, int] = {}
+
+
+def _forget_children_files() -> None:
+    for fd in _children_files.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _children_files.clear()
+
+
+os.register_at_fork(after_in_child=_forget_children_files)
+
+
+def _read_own_children(tid: int, size: int = 4096) -> bytes:
+    """The start of thread `tid`'s children file (b"" if it has none, or is gone)."""
+    fd = _children_files.get(tid)
+    try:
+        if fd is None:
+            path = f"/proc/{os.getpid()}/task/{tid}/children"
+            fd = _children_files[tid] = os.open(path, os.O_RDONLY)
+        return os.pread(fd, size, 0)
+    except OSError:  # the thread is gone
+        if fd is not None:
+            os.close(_children_files.pop(tid))
+        return b""
 
 
 def _own_children(tid: int) -> list[int]:
-    key = (os.getpid(), tid)
-    fd = _children_files.get(key)
-    try:
-        if fd is None:
-            fd = _children_files[key] = os.open(f"/proc/{key[0]}/task/{tid}/children", os.O_RDONLY)
-        data = os.pread(fd, 4096, 0)
-        while len(data) % 4096 == 0 and data:  # a full read: there may be more
+    data = _read_own_children(tid)
+    fd = _children_files.get(tid)
+    while fd is not None and len(data) % 4096 == 0 and data:  # a full read: there may be more
+        try:
             more = os.pread(fd, 4096, len(data))
-            if not more:
-                break
-            data += more
-        return [int(p) for p in data.split()]
-    except OSError:  # the thread is gone
-        if fd is not None:
-            os.close(_children_files.pop(key))
-        return []
+        except OSError:
+            break
+        if not more:
+            break
+        data += more
+    return [int(p) for p in data.split()]
+
+
+def left_anything(*tids: int) -> bool:
+    """The check a pool makes after each task, on threads `tids` that ran it: whether
+    `leftovers(*tids)` may find anything. False unless this process's tasks own its
+    children (`claim`) and one of those threads has a child, or multiprocessing's shared
+    helpers run (their children may be a task's). One read of a kept-open /proc file per
+    thread: no exception to raise and catch when there is none, as `has_children` has
+    (a third of its cost)."""
+    if not _claimed or not _LINUX:
+        return False
+    if getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None) or getattr(
+        multiprocessing.resource_tracker._resource_tracker, "_pid", None
+    ):
+        return True
+    return any(_read_own_children(tid, 1) for tid in tids)
 
 
 def start_time(pid: int) -> int | None:
