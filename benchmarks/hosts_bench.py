@@ -2,6 +2,7 @@
 
     python benchmarks/hosts_bench.py path [--rtts 0,1,5,20] [--losses 0,1,5] [--replicas 4]
     python benchmarks/hosts_bench.py fleet [--workers 10,50,100] [--brokers redis,sqlite]
+    python benchmarks/hosts_bench.py fleet --local [...]     (no root: one host, loopback)
 
 As root, on hosts built by benchmarks/hosts.py (network namespaces on a private bridge);
 packet loss needs `iptables` (netfilter's statistic match), added latency needs nothing
@@ -15,7 +16,9 @@ bytes back instead.
   Every (rtt, loss) point is measured on the same running fleet.
 * `fleet`: N workers spread over `--hosts` worker hosts against one Redis (direct, no
   proxy), and N workers on one host against one SQLite file (SQLite is local by design:
-  its producer is on that host too).
+  its producer is on that host too). With `--local` the "hosts" are groups of processes
+  on this machine, talking over the loopback (no namespaces, no root): the same
+  measurements without the links.
 
 Each point: idle cost (`fleet` only: CPU per idle worker per second of the workers and
 of the Redis process, from /proc, and Redis's command time in INFO commandstats), then a
@@ -35,13 +38,14 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,7 +53,9 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 from chaos import Report, _judge  # noqa: E402
 from hosts import Net, wait_for  # noqa: E402
-from idle_bench import QUEUE, TOP_LEVEL, chaos_env  # noqa: E402
+from idle_bench import QUEUE, TOP_LEVEL, chaos_env, startup_timeout  # noqa: E402
+
+from tests.support.redis_support import free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 #: What an idle worker sends; the rest of TOP_LEVEL is what a connection sends once (the
@@ -85,11 +91,60 @@ def ledger_lines(path: Path) -> list[list[str]]:
     return [ln.split() for ln in path.read_text().splitlines()] if path.exists() else []
 
 
+class LocalNet:
+    """`fleet --local`: Net's interface with every host on this machine, no namespaces
+    (and no root); a host is the processes started "on" it and their descendants."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, str] = {}
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.output: IO[bytes] | None = None
+
+    def start(self, log: Path) -> None:
+        self.output = log.open("ab")
+
+    def add(self, host: str) -> str:
+        self.hosts[host] = "127.0.0.1"
+        return "127.0.0.1"
+
+    def run(self, host: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=self.output,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.procs.setdefault(host, []).append(proc)
+        return proc
+
+    def pids(self, host: str) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        found: set[int] = set()
+        todo = [p.pid for p in self.procs.get(host, []) if p.poll() is None]
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo += children.get(pid, [])
+        return found
+
+    def close(self) -> None:
+        for host, procs in self.procs.items():
+            for pid in self.pids(host):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for proc in procs:
+                proc.wait()
+        if self.output is not None:
+            self.output.close()
+
+
 @dataclass
 class Fleet:
     """A running fleet: where its producer runs, and the processes whose CPU is counted."""
 
-    net: Net
+    net: Net | LocalNet
     env: dict[str, str]
     ledger: Path
     tmp: Path
@@ -192,17 +247,18 @@ def _worker_cmd(replicas: int) -> list[str]:
             "--replicas", str(replicas), "--loglevel", "warning"]  # fmt: skip
 
 
-def _redis(net: Net, tmp: Path) -> tuple[str, set[int]]:
+def _redis(net: Net | LocalNet, tmp: Path, port: int = 6379) -> tuple[str, set[int]]:
     """A private redis-server on host `broker`, on its address and on its loopback."""
     address = net.hosts["broker"]
-    proc = net.run("broker", ["redis-server", "--bind", address, "127.0.0.1", "--port", "6379",
+    binds = list(dict.fromkeys([address, "127.0.0.1"]))
+    proc = net.run("broker", ["redis-server", "--bind", *binds, "--port", str(port),
                               "--save", "", "--appendonly", "no", "--dir", str(tmp),
                               "--protected-mode", "no", "--maxclients", "10000"],
                    dict(os.environ))  # fmt: skip
     return address, {proc.pid}  # `ip netns exec` execs: the pid is the server's
 
 
-def _start(net: Net, hosts: dict[str, int], fleet: Fleet) -> None:
+def _start(net: Net | LocalNet, hosts: dict[str, int], fleet: Fleet) -> None:
     """`--replicas` workers on each host; wait until all have registered."""
     for host, replicas in hosts.items():
         net.run(host, _worker_cmd(replicas), fleet.env)
@@ -271,7 +327,7 @@ def run_path(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def run_fleet(args: argparse.Namespace, kind: str, n: int, tmp: Path) -> None:
-    net = Net()
+    net = LocalNet() if args.local else Net()
     ledger = tmp / "ledger.txt"
     try:
         net.start(tmp / "hosts.log")
@@ -280,8 +336,9 @@ def run_fleet(args: argparse.Namespace, kind: str, n: int, tmp: Path) -> None:
             workers = [f"w{i + 1}" for i in range(args.hosts)]
             for host in [*workers, "prod"]:
                 net.add(host)
-            address, broker_pids = _redis(net, tmp)
-            env, producer = chaos_env(f"redis://{address}:6379/0", ledger), "prod"
+            port = free_port() if args.local else 6379  # not the shared Redis's
+            address, broker_pids = _redis(net, tmp, port)
+            env, producer = chaos_env(f"redis://{address}:{port}/0", ledger), "prod"
             spread = {h: n // args.hosts + (i < n % args.hosts) for i, h in enumerate(workers)}
         else:
             net.add("w1")
@@ -297,6 +354,7 @@ def run_fleet(args: argparse.Namespace, kind: str, n: int, tmp: Path) -> None:
         started = time.monotonic()
         _start(net, spread, fleet)
         where = f"on {len(spread)} hosts" if kind == "redis" else "on one host"
+        where += " (--local: one machine, loopback)" if args.local else ""
         print(f"{kind}: {n} workers {where} (up in {time.monotonic() - started:.0f} s,"
               f" {rss_mb(fleet.worker_pids) / n:.0f} MB RSS each)", flush=True)  # fmt: skip
         time.sleep(2)
@@ -313,7 +371,7 @@ def _drive(args: list[str], out: Path) -> int:
 
     answer: dict[str, object] = {}
     if args[0] == "ping":
-        app.broker.depth(QUEUE)
+        app.broker.ping()
         answer["ok"] = True
     elif args[0] == "rtt":
         times = []
@@ -323,7 +381,8 @@ def _drive(args: list[str], out: Path) -> int:
             times.append(time.perf_counter() - t0)
         answer["ms"] = statistics.median(times) * 1000
     elif args[0] == "wait":
-        wait_for(lambda: len(app.broker.workers()) >= int(args[1]), 300, "the workers")
+        n = int(args[1])
+        wait_for(lambda: len(app.broker.workers()) >= n, startup_timeout(n), "the workers")
     elif args[0] == "stats":
         text = app.broker.redis.command("INFO", "commandstats").decode()  # type: ignore[attr-defined]
         usec, calls = {}, {}
@@ -367,13 +426,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="paced publishing")
     parser.add_argument("--task-ms", type=int, default=0, help="each task sleeps this long")
     parser.add_argument("--idle", type=float, default=10.0, help="idle measurement (fleet)")
+    parser.add_argument("--local", action="store_true", help="(fleet) no namespaces, no root")
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         return _drive(args.drive, args.out)
-    if os.geteuid() != 0:
-        print("hosts_bench.py needs root (network namespaces)", file=sys.stderr)
+    if args.local and args.what != "fleet":
+        parser.error("--local goes with fleet")
+    if os.geteuid() != 0 and not args.local:
+        print("hosts_bench.py needs root (network namespaces; fleet --local does not)",
+              file=sys.stderr)  # fmt: skip
         return 2
     if args.what == "path":
         with tempfile.TemporaryDirectory(prefix="soloist-path-") as tmp:

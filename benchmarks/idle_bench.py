@@ -97,6 +97,12 @@ def start_workers(n: int, env: dict[str, str], log: Path) -> list[subprocess.Pop
     ]
 
 
+def startup_timeout(workers: int) -> float:
+    """How long `workers` workers may take to start and register: 100 took 40-55 s on a
+    loaded 2-core machine, so two seconds each on top of half a minute."""
+    return 30 + 2.0 * workers
+
+
 def wait_for(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -144,7 +150,11 @@ def main() -> int:
         try:
             floor_cpu, _ = measure(conn, args.seconds)
             procs = start_workers(args.workers, env, Path(tmp) / "workers.log")
-            wait_for(lambda: len(app.broker.workers()) >= args.workers, 60, "the workers")
+            wait_for(
+                lambda: len(app.broker.workers()) >= args.workers,
+                startup_timeout(args.workers),
+                "the workers",
+            )
             time.sleep(2)
             used, stats = measure(conn, args.seconds)
             per = 1e6 / (args.workers * args.seconds)
