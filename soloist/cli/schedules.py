@@ -9,13 +9,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..app import App
 from ..worker.beat import last_key
 from .common import app_option, load_app
+from .tables import Column, show
 
 #: Next run times shown per schedule.
 UPCOMING = 3
@@ -67,19 +65,21 @@ def schedules(app_path: str, as_json: bool, count: int) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("task", "schedule", "queue", "next runs", "last tick", "enqueued by")
-    for row in rows:
-        last = row["last"]
-        table.add_row(
-            escape(row["name"]),
-            escape(row["schedule"] + (", catch up" if row["catch_up"] else "")),
-            escape(row["queue"]),
-            "\n".join(row["next"]),
-            "-" if last is None else last["tick"],
-            "-" if last is None else escape(last["worker"]),
-        )
-    console = Console()
     if not rows:
-        console.print("no periodic tasks (@app.periodic)")
+        click.echo("no periodic tasks (@app.periodic)")
         return
-    console.print(table)
+    show(
+        None,
+        [Column(n) for n in ("task", "schedule", "queue", "next runs", "last tick", "enqueued by")],
+        [
+            [
+                row["name"],
+                row["schedule"] + (", catch up" if row["catch_up"] else ""),
+                row["queue"],
+                "\n".join(row["next"]),
+                "-" if row["last"] is None else row["last"]["tick"],
+                "-" if row["last"] is None else row["last"]["worker"],
+            ]
+            for row in rows
+        ],
+    )

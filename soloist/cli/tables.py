@@ -32,7 +32,7 @@ def table(title: str | None, columns: Sequence[Column], rows: Sequence[Sequence[
     """A rich table of `rows` (plain text: no markup is read in them)."""
     out = Table(title=title)
     for i, column in enumerate(columns):
-        widest = max((len(row[i]) for row in rows), default=0)
+        widest = max((len(line) for row in rows for line in row[i].splitlines()), default=0)
         if column.cut:
             out.add_column(column.name, overflow="ellipsis", no_wrap=True, ratio=1)
         else:
