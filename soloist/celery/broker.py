@@ -37,6 +37,7 @@ from ..brokers.base import (
 )
 from ..brokers.redis import POISON_FORMAT, RedisBroker
 from ..brokers.redis_connection import RedisConnection
+from ..brokers.redis_connection import _lua as lua
 from ..errors import ConfigurationError
 from . import protocol
 
@@ -56,7 +57,7 @@ _LUA = Path(__file__).with_name("broker")
 
 
 def _lua(name: str) -> str:
-    return (_LUA / f"{name}.lua").read_text()
+    return lua(name, _LUA)
 
 
 _PRELUDE = _lua("prelude")

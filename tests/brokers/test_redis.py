@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,29 @@ def calls(broker: RedisBroker) -> dict[str, int]:
 
 def spent(before: dict[str, int], after: dict[str, int], command: str) -> int:
     return after.get(command, 0) - before.get(command, 0)
+
+
+def fetched_while(
+    broker: RedisBroker, queues: list[str], during: Callable[[], None]
+) -> list[bytes]:
+    """The bodies a fetch of `queues` (waiting up to 5 s) gets when `during` runs while it
+    waits (0.3 s after it starts: blocked by then, on a loaded machine too)."""
+    got: list[bytes] = []
+    fetcher = threading.Thread(
+        target=lambda: got.extend(d.body for d in broker.fetch(queues, 10, 30, timeout=5.0))
+    )
+    fetcher.start()
+    time.sleep(0.3)
+    during()
+    fetcher.join()
+    return got
+
+
+def publish_elsewhere(broker: RedisBroker, queue: str, body: bytes) -> None:
+    """Publish from another broker on the same server (another process's producer)."""
+    publisher = RedisBroker(broker.url)
+    publisher.publish(queue, body)
+    publisher.close()
 
 
 def test_errors_never_show_the_password() -> None:
@@ -164,16 +187,7 @@ def test_several_queues_wake_on_a_token_of_either(broker: RedisBroker, queue: st
     """A fetch of several queues blocks in BLPOP on all their wake lists, then claims."""
     other = queue + "-b"
     assert broker.fetch([queue, other], 10, 30, timeout=0.2) == []
-    got: list[bytes] = []
-    fetcher = threading.Thread(
-        target=lambda: got.extend(d.body for d in broker.fetch([queue, other], 10, 30, 5.0))
-    )
-    fetcher.start()
-    time.sleep(0.2)
-    publisher = RedisBroker(broker.url)
-    publisher.publish(other, b"b")
-    publisher.close()
-    fetcher.join()
+    got = fetched_while(broker, [queue, other], lambda: publish_elsewhere(broker, other, b"b"))
     assert got == [b"b"]
 
 
@@ -263,20 +277,14 @@ def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
 def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, queue: str) -> None:
     """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLMOVE
     gets NOSCRIPT, and the fetch loads the script and claims."""
-    got: list[bytes] = []
-    fetcher = threading.Thread(
-        target=lambda: got.extend(d.body for d in broker.fetch([queue], 1, 30, timeout=5.0))
-    )
-    fetcher.start()
-    time.sleep(0.3)
-    admin = redis.Redis.from_url(broker.url.split("?")[0])
-    admin.script_flush()
-    admin.close()
-    publisher = RedisBroker(broker.url)
-    publisher.publish(queue, b"after the flush")
-    publisher.close()
-    fetcher.join()
-    assert got == [b"after the flush"]
+
+    def flush_then_publish() -> None:
+        admin = redis.Redis.from_url(broker.url.split("?")[0])
+        admin.script_flush()
+        admin.close()
+        publish_elsewhere(broker, queue, b"after the flush")
+
+    assert fetched_while(broker, [queue], flush_then_publish) == [b"after the flush"]
 
 
 def test_an_interrupted_exchange_leaves_no_stale_reply(broker: RedisBroker, queue: str) -> None:

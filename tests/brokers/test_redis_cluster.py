@@ -5,6 +5,7 @@ over queues of several slots, and worker processes with results on the cluster t
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -252,22 +253,39 @@ def test_revocations_log_on_their_own_slot(url: str) -> None:
         store.close()
 
 
+#: Six queues, which their names spread over the shards.
+QUEUES = [f"spread-{n}" for n in range(6)]
+
+
+def spread(app: App, tasks: range) -> list[str]:
+    """Send add(a, 1) for each `a` of `tasks`, round the QUEUES; their ids."""
+    return [app.send_task("add", (a, 1), queue=QUEUES[a % 6]).id for a in tasks]
+
+
+def spread_fleet(
+    url: str, workers: WorkerProcesses, app: App, procs: int, tasks: range
+) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    """`procs` worker processes on the cluster at `url` (results there too), each taking
+    the QUEUES from another one first; then `tasks` sent (`spread`), the first one run."""
+    workers.use(url)
+    app.configure(url, url)
+    started = [workers.start("-Q", ",".join(QUEUES[n:] + QUEUES[:n])) for n in range(procs)]
+    sent = spread(app, tasks)
+    assert app.result(sent[0]).get(timeout=30) == 1
+    return started, sent
+
+
 @pytest.mark.slow
 def test_workers_run_tasks_of_queues_on_every_shard(
     url: str, workers: WorkerProcesses, sample_app: App
 ) -> None:
     """Worker processes on the cluster, results on it too, a worker SIGKILLed mid-run."""
-    queues = [f"spread-{n}" for n in range(6)]
-    workers.use(url)
-    sample_app.configure(url, url)
-    procs = [workers.start("-Q", ",".join(queues[n:] + queues[:n])) for n in range(3)]
-    sent = [sample_app.send_task("add", (a, 1), queue=queues[a % 6]).id for a in range(120)]
-    assert sample_app.result(sent[0]).get(timeout=30) == 1
+    procs, sent = spread_fleet(url, workers, sample_app, 3, range(120))
     procs[0].kill()  # its leased task runs again elsewhere once the lease lapses
     got = [sample_app.result(task_id).get(timeout=90) for task_id in sent]
     assert got == [a + 1 for a in range(120)]
     assert all(p.poll() is None for p in procs[1:])
-    wait_until(lambda: all(sample_app.broker.depth(q) == 0 for q in queues), 30, "empty queues")
+    wait_until(lambda: all(sample_app.broker.depth(q) == 0 for q in QUEUES), 30, "empty queues")
 
 
 @pytest.mark.slow
@@ -280,19 +298,14 @@ def test_workers_and_producer_follow_a_shard_failover(
     try:
         cluster.start()
         url = cluster.url(prefix="failover:")
-        queues = [f"spread-{n}" for n in range(6)]
-        workers.use(url)
-        sample_app.configure(url, url)
-        procs = [workers.start("-Q", ",".join(queues[n:] + queues[:n])) for n in range(2)]
-        sent = [sample_app.send_task("add", (a, 1), queue=queues[a % 6]).id for a in range(60)]
-        assert sample_app.result(sent[0]).get(timeout=30) == 1
+        procs, _ = spread_fleet(url, workers, sample_app, 2, range(60))
         # Both running: a worker's first call is not retried (a wrong URL fails at once).
         wait_until(lambda: len(sample_app.broker.workers()) == 2, 30, "both workers' beats")
         slot = key_slot(sample_app.broker.redis.key("q:spread-0", "").encode())  # type: ignore[attr-defined]
         victim = cluster.owner(slot)
         next(s for s in cluster.servers if s.port == victim).stop(signal.SIGKILL)
         wait_until(lambda: cluster.owner(slot) != victim, 30, "the replica's promotion")
-        later = [sample_app.send_task("add", (a, 1), queue=queues[a % 6]).id for a in range(60, 90)]
+        later = spread(sample_app, range(60, 90))
         # Replication is asynchronous: a write the master acknowledged in its last instant
         # may be gone. What was sent after the promotion must all run.
         assert [sample_app.result(t).get(timeout=60) for t in later] == [
