@@ -45,8 +45,9 @@ from .base import (
     poison_reason,
 )
 from .cluster import WORKERS_TAG, queue_tag
-from .redis_connection import RedisConnection, _lua
+from .redis_connection import RedisConnection
 from .redis_pipe import RedisAckPipe
+from .redis_script import _lua
 from .redis_wait import Wait
 
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.

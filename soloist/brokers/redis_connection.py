@@ -1,17 +1,15 @@
 """The link to one Redis server (or a Sentinel-watched master, or a Cluster): URL options,
-a pool of connections, reconnects with back-off, and Lua scripts run by their SHA1 after
-the prelude every script shares (brokers/redis/prelude.lua, which opens with the key
-schema). The broker and the result store both talk to Redis through it."""
+a pool of connections, reconnects with back-off, and the layout's schema version check.
+The broker and the result store both talk to Redis through it; their Lua scripts run over
+it (redis_script.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,11 +26,12 @@ try:
     import hiredis
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
+    from redis.exceptions import RedisClusterException, SlotNotCoveredError
     from redis.retry import Retry
 
     from .cluster import SCHEMES as CLUSTER_SCHEMES
     from .cluster import ClusterLink, cluster_client, tagged
+    from .redis_script import Script
     from .sentinel import SCHEMES as SENTINEL_SCHEMES
     from .sentinel import sentinel_pool
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -76,19 +75,6 @@ _TRANSIENT = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
-
-#: The Lua scripts, one file each in brokers/redis/. prelude.lua, which runs before each of
-#: them (ARGV[1] is the key prefix), opens with the key schema and defines the key names.
-_LUA = Path(__file__).with_name("redis")
-
-
-def _lua(name: str, folder: Path = _LUA) -> str:
-    """The script `name` of `folder` (by default brokers/redis/; the result store's and
-    the Celery bridge's sit in folders beside their modules)."""
-    return (folder / f"{name}.lua").read_text()
-
-
-_PRELUDE = _lua("prelude")
 
 
 def pack(commands: Sequence[tuple[object, ...]]) -> list[bytes]:
@@ -425,95 +411,3 @@ class RedisConnection:
             self._client.close()
         if not self.cluster:
             self._client.connection_pool.disconnect()
-
-
-class Script:
-    """A Lua script run by its SHA1, and loaded again when the server lost it (a restart).
-
-    Calling it passes the key prefix as ARGV[1], then the arguments given, and reconnects
-    through outages like every other call. On a Cluster a call names the hash tag of the
-    keys it touches (`tag=`): the prefix is that tag's, and routes the call (cluster.py)."""
-
-    def __init__(
-        self, conn: RedisConnection, source: str, allow_oom: bool = False, replicated: str = ""
-    ) -> None:
-        self.conn = conn
-        # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
-        self.source = ("#!lua flags=allow-oom\n" if allow_oom else "#!lua\n") + _PRELUDE + source
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-        self._head = ("EVALSHA", self.sha, 0, conn.prefix)
-        #: With ?wait_replicas=N, what this script's writes are ("a publish", "a settle"):
-        #: WAIT N follows it in the same write, so it covers this connection's writes.
-        self._wait: tuple[tuple[object, ...], ...] = ()
-        if replicated and conn.wait_replicas:
-            self._wait = (("WAIT", conn.wait_replicas, max(int(conn.wait_timeout * 1000), 1)),)
-        self._replicated = replicated
-
-    def __call__(self, *args: object, tag: str = "") -> Any:
-        return self.conn.call(self._run, (), args, tag)
-
-    def command(self, *args: object, tag: str = "") -> tuple[object, ...]:
-        """The EVALSHA command calling it with `args`, to write on a connection directly."""
-        return self._evalsha(args, tag)
-
-    def resent(self, *args: object, tag: str = "") -> tuple[Any, bool]:
-        """Call it; also whether it was sent again after a lost connection (`call_resent`)."""
-        return self.conn.call_resent(self._run, (), args, tag)
-
-    def each(self, calls: Sequence[tuple[str, tuple[object, ...]]]) -> list[Any]:
-        """Call it once for each (tag, arguments), in one round trip per Cluster node (a
-        redis-py cluster pipeline): for a batch whose keys lie in many slots."""
-        return self.conn.call(self._each, calls)
-
-    def _each(self, calls: Sequence[tuple[str, tuple[object, ...]]]) -> list[Any]:
-        replies = self.conn.execute(*(self._evalsha(args, tag) for tag, args in calls))
-        if any(isinstance(r, NoScriptError) for r in replies):
-            self.conn.execute(("SCRIPT", "LOAD", self.source))
-            for n, (tag, args) in enumerate(calls):
-                if isinstance(replies[n], NoScriptError):
-                    (replies[n],) = self.conn.execute(self._evalsha(args, tag))
-        for r in replies:
-            if isinstance(r, redis.ResponseError):
-                raise r
-        return replies
-
-    def _evalsha(self, args: tuple[object, ...], tag: str) -> tuple[object, ...]:
-        if not self.conn.cluster:
-            return (*self._head, *args)
-        if not tag:
-            raise ValueError("a script call on a Cluster names its keys' hash tag")
-        prefix = tagged(self.conn.prefix, tag)
-        return ("EVALSHA", self.sha, 1, prefix, prefix, *args)
-
-    def after(self, command: tuple[object, ...], *args: object) -> Any:
-        """Run `command`, then this script, in one round trip: Redis runs the script the
-        moment the command is done (a blocking one too). Returns the script's reply."""
-        return self.conn.call(self._run, (command,), args)
-
-    def _run(
-        self, before: tuple[tuple[object, ...], ...], args: tuple[object, ...], tag: str = ""
-    ) -> Any:
-        evalsha = self._evalsha(args, tag)
-        replies = self.conn.execute(*before, evalsha, *self._wait)
-        at = len(before)
-        if isinstance(replies[at], NoScriptError):
-            self.conn.execute(("SCRIPT", "LOAD", self.source))
-            replies[at:] = self.conn.execute(evalsha, *self._wait)
-        for r in replies:
-            if isinstance(r, redis.ResponseError):
-                raise r
-        if self._wait:
-            self._check_replicas(replies[-1])
-        return replies[at]
-
-    def _check_replicas(self, acked: object) -> None:
-        """A publish not on `wait_replicas` replicas in time raises (the producer may send
-        it again); a settle only warns (it stands on the master, and sending it again would
-        find its message gone)."""
-        wanted = self.conn.wait_replicas
-        if isinstance(acked, int) and acked >= wanted:
-            return
-        what = f"{self._replicated} reached {acked} of {wanted} replicas of {self.conn.redacted}"
-        if self._replicated == "a publish":
-            raise BrokerUnavailable(f"{what}: it may be lost in a failover")
-        log.warning("%s: a failover now may undo it", what)

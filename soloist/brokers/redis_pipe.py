@@ -30,7 +30,8 @@ from .cluster import queue_tag
 from .redis_connection import pack
 
 if TYPE_CHECKING:
-    from .redis_connection import RedisConnection, Script
+    from .redis_connection import RedisConnection
+    from .redis_script import Script
 
 #: What writing or reading the link raises when it is lost (replies' errors are read).
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)

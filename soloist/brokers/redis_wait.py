@@ -23,7 +23,8 @@ from ..errors import BrokerUnavailable
 from .redis_connection import pack
 
 if TYPE_CHECKING:
-    from .redis_connection import RedisConnection, Script
+    from .redis_connection import RedisConnection
+    from .redis_script import Script
 
 log = logging.getLogger("soloist.redis")
 

@@ -37,7 +37,7 @@ from ..brokers.base import (
 )
 from ..brokers.redis import POISON_FORMAT, RedisBroker
 from ..brokers.redis_connection import RedisConnection
-from ..brokers.redis_connection import _lua as lua
+from ..brokers.redis_script import _lua as lua
 from ..errors import ConfigurationError
 from . import protocol
 

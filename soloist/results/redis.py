@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import cast
 
 from ..brokers.redis import CHUNK
-from ..brokers.redis_connection import RedisConnection, Script, _lua
+from ..brokers.redis_connection import RedisConnection
+from ..brokers.redis_script import Script, _lua
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 from .redis_feed import RevocationFeed
 
