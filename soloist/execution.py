@@ -343,9 +343,11 @@ class TaskRunner:
         if isinstance(decoded, Outcome):
             return decoded
         message, task = decoded
-        if task.limits is None:
+        if task.limits is not None:
+            return self._limited(delivery, message, task, task.limits)
+        if "wf" in message.options:
             return self._flow(delivery, message, task)
-        return self._limited(delivery, message, task, task.limits)
+        return self._execute(delivery, message, task, False)  # a plain call
 
     def _flow(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> Outcome:
         flow = message.options.get("wf")

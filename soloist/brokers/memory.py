@@ -26,6 +26,8 @@ from .base import (
     url_options,
 )
 
+_new_tuple = tuple.__new__
+
 
 @dataclass
 class _Record:
@@ -46,7 +48,9 @@ class MemoryBroker(Broker):
         self.url = url
         options = url_options(url, {"max_deliveries": positive_int})[1]
         self.max_deliveries = options.get("max_deliveries", max_deliveries)
-        self._cond = threading.Condition()
+        # Held through its own (C) context manager: the Condition's is Python-level.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._records: dict[str, _Record] = {}
         # Per queue: due records by (-priority, seq), and records that become due later
         # (delayed, or leased until the lease lapses) by time. An entry whose version no
@@ -57,6 +61,8 @@ class MemoryBroker(Broker):
         self._workers: dict[str, tuple[bytes, float, float]] = {}
         self._seq = itertools.count()
         self._receipts = itertools.count(1)
+        #: Fetches waiting on `_cond`: with none, a push has nobody to wake.
+        self._waiting = 0
 
     def _push(self, rec: _Record) -> None:
         """(Re)schedule `rec`; earlier heap entries for it go stale and are skipped."""
@@ -67,10 +73,11 @@ class MemoryBroker(Broker):
         else:
             timed = (rec.visible_at, next(self._seq), rec.id, rec.version)
             heapq.heappush(self._timed.setdefault(rec.queue, []), timed)
-        self._cond.notify_all()
+        if self._waiting:
+            self._cond.notify_all()
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
-        with self._cond:
+        with self._lock:
             rec = _Record(
                 uuid.uuid4().hex,
                 queue,
@@ -83,22 +90,20 @@ class MemoryBroker(Broker):
             self._push(rec)
             return rec.id
 
-    def _live(self, rid: str, version: int) -> _Record | None:
-        rec = self._records.get(rid)
-        return rec if rec is not None and rec.version == version else None
-
     def _due(self, queue: str, now: float) -> _Record | None:
         """Pop the best due record of `queue`: highest priority, then oldest."""
-        timed, ready = self._timed.get(queue, []), self._ready.setdefault(queue, [])
+        records, timed = self._records, self._timed.get(queue)
         while timed and timed[0][0] <= now:
             _, _, rid, version = heapq.heappop(timed)
-            rec = self._live(rid, version)
-            if rec is not None:
-                heapq.heappush(ready, (-rec.priority, rec.seq, rid, version))
+            rec = records.get(rid)
+            if rec is not None and rec.version == version:
+                entry = (-rec.priority, rec.seq, rid, version)
+                heapq.heappush(self._ready.setdefault(queue, []), entry)
+        ready = self._ready.get(queue)
         while ready:
             _, _, rid, version = heapq.heappop(ready)
-            rec = self._live(rid, version)
-            if rec is not None:
+            rec = records.get(rid)
+            if rec is not None and rec.version == version:
                 return rec
         return None
 
@@ -111,10 +116,11 @@ class MemoryBroker(Broker):
     ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         out: list[Delivery] = []
-        with self._cond:
+        with self._lock:
             while True:
                 now = time.monotonic()
                 for queue in queues:
+                    leased = self._timed.setdefault(queue, [])
                     while len(out) < max_count:
                         rec = self._due(queue, now)
                         if rec is None:
@@ -129,10 +135,19 @@ class MemoryBroker(Broker):
                             continue
                         rec.receipt = next(self._receipts)
                         rec.visible_at = now + lease
-                        self._push(rec)  # the lease's expiry is when it becomes due again
+                        if lease > 0:  # due again when the lease lapses (`_push`, inlined)
+                            rec.version += 1
+                            entry = (rec.visible_at, next(self._seq), rec.id, rec.version)
+                            heapq.heappush(leased, entry)
+                            if self._waiting:  # it may lapse before their wait ends
+                                self._cond.notify_all()
+                        else:
+                            self._push(rec)
+                        # tuple.__new__: a Delivery's own __new__ is Python, twice the cost.
                         out.append(
-                            Delivery(
-                                rec.id, queue, rec.body, rec.deliveries, rec.retries, rec.receipt
+                            _new_tuple(
+                                Delivery,
+                                (rec.id, queue, rec.body, rec.deliveries, rec.retries, rec.receipt),
                             )
                         )
                         if rec.deliveries > 1:
@@ -142,7 +157,11 @@ class MemoryBroker(Broker):
                     return out
                 next_due = self._next_due(queues)
                 wait = remaining if next_due is None else min(remaining, next_due - now)
-                self._cond.wait(max(wait, 0.001))
+                self._waiting += 1
+                try:
+                    self._cond.wait(max(wait, 0.001))
+                finally:
+                    self._waiting -= 1
 
     def _held(self, delivery: Delivery) -> _Record | None:
         rec = self._records.get(delivery.id)
@@ -151,15 +170,15 @@ class MemoryBroker(Broker):
         return rec if rec is not None and rec.receipt == delivery.receipt else None
 
     def ack(self, delivery: Delivery) -> bool:
-        with self._cond:
-            rec = self._held(delivery)
-            if rec is None:
+        with self._lock:
+            rec = self._records.get(delivery.id)  # `_held`, inlined: one per task
+            if rec is None or rec.receipt != delivery.receipt:
                 return False
             del self._records[rec.id]
             return True
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
-        with self._cond:
+        with self._lock:
             rec = self._held(delivery)
             if rec is None:
                 return False
@@ -177,7 +196,7 @@ class MemoryBroker(Broker):
         )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        with self._cond:
+        with self._lock:
             rec = self._held(delivery)
             if rec is None:
                 return False
@@ -185,7 +204,7 @@ class MemoryBroker(Broker):
             return True
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        with self._cond:
+        with self._lock:
             for delivery in deliveries:
                 rec = self._held(delivery)
                 if rec is not None:
@@ -196,7 +215,7 @@ class MemoryBroker(Broker):
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         stale = []
-        with self._cond:
+        with self._lock:
             for delivery in deliveries:
                 rec = self._held(delivery)
                 if rec is None:
@@ -210,12 +229,12 @@ class MemoryBroker(Broker):
         """In-process: always there."""
 
     def depth(self, queue: str) -> int:
-        with self._cond:
+        with self._lock:
             return sum(1 for r in self._records.values() if r.queue == queue and not r.receipt)
 
     def stats(self, queue: str) -> QueueStats:
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             mine = [r for r in self._records.values() if r.queue == queue]
             return QueueStats(
                 depth=sum(1 for r in mine if not r.receipt),
@@ -225,14 +244,14 @@ class MemoryBroker(Broker):
             )
 
     def purge(self, queue: str) -> int:
-        with self._cond:
+        with self._lock:
             ids = [r.id for r in self._records.values() if r.queue == queue and not r.receipt]
             for rid in ids:
                 del self._records[rid]
             return len(ids)
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        with self._cond:
+        with self._lock:
             dead = sorted(self._dead.get(queue, {}).values(), key=lambda d: d.dead_at)
             return dead[:limit]
 
@@ -242,7 +261,7 @@ class MemoryBroker(Broker):
         return [store.pop(i) for i in chosen]
 
     def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        with self._cond:
+        with self._lock:
             taken = self._take_dead(queue, ids)
             for dead in taken:
                 rec = _Record(dead.id, queue, dead.body, 0, time.monotonic(), seq=next(self._seq))
@@ -251,19 +270,19 @@ class MemoryBroker(Broker):
             return len(taken)
 
     def drop_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._take_dead(queue, ids))
 
     def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
-        with self._cond:
+        with self._lock:
             now = time.time()
             self._workers[worker_id] = (info, now, now + ttl)
 
     def workers(self) -> dict[str, tuple[bytes, float]]:
         now = time.time()
-        with self._cond:
+        with self._lock:
             return {k: (i, s) for k, (i, s, exp) in self._workers.items() if exp > now}
 
     def forget_worker(self, worker_id: str) -> None:
-        with self._cond:
+        with self._lock:
             self._workers.pop(worker_id, None)

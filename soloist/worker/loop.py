@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("soloist.worker")
 
 
-@dataclass
+@dataclass(slots=True)  # one per task run: slots make it cheaper to build
 class Running:
     """A delivery being run, as the keeper and heartbeats see it."""
 
@@ -161,22 +161,24 @@ class Worker:
         return runner
 
     def _started(self, delivery: Delivery, message: Message, task: Task[Any, Any]) -> None:
-        limit = task.options.time_limit or self.time_limit
-        self.running[delivery.id] = Running(
+        opts = task.options
+        limit = opts.time_limit or self.time_limit
+        running = self.running[delivery.id] = Running(
             delivery,
             message.id,
             task.name,
             time.time(),
             time.monotonic(),
             limit,
-            workflow=message.options.get("wf"),
+            False,
+            message.options.get("wf"),
         )
         if task.limits is not None and task.limits.max_concurrency is not None:
             key = task.limits.slot_key(message.args, message.kwargs)
-            self.running[delivery.id].slot = (key, message.id)
-        if self.keeper is not None and limit:
-            self.keeper.arm(self.running[delivery.id])
-        if task.options.track_started:
+            running.slot = (key, message.id)
+        if limit and self.keeper is not None:
+            self.keeper.arm(running)
+        if opts.track_started:
             body = self.app.codec.dumps({"started": time.time(), "worker": self.id})
             self.app.results.put(message.id, STARTED, body, self.app.result_ttl)
         if "task_started" in self.app.hooks.active:
@@ -328,7 +330,7 @@ class Worker:
         self.submitted.pop(delivery.id, None)
         running = self.running.pop(delivery.id, None)
         if running is not None:
-            if self.keeper is not None:
+            if running.time_limit and self.keeper is not None:  # (armed only with one)
                 self.keeper.disarm(running)
             if running.workflow is not None and outcome.workflow is None:
                 outcome.workflow = running.workflow  # stopped by the pool or the keeper
