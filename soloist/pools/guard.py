@@ -16,9 +16,10 @@ the child (which would go on as a second worker on the parent's broker connectio
   `LOST` outcome, so a thread or child survives it and the delivery is given back.
 
 The worker's handlers are the ones in place when the first task runs (the worker installs
-them all before it fetches). Cost per task: the four handlers read after it (Python's own
-table, no system call) and compared, and an integer compare: about 0.25 µs; a system call
-only when something changed.
+them all before it fetches). Only the main thread may set handlers: a worker run in another
+thread (embedded in a program, or in a test) leaves them alone. Cost per task: the four
+handlers read after it (Python's own table, no system call) and compared, and an integer
+compare: about 0.25 µs; a system call only when something changed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class TaskGuard:
 
     def __init__(self, signals: bool = True) -> None:
         main = threading.current_thread() is threading.main_thread()
-        self.signals = signals and main
+        self.signals = signals
         self._forks = _forks
         #: The worker's handlers of WATCHED, read when the first task runs.
         self._handlers: tuple[Any, ...] | None = None
@@ -85,7 +86,10 @@ class TaskGuard:
 
     def run(self, execute: Callable[[Delivery], Outcome], delivery: Delivery) -> Outcome:
         if self.signals and self._handlers is None:
-            self._handlers = _handlers()
+            if threading.current_thread() is threading.main_thread():
+                self._handlers = _handlers()
+            else:  # tasks run where no handler can be put back
+                self.signals = False
         try:
             outcome = execute(delivery)
         except WorkerInterrupt:
@@ -102,8 +106,10 @@ class TaskGuard:
         return outcome
 
     def close(self) -> None:
-        """Give SIGALRM its default handler back (from the thread that made the guard)."""
-        if self._stray and signal.getsignal(signal.SIGALRM) is _stray_alarm:
+        """Give SIGALRM its default handler back (from the main thread: elsewhere
+        `_stray_alarm` stays, and a stray SIGALRM is still ignored)."""
+        main = threading.current_thread() is threading.main_thread()
+        if main and self._stray and signal.getsignal(signal.SIGALRM) is _stray_alarm:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
         self._stray = False
 

@@ -1,0 +1,59 @@
+"""A worker run in a thread of another program (an app that embeds one, a test): it
+leaves signal handlers alone, which only the main thread may set."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from soloist import App
+from soloist.worker import Worker
+
+
+def test_a_worker_in_a_thread_leaves_the_main_threads_handlers_alone() -> None:
+    app = App("memory://", "memory://")
+    started, replaced = threading.Event(), threading.Event()
+
+    @app.task
+    def wait_for_main() -> str:
+        started.set()
+        assert replaced.wait(10)
+        return "done"
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    def own(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    first = wait_for_main.delay()
+    then = add.delay(1, 2)
+    worker = Worker(app, burst=True, watchdog=False, owns_process=False)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    previous = signal.getsignal(signal.SIGUSR1)
+    thread.start()
+    try:
+        # The program's main thread sets a handler of its own while a task runs: the
+        # worker does not take it for the task's doing and "restore" it.
+        assert started.wait(10)
+        signal.signal(signal.SIGUSR1, own)
+        replaced.set()
+        thread.join(30)
+        assert not thread.is_alive() and errors == []
+        assert signal.getsignal(signal.SIGUSR1) is own
+    finally:
+        replaced.set()
+        thread.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+    assert first.get(timeout=1) == "done" and then.get(timeout=1) == 3
+    assert (worker.stats.done, worker.stats.failed) == (2, 0)
