@@ -130,16 +130,17 @@ def test_a_rate_limit_holds_for_two_workers_together(cluster: WorkerProcesses) -
     times = sorted(float(t) for _, _, t in runs)
     assert sorted(int(n) for n, _, _ in runs) == list(range(60))  # each once
     # The limit holds for admissions (a token in the store); a task starts a little after
-    # its admission, later under load (tens of ms on a busy 2-core machine). So windows of
-    # 0.9 s are counted: 10 admissions at most in any 1 s, with 0.1 s for that lag, and one
-    # start of slack for clock edges.
+    # its admission, later under load (a worker descheduled for a few hundred ms on a busy
+    # 2-core machine starts what it was admitted in a bunch). So windows of 0.9 s are
+    # counted with slack for that bunching: 14 at most, where two workers each keeping a
+    # limit of their own would start about 18. The span below is the load-proof half.
     busiest = max((sum(1 for u in times if t <= u < t + 0.9), t) for t in times)
     window = sorted(
         (round(float(t) - times[0], 4), pid)
         for _, pid, t in runs
         if busiest[1] <= float(t) < busiest[1] + 0.9
     )
-    assert busiest[0] <= 11, f"{busiest[0]} starts within 0.9 s: {window}"
+    assert busiest[0] <= 14, f"{busiest[0]} starts within 0.9 s: {window}"
     # Sixty starts at ten a second span at least five seconds, whatever the machine's speed.
     assert times[-1] - times[0] >= 5.0 - 0.05
     per_worker = collections.Counter(pid for _, pid, _ in runs)
