@@ -1,6 +1,6 @@
-"""What idle workers cost a Redis server, and how fast they wake for a new task.
+"""What idle workers cost a Redis server (or themselves, on SQLite), and how fast they wake.
 
-    python benchmarks/idle_bench.py [--workers 20] [--seconds 10] [--wakeups 20]
+    python benchmarks/idle_bench.py [--workers 20] [--seconds 10] [--wakeups 20] [--sqlite]
 
 A private redis-server (never the shared one) serves N idle `soloist worker` processes
 (solo pool, one queue, results on the same server, as in production: the keeper reads the
@@ -13,6 +13,11 @@ revocation log there). After they settle, the server's statistics are reset and 
   inside its EVALSHA and are listed apart, not summed);
 * the commands per worker per second, by name.
 
+With --sqlite the workers share one SQLite file instead (broker and results), and what
+is reported is the CPU the worker processes' threads run (from /proc/<pid>/task/*/schedstat)
+per idle worker per second: SQLite has no server, its cost is each worker's own polling.
+The same figure is printed for Redis workers.
+
 Then the wake-up: `--wakeups` tasks are published one at a time, at random moments, to the
 idle fleet, and the time from publish to the task's start (the ledger line chaos_app
 writes) is reported as p50 and max. Noisy shared machines: compare runs of the same
@@ -22,6 +27,7 @@ command, not absolute figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -103,6 +109,17 @@ def startup_timeout(workers: int) -> float:
     return 30 + 2.0 * workers
 
 
+def process_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds the processes' threads have run so far (Linux schedstat: nanoseconds,
+    where /proc/<pid>/stat counts 10 ms ticks, too coarse for one idle worker)."""
+    total = 0
+    for proc in procs:
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def wait_for(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -135,20 +152,26 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--wakeups", type=int, default=20)
+    parser.add_argument("--sqlite", action="store_true", help="one SQLite file, not Redis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soloist-idle-") as tmp:
-        server = RedisServer(Path(tmp), "--appendonly", "no")
-        server.start()
+        server = None
+        if args.sqlite:
+            url = f"sqlite:///{tmp}/broker.db"
+        else:
+            server = RedisServer(Path(tmp), "--appendonly", "no")
+            server.start()
+            url = server.url
         ledger = Path(tmp) / "ledger.txt"
-        env = chaos_env(server.url, ledger)
+        env = chaos_env(url, ledger)
         from chaos_app import app, work  # reads the ledger's path from the environment
 
-        app.configure(server.url, server.url)
+        app.configure(url, url)
         app.default_queue = QUEUE
-        conn = RedisConnection(server.url)
+        conn = RedisConnection(url) if server else None
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            floor_cpu, _ = measure(conn, args.seconds)
+            floor_cpu = measure(conn, args.seconds)[0] if conn else 0.0
             procs = start_workers(args.workers, env, Path(tmp) / "workers.log")
             wait_for(
                 lambda: len(app.broker.workers()) >= args.workers,
@@ -156,21 +179,18 @@ def main() -> int:
                 "the workers",
             )
             time.sleep(2)
-            used, stats = measure(conn, args.seconds)
             per = 1e6 / (args.workers * args.seconds)
-            print(f"{args.workers} idle workers, {args.seconds:g} s, private Redis")
-            floor = floor_cpu * 1e6 / args.seconds
-            print(f"  Redis CPU (INFO cpu, less {floor:.0f} us/s with no worker):"
-                  f" {(used - floor_cpu) * per:.1f} us per worker per second")  # fmt: skip
-            top = sum(u for name, (_, u) in stats.items() if name in TOP_LEVEL)
-            print(f"  commandstats, commands clients sent: {top * per / 1e6:.1f} us"
-                  " per worker per second")  # fmt: skip
-            for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-                if name in ("info", "config|resetstat"):
-                    continue
-                where = "" if name in TOP_LEVEL else " (inside scripts)"
-                print(f"    {name:20} {calls * per / 1e6:6.2f} calls/s/worker,"
-                      f" {usec / max(calls, 1):6.1f} us each{where}")  # fmt: skip
+            own = process_cpu(procs)
+            if conn:
+                used, stats = measure(conn, args.seconds)
+            else:
+                time.sleep(args.seconds)
+            own = process_cpu(procs) - own
+            where = "private Redis" if conn else "one SQLite file"
+            print(f"{args.workers} idle workers, {args.seconds:g} s, {where}")
+            print(f"  worker CPU: {own * per:.0f} us per worker per second")
+            if conn:
+                redis_figures(floor_cpu, used, stats, per, args.seconds)
             late = wakeups(work, ledger, args.wakeups)
             print(f"  wake-up, publish to start, {len(late)} tasks:"
                   f" p50 {statistics.median(late) * 1000:.1f} ms,"
@@ -183,9 +203,28 @@ def main() -> int:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            conn.close()
-            server.stop()
+            if conn:
+                conn.close()
+            if server:
+                server.stop()
     return 0
+
+
+def redis_figures(
+    floor_cpu: float, used: float, stats: dict[str, tuple[int, int]], per: float, seconds: float
+) -> None:
+    floor = floor_cpu * 1e6 / seconds
+    print(f"  Redis CPU (INFO cpu, less {floor:.0f} us/s with no worker):"
+          f" {(used - floor_cpu) * per:.1f} us per worker per second")  # fmt: skip
+    top = sum(u for name, (_, u) in stats.items() if name in TOP_LEVEL)
+    print(f"  commandstats, commands clients sent: {top * per / 1e6:.1f} us"
+          " per worker per second")  # fmt: skip
+    for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
+        if name in ("info", "config|resetstat"):
+            continue
+        where = "" if name in TOP_LEVEL else " (inside scripts)"
+        print(f"    {name:20} {calls * per / 1e6:6.2f} calls/s/worker,"
+              f" {usec / max(calls, 1):6.1f} us each{where}")  # fmt: skip
 
 
 if __name__ == "__main__":

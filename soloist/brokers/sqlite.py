@@ -1,4 +1,5 @@
-"""The embedded broker: one SQLite file in WAL mode, shared by any number of processes.
+"""The embedded broker: a SQLite file in WAL mode (heartbeats in a second one beside it),
+shared by any number of processes.
 
 Schema (all tables prefixed `soloist_`):
 
@@ -10,7 +11,8 @@ Schema (all tables prefixed `soloist_`):
   `delayed` is 1 while a delay (a countdown, a retry's back-off) has not run out: such
   rows stay out of the hand-out index until a claim finds them due and clears it.
 * `dead`: the dead-letter store, with the reason and counts.
-* `workers`: heartbeats.
+* `workers`: heartbeats, in a file of their own (`<file>-workers`), so that they do not
+  wake idle workers (below).
 * `clock`: the base of the database's clock for the current boot (see below).
 
 Time. Leases and delays are deadlines shared by every process on the file, so they are
@@ -24,9 +26,10 @@ there is no boot id (not Linux) the wall clock is used, and stepping it moves le
 
 Claiming is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` inside a
 `BEGIN IMMEDIATE` transaction: SQLite admits one writer at a time, so two workers can
-never claim the same row. An idle `fetch` sleeps between cheap `PRAGMA data_version`
-reads (a shared-memory check of whether any other connection committed) and only runs the
-claim again when something changed or a delayed message falls due.
+never claim the same row. An idle `fetch` sleeps until another process commits
+(brokers/sqlite_wait.py: inotify on Linux, `PRAGMA data_version` polling elsewhere), then
+reads when the next message is due without taking the write lock, and runs the claim
+again only once one is (a heartbeat's commit wakes it but does not make it claim).
 
 `synchronous=NORMAL` (the default, `?synchronous=full` to change) keeps every committed
 publish across a crash of any process; only a power loss can drop the last commits.
@@ -51,6 +54,7 @@ from .base import (
     poison_reason,
 )
 from .sqlite_file import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
+from .sqlite_wait import CommitWait
 
 #: `receipt` of a message leased to nobody (the schema's default), and the range leases'
 #: receipts are drawn from: all 8-byte integers in SQLite's record format (module doc).
@@ -92,6 +96,10 @@ CREATE TABLE IF NOT EXISTS soloist_clock (
     boot TEXT PRIMARY KEY,
     offset REAL NOT NULL
 );
+"""
+#: Heartbeats, in a file of their own beside the broker's (`<file>-workers`): a commit to
+#: the broker's file wakes every idle worker, and each worker beats every few seconds.
+_WORKERS = """
 CREATE TABLE IF NOT EXISTS soloist_workers (
     id TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -114,11 +122,6 @@ _COUNTS = (
     " INDEXED BY soloist_messages_ready WHERE queue = :queue AND delayed = 0"
 )
 
-#: Idle fetches re-check for new commits this often, backing off from the first value
-#: once nothing has been claimed for _BUSY_SPELL seconds: a queue that was busy a moment
-#: ago is likely to be busy again, and a long-idle worker should cost next to nothing.
-_POLL_MIN, _POLL_MAX = 0.001, 0.01
-_BUSY_SPELL = 1.0
 #: Ids per `IN (…)` list, well under SQLite's bound on parameters in one statement.
 _MAX_PARAMS = 500
 #: Delayed messages a claim makes ready at most, the first due first: a million falling
@@ -140,10 +143,12 @@ def _due(now: float, delay: float) -> tuple[float, int]:
 
 
 #: The broker tables' layout (`soloist_schema`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SQLiteBroker(Broker):
+    interruptible = True
+
     def __init__(self, url: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
         path, options = path_from_url(url)
         self.url = url
@@ -156,7 +161,10 @@ class SQLiteBroker(Broker):
             "broker",
             SCHEMA_VERSION,
         )
-        self._claimed_at = 0.0  # monotonic time of the last fetch that got something
+        self.beats = Database(
+            path + "-workers", "NORMAL", _WORKERS, self.db.busy_timeout, "workers", 1
+        )
+        self._commits = CommitWait(path)
         self._offset = self._clock_offset()
 
     def _clock_offset(self) -> float | None:
@@ -255,36 +263,43 @@ class SQLiteBroker(Broker):
         self, queues: Sequence[str], max_count: int, lease: float, timeout: float
     ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
-        marks = ",".join("?" * len(queues))
-        while True:
-            version = self.db.data_version()
+        while not self._commits.interrupted():
             got = self._claim(queues, max_count, lease)
             if got:
-                self._claimed_at = time.monotonic()
+                self._commits.claimed_at = time.monotonic()
                 return got
             if time.monotonic() >= deadline:
                 return got
-            # The next delay or lease to run out. No due row was left, so `ready` holds
-            # only leased rows of these queues here: as many as are in flight.
-            row = (
-                self.db.connection()
-                .execute(
-                    "SELECT min(visible_at) FROM soloist_messages INDEXED BY"
-                    f" soloist_messages_delayed WHERE queue IN ({marks}) AND delayed = 1"
-                    " UNION ALL SELECT min(visible_at) FROM soloist_messages INDEXED BY"
-                    f" soloist_messages_ready WHERE queue IN ({marks}) AND delayed = 0",
-                    (*queues, *queues),
-                )
-                .fetchall()
+            self._idle(queues, deadline)
+        return []
+
+    def interrupt(self) -> None:
+        self._commits.interrupt()
+
+    def _idle(self, queues: Sequence[str], deadline: float) -> None:
+        """Wait until a message of `queues` may be claimable or `deadline`. A commit (any
+        process's: a publish, and also a heartbeat or a result) wakes it to read when the
+        next delay or lease runs out, a read that takes no write lock; the claim, which
+        does, runs only once that time has come."""
+        marks = ",".join("?" * len(queues))
+        while time.monotonic() < deadline:
+            version = self.db.data_version()
+            # A waiting row's visible_at has passed; a leased one's is its lease's expiry.
+            rows = self.db.connection().execute(
+                "SELECT min(visible_at) FROM soloist_messages INDEXED BY soloist_messages_delayed"
+                f" WHERE queue IN ({marks}) AND delayed = 1 UNION ALL SELECT min(visible_at) FROM"
+                " soloist_messages INDEXED BY soloist_messages_ready"
+                f" WHERE queue IN ({marks}) AND delayed = 0",
+                (*queues, *queues),
             )
-            due = min((r[0] for r in row if r[0] is not None), default=None)
-            poll = _POLL_MIN
-            while time.monotonic() < deadline and self.db.data_version() == version:
-                if due is not None and self._now() >= due:
-                    break
-                time.sleep(poll)
-                if time.monotonic() - self._claimed_at > _BUSY_SPELL:
-                    poll = min(poll * 2, _POLL_MAX)
+            due = min((r[0] for r in rows if r[0] is not None), default=None)
+            wait = deadline - time.monotonic() if due is None else due - self._now()
+            if wait <= 0:
+                return
+            until = min(deadline, time.monotonic() + wait)
+            self._commits.wait(self.db.data_version, version, until)
+            if self._commits.interrupting:
+                return
 
     def _settle(self, sql: str, delivery: Delivery, *params: object) -> bool:
         cur = self.db.connection().execute(
@@ -441,22 +456,24 @@ class SQLiteBroker(Broker):
 
     def heartbeat(self, worker_id: str, info: bytes, ttl: float) -> None:
         now = time.time()
-        self.db.connection().execute(
+        self.beats.connection().execute(
             "INSERT OR REPLACE INTO soloist_workers (id, info, seen_at, expires_at)"
             " VALUES (?, ?, ?, ?)",
             (worker_id, info, now, now + ttl),
         )
 
     def workers(self) -> dict[str, tuple[bytes, float]]:
-        conn = self.db.connection()
+        conn = self.beats.connection()
         conn.execute("DELETE FROM soloist_workers WHERE expires_at < ?", (time.time(),))
         rows = conn.execute("SELECT id, info, seen_at FROM soloist_workers").fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def forget_worker(self, worker_id: str) -> None:
-        self.db.connection().execute("DELETE FROM soloist_workers WHERE id = ?", (worker_id,))
+        self.beats.connection().execute("DELETE FROM soloist_workers WHERE id = ?", (worker_id,))
 
     def close(self) -> None:
+        self._commits.close()
+        self.beats.close()
         self.db.close()
 
 

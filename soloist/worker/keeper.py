@@ -40,6 +40,8 @@ class Keeper(threading.Thread):
         self.watchdog = Watchdog(worker.app) if watchdog else None
         self.main_stop = MainThreadStop()
         self._halt = threading.Event()
+        self._wake = threading.Event()  # set by stop and nudge
+        self._resting = False  # idle: sleeping past KEEPER_TICK
         self._failing = False
 
     def start(self) -> None:
@@ -56,8 +58,24 @@ class Keeper(threading.Thread):
         if self.watchdog is not None and running.time_limit:
             self.watchdog.disarm(running.delivery.id)
 
+    def nudge(self) -> None:
+        """A task started: tick now if idle (`_pause`), else at the next tick as ever."""
+        if self._resting:
+            self._wake.set()
+
+    def _pause(self, *due: float) -> float:
+        """KEEPER_TICK while the worker holds or runs anything; while idle, until the next
+        of `due` (revocation sync, heartbeat): an idle worker's keeper wakes twice a
+        second, not ten times."""
+        self._resting = True  # first: a task that starts after the check below nudges
+        if self.worker.running or self.worker.held():
+            self._resting = False
+            return KEEPER_TICK
+        return max(KEEPER_TICK, min(due) - time.monotonic())
+
     def stop(self) -> None:
         self._halt.set()
+        self._wake.set()
         if self.is_alive():
             self.join(timeout=5)
         if self.watchdog is not None:
@@ -70,7 +88,11 @@ class Keeper(threading.Thread):
 
     def run(self) -> None:
         next_beat = next_extend = next_sync = next_slots = 0.0
-        while not self._halt.wait(KEEPER_TICK):
+        while True:
+            self._wake.wait(self._pause(next_sync, next_beat))
+            self._wake.clear()
+            if self._halt.is_set():
+                return
             now = time.monotonic()
             if self.watchdog is not None and not self.watchdog.running and tree.has_children():
                 self.watchdog.guard()  # a task started a process: guard it against a SIGKILL

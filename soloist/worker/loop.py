@@ -176,8 +176,10 @@ class Worker:
         if task.limits is not None and task.limits.max_concurrency is not None:
             key = task.limits.slot_key(message.args, message.kwargs)
             running.slot = (key, message.id)
-        if limit and self.keeper is not None:
-            self.keeper.arm(running)
+        if self.keeper is not None:
+            self.keeper.nudge()
+            if limit:
+                self.keeper.arm(running)
         if opts.track_started:
             body = self.app.codec.dumps({"started": time.time(), "worker": self.id})
             self.app.results.put(message.id, STARTED, body, self.app.result_ttl)

@@ -1,14 +1,19 @@
 """What the SQLite broker promises beyond the contract suite: delayed rows kept out of the
-claim's way, and a database of another schema version refused with a clear error."""
+claim's way, a database of another schema version refused with a clear error, and an idle
+fetch that sleeps until a commit (inotify, or polling without it) and stops at an interrupt."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from soloist.brokers import sqlite_wait
+from soloist.brokers.base import Delivery
 from soloist.brokers.sqlite import SQLiteBroker
 from soloist.errors import ConfigurationError
 from soloist.results.memory import MemoryResultStore
@@ -83,3 +88,95 @@ def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
         assert not pipe.records
         with pytest.raises(ValueError):
             pipe.send(first, ("t2", "SUCCESS", b""), 60)
+
+
+
+@pytest.fixture(params=["inotify", "polling"])
+def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How an idle fetch waits for a commit: inotify (Linux), or polling where there is
+    none (macOS): both must wake for a publish and stop at an interrupt."""
+    if request.param == "polling":
+        monkeypatch.setattr(sqlite_wait, "inotify_simple", None)
+    return str(request.param)
+
+
+def test_an_idle_fetch_sleeps_through_other_writes_and_wakes_for_a_publish(
+    tmp_path: Path, waiting: str
+) -> None:
+    """Heartbeats commit to the file too: they wake the wait, which finds nothing due and
+    sleeps again; the publish ends it long before its 10 s timeout."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    consumer, producer = SQLiteBroker(url), SQLiteBroker(url)
+    timers = [threading.Timer(0.1 * i, producer.heartbeat, (f"w{i}", b"{}", 60)) for i in (1, 2)]
+    timers.append(threading.Timer(0.5, producer.publish, ("q", b"wake")))
+    t0 = time.monotonic()
+    for timer in timers:
+        timer.start()
+    got = consumer.fetch(["q"], 1, 30, 10.0)
+    assert [d.body for d in got] == [b"wake"]
+    assert 0.5 <= time.monotonic() - t0 < 3.0
+    assert (consumer._commits._watch is not None) == (waiting == "inotify")
+    assert consumer.ack(got[0])
+    assert sorted(producer.workers()) == ["w1", "w2"]
+
+
+def test_interrupt_ends_an_idle_fetch_at_once(tmp_path: Path, waiting: str) -> None:
+    """A warm shutdown's `interrupt` ends the wait under way, or the next one if none is:
+    so a worker fetches with a long timeout and still stops at once."""
+    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db")
+    assert broker.interruptible
+    ended: list[tuple[list[Delivery], float]] = []
+
+    def wait() -> None:
+        got = broker.fetch(["q"], 10, 30, 30.0)
+        ended.append((got, time.monotonic()))
+
+    fetcher = threading.Thread(target=wait)
+    fetcher.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    broker.interrupt()
+    fetcher.join(10)
+    assert ended and ended[0][0] == [] and ended[0][1] - t0 < 1.0
+    broker.interrupt()  # no wait under way: the next one returns at once, and only it
+    t0 = time.monotonic()
+    assert broker.fetch(["q"], 10, 30, timeout=5.0) == []
+    assert time.monotonic() - t0 < 1.0
+    t0 = time.monotonic()
+    assert broker.fetch(["q"], 10, 30, timeout=0.5) == []
+    assert time.monotonic() - t0 >= 0.4
+    broker.publish("q", b"after")
+    assert [d.body for d in broker.fetch(["q"], 10, 30, timeout=1.0)] == [b"after"]
+
+
+def _fetch_in_child(url: str, out: multiprocessing.SimpleQueue[bytes]) -> None:
+    broker = _inherited
+    assert broker is not None and broker.url == url
+    got = broker.fetch(["q"], 1, 30, 10.0)
+    out.put(got[0].body if got else b"")
+
+
+_inherited: SQLiteBroker | None = None
+
+
+def test_a_forked_child_waits_on_a_watch_of_its_own(tmp_path: Path) -> None:
+    """The parent's watch (and interrupt pipe) stay the parent's: a broker inherited
+    across a fork makes new ones in the child, which wakes for a publish."""
+    global _inherited
+    url = f"sqlite:///{tmp_path}/b.db"
+    _inherited = SQLiteBroker(url)
+    assert _inherited.fetch(["q"], 1, 30, 0.05) == []  # the parent's watch is made
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.SimpleQueue[bytes] = ctx.SimpleQueue()
+    child = ctx.Process(target=_fetch_in_child, args=(url, out))
+    child.start()
+    try:
+        time.sleep(0.3)
+        SQLiteBroker(url).publish("q", b"to the child")
+        child.join(10)
+        assert child.exitcode == 0
+        assert out.get() == b"to the child"
+    finally:
+        if child.is_alive():
+            child.kill()
+        _inherited = None
