@@ -29,7 +29,7 @@ Claiming is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` inside a
 never claim the same row. An idle `fetch` sleeps until another process commits
 (brokers/sqlite_wait.py: inotify on Linux, `PRAGMA data_version` polling elsewhere), then
 reads when the next message is due without taking the write lock, and runs the claim
-again only once one is (a heartbeat's commit wakes it but does not make it claim).
+again only once one is (a settle's or a result's commit wakes it, and it reads).
 
 `synchronous=NORMAL` (the default, `?synchronous=full` to change) keeps every committed
 publish across a crash of any process; only a power loss can drop the last commits.
@@ -278,7 +278,7 @@ class SQLiteBroker(Broker):
 
     def _idle(self, queues: Sequence[str], deadline: float) -> None:
         """Wait until a message of `queues` may be claimable or `deadline`. A commit (any
-        process's: a publish, and also a heartbeat or a result) wakes it to read when the
+        process's: a publish, and also a settle or a result) wakes it to read when the
         next delay or lease runs out, a read that takes no write lock; the claim, which
         does, runs only once that time has come."""
         marks = ",".join("?" * len(queues))
