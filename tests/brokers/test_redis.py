@@ -25,6 +25,7 @@ from soloist.brokers.redis_connection import pack
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
+from tests.support.interrupts import assert_interrupt_ends_a_wait
 from tests.support.redis_support import (
     FlushingRedisBroker,
     RedisServer,
@@ -194,31 +195,8 @@ def test_several_queues_wake_on_a_token_of_either(broker: RedisBroker, queue: st
 def test_interrupt_ends_a_wait_at_once(broker: RedisBroker, queue: str) -> None:
     """A warm shutdown's `interrupt` cuts short the wait under way (CLIENT UNBLOCK), or the
     next one if none is: an idle fetch may block for seconds and still stop at once."""
-    assert broker.interruptible
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    ended: list[tuple[list[Delivery], float]] = []
-
-    def wait() -> None:
-        got = broker.fetch([queue], 10, 30, 30.0)
-        ended.append((got, time.monotonic()))
-
-    fetcher = threading.Thread(target=wait)
-    fetcher.start()
-    time.sleep(0.3)  # blocked by now, or about to be: interrupt keeps trying until it is
-    t0 = time.monotonic()
-    broker.interrupt()
-    fetcher.join(10)
-    assert ended and ended[0][0] == [] and ended[0][1] - t0 < 1.0
-    broker.interrupt()  # no wait under way: the next one returns at once, and only it
-    t0 = time.monotonic()
-    assert broker.fetch([queue], 10, 30, timeout=5.0) == []
-    assert time.monotonic() - t0 < 1.0
-    t0 = time.monotonic()
-    assert broker.fetch([queue], 10, 30, timeout=0.5) == []
-    assert time.monotonic() - t0 >= 0.4
-    broker.publish(queue, b"after")  # and the broker fetches as before
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
-    assert got.body == b"after"
+    assert_interrupt_ends_a_wait(broker, queue)
 
 
 def test_a_warm_shutdown_ends_an_idle_workers_wait(

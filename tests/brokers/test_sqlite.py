@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from soloist.brokers import sqlite_wait
-from soloist.brokers.base import Delivery
 from soloist.brokers.sqlite import SQLiteBroker
 from soloist.errors import ConfigurationError
 from soloist.results.memory import MemoryResultStore
 from soloist.results.sqlite import SQLiteResultStore
+from tests.support.interrupts import assert_interrupt_ends_a_wait
 
 
 def test_a_database_of_another_schema_version_is_refused_with_a_clear_error(
@@ -123,30 +123,7 @@ def test_an_idle_fetch_sleeps_through_other_writes_and_wakes_for_a_publish(
 def test_interrupt_ends_an_idle_fetch_at_once(tmp_path: Path, waiting: str) -> None:
     """A warm shutdown's `interrupt` ends the wait under way, or the next one if none is:
     so a worker fetches with a long timeout and still stops at once."""
-    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db")
-    assert broker.interruptible
-    ended: list[tuple[list[Delivery], float]] = []
-
-    def wait() -> None:
-        got = broker.fetch(["q"], 10, 30, 30.0)
-        ended.append((got, time.monotonic()))
-
-    fetcher = threading.Thread(target=wait)
-    fetcher.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    broker.interrupt()
-    fetcher.join(10)
-    assert ended and ended[0][0] == [] and ended[0][1] - t0 < 1.0
-    broker.interrupt()  # no wait under way: the next one returns at once, and only it
-    t0 = time.monotonic()
-    assert broker.fetch(["q"], 10, 30, timeout=5.0) == []
-    assert time.monotonic() - t0 < 1.0
-    t0 = time.monotonic()
-    assert broker.fetch(["q"], 10, 30, timeout=0.5) == []
-    assert time.monotonic() - t0 >= 0.4
-    broker.publish("q", b"after")
-    assert [d.body for d in broker.fetch(["q"], 10, 30, timeout=1.0)] == [b"after"]
+    assert_interrupt_ends_a_wait(SQLiteBroker(f"sqlite:///{tmp_path}/b.db"), "q")
 
 
 def _fetch_in_child(url: str, out: multiprocessing.SimpleQueue[bytes]) -> None:
