@@ -23,8 +23,10 @@ def test_status_shows_queues_and_a_worker_busy_in_a_long_task(
     broker = sample_app.broker
     assert isinstance(broker, SQLiteBroker)
     broker.heartbeat("ghost", b"{}", ttl=300)  # a worker silent for a minute, not yet dropped
-    broker.db.connection().execute("UPDATE soloist_workers SET seen_at = seen_at - 60")
-    time.sleep(2.5)  # past a heartbeat interval, so the busy worker has beaten meanwhile
+    broker.beats.connection().execute(
+        "UPDATE soloist_workers SET seen_at = seen_at - 60 WHERE id = 'ghost'"
+    )
+    time.sleep(2.5)  # the long task has run for 2 s at least
     done = workers.run("status", *APP, "--json")
     assert done.returncode == 0, done.stderr
     snap = json.loads(done.stdout)

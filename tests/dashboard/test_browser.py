@@ -88,7 +88,9 @@ def test_busy_worker_dead_letter_requeue_and_terminate(live: Live, browser: Any)
     broker = live.app.broker
     assert isinstance(broker, SQLiteBroker)
     broker.heartbeat("ghost", b"{}", ttl=300)  # a worker silent for a minute, not yet dropped
-    broker.db.connection().execute("UPDATE soloist_workers SET seen_at = seen_at - 60")
+    broker.beats.connection().execute(
+        "UPDATE soloist_workers SET seen_at = seen_at - 60 WHERE id = 'ghost'"
+    )
     _, base = start_dashboard(live)
     page = browser.new_page()
     errors: list[str] = []

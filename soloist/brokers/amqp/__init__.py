@@ -28,8 +28,8 @@ Topology, per logical queue Q (these suffixes are reserved):
   short delay wait behind a long one.
 * ``soloist.workers``: worker heartbeats, a non-durable classic queue of messages that
   expire after their ttl; `workers()` keeps the newest per worker and drops the rest.
-* ``soloist.schema``: a quorum queue holding one message, the version of this layout
-  (schema.py); a broker refuses a virtual host stamped with another.
+* ``soloist.schema.<version>``: a durable fanout exchange naming this layout's version
+  (schema.py); a later layout supersedes it, and a broker refuses a superseded one.
 * ``<name>.lock``: an exclusive queue, declared while one operator browses ``Q.dead`` or
   ``soloist.workers`` with basic.get (what one browser holds, another cannot see). Only
   one connection can hold an exclusive queue, and it vanishes with that connection.

@@ -33,7 +33,6 @@ from .consumer import Consumer
 from .dead_letters import DeadLetterStore
 from .link import TICK, Link
 from .pipe import AMQPAckPipe
-from .schema import SCHEMA_VERSION
 from .session import Down, Held, Request, Session
 from .topology import Topology
 from .wire import DEFAULT_PUBLISH_TIMEOUT, H_PRIOR, H_RETRIES, OPTIONS, Out
@@ -93,16 +92,9 @@ class AMQPBroker(Broker):
     def _check_schema(self, link: Link, timeout: float, retry: bool) -> None:
         """Before the first call: refuse a virtual host whose queues have another layout."""
         with self._schema_lock:
-            if self._schema_checked:
-                return
-            read = link.call(lambda s, _: schema.read_or_stamp(s, SCHEMA_VERSION), timeout, retry)
-            if read != str(SCHEMA_VERSION).encode():
-                found = read.decode(errors="replace")
-                raise ConfigurationError(
-                    f"RabbitMQ at {self.where} holds queues of schema version {found} (queue "
-                    f"{schema.SCHEMA_QUEUE}); this Soloist reads version {SCHEMA_VERSION}"
-                )
-            self._schema_checked = True
+            if not self._schema_checked:
+                link.call(lambda s, _: schema.claim(s, self.where), timeout, retry)
+                self._schema_checked = True
 
     def _must(self, work: Callable[[Session, Request], T]) -> T:
         """An operator call: wait for a reconnect up to publish_timeout, then give up."""

@@ -1,41 +1,38 @@
-"""The schema marker: ``soloist.schema``, a quorum queue whose one message names the
-version of the queue layout this package declares (lanes, dead-letter stores, delay
-queues, the headers they carry). A broker reads it before its first call and stamps it
-on a virtual host that has none. Quorum, as the lanes are: a classic queue lives on one
-node of a cluster, and with that node down no broker could start."""
+"""The schema marker: a durable fanout exchange, ``soloist.schema.<version>``, named for
+the version of the queue layout this package declares (lanes, dead-letter stores, delay
+queues, the headers they carry). A broker declares it before its first call.
+
+A later layout supersedes an earlier one by declaring the earlier marker as a ``headers``
+exchange; this version's declaration of it as ``fanout`` is then refused (406
+PRECONDITION_FAILED), and so is the later one's over an earlier marker still in use. An
+exchange is cluster-wide metadata: reading the marker needs no queue, so it works with
+any node of a cluster down (a queue's marker lived on one node, or waited for its
+leader)."""
 
 from __future__ import annotations
 
-import pika
 import pika.exceptions as pe
 
+from ...errors import ConfigurationError
 from .browse import admin_channel
 from .session import Session
 
-#: The layout of the queues and headers (the package doc), as the marker holds it.
+#: The layout of the queues and headers (the package doc).
 SCHEMA_VERSION = 1
-SCHEMA_QUEUE = "soloist.schema"
-QUORUM = {"x-queue-type": "quorum"}
+SCHEMA_EXCHANGE = f"soloist.schema.{SCHEMA_VERSION}"
 
 
-def read_or_stamp(s: Session, version: int) -> bytes:
-    """The version the marker holds, after stamping `version` where there is none.
-
-    The marker is looked up passively: reading it asserts nothing about how it was
-    declared, and only a virtual host without one declares it."""
+def claim(s: Session, where: str) -> None:
+    """Declare this layout's marker; a `ConfigurationError` where a later layout
+    superseded it."""
     with admin_channel(s) as ch:
         try:
-            ch.queue_declare(SCHEMA_QUEUE, passive=True)
+            ch.exchange_declare(SCHEMA_EXCHANGE, exchange_type="fanout", durable=True)
         except pe.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:  # NOT_FOUND: a virtual host never stamped
+            if exc.reply_code != 406:
                 raise
-            with admin_channel(s) as fresh:
-                fresh.queue_declare(SCHEMA_QUEUE, durable=True, arguments=QUORUM)
-        else:
-            method, _, body = ch.basic_get(SCHEMA_QUEUE)  # not acked: back when `ch` closes
-            if method is not None:
-                return bytes(body)
-    stamp = str(version).encode()
-    props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
-    s.pub.basic_publish("", SCHEMA_QUEUE, stamp, props, mandatory=True)
-    return stamp
+            raise ConfigurationError(
+                f"RabbitMQ at {where} holds queues of a later schema version (exchange "
+                f"{SCHEMA_EXCHANGE} is superseded); this Soloist reads version "
+                f"{SCHEMA_VERSION}"
+            ) from None
