@@ -48,7 +48,7 @@ def starts(workers: WorkerProcesses, tag: str) -> list[list[str]]:
 def gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # the latter: reaped while being read
         return True
 
 
