@@ -43,7 +43,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,8 +55,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # loaded by path from tests too
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from rabbit_node import Node, cookie, free_port  # noqa: E402
+from rabbit_node import Node, cookie  # noqa: E402
+
+from tests.support.redis_support import RedisServer  # noqa: E402
 
 
 @dataclass
@@ -90,14 +93,17 @@ class BrokerUnderTest:
         else the machine's, where the run only declares and deletes queues of its own."""
         self.kind = kind
         self.tmp = tmp
-        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis: RedisServer | None = None
         self.rabbit: Node | None = None
         if kind == "sqlite":
             self.url = f"sqlite:///{tmp}/chaos.db"
         elif kind == "redis":
-            self.port = free_port()
-            self.url = f"redis://127.0.0.1:{self.port}/0?reconnect_timeout=60"
-            self._start_private_redis()
+            if shutil.which("redis-server") is None:
+                raise SystemExit("redis-server is not installed")
+            self.redis = RedisServer(tmp)  # appendfsync always: an ack survives the kill
+            self.redis.start()
+            self.port = self.redis.port
+            self.url = f"{self.redis.url}?reconnect_timeout=60"
         elif kind == "amqp" and private:
             cookie(tmp)
             self.rabbit = Node(tmp, "chaos")
@@ -109,47 +115,14 @@ class BrokerUnderTest:
         else:
             raise SystemExit(f"unknown broker {kind!r}")
 
-    def _start_private_redis(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not installed")
-        self.redis = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.tmp),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("private redis-server did not start")
-
     def restart(self, workers: Workers) -> tuple[float, float]:
         """Restart the broker; returns the (start, end) unix times of the outage."""
         begin = time.time()
         if self.kind == "redis":
             assert self.redis is not None
-            self.redis.kill()
-            self.redis.wait()
+            self.redis.stop(signal.SIGKILL)
             time.sleep(0.5)
-            self._start_private_redis()
+            self.redis.start()
         elif self.kind == "amqp":
             assert self.rabbit is not None, "only a private node is restarted"
             self.rabbit.ctl("stop_app")
@@ -165,8 +138,7 @@ class BrokerUnderTest:
         """Stop a private server; on RabbitMQ, delete the run's queues (quorum queues hold
         file handles on the shared server)."""
         if self.redis is not None:
-            self.redis.kill()
-            self.redis.wait()
+            self.redis.stop(signal.SIGKILL)
         if self.rabbit is not None:
             self.rabbit.halt()
         elif self.kind == "amqp":
@@ -367,8 +339,6 @@ def run_faults(
     Judged as `run` (nothing lost, every second start explained by a kill), plus the
     stored results. Not for RabbitMQ: the shared server must not be made to refuse writes.
     """
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from tests.support.clock_step import install, step
 
     if kind == "amqp":
