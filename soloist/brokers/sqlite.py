@@ -53,7 +53,7 @@ from .base import (
     QueueStats,
     poison_reason,
 )
-from .sqlite_file import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
+from .sqlite_file import Database, path_from_url
 from .sqlite_wait import CommitWait
 
 #: `receipt` of a message leased to nobody (the schema's default), and the range leases'
@@ -153,14 +153,7 @@ class SQLiteBroker(Broker):
         path, options = path_from_url(url)
         self.url = url
         self.max_deliveries = options.get("max_deliveries", max_deliveries)
-        self.db = Database(
-            path,
-            options.get("synchronous", "NORMAL"),
-            _SCHEMA,
-            options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT),
-            "broker",
-            SCHEMA_VERSION,
-        )
+        self.db = Database.at(path, options, _SCHEMA, "broker", SCHEMA_VERSION)
         self.beats = Database(
             path + "-workers", "NORMAL", _WORKERS, self.db.busy_timeout, "workers", 1
         )

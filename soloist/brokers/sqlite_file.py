@@ -104,6 +104,20 @@ class Database:
             self._check(part, version)
             self.connection().executescript(schema)
 
+    @classmethod
+    def at(
+        cls, path: str, options: dict[str, Any], schema: str, part: str, version: int
+    ) -> Database:
+        """The file at `path`, with the URL's `synchronous` and `busy_timeout` options."""
+        return cls(
+            path,
+            options.get("synchronous", "NORMAL"),
+            schema,
+            options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT),
+            part,
+            version,
+        )
+
     def _check(self, part: str, version: int) -> None:
         """Stamp a new file with `part`'s `version`; refuse one made with another."""
         with self.write() as conn:

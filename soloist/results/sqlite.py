@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
-from ..brokers.sqlite_file import DEFAULT_BUSY_TIMEOUT, Database, path_from_url
+from ..brokers.sqlite_file import Database, path_from_url
 from .base import FINAL_STATES, REVOKED, ResultStore, Revocation
 
 #: The result store tables' layout (see brokers.sqlite: `soloist_schema`).
@@ -81,14 +81,7 @@ class SQLiteResultStore(ResultStore):
     def __init__(self, url: str) -> None:
         path, options = path_from_url(url)
         self.url = url
-        self.db = Database(
-            path,
-            options.get("synchronous", "NORMAL"),
-            _SCHEMA,
-            options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT),
-            "results",
-            SCHEMA_VERSION,
-        )
+        self.db = Database.at(path, options, _SCHEMA, "results", SCHEMA_VERSION)
         self._next_sweep = 0.0
 
     def put(self, task_id: str, state: str, body: bytes, ttl: float) -> bool:
