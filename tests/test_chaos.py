@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.support.benchmarks import load_benchmark
 from tests.support.rabbit_node_support import require_rabbitmq_server
 from tests.support.servers import require
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_chaos() -> object:
-    spec = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis", "amqp"])
@@ -29,8 +15,8 @@ def test_chaos_loses_nothing(kind: str) -> None:
         require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
     if kind == "amqp":
         require_rabbitmq_server()  # the run restarts a node of its own
-    chaos = load_chaos()
-    report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)  # type: ignore[attr-defined]
+    chaos = load_benchmark("chaos")
+    report = chaos.run(kind, tasks=300, replicas=3, kill_every=0.5, timeout=120)
     assert report.restarts == 1 and report.kills >= 2, report
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes
@@ -42,8 +28,8 @@ def test_environment_faults_lose_nothing_and_erase_no_result(kind: str) -> None:
     once, while workers are killed (benchmarks/chaos.py --faults runs the large one)."""
     if kind == "redis":
         require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
-    chaos = load_chaos()
-    report = chaos.run_faults(kind, tasks=120, replicas=3, kill_every=1.0, timeout=120)  # type: ignore[attr-defined]
+    chaos = load_benchmark("chaos")
+    report = chaos.run_faults(kind, tasks=120, replicas=3, kill_every=1.0, timeout=120)
     assert report.restarts == 2 and report.kills >= 2, report
     assert report.lost == 0, report
     assert report.unexplained == 0, report.notes
@@ -68,6 +54,6 @@ def test_hostile_tasks_neither_end_nor_stall_the_fleet(kind: str, pool: str) -> 
         require("Redis", "127.0.0.1", 6379)  # the run starts its own redis-server
     if kind == "amqp":
         require("RabbitMQ", "127.0.0.1", 5672)
-    chaos = load_chaos()
-    report = chaos.run_hostile(kind, pool, tasks=60, each=2, timeout=90)  # type: ignore[attr-defined]
+    chaos = load_benchmark("chaos")
+    report = chaos.run_hostile(kind, pool, tasks=60, each=2, timeout=90)
     assert report.ok(), report.notes

@@ -3,20 +3,16 @@ worker host cut off from the broker for longer than the lease."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.support.benchmarks import load_benchmark
 from tests.support.waiting import wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def namespaces_work() -> str | None:
@@ -34,38 +30,17 @@ def namespaces_work() -> str | None:
     return None
 
 
-def load_hosts() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hosts", ROOT / "benchmarks" / "hosts.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hosts"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_a_partitioned_host_loses_nothing_and_overwrites_nothing(tmp_path: Path) -> None:
     reason = namespaces_work()
     if reason is not None:
         pytest.skip(reason)
-    hosts = load_hosts()
+    hosts = load_benchmark("hosts")
     report = hosts.run("partition", tasks=6, outage=6.0, lease=1.5, tmp=tmp_path)
     assert report.lost == 0 and report.unexplained == 0, report
     assert report.wrong_results == 0, report.notes
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"soloist-{os.getpid()}-" not in leftover
-
-
-def load_bench() -> ModuleType:
-    load_hosts()
-    spec = importlib.util.spec_from_file_location(
-        "hosts_bench", ROOT / "benchmarks" / "hosts_bench.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hosts_bench"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -80,7 +55,8 @@ def test_a_slow_lossy_link_loses_nothing_and_runs_nothing_twice(
         pytest.skip(reason)
     for name in ("CHAOS_LEDGER", "CHAOS_QUEUE"):  # the bench sets them; restored after
         monkeypatch.setenv(name, "")
-    bench = load_bench()
+    load_benchmark("hosts")  # hosts_bench imports it
+    bench = load_benchmark("hosts_bench")
     with bench.path_fleet(tmp_path, hosts=2, replicas=2) as (fleet, link):
         link.set(rtt=20, loss=5)
         assert fleet.drive("rtt")["ms"] >= 20  # the path is as slow as it is meant to be

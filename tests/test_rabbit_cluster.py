@@ -4,12 +4,12 @@ other nodes go on. Three nodes of its own; the shared RabbitMQ is not touched.""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.benchmarks import load_benchmark
 from tests.support.rabbit_node_support import require_rabbitmq_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,12 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_stopped_node_loses_nothing() -> None:
     require_rabbitmq_server()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "rabbit_cluster", ROOT / "benchmarks" / "rabbit_cluster.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    report = module.run(tasks=300, timeout=180)
+    report = load_benchmark("rabbit_cluster").run(tasks=300, timeout=180)
     assert report.restarts == 1 and report.lost == 0, report
     assert report.unexplained == 0, report.notes

@@ -3,26 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.benchmarks import load_benchmark
 from tests.support.servers import require
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_workflow_chaos() -> Any:
-    path = ROOT / "benchmarks" / "workflow_chaos.py"
-    spec = importlib.util.spec_from_file_location("workflow_chaos", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["workflow_chaos"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -34,7 +20,7 @@ def test_every_chord_and_chain_ends_once_while_workers_are_killed(
         require("Redis", "127.0.0.1", 6379)
     if kind == "amqp":
         require("RabbitMQ", "127.0.0.1", 5672)
-    chaos = load_workflow_chaos()
+    chaos = load_benchmark("workflow_chaos")
     # Within pytest's timeout, so that what did not finish is reported; the ledger and
     # the workers' log of a failed run are kept in tmp_path.
     report = chaos.run(
