@@ -15,15 +15,9 @@ from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
 from tests.support import misbehaving
 from tests.support.waiting import wait_until
+from tests.worker.conftest import POOLS
 
 APP = "tests.support.misbehaving:app"
-POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
-
-
-@pytest.fixture(params=list(POOLS))
-def pool(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 @pytest.fixture

@@ -16,15 +16,9 @@ import tests.support.pool_tasks  # noqa: F401  (registers the extra tasks on the
 from soloist import App, TaskError
 from tests.conftest import WorkerProcesses
 from tests.support.waiting import wait_until
+from tests.worker.conftest import POOLS
 
 APP = "tests.support.pool_tasks:app"
-POOLS = {"solo": [], "threads": ["-c", "2"], "processes": ["-c", "2"]}
-
-
-@pytest.fixture(params=list(POOLS))
-def pool(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def opts(pool: str, *args: str) -> list[str]:

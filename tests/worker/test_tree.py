@@ -28,12 +28,6 @@ TREE_SIZE = len(tasks.TREE_KINDS) + 1
 GONE_WITHIN = 20.0
 
 
-@pytest.fixture(params=["solo", "threads", "processes"])
-def pool(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
 @pytest.fixture
 def tree(workers: WorkerProcesses) -> Iterator[list[int]]:
     """The pids of the tree the test's task started, filled in by `start_tree`; any still
