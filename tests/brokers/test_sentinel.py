@@ -17,6 +17,7 @@ from soloist.errors import BrokerUnavailable, ConfigurationError
 from tests.conftest import WorkerProcesses
 from tests.support.redis_support import FlushingRedisBroker, RedisServer, prefixed_url
 from tests.support.sentinel_support import SentinelGroup
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -61,9 +62,8 @@ def test_workers_and_producer_follow_a_failover(
     procs = [workers.start() for _ in range(2)]
     sent = [publish(sample_app, a) for a in range(60)]
     assert sample_app.result(sent[0]).get(timeout=30) == 1
-    deadline = time.monotonic() + 30  # both running: a worker's first call is not retried
-    while len(sample_app.broker.workers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # Both running: a worker's first call is not retried.
+    wait_until(lambda: len(sample_app.broker.workers()) >= 2, 30, "both workers' heartbeats")
     group.kill_master()  # mid-run: most of the 60 are still queued
     sent += [publish(sample_app, a) for a in range(60, 90)]
     got = [sample_app.result(task_id).get(timeout=60) for task_id in sent]
