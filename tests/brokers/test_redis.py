@@ -578,15 +578,23 @@ def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
         store.put("t1", SUCCESS, b"r", 60)
         schema = f"{first.prefix}schema"
         assert first.redis.command("HMGET", schema, "broker", "results") == [b"1", b"1"]
-        RedisBroker(url).depth(queue)  # the same version again is fine
+        again = RedisBroker(url)
+        again.depth(queue)  # the same version again is fine
+        again.close()
         first.redis.command("HSET", schema, "broker", 99, "results", 98)
         later, later_store = RedisBroker(url), RedisResultStore(url)
-        with pytest.raises(ConfigurationError, match="broker keys of schema version 99 under"):
-            later.publish(queue, b"refused")
-        with pytest.raises(ConfigurationError, match="this Soloist reads version 1"):
-            later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
-        with pytest.raises(ConfigurationError, match="results keys of schema version 98"):
-            later_store.get("t1")
+        try:
+            refused = "broker keys of schema version 99 under"
+            with pytest.raises(ConfigurationError, match=refused):
+                later.publish(queue, b"refused")
+            with pytest.raises(ConfigurationError, match="this Soloist reads version 1"):
+                later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
+            with pytest.raises(ConfigurationError, match="results keys of schema version 98"):
+                later_store.get("t1")
+        finally:
+            later.close()
+            later_store.close()
         assert first.depth(queue) == 1  # nothing was written or taken
     finally:
+        store.close()
         first.close()
