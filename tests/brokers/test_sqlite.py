@@ -91,6 +91,35 @@ def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
 
 
 
+def test_an_acked_row_waits_done_for_the_next_claim_and_counts_for_nothing(
+    tmp_path: Path,
+) -> None:
+    """An ack marks the row DONE (one page written, not two); the next claim deletes it.
+    Leases of 0 s lapse at once: a DONE row is never handed out again all the same."""
+    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db")
+    conn = broker.db.connection()
+
+    def rows() -> int:
+        return int(conn.execute("SELECT count(*) FROM soloist_messages").fetchone()[0])
+
+    try:
+        broker.publish_many([("q", b"a", 0, 0), ("q", b"b", 0, 0), ("q", b"c", 0, 0)])
+        a, b = broker.fetch(["q"], 2, 0, 0)
+        assert broker.ack(a) and not broker.ack(a)
+        assert not broker.retry(a, 0) and broker.extend([a], 30) == [a]
+        assert rows() == 3
+        stats = broker.stats("q")
+        assert (stats.depth, stats.delayed, stats.in_flight) == (2, 0, 0)  # b lapsed, c
+        got = broker.fetch(["q"], 2, 30, 0)
+        assert [d.id for d in got] == [b.id]  # alone: its lease lapsed
+        assert rows() == 2
+        assert broker.ack(got[0])
+        assert broker.purge("q") == 1  # c; the DONE row goes too, uncounted
+        assert rows() == 0
+    finally:
+        broker.close()
+
+
 @pytest.fixture(params=["inotify", "polling"])
 def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How an idle fetch waits for a commit: inotify (Linux), or polling where there is
