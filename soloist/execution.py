@@ -65,6 +65,10 @@ class Kind(enum.Enum):
     DEFERRED = "deferred"  # held back by a cluster-wide limit: put back, not a retry
     RELEASED = "given back"  # never started (the worker stopped while it waited for CPUs)
 
+    # Members are singletons: hashed by identity in C, not by name in Enum's Python
+    # __hash__ (the worker looks an outcome's kind up in a map or set per task).
+    __hash__ = object.__hash__
+
 
 #: The state recorded for an outcome that carries a record (`Outcome.record`).
 STATE_OF = {

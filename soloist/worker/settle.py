@@ -111,29 +111,36 @@ class Settler:
         (monotonic) is when its run began, if it ran here."""
         kind = outcome.kind
         try:
-            if self._gone_stale(delivery, outcome, started):
+            if (
+                started is not None
+                and time.monotonic() - started > self.worker.lease * 0.9
+                and self._gone_stale(delivery, outcome)
+            ):
                 self._stale(delivery, outcome)
             elif kind is Kind.SUCCESS or kind is Kind.REVOKED:  # ACKED (identity: no hashing)
-                if not self.acks:
-                    self._since = time.monotonic()
-                self.acks.append((delivery, outcome))
+                if self.acks or (self.batch > 1 and self.worker.prefetched):
+                    if not self.acks:
+                        self._since = time.monotonic()
+                    self.acks.append((delivery, outcome))
+                else:
+                    self._ack_one(delivery, outcome)  # no batch to wait for
             else:
                 if kind in RECORDED:
                     self._record([(delivery, outcome)], carried=False)
                 self._announce([(delivery, outcome)], [self._settle(delivery, outcome)])
         except BrokerUnavailable:
-            # A store outage, not the task's fault: keep the lease and settle it later.
-            self.unsettled.append((delivery, outcome))
+            # A store outage, not the task's fault: keep the lease and settle it later
+            # (unless its ack went down the pipe: its reply is read once the store answers).
+            if not any(d is delivery for d, _ in self.sent):
+                self.unsettled.append((delivery, outcome))
             raise
         if self.acks and (not self.worker.prefetched or len(self.acks) >= self._window()):
             self.flush()
 
-    def _gone_stale(self, delivery: Delivery, outcome: Outcome, started: float | None) -> bool:
+    def _gone_stale(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Whether a run that outlived its lease (a frozen worker: the keeper could not
         renew it) finds its delivery stale, the message held by another worker now: then
         nothing is settled."""
-        if started is None or time.monotonic() - started <= self.worker.lease * 0.9:
-            return False
         if outcome.kind not in RECORDED:
             return False
         stale = self.broker.extend([delivery], self.worker.lease)
@@ -212,6 +219,36 @@ class Settler:
                 # Still held: acked once the stores answer again (less what went down the pipe).
                 self.acks[:0] = [a for a in acks if not any(a is s for s in self.sent)]
                 raise
+
+    def _ack_one(self, delivery: Delivery, outcome: Outcome) -> None:
+        """`flush` of one ended task, acked as it ends (`--settle-batch 1`, or nothing
+        prefetched to batch it with): the same steps, without a batch's lists and lock."""
+        hooks = self.app.hooks
+        pipe = self.pipe
+        record = None
+        if outcome.workflow is not None or "before_ack" in hooks.active:
+            self._record([(delivery, outcome)], carried=False)  # (as `_ack` does)
+        elif outcome.record is not None and outcome.task_id:  # `record_of`, inlined
+            record = (outcome.task_id, STATE_OF[outcome.kind], outcome.record)
+            if pipe is None or not pipe.records:
+                self.app.results.put(*record, self.app.result_ttl)
+                record = None
+        if pipe is not None:
+            with self._lock:  # the keeper may be reading the pipe's replies (`collect`)
+                if not self.sent:
+                    self._since = time.monotonic()
+                pipe.send(delivery, record, self.app.result_ttl)
+                self.sent.append((delivery, outcome))
+                if len(self.sent) >= PIPE_DEPTH:
+                    self._collect()
+            return
+        ok = self.broker.ack(delivery)
+        if ok and outcome.kind is Kind.SUCCESS:  # `_announce`'s common case, inlined
+            self.stats.done += 1
+            if "task_succeeded" in hooks.active:
+                hooks.emit("task_succeeded", worker=self.worker, delivery=delivery, outcome=outcome)
+        else:
+            self._announce([(delivery, outcome)], [ok])
 
     def _ack(self, acks: list[Ended]) -> None:
         pipe = self.pipe
