@@ -10,12 +10,14 @@ Schema (all tables prefixed `soloist_`):
   row in place, without copying (or reading through) a big body's overflow pages.
   `delayed` is 1 while a delay (a countdown, a retry's back-off) has not run out: such
   rows stay out of the hand-out index until a claim finds them due and clears it.
-  An ack marks its row DONE (`receipt`, in place) rather than deleting it: a one-row
-  write transaction then writes one page to the WAL (the row's) instead of two (and the
-  hand-out index's), a third of its cost. The next claim on the queue walks the hand-out
-  index from the front, where acked rows are, and deletes the DONE rows it passes in its
-  own transaction, a batch's index entries in a page or two. Until then they count for
-  nothing (stats, purge) and are never handed out.
+  A worker's acks go to its ack log and are committed in batches (brokers/sqlite_acks.py).
+  An ack committed alone (`ack`; one with its result record) marks its row DONE
+  (`receipt`, in place) rather than deleting it: a one-row write transaction then writes
+  one page to the WAL (the row's) instead of two (and the hand-out index's), a third of
+  its cost. The next claim on the queue walks the hand-out index from the front, where
+  acked rows are, and deletes the DONE rows it passes in its own transaction, a batch's
+  index entries in a page or two. Until then they count for nothing (stats, purge) and
+  are never handed out.
 * `dead`: the dead-letter store, with the reason and counts.
 * `workers`: heartbeats, in a file of their own (`<file>-workers`), so that they do not
   wake idle workers (below).
@@ -32,24 +34,30 @@ there is no boot id (not Linux) the wall clock is used, and stepping it moves le
 
 Claiming is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` inside a
 `BEGIN IMMEDIATE` transaction: SQLite admits one writer at a time, so two workers can
-never claim the same row. An idle `fetch` sleeps until another process commits
-(brokers/sqlite_wait.py: inotify on Linux, `PRAGMA data_version` polling elsewhere), then
-reads when the next message is due without taking the write lock, and runs the claim
-again only once one is (a settle's or a result's commit wakes it, and it reads).
+never claim the same row. One that meets a lapsed lease first commits the acks in the
+logs of dead workers, so that what they acked is not handed out again. An idle `fetch`
+sleeps until another process commits (brokers/sqlite_wait.py: inotify on Linux,
+`PRAGMA data_version` polling elsewhere), then reads when the next message is due without
+taking the write lock, and runs the claim again only once one is (a settle's or a
+result's commit wakes it, and it reads).
 
 `synchronous=NORMAL` (the default, `?synchronous=full` to change) keeps every committed
-publish across a crash of any process; only a power loss can drop the last commits.
+publish, and every ack in a worker's ack log, across a crash of any process; only a power
+loss can drop the last commits. With `full` acks are committed one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import sqlite_acks
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     AckPipe,
@@ -159,8 +167,9 @@ def _due(now: float, delay: float) -> tuple[float, int]:
     return now + max(delay, 0), int(delay > 0)
 
 
-#: The broker tables' layout (`soloist_schema`).
-SCHEMA_VERSION = 4
+#: The broker tables' layout (`soloist_schema`), and with it how acks are kept (DONE rows,
+#: the workers' ack logs: sqlite_acks).
+SCHEMA_VERSION = 5
 
 
 class SQLiteBroker(Broker):
@@ -218,9 +227,27 @@ class SQLiteBroker(Broker):
         return ids
 
     def _claim(self, queues: Sequence[str], max_count: int, lease: float) -> list[Delivery]:
+        applied: list[str] = []
+        out = self._claim_rows(queues, max_count, lease, applied)
+        for path in applied:  # committed: those acks are in the file now
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return out
+
+    def _apply_orphans(self, conn: sqlite3.Connection, applied: list[str]) -> None:
+        """Commit, with the claim, the acks in the logs of dead workers (sqlite_acks)."""
+        for path, acks in sqlite_acks.orphans(self.db.path):
+            conn.executemany("DELETE FROM soloist_messages WHERE id = ? AND receipt = ?", acks)
+            applied.append(path)
+
+    def _claim_rows(
+        self, queues: Sequence[str], max_count: int, lease: float, applied: list[str]
+    ) -> list[Delivery]:
+        """The claim's transaction; the dead workers' ack logs it applied go in `applied`."""
         now = self._now()
         receipt = _RECEIPTS + random.getrandbits(61)
         out: list[Delivery] = []
+        swept = False
         with self.db.write() as conn:
             for queue in queues:
                 conn.execute(
@@ -251,6 +278,12 @@ class SQLiteBroker(Broker):
                         candidates = [c for c in candidates if not c[2]]
                         if not candidates:
                             continue  # only acked rows so far: walk on
+                    if not swept and any(c[1] for c in candidates):
+                        # A lease lapsed: its worker may have died with acks in its log.
+                        swept = True
+                        self._apply_orphans(conn, applied)
+                        if applied:
+                            continue  # walk again: what those logs acked is gone
                     # A message back from a lapsed lease goes out alone (Broker.fetch).
                     ids = [c[0] for c in itertools.takewhile(lambda c: c[1] == 0, candidates)]
                     alone = not ids and not out
@@ -331,12 +364,15 @@ class SQLiteBroker(Broker):
         return self._settle(_ACK, delivery)
 
     def ack_pipe(self, results: object) -> AckPipe:
-        """SQLite has nothing to pipeline (a commit is a local write), but a result store
-        in the same file can store each task's record in its ack's transaction: one
-        write transaction per task instead of two."""
+        """Acks written to this worker's ack log (sqlite_acks) and committed in one
+        transaction before the next fetch; a result store in the same file stores each
+        task's record in its ack's transaction instead (one write transaction per task,
+        not two). With `synchronous=full` (or extra) each ack is committed as it comes:
+        the log would not survive a power loss as those commits do."""
         put = getattr(results, "put_call", None)
         same = getattr(getattr(results, "db", None), "path", None) == self.db.path
-        return _SQLiteAckPipe(self, put if same else None)
+        logged = self.db.synchronous in ("OFF", "NORMAL")
+        return _SQLiteAckPipe(self, put if same else None, logged)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
         """All in one transaction: one DELETE … RETURNING per receipt (per fetch)."""
@@ -505,14 +541,19 @@ PutCall = Callable[[tuple[str, str, bytes], float], Callable[[sqlite3.Connection
 
 
 class _SQLiteAckPipe(AckPipe):
-    """`SQLiteBroker.ack_pipe`: each ack (with its record, where the store shares the
-    file) committed in `send`; `collect` hands back the answers."""
+    """`SQLiteBroker.ack_pipe`: each ack with a record committed with it in `send`; each
+    ack without one written to the ack log, if `logged`, and committed with the others
+    in `collect` (or when the log is full), else committed in `send`."""
 
-    def __init__(self, broker: SQLiteBroker, put: PutCall | None) -> None:
+    def __init__(self, broker: SQLiteBroker, put: PutCall | None, logged: bool) -> None:
         self.broker = broker
         self._put = put
         self.records = put is not None
-        self._acked: list[bool] = []
+        self._log = sqlite_acks.AckLog(broker.db.path) if logged else None
+        #: Each delivery sent, in order: whether it was acked, None while in the log.
+        self._acked: list[bool | None] = []
+        #: The deliveries in the log, with their places in `_acked`.
+        self._logged: list[tuple[int, Delivery]] = []
 
     @property
     def pending(self) -> int:
@@ -520,7 +561,15 @@ class _SQLiteAckPipe(AckPipe):
 
     def send(self, delivery: Delivery, record: tuple[str, str, bytes] | None, ttl: float) -> None:
         if record is None:
-            self._acked.append(self.broker.ack(delivery))
+            log = self._log
+            if log is None:
+                self._acked.append(self.broker.ack(delivery))
+                return
+            if log.count == sqlite_acks.CAPACITY:
+                self._commit()
+            log.append(int(delivery.id), delivery.receipt)
+            self._logged.append((len(self._acked), delivery))
+            self._acked.append(None)
             return
         if self._put is None:
             raise ValueError("the result store is elsewhere: store the record first")
@@ -532,9 +581,23 @@ class _SQLiteAckPipe(AckPipe):
             ).rowcount
         self._acked.append(acked == 1)
 
+    def _commit(self) -> None:
+        """Commit the acks in the log, and note which were stale."""
+        if not self._logged or self._log is None:
+            return
+        acked = self.broker.ack_many([d for _, d in self._logged])
+        for (at, _), ok in zip(self._logged, acked, strict=True):
+            self._acked[at] = ok
+        self._logged = []
+        self._log.clear()
+
     def collect(self) -> list[bool]:
+        self._commit()
         acked, self._acked = self._acked, []
-        return acked
+        return [bool(a) for a in acked]
 
     def close(self) -> None:
         self._acked = []
+        self._logged = []
+        if self._log is not None:
+            self._log.close()

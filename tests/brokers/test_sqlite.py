@@ -5,9 +5,12 @@ fetch that sleeps until a commit (inotify, or polling without it) and stops at a
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sqlite3
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -90,7 +93,6 @@ def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
             pipe.send(first, ("t2", "SUCCESS", b""), 60)
 
 
-
 def test_an_acked_row_waits_done_for_the_next_claim_and_counts_for_nothing(
     tmp_path: Path,
 ) -> None:
@@ -117,6 +119,73 @@ def test_an_acked_row_waits_done_for_the_next_claim_and_counts_for_nothing(
         assert broker.purge("q") == 1  # c; the DONE row goes too, uncounted
         assert rows() == 0
     finally:
+        broker.close()
+
+
+def _log_acks(url: str, acks: int, line: Connection | None) -> None:
+    """In a worker process: lease every message for 0 s (they lapse at once), send the
+    first `acks` down the ack pipe (to the ack log), then die, or, given a `line`, say so
+    and wait to be told to collect the answers, and send them back."""
+    broker = SQLiteBroker(url)
+    got = broker.fetch(["q"], 10, 0, 0)
+    pipe = broker.ack_pipe(None)
+    for delivery in got[:acks]:
+        pipe.send(delivery, None, 60)
+    if line is None:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    line.send([d.id for d in got])
+    line.recv()
+    line.send(pipe.collect())
+    pipe.close()
+    broker.close()
+
+
+def test_acks_in_a_dead_workers_log_are_committed_by_the_claim_that_meets_its_leases(
+    tmp_path: Path,
+) -> None:
+    """Each ack goes to the worker's ack log (no commit per task); a worker killed before
+    committing them lost none: the next claim that finds its leases lapsed applies the
+    log first, and hands out only what was not acked."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    broker = SQLiteBroker(url)
+    try:
+        broker.publish_many([("q", body, 0, 0) for body in (b"a", b"b", b"c")])
+        child = multiprocessing.get_context("fork").Process(target=_log_acks, args=(url, 2, None))
+        child.start()
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
+        assert broker.stats("q").depth == 3  # lapsed leases, acks in the log only
+        assert len(os.listdir(tmp_path / "b.db-acks")) == 1
+        got = broker.fetch(["q"], 3, 30, 0)
+        assert [d.body for d in got] == [b"c"]
+        assert broker.stats("q").depth == 0
+        assert os.listdir(tmp_path / "b.db-acks") == []
+    finally:
+        broker.close()
+
+
+def test_a_live_workers_ack_log_is_left_to_it(tmp_path: Path) -> None:
+    """Another worker claiming a lapsed lease does not apply a live worker's log; that
+    worker's ack then finds the message taken, and says so (stale)."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    broker = SQLiteBroker(url)
+    here, there = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_log_acks, args=(url, 2, there))
+    try:
+        broker.publish_many([("q", b"a", 0, 0), ("q", b"b", 0, 0)])
+        child.start()
+        first, _ = here.recv()
+        assert [d.id for d in broker.fetch(["q"], 2, 30, 0)] == [first]  # alone: lapsed
+        here.send("collect")
+        assert here.recv() == [False, True]
+        child.join(10)
+        assert child.exitcode == 0
+        assert broker.stats("q").in_flight == 1  # the one taken here
+        assert os.listdir(tmp_path / "b.db-acks") == []
+    finally:
+        if child.is_alive():
+            child.kill()
         broker.close()
 
 
