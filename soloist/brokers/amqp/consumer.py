@@ -7,15 +7,14 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika.exceptions as pe
 from pika import frame, spec
-from pika.adapters.blocking_connection import BlockingChannel
 
 from ..base import Delivery, poison_reason
-from .session import LATER, Held, Request, Session, Stream, Wait
+from .session import LATER, Held, Request, Session, Stream, Taker, Wait
 from .topology import Topology
 from .wire import H_COUNT, H_DEAD_AT, H_PRIOR, H_REASON, H_RETRIES, Out
 
@@ -95,12 +94,13 @@ class Consumer:
     def consume(self, s: Session, st: Stream, prefetch: int) -> None:
         mine = st.mine = set()
 
-        def pushed(_ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
+        def take(method: Any, props: Any, body: bytes) -> None:
             st.buffer.append((method, props, body))
             mine.add(method.delivery_tag)
 
         s.sub.basic_qos(prefetch_count=prefetch)  # applies to the consumer started next
-        st.tag = s.sub.basic_consume(st.lane, pushed)
+        st.tag = s.sub.basic_consume(st.lane, on_message(take))
+        st.take = take
         st.prefetch, st.resize = prefetch, 0
 
     def resize(self, s: Session) -> None:
@@ -111,10 +111,9 @@ class Consumer:
         could run.
 
         Here rather than at the fetch: the acks that follow make room that the server
-        fills at once, and a delivery in flight when a consumer is cancelled is rejected
-        by pika and counted by the queue. Before the acks, the consumer is full when the
-        lane is busy (nothing in flight). Growing waits for that (below it, the lane is
-        drained and a larger prefetch would not help); shrinking does not wait."""
+        fills at once, for the old consumer. Before the acks, the consumer is full when
+        the lane is busy (nothing in flight). Growing waits for that (below it, the lane
+        is drained and a larger prefetch would not help); shrinking does not wait."""
         st = s.stream
         if st is None or not st.resize or st.tag is None:
             return
@@ -133,16 +132,23 @@ class Consumer:
         return method.delivery_tag, self.held(st.queue, st.lane, props), body
 
     def cancel(self, s: Session, st: Stream) -> None:
-        """Stop the stream's consumer. pika rejects (requeue) what reaches a consumer
-        being cancelled, and the quorum queue counts that as a delivery: unless the
-        stream is full, a message published within this round trip may come back with
-        its delivery count raised by one."""
+        """Stop the stream's consumer; what it pushed before the cancel-ok is buffered."""
         # (Deleting its queue cancels a consumer too.)
         if st.tag is not None and s.sub.is_open and st.tag in s.sub.consumer_tags:
-            s.conn.process_data_events(time_limit=0)  # into the buffer, not rejected
-            s.sub.basic_cancel(st.tag)
-            self.rejected(s)
+            self.cancel_consumers(s, {st.tag: st.take})
         st.tag = None
+
+    def cancel_consumers(self, s: Session, takers: dict[str, Taker]) -> None:
+        """Cancel consumers of `sub`; a delivery reaching one before the server's
+        cancel-ok goes to its taker (`Session.takers`), not back to the queue counted."""
+        s.conn.process_data_events(time_limit=0)  # pika rejects what it holds undispatched
+        s.takers.update(takers)
+        try:
+            for tag in takers:
+                s.sub.basic_cancel(tag)
+        finally:
+            for tag in takers:
+                del s.takers[tag]
 
     def end_stream(self, s: Session) -> None:
         """Cancel the stream and give back what it pushed that no fetch took."""
@@ -173,17 +179,17 @@ class Consumer:
         )
 
     def cancel_waits(self, s: Session) -> None:
-        """Cancel the idle-wait consumers; what they pushed stays in `s.pushed`. (pika
-        rejects what reaches a consumer being cancelled: the window of `cancel`.)"""
-        for tag in list(s.consumers):
-            s.sub.basic_cancel(tag)
+        """Cancel the idle-wait consumers; what they pushed stays in `s.pushed`."""
         if s.consumers:
-            self.rejected(s)
+            self.cancel_consumers(
+                s, {tag: self.pusher(s, lane) for tag, lane in s.consumers.items()}
+            )
         s.consumers.clear()
 
-    def rejected(self, s: Session) -> None:
-        """After a cancel: what pika rejected for it counts at a commit, sent now."""
-        self.commit_soon(s)
+    @staticmethod
+    def pusher(s: Session, lane: str) -> Taker:
+        """What takes an idle-wait consumer's deliveries: `s.pushed`, by lane."""
+        return lambda method, props, body: s.pushed.append((lane, method, props, body))
 
     def give_back(
         self, s: Session, kept: Sequence[tuple[int, Held, bytes]], counted: bool = False
@@ -315,13 +321,7 @@ class Consumer:
         if not s.consumers:
             s.sub.basic_qos(prefetch_count=1)  # applies to the consumers started next
             for _, lane in lanes:
-
-                def pushed(
-                    _ch: BlockingChannel, method: Any, props: Any, body: bytes, lane: str = lane
-                ) -> None:
-                    s.pushed.append((lane, method, props, body))
-
-                tag = s.sub.basic_consume(lane, pushed)
+                tag = s.sub.basic_consume(lane, on_message(self.pusher(s, lane)))
                 s.consumers[tag] = lane
         wanted = {lane for _, lane in lanes}
         s.wait = Wait(req, until, lambda: any(p[0] in wanted for p in s.pushed))
@@ -426,3 +426,8 @@ class Consumer:
                 H_RETRIES: held.retries,
             }
         )
+
+
+def on_message(take: Taker) -> Callable[[Any, Any, Any, bytes], None]:
+    """pika's consumer callback (channel, method, properties, body) for `take`."""
+    return lambda _channel, method, props, body: take(method, props, body)

@@ -99,6 +99,9 @@ class Request:
     retry: bool  # run again after a reconnect (publish); else fail at once when down
 
 
+#: What takes a consumer's delivery (method, properties, body).
+Taker = Callable[[Any, Any, bytes], None]
+
 #: Returned by a request's work when it sets its answer itself, later (fetch waits).
 LATER = object()
 
@@ -127,6 +130,7 @@ class Stream:
     lane: str
     prefetch: int = 0
     tag: str | None = None  # None once cancelled: only its buffer is left to hand out
+    take: Taker = field(default=lambda _m, _p, _b: None)  # the consumer's delivery -> buffer
     buffer: deque[tuple[Any, Any, bytes]] = field(default_factory=deque)  # method, props, body
     mine: set[int] = field(default_factory=set)  # the consumer's tags, buffered or handed out
     resize: int = 0  # the prefetch fetches asked for since; 0 when it is right
@@ -174,6 +178,20 @@ class Session:
         self.commits_out = 0
         impl = self.sub._impl
         impl.callbacks.add(impl.channel_number, spec.Tx.CommitOk, self._committed, one_shot=False)
+        #: Consumers being cancelled -> where a delivery that reaches them before the
+        #: cancel-ok goes. pika would reject it (requeue), and a quorum queue counts a
+        #: reject as a delivery: a message never handed out would come back counted.
+        self.takers: dict[str, Taker] = {}
+        deliver, takers = impl._on_deliver, self.takers
+
+        def on_deliver(method_frame: Any, header_frame: Any, body: bytes) -> None:
+            take = takers.get(method_frame.method.consumer_tag)
+            if take is None:
+                deliver(method_frame, header_frame, body)
+            else:
+                take(method_frame.method, header_frame.properties, body)
+
+        impl._on_deliver = on_deliver
         self.epoch = next(EPOCHS)
         self.held: dict[int, Held] = {}
         self.pushed: list[tuple[str, Any, Any, bytes]] = []  # (lane, method, props, body)
