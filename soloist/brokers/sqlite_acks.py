@@ -49,11 +49,19 @@ class AckLog:
     """This process's log for one SQLite file."""
 
     def __init__(self, db_path: str) -> None:
-        os.makedirs(folder(db_path), exist_ok=True)
+        # Open to whoever may write the database (as SQLite makes its -wal and -shm, the
+        # umask left out): another user's worker must be able to apply a log, or add its own.
+        mode = os.stat(db_path).st_mode & 0o666
+        try:
+            os.mkdir(folder(db_path))
+            os.chmod(folder(db_path), mode | (mode & 0o444) >> 2)  # x where r
+        except FileExistsError:
+            pass
         name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Locked before it shows under its name: a claim never finds it unlocked.
         hidden = os.path.join(folder(db_path), "." + name)
-        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+        os.fchmod(self._fd, mode)
         fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # Written, not truncated to size: a store into a hole of a mapping on a full disk
         # would kill the process (SIGBUS); this way the disk space is taken now.
@@ -103,8 +111,8 @@ def orphans(db_path: str) -> Iterator[tuple[str, list[tuple[int, int]]]]:
         path = os.path.join(folder(db_path), name)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # applied and removed meanwhile
+        except OSError:
+            continue  # applied and removed meanwhile (or not ours to write: left alone)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -189,6 +189,26 @@ def test_a_live_workers_ack_log_is_left_to_it(tmp_path: Path) -> None:
         broker.close()
 
 
+def test_ack_logs_take_the_database_files_permissions(tmp_path: Path) -> None:
+    """As SQLite's -wal and -shm, whatever the umask: a worker of another user who may
+    write the database must be able to add its log and apply a dead worker's."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    broker = SQLiteBroker(url)
+    os.chmod(tmp_path / "b.db", 0o666)
+    umask = os.umask(0o077)
+    try:
+        pipe = broker.ack_pipe(None)
+    finally:
+        os.umask(umask)
+    try:
+        (log,) = (tmp_path / "b.db-acks").iterdir()
+        assert (tmp_path / "b.db-acks").stat().st_mode & 0o777 == 0o777
+        assert log.stat().st_mode & 0o777 == 0o666
+    finally:
+        pipe.close()
+        broker.close()
+
+
 @pytest.fixture(params=["inotify", "polling"])
 def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How an idle fetch waits for a commit: inotify (Linux), or polling where there is
