@@ -59,7 +59,7 @@ IDLE_RECHECK = 10.0
 #: The claim script's reply when it did not run: no token came and nothing fell due.
 _SKIPPED = -2
 #: The layout of the broker's keys (prelude.lua), stamped in `<prefix>schema`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def queue_key(redis: RedisConnection, queue: str, kind: str) -> str:
@@ -135,7 +135,7 @@ class RedisBroker(Broker):
     def publish(self, queue: str, body: bytes, *, delay: float = 0, priority: int = 0) -> str:
         # The tag only routes a Cluster's call: no regex per publish on one server.
         tag = queue_tag(queue) if self.on_cluster else ""
-        (mid,) = self._publish(queue, body, max(delay, 0), int(priority), tag=tag)
+        (mid,) = self._publish(queue, body, delay if delay > 0 else 0, -int(priority), tag=tag)
         return str(mid.decode())
 
     def publish_many(self, items: Sequence[tuple[str, bytes, float, int]]) -> list[str]:
@@ -144,7 +144,7 @@ class RedisBroker(Broker):
         for start in range(0, len(items), CHUNK):
             args: list[object] = []
             for queue, body, delay, priority in items[start : start + CHUNK]:
-                args += (queue, body, max(delay, 0), int(priority))
+                args += (queue, body, delay if delay > 0 else 0, -int(priority))
             ids += (i.decode() for i in self._publish(*args, tag=queue_tag(items[start][0])))
         return ids
 

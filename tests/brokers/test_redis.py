@@ -577,7 +577,7 @@ def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
         first.publish(queue, b"kept")
         store.put("t1", SUCCESS, b"r", 60)
         schema = f"{first.prefix}schema"
-        assert first.redis.command("HMGET", schema, "broker", "results") == [b"1", b"1"]
+        assert first.redis.command("HMGET", schema, "broker", "results") == [b"2", b"1"]
         again = RedisBroker(url)
         again.depth(queue)  # the same version again is fine
         again.close()
@@ -587,7 +587,7 @@ def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
             refused = "broker keys of schema version 99 under"
             with pytest.raises(ConfigurationError, match=refused):
                 later.publish(queue, b"refused")
-            with pytest.raises(ConfigurationError, match="this Soloist reads version 1"):
+            with pytest.raises(ConfigurationError, match="this Soloist reads version 2"):
                 later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
             with pytest.raises(ConfigurationError, match="results keys of schema version 98"):
                 later_store.get("t1")

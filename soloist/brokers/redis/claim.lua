@@ -10,15 +10,14 @@
 -- timed out costs next to nothing.
 local token = ARGV[2]
 if token ~= '' and redis.call('DEL', token) == 0 and ARGV[3] ~= '1' then return {-2} end
-local want, lease, receipt = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local max_deliveries, poison = tonumber(ARGV[7]), ARGV[8]
+local want, receipt, max_deliveries, poison = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
 local FIRST_QUEUE = 9
 local out, got = {0}, 0
 -- Queues whose ready set this claim emptied: no ZCARD needed to know they need no wake.
 local emptied = {}
 local function promote(queue, kind)
   local key = qkey(queue, kind)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now(), 'LIMIT', 0, $CHUNK)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now_text(), 'LIMIT', '0', '$CHUNK')
   for _, id in ipairs(due) do
     redis.call('ZREM', key, id)
     make_ready(queue, id)
@@ -42,7 +41,7 @@ for i = FIRST_QUEUE, #ARGV do
       -- Deliveries so far, body, retries; all false if the hash is gone (evicted: Redis
       -- must run with maxmemory-policy noeviction).
       local msg = redis.call('HMGET', m, 'n', 'b', 'a')
-      local seen = tonumber(msg[1]) or 0
+      local seen = msg[1] and tonumber(msg[1]) or 0
       -- A message back from a lapsed lease goes out alone (see base.Broker.fetch).
       if got >= want or (seen > 0 and got > 0) then
         local back = {}
@@ -59,17 +58,17 @@ for i = FIRST_QUEUE, #ARGV do
       if not msg[2] then
         -- Nothing left to deliver: counted, for operators (`stats`).
         redis.call('INCR', qkey(queue, 'lost'))
-      elseif seen >= max_deliveries then
+      elseif seen > 0 and seen >= tonumber(max_deliveries) then
         redis.call('HSET', m, 'n', seen + 1)
         bury(queue, id, string.format(poison, seen))
       else
-        redis.call('HSET', m, 'n', seen + 1, 'r', receipt)
+        redis.call('HSET', m, 'n', seen > 0 and seen + 1 or '1', 'r', receipt)
         claimed[#claimed + 1] = id
         out[#out + 1] = id
         out[#out + 1] = queue
         out[#out + 1] = msg[2]
         out[#out + 1] = seen + 1
-        out[#out + 1] = tonumber(msg[3]) or 0
+        out[#out + 1] = msg[3] and tonumber(msg[3]) or 0
         got = got + 1
       end
     end
@@ -80,9 +79,12 @@ for i = FIRST_QUEUE, #ARGV do
   -- would go in after each other, so in id order each insert scans the whole batch (about
   -- 10 µs a message for 100); in reverse, each goes in at the front of the others.
   local leases = {}
-  for k = #claimed, 1, -1 do
-    leases[#leases + 1] = now() + lease
-    leases[#leases + 1] = claimed[k]
+  if #claimed > 0 then
+    local expiry = string.format('%.6f', now() + tonumber(ARGV[5]))  -- (formatted once)
+    for k = #claimed, 1, -1 do
+      leases[#leases + 1] = expiry
+      leases[#leases + 1] = claimed[k]
+    end
   end
   variadic('ZADD', qkey(queue, 'leased'), leases)
 end
@@ -92,7 +94,7 @@ for i = FIRST_QUEUE, #ARGV do
   if not emptied[queue] and redis.call('ZCARD', qkey(queue, 'ready')) > 0 then wake(queue) end
   if got == 0 then
     for _, kind in ipairs({'delayed', 'leased'}) do
-      local first = redis.call('ZRANGE', qkey(queue, kind), 0, 0, 'WITHSCORES')
+      local first = redis.call('ZRANGE', qkey(queue, kind), '0', '0', 'WITHSCORES')
       if first[2] and (next_due == nil or tonumber(first[2]) < next_due) then
         next_due = tonumber(first[2])
       end

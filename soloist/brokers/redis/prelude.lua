@@ -2,10 +2,11 @@
 --
 --   ids                  STRING  counter behind message ids (INCR); an id is the counter,
 --                                zero-padded to 15 digits, so ids sort by age as strings
---   m:<id>               HASH    one message: q queue, b body, p priority, n delivery count,
---                                a retries, r receipt of its current lease ("" when none);
---                                a dead letter also has why (reason) and t (dead_at). n and
---                                r are absent until the message is first claimed (read: 0, "")
+--   m:<id>               HASH    one message: q queue, b body, s its score in ready (minus
+--                                its priority), n delivery count, a retries, r receipt of
+--                                its current lease ("" when none); a dead letter also has
+--                                why (reason) and t (dead_at). n, a and r are absent until
+--                                first set (read: 0, 0, "")
 --   q:<queue>:ready      ZSET    due messages: score -priority, member id (equal scores sort
 --                                by member, that is by age)
 --   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
@@ -34,24 +35,33 @@
 -- 
 -- Shared by every script: ARGV[1] is the key prefix.
 local prefix = ARGV[1]
+-- Arguments of redis.call are best strings: a Lua number is formatted with %.17g first,
+-- which costs about as much as the call (a few thousand instructions), and so does each
+-- tonumber(). So the scripts pass on the strings they are given where they can.
+--
 -- The server's clock, read once, by the scripts that need it: TIME is a call of its own.
-local clock
-local function now()
-  if not clock then
+-- now_text() is the time as "seconds.micros", for arguments; now() as a number.
+local clock, clock_text
+local function now_text()
+  if not clock_text then
     local t = redis.call('TIME')
-    clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    clock_text = t[1] .. '.' .. string.sub('00000' .. t[2], -6)
   end
+  return clock_text
+end
+local function now()
+  if not clock then clock = tonumber(now_text()) end
   return clock
 end
 local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
 local function mkey(id) return prefix .. 'm:' .. id end
 local function wake(queue)
   local key = qkey(queue, 'wake')
-  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, 1) end
+  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
 end
 local function make_ready(queue, id)
-  local p = tonumber(redis.call('HGET', mkey(id), 'p'))
-  if p then redis.call('ZADD', qkey(queue, 'ready'), -p, id) end
+  local score = redis.call('HGET', mkey(id), 's')
+  if score then redis.call('ZADD', qkey(queue, 'ready'), score, id) end
 end
 local function unplace(queue, id)
   redis.call('ZREM', qkey(queue, 'ready'), id)
@@ -60,8 +70,8 @@ local function unplace(queue, id)
 end
 local function bury(queue, id, reason)
   unplace(queue, id)
-  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now())
-  redis.call('ZADD', qkey(queue, 'dead'), now(), id)
+  redis.call('HSET', mkey(id), 'r', '', 'why', reason, 't', now_text())
+  redis.call('ZADD', qkey(queue, 'dead'), now_text(), id)
 end
 -- `command` on `key` (none if false) with the items of `list` as further arguments, in
 -- slices: unpack fails past Lua's C stack (about 8000 values). Returns the replies' sum.

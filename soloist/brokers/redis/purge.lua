@@ -11,7 +11,7 @@ end
 drop('ready', redis.call('ZRANGE', qkey(queue, 'ready'), 0, room - 1))
 if room > 0 then drop('delayed', redis.call('ZRANGE', qkey(queue, 'delayed'), 0, room - 1)) end
 if room > 0 then
-  local lapsed = redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now(), 'LIMIT', 0, room)
+  local lapsed = redis.call('ZRANGEBYSCORE', qkey(queue, 'leased'), '-inf', now_text(), 'LIMIT', 0, room)
   drop('leased', lapsed)
 end
 return $CHUNK - room

@@ -5,7 +5,7 @@ local id, delay = ARGV[2], tonumber(ARGV[4])
 local queue = held(id, ARGV[3])
 if not queue then return unleased(id) end
 unplace(queue, id)
-redis.call('HSET', mkey(id), 'r', '', 'n', 0)
+redis.call('HSET', mkey(id), 'r', '', 'n', '0')
 redis.call('HINCRBY', mkey(id), 'a', ARGV[5])
 if delay > 0 then
   redis.call('ZADD', qkey(queue, 'delayed'), now() + delay, id)

@@ -11,7 +11,7 @@ for _, id in ipairs(ids) do
   if redis.call('ZREM', dead, id) == 1 then
     moved = moved + 1
     if requeue then
-      redis.call('HSET', mkey(id), 'n', 0, 'a', 0, 'r', '')
+      redis.call('HSET', mkey(id), 'n', '0', 'a', '0', 'r', '')
       redis.call('HDEL', mkey(id), 'why', 't')
       make_ready(queue, id)
     else

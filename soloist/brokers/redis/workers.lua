@@ -1,6 +1,6 @@
 -- Keys: the schema opens prelude.lua, which runs before this script.
 -- ARGV: prefix. Returns {id, info, seen, …} of every live worker.
-redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now())
+redis.call('ZREMRANGEBYSCORE', prefix .. 'workers', '-inf', now_text())
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', prefix .. 'workers', 0, -1)) do
   local w = redis.call('HMGET', prefix .. 'w:' .. id, 'info', 'seen')
