@@ -168,10 +168,15 @@ class TaskRunner:
 
     def decode(self, delivery: Delivery) -> tuple[Message, Task[Any, Any]] | Outcome:
         """The message and its task, or the DEAD outcome saying why there are none."""
-        if (too_big := self.oversized(delivery)) is not None:
+        app, body = self.app, delivery.body
+        if len(body) > app.max_message_size and (too_big := self.oversized(delivery)):
             return too_big
         try:
-            message = self.app.decode(delivery.body)
+            # `App.decode`, without its call where there is no signature to check.
+            if app.signer is None:
+                message = Message.decode(body, app.codec, app.max_depth)
+            else:
+                message = app.decode(body)
         except DecodeError as exc:
             if exc.task_id:  # the envelope named its call: record why it will never run
                 return self._dead(Message(exc.task, id=exc.task_id), f"undecodable message: {exc}")

@@ -362,9 +362,10 @@ def current_request() -> Request | None:
     return _current_request.get()
 
 
-def set_request(request: Request | None) -> contextvars.Token[Request | None]:
-    return _current_request.set(request)
-
-
-def reset_request(token: contextvars.Token[Request | None]) -> None:
-    _current_request.reset(token)
+#: Make `request` the current call (the ContextVar's own C method: a wrapper around it
+#: would add a Python call to every task run), and give back the token that resets it.
+set_request: Callable[[Request | None], contextvars.Token[Request | None]] = (
+    _current_request.set
+)
+#: Put back the call current before `set_request` returned `token`.
+reset_request: Callable[[contextvars.Token[Request | None]], None] = _current_request.reset

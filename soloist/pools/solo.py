@@ -51,7 +51,7 @@ class SoloPool(Pool):
         self._done.append((delivery, outcome))
 
     def free(self) -> int:
-        return 0 if self._done or self.worn() else 1
+        return 0 if self._done or self._worn else 1
 
     def busy(self) -> bool:
         return bool(self._done)
