@@ -1,12 +1,13 @@
 """Lua scripts on Redis: each file in brokers/redis/ (or a folder beside the result store
-or the Celery bridge), run by its SHA1 after the prelude every script shares
-(brokers/redis/prelude.lua, which opens with the key schema), and loaded again when the
-server lost it."""
+or the Celery bridge), run by its SHA1 after the helpers it calls from the prelude every
+script shares (brokers/redis/prelude.lua, which opens with the key schema), and loaded
+again when the server lost it."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soloist.redis")
 
-#: The Lua scripts, one file each in brokers/redis/. prelude.lua, which runs before each of
-#: them (ARGV[1] is the key prefix), opens with the key schema and defines the key names.
+#: The Lua scripts, one file each in brokers/redis/. prelude.lua, whose helpers run before
+#: the scripts that call them (ARGV[1] is the key prefix), opens with the key schema and
+#: defines the key names.
 _LUA = Path(__file__).with_name("redis")
 
 
@@ -33,7 +35,50 @@ def _lua(name: str, folder: Path = _LUA) -> str:
     return (folder / f"{name}.lua").read_text()
 
 
-_PRELUDE = _lua("prelude")
+def _pieces(prelude: str) -> list[tuple[frozenset[str], str]]:
+    """The prelude cut at each top-level `local` (a function, or variables), each piece
+    with the comment lines just above it and the names it defines. The text before the
+    first (the key schema) defines nothing."""
+    pieces: list[tuple[frozenset[str], str]] = []
+    names: frozenset[str] = frozenset()
+    lines: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        if line.startswith("local "):
+            start = len(lines)
+            while start and lines[start - 1].startswith("--"):
+                start -= 1
+            pieces.append((names, "".join(lines[:start])))
+            lines = lines[start:]
+            head = line[len("local ") :].split("=")[0]
+            if head.startswith("function "):
+                head = head[len("function ") :].split("(")[0]
+            names = frozenset(n.strip() for n in head.split(","))
+        lines.append(line)
+    pieces.append((names, "".join(lines)))
+    return pieces
+
+
+def _prelude_for(source: str) -> str:
+    """The pieces of the prelude `source` uses, and those they use, in their order.
+
+    Redis runs a script's whole text on every call: each `local function` of the
+    prelude is a closure made anew, so a script that leaves out those it does not call
+    costs Redis less (callgrind: the whole prelude is about 9,000 instructions a call)."""
+    used = _CODE.sub("", source)
+    keep = [not names for names, _ in _PIECES]
+    grown = True
+    while grown:
+        grown = False
+        for n, (names, text) in enumerate(_PIECES):
+            if not keep[n] and any(re.search(rf"\b{name}\b", used) for name in names):
+                keep[n], grown = True, True
+                used += _CODE.sub("", text)
+    return "".join(text for k, (_, text) in zip(keep, _PIECES, strict=True) if k)
+
+
+#: Lua comments, left out when looking for the names a script uses.
+_CODE = re.compile(r"--[^\n]*")
+_PIECES = _pieces(_lua("prelude"))
 
 
 class Script:
@@ -48,7 +93,8 @@ class Script:
     ) -> None:
         self.conn = conn
         # Redis 7 script flags: without allow-oom a script is refused at maxmemory.
-        self.source = ("#!lua flags=allow-oom\n" if allow_oom else "#!lua\n") + _PRELUDE + source
+        flags = "#!lua flags=allow-oom\n" if allow_oom else "#!lua\n"
+        self.source = flags + _prelude_for(source) + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self._head = ("EVALSHA", self.sha, 0, conn.prefix)
         #: With ?wait_replicas=N, what this script's writes are ("a publish", "a settle"):

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from soloist.brokers import redis as redis_broker
-from soloist.brokers import redis_wait
+from soloist.brokers import redis_script, redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.brokers.redis_connection import pack
@@ -104,6 +104,19 @@ def test_url_options() -> None:
     assert (broker.prefix, broker.max_deliveries, broker.redis.reconnect_timeout) == ("app:", 9, 4)
     assert broker.redis.max_block < 2  # a blocking wait returns before the socket times out
     assert "pw" not in broker.redis.redacted
+
+
+def test_a_script_carries_the_prelude_helpers_it_calls_and_theirs_only() -> None:
+    prelude = redis_script._prelude_for("bury(queue, id, reason)")
+    # bury calls unplace, qkey, mkey and now_text (which reads the clock variables).
+    for name in ("bury", "unplace", "qkey", "mkey", "now_text"):
+        assert f"local function {name}(" in prelude
+    assert "local clock, clock_text" in prelude
+    assert "local prefix = ARGV[1]" in prelude
+    for name in ("held", "wake", "make_ready", "variadic", "now"):
+        assert f"local function {name}(" not in prelude
+    # A name in a comment does not count.
+    assert "local function held(" not in redis_script._prelude_for("-- held(id, r)\nreturn 1")
 
 
 def test_an_idle_fetch_blocks_instead_of_polling(broker: RedisBroker, queue: str) -> None:
