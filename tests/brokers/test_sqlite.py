@@ -209,6 +209,23 @@ def test_ack_logs_take_the_database_files_permissions(tmp_path: Path) -> None:
         broker.close()
 
 
+def test_with_synchronous_full_each_ack_is_committed_as_it_is_sent(tmp_path: Path) -> None:
+    """An ack log survives what a synchronous=normal commit survives, not a power loss:
+    with synchronous=full each ack is its own transaction again, and no log is made."""
+    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db?synchronous=full")
+    try:
+        broker.publish("q", b"a")
+        (delivery,) = broker.fetch(["q"], 1, 30, 0)
+        pipe = broker.ack_pipe(None)
+        pipe.send(delivery, None, 60)
+        assert broker.stats("q").in_flight == 0  # committed already
+        assert pipe.collect() == [True]
+        assert not (tmp_path / "b.db-acks").exists()
+        pipe.close()
+    finally:
+        broker.close()
+
+
 @pytest.fixture(params=["inotify", "polling"])
 def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How an idle fetch waits for a commit: inotify (Linux), or polling where there is
