@@ -556,6 +556,50 @@ def test_a_holder_killed_while_moving_a_message_leaves_it_once(
             conn.close()
 
 
+#: An operator requeueing the dead letters of a queue, SIGKILLed at the second letter's
+#: basic.ack (its argv: the URL and the queue).
+_KILLED_REQUEUEING = """
+import os, signal, sys
+from pika.adapters.blocking_connection import BlockingChannel
+from soloist.brokers.amqp import AMQPBroker
+
+acks = 0
+def ack(*args, **kwargs):
+    global acks
+    acks += 1
+    if acks == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    ack.original(*args, **kwargs)
+ack.original = BlockingChannel.basic_ack
+BlockingChannel.basic_ack = ack
+AMQPBroker(sys.argv[1]).requeue_dead(sys.argv[2])
+"""
+
+
+def test_an_operator_killed_while_requeueing_leaves_each_letter_once(
+    brokers: list[AMQPBroker], queue: str
+) -> None:
+    """A requeue publishes a copy of the letter to its queue and acks the letter. Killed
+    between the two, it left both: requeued again later, the task would run twice."""
+    broker = make(brokers)
+    broker.publish_many([(queue, body, 0, 0) for body in (b"a", b"b", b"c")])
+    for delivery in broker.fetch([queue], 3, 30, 5.0):
+        assert broker.dead_letter(delivery, "bad input")
+    operator = subprocess.run(
+        [sys.executable, "-c", _KILLED_REQUEUEING, AMQP_URL, queue],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert operator.returncode == -signal.SIGKILL, operator.stderr
+    requeued = drain(broker, queue, 10)
+    dead = [letter.body for letter in broker.dead_letters(queue)]
+    assert sorted(requeued + dead) == [b"a", b"b", b"c"]
+    assert broker.requeue_dead(queue) == len(dead)  # and the rest, once
+    assert sorted(requeued + drain(broker, queue, 10)) == [b"a", b"b", b"c"]
+
+
 def test_what_reaches_a_consumer_being_cancelled_comes_back_uncounted(
     brokers: list[AMQPBroker],
 ) -> None:

@@ -28,9 +28,12 @@ def admin_channel(s: Session) -> Iterator[BlockingChannel]:
 
 
 @contextmanager
-def locked(s: Session, name: str, timeout: float) -> Iterator[BlockingChannel]:
+def locked(
+    s: Session, name: str, timeout: float, transactional: bool = False
+) -> Iterator[BlockingChannel]:
     """An admin channel, with the cross-process lock of `name` held (waiting up to
-    `timeout` seconds for another holder to let go)."""
+    `timeout` seconds for another holder to let go). `transactional`: its publishes and
+    acks take effect at its commits (the caller's, and one for the give-back here)."""
     lock, deadline = f"{name}.lock", time.monotonic() + timeout
     while True:
         with admin_channel(s) as ch:
@@ -42,12 +45,17 @@ def locked(s: Session, name: str, timeout: float) -> Iterator[BlockingChannel]:
                     raise
             else:
                 try:
+                    if transactional:
+                        ch.tx_select()
                     yield ch
                     # Give back what was browsed and not acked while still holding the
-                    # lock, or the next holder may not see it; the synchronous qos
-                    # returns once the server has handled the acks and the nack.
+                    # lock, or the next holder may not see it; the synchronous qos (or
+                    # commit) returns once the server has handled the acks and the nack.
                     ch.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-                    ch.basic_qos(prefetch_count=0)
+                    if transactional:
+                        ch.tx_commit()
+                    else:
+                        ch.basic_qos(prefetch_count=0)
                 finally:
                     # The lock lives as long as our connection: always delete it.
                     if ch.is_open:

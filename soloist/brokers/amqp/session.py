@@ -164,15 +164,15 @@ class Session:
         self.pub = conn.channel()
         self.pub.confirm_delivery()
         self.tx: BlockingChannel | None = None
-        self.returned: set[str] = set()  # message ids the server returned from `tx`, `sub`
+        #: Message ids the server returned (mandatory, unroutable) on a channel `watch`ed.
+        self.returned: set[str] = set()
         self.declared: dict[str, float] = {}  # queue -> when declared (monotonic)
         self.open_sub()
 
     def open_sub(self) -> None:
         self.sub = self.conn.channel()
         self.sub.tx_select()
-        returned = self.returned
-        self.sub.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
+        self.watch(self.sub)
         #: Commits written on `sub` and not answered yet. They go out without pika's RPC
         #: machinery, which would hold each one until the last is answered.
         self.commits_out = 0
@@ -203,9 +203,13 @@ class Session:
         if self.tx is None:
             self.tx = self.conn.channel()
             self.tx.tx_select()
-            returned = self.returned
-            self.tx.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
+            self.watch(self.tx)
         return self.tx
+
+    def watch(self, ch: BlockingChannel) -> None:
+        """Note in `returned` the messages the server returns on `ch`."""
+        returned = self.returned
+        ch.add_on_return_callback(lambda _c, _m, props, _b: returned.add(props.message_id))
 
     def repair(self) -> None:
         """Reopen a channel the server closed (a 406 on `pub`, consumer_timeout on `sub`)."""
