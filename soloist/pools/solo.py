@@ -1,7 +1,9 @@
 """The solo pool: the task runs inline, in the worker's main thread, with nothing between.
 
 Its soft time limit is SIGALRM, which only the main thread can receive: the exception is
-raised wherever the task is (also inside `time.sleep` and other interruptible calls).
+raised wherever the task is (also inside `time.sleep` and other interruptible calls). A
+worker run in another thread (embedded in a program) gets it from a timer thread instead,
+at the task's next bytecode after the limit (`alarms.thread_alarm`).
 Processes the task left running when it returns are ended (see `tree`).
 """
 
@@ -20,8 +22,10 @@ from .guard import TaskGuard
 
 
 def alarm(seconds: float) -> AbstractContextManager[None]:
-    """Raise `SoftTimeLimitExceeded` in the main thread after `seconds`."""
-    return alarms.signal_alarm(seconds, SoftTimeLimitExceeded)
+    """Raise `SoftTimeLimitExceeded` in the task's thread after `seconds`."""
+    if threading.current_thread() is threading.main_thread():
+        return alarms.signal_alarm(seconds, SoftTimeLimitExceeded)
+    return alarms.thread_alarm(seconds, SoftTimeLimitExceeded)
 
 
 class SoloPool(Pool):

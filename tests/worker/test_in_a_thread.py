@@ -7,7 +7,10 @@ import signal
 import threading
 from types import FrameType
 
+import pytest
+
 from soloist import App
+from soloist.errors import SoftTimeLimitExceeded, TaskError
 from soloist.worker import Worker
 
 
@@ -57,3 +60,43 @@ def test_a_worker_in_a_thread_leaves_the_main_threads_handlers_alone() -> None:
         signal.signal(signal.SIGUSR1, previous)
     assert first.get(timeout=1) == "done" and then.get(timeout=1) == 3
     assert (worker.stats.done, worker.stats.failed) == (2, 0)
+
+
+def test_a_worker_in_a_thread_keeps_soft_time_limits() -> None:
+    """SIGALRM reaches only the main thread: in another thread the soft limit comes from a
+    timer thread, raised at the task's next bytecode, and the task can clean up."""
+    app = App("memory://", "memory://")
+    cleaned = threading.Event()
+
+    @app.task(soft_time_limit=0.2)
+    def spin() -> str:
+        try:
+            while True:  # Python bytecode, as a step of real work would be
+                pass
+        except SoftTimeLimitExceeded:
+            cleaned.set()
+            raise
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    slow, then = spin.delay(), add.delay(1, 2)
+    worker = Worker(app, burst=True, watchdog=False, owns_process=False)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    assert cleaned.is_set()
+    with pytest.raises(TaskError) as err:
+        slow.get(timeout=1)
+    assert err.value.exc_type == "SoftTimeLimitExceeded"
+    assert then.get(timeout=1) == 3
