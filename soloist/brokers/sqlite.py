@@ -375,24 +375,31 @@ class SQLiteBroker(Broker):
         return _SQLiteAckPipe(self, put if same else None, logged)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        """All in one transaction: one DELETE … RETURNING per receipt (per fetch)."""
+        """All in one transaction: one fenced DELETE per receipt (per fetch). Only where it
+        deleted fewer rows than it was given (some deliveries were stale) is it undone and
+        run again with `RETURNING id`, to tell which: returning every id costs a fifth more."""
         by_receipt: dict[Any, list[int]] = {}
         for d in deliveries:
             by_receipt.setdefault(d.receipt, []).append(int(d.id))
-        acked: set[int] = set()
+        stale: set[tuple[Any, int]] = set()
         with self.db.write() as conn:
             for receipt, ids in by_receipt.items():
                 for start in range(0, len(ids), _MAX_PARAMS):
                     chunk = ids[start : start + _MAX_PARAMS]
-                    acked.update(
-                        rid
-                        for (rid,) in conn.execute(
-                            "DELETE FROM soloist_messages WHERE receipt = ?"
-                            f" AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
-                            (receipt, *chunk),
-                        )
+                    sql = (
+                        "DELETE FROM soloist_messages WHERE receipt = ?"
+                        f" AND id IN ({','.join('?' * len(chunk))})"
                     )
-        return [int(d.id) in acked for d in deliveries]
+                    conn.execute("SAVEPOINT ack_many")
+                    if conn.execute(sql, (receipt, *chunk)).rowcount != len(chunk):
+                        conn.execute("ROLLBACK TO ack_many")
+                        rows = conn.execute(sql + " RETURNING id", (receipt, *chunk))
+                        acked = {rid for (rid,) in rows}
+                        stale.update((receipt, rid) for rid in chunk if rid not in acked)
+                    conn.execute("RELEASE ack_many")
+        if not stale:
+            return [True] * len(deliveries)
+        return [(d.receipt, int(d.id)) not in stale for d in deliveries]
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:
         return self._settle(

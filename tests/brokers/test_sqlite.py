@@ -93,6 +93,22 @@ def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
             pipe.send(first, ("t2", "SUCCESS", b""), 60)
 
 
+def test_ack_many_tells_stale_from_acked_in_one_batch_by_receipt(tmp_path: Path) -> None:
+    """A batch with a stale delivery deletes fewer rows than it holds: it is then undone
+    and run again to tell which. The same message under an old lease and a new one is
+    stale under the old receipt only."""
+    broker = SQLiteBroker(f"sqlite:///{tmp_path}/b.db")
+    try:
+        broker.publish_many([("q", b"a", 0, 0), ("q", b"b", 0, 0)])
+        old_a, old_b = broker.fetch(["q"], 2, 0, 0)  # leases that lapse at once
+        (new_a,) = broker.fetch(["q"], 2, 30, 0)  # alone: its lease lapsed
+        assert new_a.id == old_a.id
+        assert broker.ack_many([old_a, old_b, new_a]) == [False, True, True]
+        assert broker.stats("q").depth == 0 and broker.fetch(["q"], 2, 30, 0) == []
+    finally:
+        broker.close()
+
+
 def test_an_acked_row_waits_done_for_the_next_claim_and_counts_for_nothing(
     tmp_path: Path,
 ) -> None:
