@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -199,6 +200,52 @@ def test_consumer_timeout_closes_the_channel_and_the_task_comes_back(
         assert holder.ack(again)
     finally:
         rabbit_node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
+
+
+@pytest.mark.xdist_group("rabbit_node")
+def test_acks_confirmed_at_collect_hold_when_the_connection_dies_while_the_queue_lags(
+    brokers: list[AMQPBroker], queue: str, rabbit_node: Node
+) -> None:
+    """tx.commit-ok says the channel took the acks, not that the quorum queue applied
+    them: a channel with 32 commands to a queue not yet applied (rabbit_fifo_client's soft
+    limit) holds further settles back, unsent, and a connection that dies meanwhile (a
+    SIGKILLed worker) loses them; the queue gives those messages back, and tasks whose
+    acks `collect` confirmed run again. So a broker never has more deliveries of one queue
+    out on its channel than can be settled below that limit.
+
+    The queue is made to lag by suspending the node's Raft write-ahead log: nothing is
+    applied until it resumes (the channel still answers the commits)."""
+    broker = make(brokers, rabbit_node.url)
+    n = 100
+    broker.publish_many([(queue, b"%d" % i, 0, 0) for i in range(n)])
+    pipe = broker.ack_pipe(None)
+    acked = broker.fetch([queue], n, 30, 2.0)  # as many as it hands out at once
+    rabbit_node.ctl("eval", "sys:suspend(ra_log_wal).")
+    try:
+        for d in acked:
+            pipe.send(d, None, 60)
+        assert pipe.collect() == [True] * len(acked)
+        session = broker._link.session if broker._link else None
+        assert session is not None
+        # The connection ends as a SIGKILLed worker's does: no close handshake.
+        session.conn._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        rabbit_node.ctl("eval", "sys:resume(ra_log_wal).")
+    (lane,) = broker.topology.lanes(queue)
+    admin = pika.BlockingConnection(pika.URLParameters(rabbit_node.url))
+    try:
+        channel = admin.channel()
+        # The queue saw the connection go once its consumer is gone: what it gave back is
+        # ready again by then.
+        wait_until(
+            lambda: channel.queue_declare(lane, passive=True).method.consumer_count == 0,
+            30,
+            "the dead connection's consumer removed",
+        )
+    finally:
+        admin.close()
+    other = make(brokers, rabbit_node.url)
+    assert other.depth(queue) == n - len(acked)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from ..base import (
 )
 from . import heartbeats, schema
 from .browse import admin_channel
-from .consumer import Consumer
+from .consumer import WINDOW, Consumer
 from .dead_letters import DeadLetterStore
 from .link import TICK, Link
 from .pipe import AMQPAckPipe
@@ -188,7 +188,9 @@ class AMQPBroker(Broker):
 
     def ack_pipe(self, results: object) -> AckPipe:
         """basic.ack has no reply: each ack is written as its task ends, and the round
-        trip that confirms the server processed them waits for `collect`."""
+        trip that confirms the server processed them waits for `collect`. A commit per
+        ack: fetches hand out at most a window at a time (`consumer.WINDOW`)."""
+        self.consumer.window = WINDOW
         return AMQPAckPipe(self)
 
     def retry(self, delivery: Delivery, delay: float, *, counted: bool = True) -> bool:

@@ -22,6 +22,20 @@ from .wire import H_COUNT, H_DEAD_AT, H_PRIOR, H_REASON, H_RETRIES, Out
 #: the lane's consumer may run one batch ahead of it (`Consumer.stream`); the worker's
 #: adaptive prefetch holds about as much work (PREFETCH_HORIZON).
 AHEAD = 0.05
+#: With an ack pipe (a commit per task), at most this many deliveries of one queue from
+#: one fetch, and pushed ahead of what the caller holds (`Consumer.window`). RabbitMQ
+#: answers tx.commit once the channel has taken the acks, not once the quorum queue has
+#: applied them; and a channel with 32 commands to one queue not yet applied
+#: (rabbit_fifo_client's soft limit) holds that queue's further settles back, unsent,
+#: until the queue catches up. A connection that dies meanwhile (a SIGKILLed worker)
+#: loses them, and the queue gives back messages whose acks `collect` confirmed. A commit
+#: per task is a settle command per task, each of a message out on the channel: for a
+#: solo worker, at most 2 x WINDOW out (what a fetch took by basic.get and its consumer's
+#: prefetch, or a resized consumer's and its successor's) and WINDOW copies of a
+#: give-back keep the channel below the limit, so a confirmed ack holds. A pool running
+#: more than about 20 tasks of one queue at once can pass it. (A batch of acks is one
+#: command.)
+WINDOW = 10
 
 
 class Consumer:
@@ -29,6 +43,9 @@ class Consumer:
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
+        #: The most deliveries of one queue a fetch hands out, and a consumer's prefetch
+        #: beyond those held: WINDOW once acks are committed one by one (`ack_pipe`).
+        self.window = math.inf
 
     def stream(
         self, s: Session, req: Request, queue: str, lane: str, count: int, until: float
@@ -47,6 +64,7 @@ class Consumer:
         the lane empty). A slow caller, or one taking one at a time (`--prefetch 1`), gets
         no more than it asks for. A different prefetch (more, or at most half) is applied
         at the next settle, by `resize`."""
+        count = int(min(count, self.window))
         self.end_waits(s)
         st = s.stream
         if st is not None and st.lane != lane:
@@ -62,7 +80,7 @@ class Consumer:
             st = s.stream = Stream(queue, lane)
         now = time.monotonic()
         ahead = count if count > 1 and now - st.fetched < AHEAD else 0
-        want = count + len(s.held) + ahead
+        want = int(min(count + ahead, self.window)) + len(s.held)
         st.fetched = now
         out: list[Delivery] = []
         if st.tag is None:
@@ -253,7 +271,7 @@ class Consumer:
     ) -> object:
         """basic.get over the lanes in order; when all are empty, wait for a push."""
         self.end_stream(s)
-        got = self.take(s, lanes, count)
+        got = self.take(s, lanes, int(min(count, self.window)))
         if got or time.monotonic() >= until:
             return got
         return self.wait(s, req, lanes, until)
