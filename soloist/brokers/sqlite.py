@@ -11,7 +11,7 @@ Schema (all tables prefixed `soloist_`):
   `delayed` is 1 while a delay (a countdown, a retry's back-off) has not run out: such
   rows stay out of the hand-out index until a claim finds them due and clears it.
   A worker's acks go to its ack log and are committed in batches (brokers/sqlite_acks.py).
-  An ack committed alone (`ack`; one with its result record) marks its row DONE
+  An ack committed alone (`ack`, or with its result record) marks its row DONE
   (`receipt`, in place) rather than deleting it: a one-row write transaction then writes
   one page to the WAL (the row's) instead of two (and the hand-out index's), a third of
   its cost. The next claim on the queue walks the hand-out index from the front, where
@@ -365,14 +365,16 @@ class SQLiteBroker(Broker):
 
     def ack_pipe(self, results: object) -> AckPipe:
         """Acks written to this worker's ack log (sqlite_acks) and committed in one
-        transaction before the next fetch; a result store in the same file stores each
-        task's record in its ack's transaction instead (one write transaction per task,
-        not two). With `synchronous=full` (or extra) each ack is committed as it comes:
-        the log would not survive a power loss as those commits do."""
+        transaction before the next fetch. A task's result record is stored (committed)
+        before its ack goes to the log: a write transaction of one page, where one holding
+        the ack too would write the message's page as well. With `synchronous=full` (or
+        extra) each ack is committed as it comes, as the log would not survive a power loss
+        as those commits do; a result store in the same file then stores each record in
+        its ack's transaction (one sync per task, not two)."""
         put = getattr(results, "put_call", None)
         same = getattr(getattr(results, "db", None), "path", None) == self.db.path
         logged = self.db.synchronous in ("OFF", "NORMAL")
-        return _SQLiteAckPipe(self, put if same else None, logged)
+        return _SQLiteAckPipe(self, put if same and not logged else None, logged)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
         """All in one transaction: one fenced DELETE per receipt (per fetch). Only where it
@@ -548,9 +550,9 @@ PutCall = Callable[[tuple[str, str, bytes], float], Callable[[sqlite3.Connection
 
 
 class _SQLiteAckPipe(AckPipe):
-    """`SQLiteBroker.ack_pipe`: each ack with a record committed with it in `send`; each
-    ack without one written to the ack log, if `logged`, and committed with the others
-    in `collect` (or when the log is full), else committed in `send`."""
+    """`SQLiteBroker.ack_pipe`: each ack written to the ack log, if `logged`, and
+    committed with the others in `collect` (or when the log is full), else committed in
+    `send`, with its record where `put` stores it."""
 
     def __init__(self, broker: SQLiteBroker, put: PutCall | None, logged: bool) -> None:
         self.broker = broker

@@ -69,11 +69,19 @@ def test_delayed_rows_leave_the_hand_out_order_until_due_then_keep_their_place(
         broker.close()
 
 
-def test_a_result_store_in_the_same_file_commits_each_record_with_its_ack(
+def test_records_are_stored_before_their_acks_and_with_them_where_acks_are_not_logged(
     tmp_path: Path,
 ) -> None:
-    """Issue 20: the ack pipe stores a task's record in its ack's transaction."""
-    url = f"sqlite:///{tmp_path}/same.db"
+    """Issue 20: with the ack log, the worker stores each record itself (one page
+    committed) and the ack goes to the log; with `synchronous=full` (no log) the ack pipe
+    stores a task's record in its ack's transaction, one sync for both."""
+    logged = f"sqlite:///{tmp_path}/same.db"
+    broker = SQLiteBroker(logged)
+    pipe = broker.ack_pipe(SQLiteResultStore(logged))
+    assert not pipe.records
+    pipe.close()
+    broker.close()
+    url = f"sqlite:///{tmp_path}/full.db?synchronous=full"
     broker, results = SQLiteBroker(url), SQLiteResultStore(url)
     broker.publish_many([("q", b"x", 0, 0)] * 2)
     first, second = broker.fetch(["q"], 2, 30, 1.0)
