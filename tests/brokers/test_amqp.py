@@ -487,6 +487,54 @@ def test_acks_down_the_pipe_are_confirmed_at_collect(brokers: list[AMQPBroker], 
     assert broker.depth(queue) == 0
 
 
+def test_acks_written_by_the_callers_thread_share_the_connection_safely(
+    brokers: list[AMQPBroker], queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's ack is written to the socket by its own thread while the I/O thread is
+    idle (`Link.here`). Other threads publishing and checking leases on the same
+    connection meanwhile must not interleave with it: a frame cut by another would make
+    RabbitMQ close the connection, and the acks would come back False."""
+    broker = make(brokers)
+    n = 300
+    broker.publish_many([(queue, b"%d" % i, 0, 0) for i in range(n)])
+    direct = []
+    ack_here = broker.consumer.ack_here
+
+    def counted(s: object, tag: int) -> bool | None:
+        sent = ack_here(s, tag)  # type: ignore[arg-type]
+        direct.append(sent)
+        return sent
+
+    monkeypatch.setattr(broker.consumer, "ack_here", counted)
+    other = f"{queue}-other"
+    stop = threading.Event()
+    published = []
+
+    def busy() -> None:
+        while not stop.is_set():
+            published.append(broker.publish(other, b"x" * 400_000))
+            broker.extend([], 30)
+
+    neighbour = threading.Thread(target=busy)
+    neighbour.start()
+    acked: list[bool] = []
+    try:
+        pipe = broker.ack_pipe(None)
+        while len(acked) < n:
+            for d in broker.fetch([queue], 10, 30, 2.0):
+                pipe.send(d, None, 60)
+            acked += pipe.collect()
+    finally:
+        stop.set()
+        neighbour.join()
+    assert acked == [True] * n
+    assert broker.depth(queue) == 0
+    assert broker.depth(other) == len(published) > 0
+    assert direct.count(True) > n / 2  # mostly written by this thread
+    broker.purge(other)
+    broker.delete(other)
+
+
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A virtual host of the test's own: the schema marker is one per virtual host."""

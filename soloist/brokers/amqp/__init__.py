@@ -8,6 +8,9 @@ the server would close the connection, the ack would fail and the task would run
 (Celery's solo pool). So a `Link` thread owns the connection and does all pika work; the
 public methods hand it a closure (`add_callback_threadsafe` wakes it) and wait for the
 answer. Heartbeats flow whatever the main thread does, unless it holds the GIL in C code.
+The exception is a worker's ack, sent once per task: while the I/O thread waits for I/O
+with nothing else to do, it lets go of the connection (`Link.here`), and the caller
+writes the ack to the socket itself rather than pay two thread switches.
 
 Topology, per logical queue Q (these suffixes are reserved):
 

@@ -5,6 +5,7 @@ several lanes, giving back what was pushed and not taken, and the channel-level 
 from __future__ import annotations
 
 import math
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -398,6 +399,40 @@ class Consumer:
         commit = frame.Method(number, spec.Tx.Commit()).marshal()
         s.conn._impl._output_marshaled_frames([ack + commit])
         s.sub._flush_output()
+
+    def ack_here(self, s: Session, tag: int) -> bool | None:
+        """`ack_now` from another thread while the I/O thread is idle (`Link.here`): the
+        ack and a commit sent on the socket directly, pika's output buffer being empty
+        (so no frame of pika's is half sent). True: sent whole. False: nothing written (a
+        resize is due, which needs round trips; the buffer holds data; the socket is
+        full), `ack_now` on the I/O thread does it. None: the socket took part, the rest
+        is in pika's buffer for the I/O thread to send."""
+        st = s.stream
+        impl = s.sub._impl
+        transport = s.conn._impl._transport
+        if (st is not None and st.resize) or not impl.is_open or transport is None:
+            return False
+        if type(transport._sock) is not socket.socket:  # TLS: its state is pika's to keep
+            return False
+        if transport.get_write_buffer_size():
+            return False
+        number = impl.channel_number
+        data = (
+            frame.Method(number, spec.Basic.Ack(delivery_tag=tag)).marshal()
+            + frame.Method(number, spec.Tx.Commit()).marshal()
+        )
+        try:
+            sent = transport._sock.send(data, socket.MSG_DONTWAIT)
+        except OSError:  # full (BlockingIOError), or the connection is failing
+            return False
+        if not sent:
+            return False
+        if sent < len(data):
+            transport.write(data[sent:])  # the I/O loop sends the rest; `ack_now` waits
+        s.settled(tag)
+        s.commits_out += 1
+        s.conn._impl.bytes_sent += sent
+        return True if sent == len(data) else None
 
     def confirm_acks(self, s: Session) -> None:
         """Commit what was written on `sub` and wait until every commit is answered: then

@@ -9,7 +9,7 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions as pe
@@ -58,6 +58,10 @@ class Link(threading.Thread):
         self.stopping = False
         self.wakeup = threading.Event()
         self.fatal: BrokerUnavailable | None = None
+        #: Held by this thread except while it waits idle for I/O (`serve`): another
+        #: thread holding it may use the session as this one would (`here`).
+        self.owner = threading.Lock()
+        self.idle = False
 
     def describe(self, exc: BaseException) -> str:
         cause = os_error(exc)
@@ -86,6 +90,20 @@ class Link(threading.Thread):
         result: T = req.answer.result()
         return result
 
+    def here(self, work: Callable[[Session], T], timeout: float = 0.005) -> T | None:
+        """Run `work` on the caller's thread, if within `timeout` the I/O thread is idle,
+        waiting for I/O with nothing else to do; else None (then `call`). A worker's ack
+        thus costs no thread switch: the I/O thread sleeps through it."""
+        if not self.owner.acquire(timeout=timeout):
+            return None
+        try:
+            session = self.session
+            if session is None or not self.idle:
+                return None
+            return work(session)
+        finally:
+            self.owner.release()
+
     def wake(self) -> None:
         self.wakeup.set()
         session = self.session
@@ -106,6 +124,7 @@ class Link(threading.Thread):
     def run(self) -> None:
         backoff = BACKOFF[0]
         connected_once = failing = False
+        self.owner.acquire()
         try:
             while not self.stopping:
                 if self.session is None:
@@ -128,6 +147,8 @@ class Link(threading.Thread):
                         self.pause(backoff)
                         backoff = min(backoff * 2, BACKOFF[1])
                         continue
+                    poller = self.session.conn._impl.ioloop._poller
+                    poller._poll = Yielding(poller._poll, self)
                     if failing:
                         log.warning("RabbitMQ at %s: reconnected", self.where)
                     connected_once, failing, backoff = True, False, BACKOFF[0]
@@ -147,6 +168,7 @@ class Link(threading.Thread):
             self.drop()
             for req in self.take_all():
                 fail(req, self.fatal or Down())
+            self.owner.release()
 
     def pause(self, seconds: float) -> None:
         """Back off before reconnecting, answering the requests that cannot wait."""
@@ -183,7 +205,11 @@ class Link(threading.Thread):
             self.wakeup.clear()
             for req in self.take_all():
                 self.run_one(s, req)
-            s.conn.process_data_events(time_limit=TICK)
+            self.idle = True
+            try:
+                s.conn.process_data_events(time_limit=TICK)
+            finally:
+                self.idle = False
             s.repair()
             if s.wait is not None:
                 self.check_wait(s, s.wait)
@@ -235,3 +261,24 @@ class Link(threading.Thread):
                 session.conn.close()
         except (pe.AMQPError, OSError):
             pass  # it is going away either way
+
+
+class Yielding:
+    """pika's poller (an epoll object) made to let go of `Link.owner` while it waits, when
+    the link is idle, and take it back before pika handles what it found."""
+
+    def __init__(self, poller: Any, link: Link) -> None:
+        self.poller = poller
+        self.link = link
+
+    def poll(self, timeout: float | None) -> Any:
+        if not self.link.idle:
+            return self.poller.poll(timeout)
+        self.link.owner.release()
+        try:
+            return self.poller.poll(timeout)
+        finally:
+            self.link.owner.acquire()
+
+    def __getattr__(self, name: str) -> Any:  # register, modify, unregister, close
+        return getattr(self.poller, name)

@@ -31,16 +31,36 @@ class AMQPAckPipe(AckPipe):
         if record is not None:
             raise ValueError("RabbitMQ keeps no results: store the record first")
 
+        receipt = delivery.receipt
+        consumer = self.broker.consumer
+
+        def here(s: Session) -> tuple[int | None, bool] | None:
+            """On this thread (`Link.here`): (epoch or None if not held, sent whole), or
+            None if it must go to the I/O thread."""
+            if s.holds(receipt) is None:
+                return None, True
+            sent = consumer.ack_here(s, receipt[1])
+            return None if sent is False else (s.epoch, bool(sent))
+
         def run(s: Session, _: Request) -> int | None:
-            if s.holds(delivery.receipt) is None:
+            if written is not None:  # in part: the rest is sent now
+                s.sub._flush_output()
+                return written[0]
+            if s.holds(receipt) is None:
                 return None
-            self.broker.consumer.ack_now(s, delivery.receipt[1])
+            consumer.ack_now(s, receipt[1])
             return s.epoch
 
-        try:
-            epoch = self.broker._call(run, self.broker.publish_timeout)
-        except (Down, BrokerUnavailable):
-            epoch = None  # the connection went: the server gives the delivery back
+        link = self.broker._link
+        written = None if link is None else link.here(here)
+        epoch: int | None
+        if written is not None and written[1]:
+            epoch = written[0]
+        else:
+            try:
+                epoch = self.broker._call(run, self.broker.publish_timeout)
+            except (Down, BrokerUnavailable):
+                epoch = None  # the connection went: the server gives the delivery back
         self._sent.append((delivery, epoch))
 
     def collect(self) -> list[bool]:
