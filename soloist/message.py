@@ -121,8 +121,11 @@ class Message:
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
             raise DecodeError("malformed sent time or options", task, msg_id)
         # In JSON every level opens with a bracket, so a body with few of them is shallow
-        # enough without walking it (brackets inside strings only make the count larger).
-        shallow = body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth
+        # enough without walking it (brackets inside strings only make the count larger);
+        # no arguments at all need neither.
+        shallow = not (args or kwargs) or (
+            body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth
+        )
         if not shallow and depth([args, kwargs]) - 1 > max_depth:
             raise DecodeError(f"arguments nest deeper than the limit of {max_depth}", task, msg_id)
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)
