@@ -7,6 +7,7 @@ pickle body *before* running the unpickler on it.
 from __future__ import annotations
 
 import json
+import json.encoder
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +26,35 @@ class Serializer:
 
 
 # One encoder for every call: json.dumps with options builds a new one each time.
-_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_encode = _json_encoder.encode
+#: The C encoder that `encode` makes anew on each call, made once: the same text for a
+#: third less work on an envelope (callgrind: 33,000 -> 23,000 instructions). It keeps no
+#: map of the containers it is inside, so one holding itself ends in RecursionError, not
+#: ValueError.
+_json_chunks = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None,
+        _json_encoder.default,
+        json.encoder.encode_basestring,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
 #: The decoder's C scanner itself (`raw_decode` is a Python wrapper around it).
 _json_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _json_dumps(obj: Any) -> bytes:
-    return _json_encode(obj).encode()
+    if _json_chunks is None:  # pragma: no cover - CPython always has the C encoder
+        return _json_encode(obj).encode()
+    return "".join(_json_chunks(obj, 0)).encode()
 
 
 def _json_loads(body: bytes) -> Any:

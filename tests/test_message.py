@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -84,3 +85,25 @@ def test_mutated_messages_decode_or_raise_decode_error(data: st.DataObject) -> N
         body[i] = data.draw(st.integers(0, 255))
     with contextlib.suppress(DecodeError):
         Message.decode(bytes(body), Codec())
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text() | st.integers() | st.floats() | st.booleans(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_json_bodies_are_what_the_standard_encoder_writes(value: object) -> None:
+    """The JSON codec calls the C encoder directly: its text is json.dumps's, tag aside."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert Codec("json").dumps(value) == b"j" + expected
+
+
+def test_json_refuses_what_the_standard_encoder_refuses() -> None:
+    for value in ({"x": object()}, {object(): 1}, {1, 2}):
+        with pytest.raises(TypeError):
+            Codec("json").dumps(value)
