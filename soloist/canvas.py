@@ -25,11 +25,11 @@ keeps its id: the copy finds the first one's result and does not run again.
 from __future__ import annotations
 
 import copy
-import secrets
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 from .errors import ConfigurationError
+from .message import new_id
 from .result import Result
 from .workflow_result import ChainResult, ChordResult, GroupResult
 from .workflow_wire import ids_of, items_for, last_call
@@ -114,7 +114,7 @@ class Signature(Generic[R]):
     def freeze(self) -> str:
         """The call's task id, chosen now if it has none yet."""
         if self.id is None:
-            self.id = secrets.token_hex(16)
+            self.id = new_id()
         return self.id
 
     def to_dict(self) -> dict[str, Any]:

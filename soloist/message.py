@@ -9,7 +9,7 @@ left out: a missing one reads as empty.
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +38,21 @@ def depth(obj: Any) -> int:
     return deepest
 
 
+def new_id() -> str:
+    """A task id: the microseconds since the epoch (14 hex digits) then 72 random bits (18),
+    so that ids sort in the order they were made. A store keyed by task id then adds each
+    record at the end of its index, a page it already holds, instead of on a page at random
+    (SQLite: 5 µs of a record's 16, and a batch of 100 records writes a page or two, not 100)."""
+    return ((time.time_ns() // 1000).to_bytes(7, "big") + os.urandom(9)).hex()
+
+
 # Not frozen: every task run decodes one, and frozen dataclasses cost 3x as much to make.
 @dataclass(slots=True)
 class Message:
     task: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: 128 random bits as hex (secrets.token_hex: a third of uuid4().hex's cost).
-    id: str = field(default_factory=lambda: secrets.token_hex(16))
+    id: str = field(default_factory=new_id)
     sent: float = field(default_factory=time.time)
     options: dict[str, Any] = field(default_factory=dict)
 
