@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Redis commands whose effect reaches past a test's own keys.
 SERVER_WIDE = re.compile(
-    r"script_flush|flushdb|flushall|config_set|\.shutdown\(|debug_sleep|client_kill"
+    r"script_flush|flushdb|flushall|config_set|\.shutdown\((?!socket\.SHUT_)|debug_sleep"
+    r"|client_kill"
     r"|['\"](SCRIPT|FLUSHDB|FLUSHALL|CONFIG|SHUTDOWN|DEBUG)['\"]"
 )
 #: What a file uses to start a private server (see tests/support/redis_support.py).
