@@ -23,8 +23,10 @@ DEFAULT_MAX_DEPTH = 32
 _NESTING = (list, tuple, dict)
 
 
-def depth(obj: Any) -> int:
-    """How deeply lists, tuples and maps nest in `obj` (a scalar is 0), without recursion."""
+def depth(obj: Any, limit: int) -> int:
+    """How deeply lists, tuples and maps nest in `obj` (a scalar is 0), without recursion;
+    `limit + 1` as soon as it is deeper than `limit` (so an argument that contains itself
+    is measured, not walked forever)."""
     if not isinstance(obj, _NESTING):
         return 0
     deepest, stack = 0, [(obj, 1)]
@@ -32,6 +34,8 @@ def depth(obj: Any) -> int:
         item, level = stack.pop()
         if level > deepest:
             deepest = level
+            if level > limit:
+                return level
         for child in item.values() if isinstance(item, dict) else item:
             if isinstance(child, _NESTING):  # scalars cannot nest deeper
                 stack.append((child, level + 1))
@@ -61,10 +65,15 @@ class Message:
     ) -> bytes:
         """Serialize; raise `MessageTooLarge` past `max_size` bytes and `LimitExceeded`
         for arguments nested deeper than `max_depth`."""
-        nesting = max(depth(list(self.args)), depth(self.kwargs)) if self.args or self.kwargs else 0
+        nesting = (
+            max(depth(list(self.args), max_depth), depth(self.kwargs, max_depth))
+            if self.args or self.kwargs
+            else 0
+        )
         if nesting > max_depth:
             raise LimitExceeded(
-                f"arguments of {self.task} nest {nesting} deep, over the limit of {max_depth}"
+                f"arguments of {self.task} nest deeper than the limit of {max_depth}"
+                " (or contain themselves)"
             )
         envelope: dict[str, Any] = {"v": PROTOCOL, "id": self.id, "task": self.task}
         if self.args:
@@ -133,6 +142,6 @@ class Message:
         shallow = not (args or kwargs) or (
             body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth
         )
-        if not shallow and depth([args, kwargs]) - 1 > max_depth:
+        if not shallow and depth([args, kwargs], max_depth + 1) - 1 > max_depth:
             raise DecodeError(f"arguments nest deeper than the limit of {max_depth}", task, msg_id)
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -23,8 +23,12 @@ def test_argument_depth_limit(app: App) -> None:
         return x
 
     echo.delay(nest(30))
-    with pytest.raises(LimitExceeded, match="nest 41 deep"):
+    with pytest.raises(LimitExceeded, match="nest deeper than the limit of 32"):
         echo.delay(nest(40))
+    looped: list[Any] = [1]
+    looped.append({"again": looped})
+    with pytest.raises(LimitExceeded, match="contain themselves"):  # not a hang
+        echo.delay(looped)
     app.broker.publish(
         "default", b'j{"v":1,"id":"d","task":"echo","args":[' + b"[" * 40 + b"]" * 40 + b"]}"
     )
