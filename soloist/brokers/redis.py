@@ -192,7 +192,7 @@ class RedisBroker(Broker):
             due = int(quiet_until - time.monotonic() <= block)  # the wait ends when it is over
             command = ("BLMOVE", queue_key(self.redis, queues[0], "wake"), token, "RIGHT", "RIGHT")
             reply = self._wait.run((*command, block), self._claim, (token, due, *args))
-            return None if reply is None or reply[0] == _SKIPPED else list(reply)
+            return None if reply is None or reply[0] == _SKIPPED else reply  # (a list)
         woken = self._sleep(queues, block)
         return self._claims(args) if woken or time.monotonic() >= quiet_until else None
 

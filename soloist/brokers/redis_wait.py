@@ -131,12 +131,12 @@ class Wait:
         except BaseException:
             self.close()  # a reply may be left unread: never reuse the link
             raise
-        if any(isinstance(r, redis.ReadOnlyError) for r in replies):
-            self.close()  # a master demoted by a failover: find the new one
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
-        return replies[-1]
+        last = replies[-1]  # (one or two replies: checked without a generator on a wake-up)
+        if isinstance(replies[0], redis.ResponseError) or isinstance(last, redis.ResponseError):
+            if any(isinstance(r, redis.ReadOnlyError) for r in replies):
+                self.close()  # a master demoted by a failover: find the new one
+            raise next(r for r in replies if isinstance(r, redis.ResponseError))
+        return last
 
     def _open(self) -> Any:
         if self._pid != os.getpid():
