@@ -1,6 +1,6 @@
 """Redis publish and wake-up against their floors, in alternate rounds of one run.
 
-    python benchmarks/interleaved_bench.py [--rounds 200] [--chunks 40]
+    python benchmarks/interleaved_bench.py [--rounds 200] [--chunks 40] [--idle 0.005]
 
 The suite measures Soloist, then its floor; on a shared machine the load moves between
 the two. Here they alternate, so a change in load hits both:
@@ -10,6 +10,8 @@ the two. Here they alternate, so a change in load hits both:
   neighbouring chunks;
 * wake-up: one task to an idle `soloist worker`, then one LPUSH to the floor's idle
   BLMOVE consumer (a process of its own), alternating; p50 and p99 of publish-to-start.
+  Each waits `--idle` seconds blocked before its message: the longer, the colder the
+  caches its wake-up runs on (on a loaded machine other processes fill them meanwhile).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _blmove_consumer(src: str, busy: str, out: object) -> None:
             r.lrem(busy, 1, body)
 
 
-def wakeups(url: str, prefix: str, rounds: int, tmp: Path) -> None:
+def wakeups(url: str, prefix: str, rounds: int, idle: float, tmp: Path) -> None:
     queue, stamp_file = "wake", tmp / "stamps"
     app = make_app(url, url, queue)
     stamp = app.tasks["suite.stamp"]
@@ -86,10 +88,10 @@ def wakeups(url: str, prefix: str, rounds: int, tmp: Path) -> None:
         stamp.delay(time.time())
         wait_for_stamps(stamp_file, 1)
         for i in range(rounds):
-            time.sleep(0.005)  # both are blocked again by now
+            time.sleep(idle)  # both are blocked again by now
             stamp.delay(time.time())
             wait_for_stamps(stamp_file, i + 2)
-            time.sleep(0.005)
+            time.sleep(idle)
             t0 = time.time()
             r.lpush(src, BODY)
             floor.append(here.recv() - t0)
@@ -114,13 +116,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--chunks", type=int, default=40)
+    parser.add_argument("--idle", type=float, default=0.005, help="seconds before each wake-up")
     args = parser.parse_args()
     prefix = f"soloist-interleaved-{uuid.uuid4().hex[:8]}:"
     url = f"{REDIS_URL}?prefix={prefix}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             publish(url, prefix, args.chunks)
-            wakeups(url, prefix, args.rounds, Path(tmp))
+            wakeups(url, prefix, args.rounds, args.idle, Path(tmp))
     finally:
         _drop_prefix(prefix)
 
