@@ -82,7 +82,12 @@ def redact(app: App) -> None:
 
 
 def task_events(app: App) -> None:
-    """Log a task's start and success (at DEBUG), with its id and name."""
+    """Log a task's start and success (at DEBUG), with its id and name: hooks added only
+    where the worker's log level, set before it starts (`--loglevel debug`), shows them.
+    A hook that only returns still costs each task's start and end its call: about 10 µs
+    of an idle worker's wake-up, run on caches gone cold."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
 
     def line(event: str, **info: Any) -> None:
         if not log.isEnabledFor(logging.DEBUG):
