@@ -571,6 +571,18 @@ def test_a_virtual_host_of_another_schema_version_is_refused_with_a_clear_error(
         first.close()
 
 
+def run_killed(script: str, *args: str) -> None:
+    """Run `script` (python -c, argv: the URL then `args`), which SIGKILLs itself."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, AMQP_URL, *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
 #: A holder that fetches three messages, then gives them back and is SIGKILLed at the
 #: give-back's first basic.ack (its argv: the URL and the queue).
 _KILLED_GIVING_BACK = """
@@ -594,14 +606,7 @@ def test_a_holder_killed_while_giving_back_leaves_each_message_once(
     left both. The copies and the acks go together or not at all."""
     broker = make(brokers)
     broker.publish_many([(queue, body, 0, 0) for body in (b"a", b"b", b"c")])
-    holder = subprocess.run(
-        [sys.executable, "-c", _KILLED_GIVING_BACK, AMQP_URL, queue],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert holder.returncode == -signal.SIGKILL, holder.stderr
+    run_killed(_KILLED_GIVING_BACK, queue)
     assert sorted(drain(broker, queue, 10)) == [b"a", b"b", b"c"]
 
 
@@ -631,14 +636,7 @@ def test_a_holder_killed_while_moving_a_message_leaves_it_once(
     dead letter was also redelivered. They go together or not at all."""
     broker = make(brokers)
     broker.publish(queue, b"x")
-    holder = subprocess.run(
-        [sys.executable, "-c", _KILLED_MOVING, AMQP_URL, queue, settle],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert holder.returncode == -signal.SIGKILL, holder.stderr
+    run_killed(_KILLED_MOVING, queue, settle)
     assert drain(broker, queue, 10) == [b"x"]  # the original, back from the dead channel
     assert broker.dead_letters(queue) == []
     if settle == "60":  # the delay queue holds no copy either
@@ -680,14 +678,7 @@ def test_an_operator_killed_while_requeueing_leaves_each_letter_once(
     broker.publish_many([(queue, body, 0, 0) for body in (b"a", b"b", b"c")])
     for delivery in broker.fetch([queue], 3, 30, 5.0):
         assert broker.dead_letter(delivery, "bad input")
-    operator = subprocess.run(
-        [sys.executable, "-c", _KILLED_REQUEUEING, AMQP_URL, queue],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert operator.returncode == -signal.SIGKILL, operator.stderr
+    run_killed(_KILLED_REQUEUEING, queue)
     requeued = drain(broker, queue, 10)
     dead = [letter.body for letter in broker.dead_letters(queue)]
     assert sorted(requeued + dead) == [b"a", b"b", b"c"]

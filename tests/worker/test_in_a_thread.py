@@ -14,6 +14,21 @@ from soloist.errors import SoftTimeLimitExceeded, TaskError
 from soloist.worker import Worker
 
 
+def start_in_a_thread(worker: Worker) -> tuple[threading.Thread, list[BaseException]]:
+    """`worker.run()` started in a thread of its own; the list gets what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
 def test_a_worker_in_a_thread_leaves_the_main_threads_handlers_alone() -> None:
     app = App("memory://", "memory://")
     started, replaced = threading.Event(), threading.Event()
@@ -34,17 +49,8 @@ def test_a_worker_in_a_thread_leaves_the_main_threads_handlers_alone() -> None:
     first = wait_for_main.delay()
     then = add.delay(1, 2)
     worker = Worker(app, burst=True, watchdog=False, owns_process=False)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
     previous = signal.getsignal(signal.SIGUSR1)
-    thread.start()
+    thread, errors = start_in_a_thread(worker)
     try:
         # The program's main thread sets a handler of its own while a task runs: the
         # worker does not take it for the task's doing and "restore" it.
@@ -82,17 +88,7 @@ def test_a_worker_in_a_thread_keeps_soft_time_limits() -> None:
         return a + b
 
     slow, then = spin.delay(), add.delay(1, 2)
-    worker = Worker(app, burst=True, watchdog=False, owns_process=False)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = start_in_a_thread(Worker(app, burst=True, watchdog=False, owns_process=False))
     thread.join(30)
     assert not thread.is_alive() and errors == []
     assert cleaned.is_set()
