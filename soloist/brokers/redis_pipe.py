@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
 from .base import AckPipe, Delivery
 from .cluster import queue_tag
@@ -33,8 +34,9 @@ if TYPE_CHECKING:
     from .redis_connection import RedisConnection
     from .redis_script import Script
 
-#: What writing or reading the link raises when it is lost (replies' errors are read).
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+#: What writing or reading the link raises when it is lost (replies' errors are read):
+#: redis-py's errors, or the socket's own where the pipe uses it directly.
+_LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 Call = tuple["Script", tuple[object, ...]]
 #: A result store's put, as (script, arguments) for one record kept `ttl` seconds.
@@ -65,6 +67,8 @@ class RedisAckPipe(AckPipe):
         self._links: dict[object, Any] = {}
         self._pid = os.getpid()
         self._sent: list[_Sent] = []
+        #: Each queue's hash tag (`queue_tag`), worked out once.
+        self._tags: dict[str, str] = {}
         self._answered: list[bool] = []
         #: The link broke with settles unanswered: later ones wait for `collect` too.
         self._down = False
@@ -74,26 +78,31 @@ class RedisAckPipe(AckPipe):
         return len(self._sent)
 
     def send(self, delivery: Delivery, record: tuple[str, str, bytes] | None, ttl: float) -> None:
-        calls: list[Call] = []
-        if record is not None:
-            if self._put is None:
-                raise ValueError("this pipe carries acks only: store the record first")
-            calls.append(self._put(record, ttl))
-        calls.append((self._ack, (delivery.id, delivery.receipt)))
-        sent = _Sent(calls, queue_tag(delivery.queue))
+        ack: Call = (self._ack, (delivery.id, delivery.receipt))
+        if record is None:
+            calls = [ack]
+        elif self._put is None:
+            raise ValueError("this pipe carries acks only: store the record first")
+        else:
+            calls = [self._put(record, ttl), ack]
+        tag = self._tags.get(delivery.queue)
+        if tag is None:
+            tag = self._tags[delivery.queue] = queue_tag(delivery.queue)
+        sent = _Sent(calls, tag)
         self._sent.append(sent)
         if self._down:
             sent.on_link = False  # `collect` makes its calls, after the others
             return
         try:
-            sent.link = link = self._open(sent.tag)
-            link.send_packed_command(pack(_wire(calls, sent.tag)))
-        except _TRANSIENT:
+            sent.link = link = self._open(tag)
+            _write(link, _wire(calls, tag))
+        except _LOST:
             self._drop()
 
     def collect(self) -> list[bool]:
-        while len(self._answered) < len(self._sent):  # an exception keeps the answers
-            self._answered.append(self._answer(self._sent[len(self._answered)]))
+        answered = self._answered
+        for sent in self._sent[len(answered) :]:  # an exception keeps the answers
+            answered.append(self._answer(sent))
         acked, self._answered, self._sent = self._answered, [], []
         self._down = False
         return acked
@@ -109,18 +118,17 @@ class RedisAckPipe(AckPipe):
         if sent.on_link:
             try:
                 replies = self._read(sent)
-            except _TRANSIENT:
+            except _LOST:
                 self._drop()
                 replies = None
             sent.on_link = False  # read: from here on, its calls are made directly
-            if replies is not None and not any(isinstance(r, redis.ResponseError) for r in replies):
-                return _acked(replies[-1], False)
             if replies is not None and not isinstance(replies[-1], redis.ResponseError):
-                # The ack ran but a record did not (a SCRIPT FLUSH): stored late, or
-                # BrokerUnavailable (the store refuses it) until it is.
-                for (script, args), reply in zip(sent.calls[:-1], replies, strict=False):
-                    if isinstance(reply, redis.ResponseError):
-                        script(*args, tag=sent.tag)
+                if len(replies) > 1:
+                    # A record did not run though the ack did (a SCRIPT FLUSH): stored
+                    # late, or BrokerUnavailable (the store refuses it) until it is.
+                    for (script, args), reply in zip(sent.calls[:-1], replies, strict=False):
+                        if isinstance(reply, redis.ResponseError):
+                            script(*args, tag=sent.tag)
                 return _acked(replies[-1], False)
         # Unknown (the link dropped), not run (the transaction was refused or the slot
         # moved) or the ack refused: the calls again, in order, each reconnecting through
@@ -135,10 +143,10 @@ class RedisAckPipe(AckPipe):
         (at maxmemory: the put's script may not run, so neither may the ack)."""
         link = sent.link
         if len(sent.calls) == 1:
-            return [_response(link)]
+            return [_reply(link)]
         for _ in range(len(sent.calls) + 1):  # MULTI's OK, then QUEUED for each call
-            _response(link)
-        replies = _response(link)  # EXEC
+            _reply(link)
+        replies = _reply(link)  # EXEC
         return None if isinstance(replies, redis.ResponseError) else list(replies)
 
     def _open(self, tag: str) -> Any:
@@ -163,16 +171,50 @@ class RedisAckPipe(AckPipe):
         self.close()
 
 
-def _wire(calls: list[Call], tag: str) -> list[tuple[object, ...]]:
+def _wire(calls: list[Call], tag: str) -> bytes:
+    """`calls` as the bytes of one write: a MULTI/EXEC around them if there are two."""
+    if len(calls) == 1:
+        script, args = calls[0]
+        return pack([script.command(*args, tag=tag)])[0]
     commands = [script.command(*args, tag=tag) for script, args in calls]
-    return commands if len(commands) == 1 else [("MULTI",), *commands, ("EXEC",)]
+    return pack([("MULTI",), *commands, ("EXEC",)])[0]
 
 
-def _response(link: Any) -> Any:
+def _write(link: Any, data: bytes) -> None:
+    """`data` down `link`: its socket's `sendall` straight, without the Connection's
+    `send_packed_command` and its checks around it, which every settle paid, and
+    like it closing the link on a failed or interrupted write."""
+    sock = link._sock
+    if sock is None:  # closed meanwhile (redis-py would connect again, losing replies)
+        raise redis.ConnectionError("the ack pipe's link was closed")
     try:
-        return link.read_response()
-    except redis.ResponseError as exc:
-        return exc
+        sock.sendall(data)
+    except BaseException:
+        link.disconnect()
+        raise
+
+
+def _reply(link: Any) -> Any:
+    """The next reply on `link`, an error reply as its exception: taken from the
+    Connection's hiredis reader straight, receiving more only when it holds no whole
+    reply (the replies of a batch of settles arrive together), rather than through
+    `read_response`'s layers once per reply. Like them it closes the link on a failed
+    or interrupted read, and raises an error reply that means the link is lost."""
+    parser = link._parser
+    reader = parser._reader
+    if reader is None:
+        raise redis.ConnectionError("the ack pipe's link was closed")
+    try:
+        reply = reader.gets()
+        while reply is NOT_ENOUGH_DATA:
+            parser.read_from_socket()
+            reply = reader.gets()
+        if isinstance(reply, redis.ConnectionError):  # LOADING, say
+            raise reply
+    except BaseException:
+        link.disconnect()
+        raise
+    return reply
 
 
 def _acked(reply: int, resent: bool) -> bool:
