@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import hiredis
 import redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
@@ -33,6 +34,10 @@ from .redis_connection import pack
 if TYPE_CHECKING:
     from .redis_connection import RedisConnection
     from .redis_script import Script
+
+#: hiredis's packer, for a command's arguments only (`RedisAckPipe._wire`).
+_pack: Callable[[tuple[object, ...]], bytes] = cast(Any, hiredis.pack_command)
+_MULTI, _EXEC = pack([("MULTI",)])[0], pack([("EXEC",)])[0]
 
 #: What writing or reading the link raises when it is lost (replies' errors are read):
 #: redis-py's errors, or the socket's own where the pipe uses it directly.
@@ -69,6 +74,8 @@ class RedisAckPipe(AckPipe):
         self._sent: list[_Sent] = []
         #: Each queue's hash tag (`queue_tag`), worked out once.
         self._tags: dict[str, str] = {}
+        #: By (script, tag, number of arguments): `_head`, for `_wire`.
+        self._heads: dict[tuple[Script, str, int], tuple[bytes, int]] = {}
         self._answered: list[bool] = []
         #: The link broke with settles unanswered: later ones wait for `collect` too.
         self._down = False
@@ -95,7 +102,7 @@ class RedisAckPipe(AckPipe):
             return
         try:
             sent.link = link = self._open(tag)
-            _write(link, _wire(calls, tag))
+            _write(link, self._wire(calls, tag))
         except _LOST:
             self._drop()
 
@@ -149,6 +156,21 @@ class RedisAckPipe(AckPipe):
         replies = _reply(link)  # EXEC
         return None if isinstance(replies, redis.ResponseError) else list(replies)
 
+    def _wire(self, calls: list[Call], tag: str) -> bytes:
+        """`calls` as the bytes of one write, a MULTI/EXEC around them if there are two.
+        The words of each script's EVALSHA before its arguments are packed once for each
+        tag (then kept): only the arguments are packed per call, at half the cost of
+        packing the whole command each time."""
+        parts = []
+        for script, args in calls:
+            key = (script, tag, len(args))
+            head = self._heads.get(key)
+            if head is None:
+                head = self._heads[key] = _head(script.command(tag=tag), len(args))
+            words, skip = head
+            parts.append(words + _pack(args)[skip:])
+        return parts[0] if len(parts) == 1 else b"".join([_MULTI, *parts, _EXEC])
+
     def _open(self, tag: str) -> Any:
         if self._pid != os.getpid():
             self._links, self._pid = {}, os.getpid()  # never a parent's socket
@@ -171,13 +193,11 @@ class RedisAckPipe(AckPipe):
         self.close()
 
 
-def _wire(calls: list[Call], tag: str) -> bytes:
-    """`calls` as the bytes of one write: a MULTI/EXEC around them if there are two."""
-    if len(calls) == 1:
-        script, args = calls[0]
-        return pack([script.command(*args, tag=tag)])[0]
-    commands = [script.command(*args, tag=tag) for script, args in calls]
-    return pack([("MULTI",), *commands, ("EXEC",)])[0]
+def _head(words: tuple[object, ...], n: int) -> tuple[bytes, int]:
+    """A command's `words` packed as the start of one with `n` arguments after them, and
+    the length of the array header to cut from `n` arguments packed on their own."""
+    start = len(b"*%d\r\n" % len(words))
+    return b"*%d\r\n" % (len(words) + n) + pack([words])[0][start:], len(b"*%d\r\n" % n)
 
 
 def _write(link: Any, data: bytes) -> None:
