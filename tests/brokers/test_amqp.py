@@ -258,6 +258,7 @@ def test_server_restart_mid_run_loses_no_confirmed_message(
     total = 3000
     producer = make(brokers, rabbit_node.url)
     consumers = [make(brokers, rabbit_node.url) for _ in range(2)]
+    clients = [producer, *consumers]
     producer.publish(queue, b"warm-up")  # declares the queue before consumers start
     confirmed: list[bytes] = []
     seen: list[bytes] = []
@@ -284,7 +285,13 @@ def test_server_restart_mid_run_loses_no_confirmed_message(
     try:
         wait_until(lambda: len(confirmed) >= total // 3, 60, "a third of the publishes")
         rabbit_node.ctl("stop_app")
-        time.sleep(2)  # the outage: clients retry against a closed port meanwhile
+        # The outage lasts until every client lost its connection and retries against the
+        # closed port.
+        wait_until(
+            lambda: all(b._link is not None and b._link.session is None for b in clients),
+            30,
+            "every client reconnecting",
+        )
     finally:
         rabbit_node.ctl("start_app")
         rabbit_node.ctl("await_startup")

@@ -59,17 +59,28 @@ def spent(before: dict[str, int], after: dict[str, int], command: str) -> int:
     return after.get(command, 0) - before.get(command, 0)
 
 
+def blocked_on_server(broker: RedisBroker) -> bool:
+    """Whether the broker's idle wait is blocked in Redis now: its connection's flags in
+    CLIENT LIST hold `b`."""
+    client = broker._wait._client_id
+    if client is None:
+        return False
+    listing = broker.redis.command("CLIENT", "LIST", "ID", client)
+    fields = dict(f.split("=", 1) for f in str(listing, "utf-8").split() if "=" in f)
+    return "b" in fields.get("flags", "")
+
+
 def fetched_while(
     broker: RedisBroker, queues: list[str], during: Callable[[], None]
 ) -> list[bytes]:
     """The bodies a fetch of `queues` (waiting up to 5 s) gets when `during` runs while it
-    waits (0.3 s after it starts: blocked by then, on a loaded machine too)."""
+    is blocked in Redis."""
     got: list[bytes] = []
     fetcher = threading.Thread(
         target=lambda: got.extend(d.body for d in broker.fetch(queues, 10, 30, timeout=5.0))
     )
     fetcher.start()
-    time.sleep(0.3)
+    wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
     during()
     fetcher.join()
     return got
@@ -209,7 +220,7 @@ def test_interrupt_ends_a_wait_at_once(broker: RedisBroker, queue: str) -> None:
     """A warm shutdown's `interrupt` cuts short the wait under way (CLIENT UNBLOCK), or the
     next one if none is: an idle fetch may block for seconds and still stop at once."""
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    assert_interrupt_ends_a_wait(broker, queue)
+    assert_interrupt_ends_a_wait(broker, queue, lambda _thread: blocked_on_server(broker))
 
 
 def test_a_warm_shutdown_ends_an_idle_workers_wait(

@@ -21,6 +21,7 @@ from soloist.errors import ConfigurationError
 from soloist.results.memory import MemoryResultStore
 from soloist.results.sqlite import SQLiteResultStore
 from tests.support.interrupts import assert_interrupt_ends_a_wait
+from tests.support.waiting import asleep, wait_until
 
 
 def test_a_database_of_another_schema_version_is_refused_with_a_clear_error(
@@ -282,7 +283,11 @@ def test_an_idle_fetch_sleeps_through_other_writes_and_wakes_for_a_publish(
 def test_interrupt_ends_an_idle_fetch_at_once(tmp_path: Path, waiting: str) -> None:
     """A warm shutdown's `interrupt` ends the wait under way, or the next one if none is:
     so a worker fetches with a long timeout and still stops at once."""
-    assert_interrupt_ends_a_wait(SQLiteBroker(f"sqlite:///{tmp_path}/b.db"), "q")
+    assert_interrupt_ends_a_wait(
+        SQLiteBroker(f"sqlite:///{tmp_path}/b.db"),
+        "q",
+        lambda thread: asleep(os.getpid(), thread.native_id),
+    )
 
 
 def _fetch_in_child(url: str, out: multiprocessing.SimpleQueue[bytes]) -> None:
@@ -307,7 +312,7 @@ def test_a_forked_child_waits_on_a_watch_of_its_own(tmp_path: Path) -> None:
     child = ctx.Process(target=_fetch_in_child, args=(url, out))
     child.start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: asleep(child.pid), 10, "the child waiting on its watch")
         SQLiteBroker(url).publish("q", b"to the child")
         child.join(10)
         assert child.exitcode == 0

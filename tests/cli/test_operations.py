@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
+from typing import Any
 
 from soloist import App
 from soloist.brokers.sqlite import SQLiteBroker
 from tests.conftest import WorkerProcesses
+from tests.support.waiting import wait_until
 from tests.test_cli import assert_one_line_error
 
 APP = ("-A", "tests.support.sample_app:app")
@@ -26,10 +27,18 @@ def test_status_shows_queues_and_a_worker_busy_in_a_long_task(
     broker.beats.connection().execute(
         "UPDATE soloist_workers SET seen_at = seen_at - 60 WHERE id = 'ghost'"
     )
-    time.sleep(2.5)  # the long task has run for 2 s at least
-    done = workers.run("status", *APP, "--json")
-    assert done.returncode == 0, done.stderr
-    snap = json.loads(done.stdout)
+
+    def snapshot() -> Any:
+        done = workers.run("status", *APP, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def long_task_2s_in() -> Any:
+        snap = snapshot()
+        running = [r for w in snap["workers"] for r in w["running"]]
+        return snap if any(r["id"] == long.id and r["for"] >= 2 for r in running) else None
+
+    snap = wait_until(long_task_2s_in, 30, "the long task 2 s in")
     queues = {q["queue"]: q for q in snap["queues"]}
     assert queues["default"] | {"queue": "", "dead": 0} == {
         "queue": "", "depth": 1, "delayed": 1, "in_flight": 1, "dead": 0, "lost": None,

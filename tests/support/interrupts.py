@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from soloist.brokers.base import Broker, Delivery
+from tests.support.waiting import wait_until
 
 
-def assert_interrupt_ends_a_wait(broker: Broker, queue: str) -> None:
+def assert_interrupt_ends_a_wait(
+    broker: Broker, queue: str, waiting: Callable[[threading.Thread], bool]
+) -> None:
     """`interrupt` ends the fetch waiting now, or else the next one, and only that one; the
-    broker fetches as before afterwards."""
+    broker fetches as before afterwards. `waiting(thread)`: whether the fetch in `thread`
+    is blocked in the broker's idle wait."""
     assert broker.interruptible
     ended: list[tuple[list[Delivery], float]] = []
 
@@ -20,7 +25,7 @@ def assert_interrupt_ends_a_wait(broker: Broker, queue: str) -> None:
 
     fetcher = threading.Thread(target=wait)
     fetcher.start()
-    time.sleep(0.3)  # blocked by now, or about to be: interrupt keeps trying until it is
+    wait_until(lambda: waiting(fetcher), 10, "the fetch blocked in its wait")
     t0 = time.monotonic()
     broker.interrupt()
     fetcher.join(10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -28,3 +29,14 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"gave up after {timeout} s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def asleep(pid: int, tid: int | None = None) -> bool:
+    """Whether process `pid` (or its thread `tid`) sleeps in the kernel now, in poll(), a
+    timed sleep or a lock's wait, as an idle fetch does between looks (Linux's /proc wchan:
+    the kernel function it waits in)."""
+    path = f"/proc/{pid}/task/{tid}/wchan" if tid is not None else f"/proc/{pid}/wchan"
+    try:
+        return any(word in Path(path).read_text() for word in ("poll", "nanosleep", "futex"))
+    except OSError:  # gone, or no such thread yet
+        return False
