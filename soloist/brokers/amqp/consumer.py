@@ -394,10 +394,7 @@ class Consumer:
             return
         s.settled(tag)
         s.commits_out += 1
-        number = impl.channel_number
-        ack = frame.Method(number, spec.Basic.Ack(delivery_tag=tag)).marshal()
-        commit = frame.Method(number, spec.Tx.Commit()).marshal()
-        s.conn._impl._output_marshaled_frames([ack + commit])
+        s.conn._impl._output_marshaled_frames([ack_and_commit(impl.channel_number, tag)])
         s.sub._flush_output()
 
     def ack_here(self, s: Session, tag: int) -> bool | None:
@@ -416,11 +413,7 @@ class Consumer:
             return False
         if transport.get_write_buffer_size():
             return False
-        number = impl.channel_number
-        data = (
-            frame.Method(number, spec.Basic.Ack(delivery_tag=tag)).marshal()
-            + frame.Method(number, spec.Tx.Commit()).marshal()
-        )
+        data = ack_and_commit(impl.channel_number, tag)
         try:
             sent = transport._sock.send(data, socket.MSG_DONTWAIT)
         except OSError:  # full (BlockingIOError), or the connection is failing
@@ -484,3 +477,10 @@ class Consumer:
 def on_message(take: Taker) -> Callable[[Any, Any, Any, bytes], None]:
     """pika's consumer callback (channel, method, properties, body) for `take`."""
     return lambda _channel, method, props, body: take(method, props, body)
+
+
+def ack_and_commit(channel: int, tag: int) -> bytes:
+    """The frames of an ack of `tag` and a commit on `channel`, to be sent in one piece."""
+    ack: bytes = frame.Method(channel, spec.Basic.Ack(delivery_tag=tag)).marshal()
+    commit: bytes = frame.Method(channel, spec.Tx.Commit()).marshal()
+    return ack + commit
