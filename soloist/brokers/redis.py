@@ -9,18 +9,20 @@ and dead-lettering would need Lua around Streams anyway. Sorted sets give priori
 age order and timed visibility directly, and one script per operation keeps each one
 atomic.
 
-An idle `fetch` does not poll. Publishing (and anything else that makes a message due)
-pushes a token on the queue's wake list when it is empty. An idle fetcher of one queue
-writes BLMOVE (the token to a list of its own) and the claim script in one write: Redis
-runs the claim the moment the token comes, so a wake-up costs one round trip, and the
-script returns at once if the wait timed out with no token (unless a delayed message or
-lease falls due then: the claim that found nothing said when). A fetcher of several
-queues (or on a Cluster) blocks in BLPOP on their wake lists, then claims: two round
-trips. Every IDLE_RECHECK seconds it claims anyway, in case a token was lost. A fetcher
-that claims messages and leaves more behind pushes the token on for the next idle worker.
-A worker's idle fetch blocks for seconds (its warm shutdown ends the wait with CLIENT
-UNBLOCK: brokers/redis_wait.py), so an idle worker costs Redis a few calls a second
-(benchmarks/idle_bench.py).
+An idle `fetch` does not poll. A claim that finds nothing leaves the fetcher's ticket
+among its queues' waiters, and the fetcher blocks (BLPOP) on its own inbox, in the same
+write as the claim. A publish to a queue with a waiter hands the message over: leased to
+that fetcher and pushed on its inbox, so the BLPOP returns the message itself, and a
+wake-up costs Redis no claim and the worker no round trip. Anything else that makes a
+message claimable (a retry, a release, a lease or delay falling due) wakes one waiter
+with an empty entry, and it claims. A fetcher's wait ends when something it knew of falls
+due, or after seconds: its warm shutdown ends it with CLIENT UNBLOCK
+(brokers/redis_wait.py), and takes its ticket off the queues, giving back anything handed
+over meanwhile. So an idle worker costs Redis a few calls a second
+(benchmarks/idle_bench.py). On a Cluster a fetcher's inbox and its queues would lie in
+different slots: there a publish pushes a token on the queue's wake list, fetchers block
+on those, then claim (redis_cluster.py). A fetcher that claims messages and leaves more
+behind wakes the next waiter.
 
 Per message, a claim costs one HMGET and one HSET, and an ack one HMGET (the fencing
 check); the sorted-set and key updates of a batch are one variadic call each.
@@ -28,13 +30,16 @@ check); the sorted-set and key updates of a batch are one variadic call each.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigurationError
+import redis
+
+from ..errors import BrokerUnavailable, ConfigurationError
 from .base import (
     DEFAULT_MAX_DELIVERIES,
     AckPipe,
@@ -50,21 +55,21 @@ from .redis_pipe import RedisAckPipe
 from .redis_script import _lua
 from .redis_wait import Wait
 
+log = logging.getLogger("soloist.redis")
+
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
 CHUNK = 1000
-#: An idle fetcher that has seen no wake-up token claims anyway this often: a token can be
-#: lost (a fetcher of several queues killed between its BLPOP and its claim), and no other
-#: event might come.
+#: An idle fetcher that has seen no wake-up claims anyway this often: on a Cluster a token
+#: can be lost (a fetcher killed between its BLPOP and its claim), and no other event might
+#: come.
 IDLE_RECHECK = 10.0
-#: The claim script's reply when it did not run: no token came and nothing fell due.
-_SKIPPED = -2
 #: The layout of the broker's keys (prelude.lua), stamped in `<prefix>schema`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def queue_key(redis: RedisConnection, queue: str, kind: str) -> str:
     """A queue's key of `kind` (ready, delayed, leased, dead, wake, lost): the name
-    prelude.lua's qkey() builds, for the commands sent without a script (BLMOVE, BLPOP)."""
+    prelude.lua's qkey() builds, for the commands sent without a script (BLPOP)."""
     return redis.key(queue_tag(queue), f"q:{queue}:{kind}")
 
 
@@ -83,6 +88,7 @@ _SETTLE_DEAD = _lua("settle_dead").replace("$CHUNK", str(CHUNK))
 _HEARTBEAT = _lua("heartbeat")
 _WORKERS = _lua("workers")
 _FORGET_WORKER = _lua("forget_worker")
+_LEAVE = _lua("leave")
 
 #: `poison_reason` as a Lua format string, so burying a poison message stays one script
 #: (the claim scripts' argument here and in the Celery bridge's kombu layout).
@@ -125,6 +131,7 @@ class RedisBroker(Broker):
         self._heartbeat = script(_HEARTBEAT, allow_oom=True)
         self._workers = script(_WORKERS, allow_oom=True)
         self._forget_worker = script(_FORGET_WORKER, allow_oom=True)
+        self._leave = script(_LEAVE, allow_oom=True)
         #: Queues (as fetched together) -> monotonic time before which nothing of theirs
         #: is claimable unless a wake-up token comes (a fetch found nothing).
         self._quiet: dict[tuple[str, ...], float] = {}
@@ -151,17 +158,20 @@ class RedisBroker(Broker):
     def fetch(
         self, queues: Sequence[str], max_count: int, lease: float, timeout: float
     ) -> list[Delivery]:
-        """Claim; when nothing is claimable, block on the wake lists and claim again only
-        when a token comes or a delayed message or lease falls due (see the module doc)."""
+        """Claim; when nothing is claimable, wait for a message handed over or a wake-up
+        (on a Cluster: a token), or for a delayed message or lease to fall due (see the
+        module doc)."""
         start = time.monotonic()
         deadline = start + timeout
         receipt = secrets.token_hex(8)
         args = (max(max_count, 1), lease, receipt, self.max_deliveries, POISON_FORMAT, *queues)
         key = tuple(queues)
         # A fetch that waits may skip its first claim when the last one found nothing and
-        # nothing has fallen due since: whatever arrived meanwhile pushed a token.
+        # nothing has fallen due since: whatever arrived meanwhile woke it. On one server
+        # the wait claims first anyway.
         quiet_until = self._quiet.pop(key, 0.0)
-        reply = None if timeout > 0 and start < quiet_until else self._claims(args)
+        quiet = timeout > 0 and (start < quiet_until or (quiet_until > 0 and not self.on_cluster))
+        reply = None if quiet else self._claims(args)
         while reply is None or len(reply) == 1:
             now = time.monotonic()
             if reply is not None:
@@ -171,41 +181,69 @@ class RedisBroker(Broker):
                 self._quiet[key] = quiet_until
                 return []
             longest = self.redis.max_block if self.on_cluster else self._wait.max_block
-            wait = min(deadline - now, longest, quiet_until - now)
-            # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
-            block = max(math.ceil(wait * 1000), 1) / 1000
-            reply = self._wake_and_claim(queues, block, quiet_until, args)
+            wait = min(deadline - now, longest, quiet_until - now if quiet_until > now else longest)
+            if self.on_cluster:
+                # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
+                block = max(math.ceil(wait * 1000), 1) / 1000
+                woken = self._sleep(queues, block)
+                due = time.monotonic() >= quiet_until
+                reply = self._claims(args) if woken or due else None
+                continue
+            handed = self._claim_or_wait(queues, max(math.ceil(wait * 1000), 1), args)
+            if isinstance(handed, Delivery):
+                return [handed]
+            reply = handed
         return [
             Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
             for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
         ]
 
-    def _wake_and_claim(
-        self, queues: Sequence[str], block: float, quiet_until: float, args: tuple[object, ...]
-    ) -> list[Any] | None:
-        """Block up to `block` seconds for a wake-up token, then claim if one came or the
-        quiet spell is over: the claim's reply, or None if it did not run. One queue on one
-        server: BLMOVE of the token to this process's list and the claim in one write, the
-        claim taking the token from there (one round trip)."""
-        if len(queues) == 1 and not self.on_cluster:
-            token = self._wait.token
-            due = int(quiet_until - time.monotonic() <= block)  # the wait ends when it is over
-            command = ("BLMOVE", queue_key(self.redis, queues[0], "wake"), token, "RIGHT", "RIGHT")
-            reply = self._wait.run((*command, block), self._claim, (token, due, *args))
-            return None if reply is None or reply[0] == _SKIPPED else reply  # (a list)
-        woken = self._sleep(queues, block)
-        return self._claims(args) if woken or time.monotonic() >= quiet_until else None
+    def _claim_or_wait(
+        self, queues: Sequence[str], block: int, args: tuple[object, ...]
+    ) -> list[Any] | Delivery | None:
+        """Claim, and if nothing was claimable, wait up to `block` ms on this process's
+        inbox (redis_wait.py): the claim's reply; or the message a publish handed over;
+        or None when an `interrupt` cut the wait short (then this process waits no more)."""
+        replies = self._wait.run(self._claim, block, args)
+        self._wait.queues = tuple(queues)
+        if replies is None or (replies[1] is None and self._wait.cut()):
+            self.leave()
+            return None
+        claimed, popped = replies
+        if len(claimed) > 1 or popped is None or not popped[1]:
+            return list(claimed)  # claimed, timed out, or woken: claims again if it waits on
+        # "<id> <receipt> <len(queue)> <queue><body>" (prelude.lua)
+        rid, held, size, rest = popped[1].split(b" ", 3)
+        n = int(size)
+        return Delivery(rid.decode(), rest[:n].decode(), rest[n:], 1, 0, held.decode())
+
+    def leave(self, *, once: bool = False) -> None:
+        """Stop waiting: take this process's ticket off its queues, and give back what was
+        handed to it meanwhile (after a wait was cut short, or at close: `once`, a single
+        try, since Redis may be gone)."""
+        if not self._wait.queues:
+            return
+        args = (self._wait.ticket, *self._wait.queues)
+        left = self._leave.once(*args) if once else self._leave(*args)
+        self._wait.queues = ()
+        handed = [entry.split(b" ", 3) for entry in left if entry]
+        if handed:
+            self.release(
+                [
+                    Delivery(rid.decode(), rest[: int(n)].decode(), b"", 1, 0, held.decode())
+                    for rid, held, n, rest in handed
+                ]
+            )
 
     def _claims(self, args: tuple[object, ...]) -> list[Any]:
         """The claim script's reply for `fetch`'s arguments (the queues last)."""
         return list(self._claim("", 0, *args, tag=queue_tag(str(args[5]))))
 
     def _sleep(self, queues: Sequence[str], block: float) -> object:
-        """Block up to `block` seconds for a wake-up token of `queues`; None if none came."""
+        """Block up to `block` seconds for a wake-up token of `queues` (on a Cluster); None
+        if none came."""
         wake = [queue_key(self.redis, q, "wake") for q in queues]
-        if self.on_cluster:
-            return self.redis.command("BLPOP", *wake, block)
-        return self._wait.run(("BLPOP", *wake, block), None, ())
+        return self.redis.command("BLPOP", *wake, block)
 
     def interrupt(self) -> None:
         self._wait.interrupt()
@@ -320,6 +358,12 @@ class RedisBroker(Broker):
         self._forget_worker(worker_id, tag=WORKERS_TAG)
 
     def close(self) -> None:
+        try:
+            self.leave(once=True)
+        except (redis.RedisError, BrokerUnavailable) as exc:
+            # Its ticket expires with its wait; a message handed over comes back when its
+            # lease lapses.
+            log.info("could not stop waiting on %s: %s", self.redis.redacted, exc)
         self._wait.close()
         self.redis.close()
 

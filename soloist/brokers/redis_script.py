@@ -110,6 +110,11 @@ class Script:
     def __call__(self, *args: object, tag: str = "") -> Any:
         return self.conn.call(self._run, (), args, tag)
 
+    def once(self, *args: object) -> Any:
+        """Call it on one server, without reconnecting through an outage: for a call that
+        can be left undone when Redis is away (a closing fetcher's `leave`)."""
+        return self._run((), args)
+
     def command(self, *args: object, tag: str = "") -> tuple[object, ...]:
         """The EVALSHA command calling it with `args`, to write on a connection directly."""
         return self._evalsha(args, tag)

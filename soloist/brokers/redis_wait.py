@@ -1,10 +1,11 @@
-"""The idle Redis fetch's wait: a blocking command and the claim script after it, in one
-write on a connection of its own, which another thread can cut short.
+"""The idle Redis fetch's wait: the claim script and a BLPOP on the fetcher's inbox after
+it, in one write on a connection of its own, which another thread can cut short.
 
-Redis runs the script the moment the blocking command returns, so a wake-up costs one
-round trip. `interrupt` (a warm shutdown) sends CLIENT UNBLOCK for the connection, which
-ends the blocking command as if it had timed out: so an idle worker can block for seconds
-(few calls, little Redis CPU) and still stop at once.
+The claim that finds nothing leaves the fetcher's ticket on its queues (prelude.lua), so a
+publish hands its message to the inbox: the BLPOP's reply is the message, and a wake-up
+costs no round trip of its own. `interrupt` (a warm shutdown) sends CLIENT UNBLOCK for the
+connection, which ends the BLPOP as if it had timed out: so an idle worker can block for
+seconds (few calls, little Redis CPU) and still stop at once.
 """
 
 from __future__ import annotations
@@ -43,26 +44,32 @@ class Wait:
         self._link: Any = None  # a redis-py Connection of its own, kept between waits
         self._client_id: int | None = None
         self._pid = os.getpid()
-        #: This process's list for wake-up tokens (prelude.lua: t:<random>).
-        self.token = f"{conn.prefix}t:{secrets.token_hex(8)}"
+        #: This process's ticket and inbox (prelude.lua: f:<random>).
+        self.ticket = self.inbox = ""
+        self._new_ticket()
+        #: The queues whose waiters the ticket may be among (set by the broker, whose
+        #: `leave` takes it off them; none in a forked child).
+        self.queues: tuple[str, ...] = ()
         self._blocking = False
         self._interrupted = False
         self._lock = threading.Lock()
 
-    def run(
-        self, command: tuple[object, ...], script: Script | None, args: tuple[object, ...]
-    ) -> Any:
-        """`command` (which may block), then `script(*args)` if given, in one write; the
-        script's reply, else the command's. None, without waiting, after an `interrupt`
-        that no wait has taken yet; a wait cut short by one returns what the command
-        returns on a timeout."""
+    def run(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any] | None:
+        """The claim script with this process's ticket and `block` (ms) before `args`, then
+        a BLPOP of up to `block` ms on the inbox, in one write: their replies. None, without
+        waiting, after an `interrupt` that no wait has taken yet; a wait cut short by one
+        returns what BLPOP returns on a timeout (None)."""
         self._blocking = True
         try:
             if self._interrupted:
                 return None
-            return self.conn.call(self._run, command, script, args)
+            return self.conn.call(self._run, claim, block, args)
         finally:
             self._blocking = False
+
+    def cut(self) -> bool:
+        """Whether an `interrupt` is pending (without taking it, as `interrupted` does)."""
+        return self._interrupted
 
     def interrupted(self) -> bool:
         """Whether an `interrupt` cut the last wait short (then it is used up)."""
@@ -92,57 +99,54 @@ class Wait:
             self.conn.client.connection_pool.release(self._link)
             self._link = None
 
+    def _new_ticket(self) -> None:
+        self.ticket = f"{self.conn.prefix}f:{secrets.token_hex(8)}"
+        self.inbox = f"{self.ticket}:in"
+
     def _take_interrupt(self) -> bool:
         with self._lock:
             interrupted, self._interrupted = self._interrupted, False
         return interrupted
 
-    def _run(
-        self, command: tuple[object, ...], script: Script | None, args: tuple[object, ...]
-    ) -> Any:
+    def _run(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any]:
         if self._link is not None and self._pid == os.getpid():
             try:
-                return self._exchange(command, script, args)
+                return self._exchange(claim, block, args)
             except (redis.ConnectionError, redis.TimeoutError):
                 # A link kept from before an outage: try once on a new one. The pool's
                 # idle links are as old: closed, so the outage is noticed (and logged) once.
                 self.conn.drop_idle()
-        return self._exchange(command, script, args)
+        return self._exchange(claim, block, args)
 
-    def _exchange(
-        self, command: tuple[object, ...], script: Script | None, args: tuple[object, ...]
-    ) -> Any:
+    def _exchange(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any]:
         link = self._open()
-        commands = [command] if script is None else [command, script.command(*args)]
+        commands = [claim.command(self.ticket, block, *args), ("BLPOP", self.inbox, block / 1000)]
         try:
             link.send_packed_command(pack(commands))
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(link.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            if script is not None and isinstance(replies[1], NoScriptError):
-                # A restarted server: the token the command moved is still there to take.
-                link.send_command("SCRIPT", "LOAD", script.source)
-                link.read_response()
-                link.send_packed_command(pack([script.command(*args)]))
-                replies[1] = _response(link)
+            first = _response(link)
+            if isinstance(first, NoScriptError):
+                # A restarted server: the command blocks with no claim before it. Drop the
+                # link (which ends the wait) rather than read it out.
+                self.close()
+                self.conn.execute(("SCRIPT", "LOAD", claim.source))
+                return self._exchange(claim, block, args)
+            second = _response(link)
         except BaseException:
             self.close()  # a reply may be left unread: never reuse the link
             raise
-        last = replies[-1]  # (one or two replies: checked without a generator on a wake-up)
-        if isinstance(replies[0], redis.ResponseError) or isinstance(last, redis.ResponseError):
-            if any(isinstance(r, redis.ReadOnlyError) for r in replies):
-                self.close()  # a master demoted by a failover: find the new one
-            raise next(r for r in replies if isinstance(r, redis.ResponseError))
-        return last
+        for reply in (first, second):
+            if isinstance(reply, redis.ResponseError):
+                if isinstance(reply, redis.ReadOnlyError):
+                    self.close()  # a master demoted by a failover: find the new one
+                raise reply
+        return first, second
 
     def _open(self) -> Any:
         if self._pid != os.getpid():
-            # A forked child: never its parent's socket, nor its token list.
+            # A forked child: never its parent's socket, nor its ticket.
             self._link, self._client_id, self._pid = None, None, os.getpid()
-            self.token = f"{self.conn.prefix}t:{secrets.token_hex(8)}"
+            self._new_ticket()
+            self.queues = ()
         if self._link is None:
             self._client_id = None
             link = self.conn.link()

@@ -1,5 +1,5 @@
-"""What the Redis broker promises beyond the contract suite: no polling, wake-ups, bounded
-wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a redis_server restart."""
+"""What the Redis broker promises beyond the contract suite: no polling, messages handed to
+waiting fetchers, bounded wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a redis_server restart."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_an_idle_fetch_blocks_instead_of_polling(broker: RedisBroker, queue: str
     before = calls(broker)
     assert broker.fetch([queue], 10, 30, timeout=1.0) == []
     after = calls(broker)
-    assert spent(before, after, "evalsha") <= 3 and spent(before, after, "blmove") <= 2
+    assert spent(before, after, "evalsha") <= 3 and spent(before, after, "blpop") <= 2
 
 
 def test_a_delayed_message_falls_due_on_time_without_polling(
@@ -150,16 +150,17 @@ def test_a_delayed_message_falls_due_on_time_without_polling(
     after = calls(broker)
     assert got.body == b"later" and waited >= 0.4
     # The fetch slept until the message was due: a claim, a wait, a claim (give or take one).
-    assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blmove") <= 3
+    assert spent(before, after, "evalsha") <= 4 and spent(before, after, "blpop") <= 3
 
 
-def test_a_wake_up_is_one_round_trip(
+def test_a_publish_hands_its_message_to_a_waiting_fetcher(
     broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a claim that found nothing, an idle fetch writes BLMOVE and the claim together:
-    Redis runs the claim the moment the token comes, and only then (it claims once)."""
+    """After a claim that found nothing, an idle fetch writes the claim (which leaves its
+    ticket on the queue) and a BLPOP on its inbox together. A publish then hands the message
+    over, leased: the BLPOP's reply is the message, and no claim runs for it."""
     consumer = RedisBroker(broker.url)
-    consumer.fetch([queue], 1, 30, timeout=0)  # loads the claim script, finds nothing
+    consumer.fetch([queue], 1, 30, timeout=0)  # finds nothing
     writes: list[list[object]] = []
 
     def packed(commands: list[tuple[object, ...]]) -> list[bytes]:
@@ -167,49 +168,95 @@ def test_a_wake_up_is_one_round_trip(
         return pack(commands)
 
     monkeypatch.setattr(redis_wait, "pack", packed)
-    monkeypatch.setattr(consumer.redis, "execute", None)  # nothing else is sent
-    got: list[bytes] = []
-    fetcher = threading.Thread(
-        target=lambda: got.extend(d.body for d in consumer.fetch([queue], 10, 30, timeout=5.0))
-    )
+    got: list[Delivery] = []
+    fetcher = threading.Thread(target=lambda: got.extend(consumer.fetch([queue], 10, 30, 5.0)))
     fetcher.start()
-    deadline = time.monotonic() + 5
-    while not writes and time.monotonic() < deadline:  # blocked in BLMOVE
-        time.sleep(0.01)
+    wait_until(lambda: blocked_on_server(consumer), 4, "the fetch blocked in Redis")
     before = calls(broker)
-    broker.publish(queue, b"wake")
+    mid = broker.publish(queue, b"handed")
     fetcher.join()
     after = calls(broker)
+    assert writes == [["EVALSHA", "BLPOP"]]
+    assert spent(before, after, "zpopmin") == 0  # no claim ran after the publish
+    (handed,) = got
+    assert (handed.id, handed.body, handed.delivery_count, handed.retries) == (mid, b"handed", 1, 0)
+    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # leased to the consumer
+    assert broker.extend([handed], 30) == []  # held under its receipt
+    assert consumer.ack(handed)
     consumer.close()
-    assert got == [b"wake"]
-    assert writes == [["BLMOVE", "EVALSHA"]]
-    assert spent(before, after, "zpopmin") == 1  # one claim ran, the woken one
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
+    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
 
 
-def test_a_quiet_fetcher_claims_only_after_a_token(broker: RedisBroker, queue: str) -> None:
-    """Once a claim found nothing, later waiting fetches run no claim until a token comes
-    (or something falls due): the script behind each BLMOVE that timed out returns at once."""
-    assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    before = calls(broker)
+def test_an_idle_fetcher_keeps_one_ticket_on_its_queue(broker: RedisBroker, queue: str) -> None:
+    """Each wait that times out claims and puts its ticket back: one place among the
+    queue's waiters, whatever the number of waits, and none once the fetcher closes."""
+    waiters = f"{broker.prefix}q:{queue}:waiters"
     for _ in range(3):
         assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    after = calls(broker)
-    assert spent(before, after, "blmove") >= 3
-    assert spent(before, after, "zpopmin") == 0 and spent(before, after, "zrangebyscore") == 0
-    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
-    assert broker.redis.client.keys(f"{broker.prefix}*") == [f"{broker.prefix}schema".encode()]
-    publisher = RedisBroker(broker.url)
-    publisher.publish(queue, b"now")
-    publisher.close()
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
-    assert got.body == b"now"
+    assert broker.redis.client.lrange(waiters, 0, -1) == [broker._wait.ticket.encode()]
+    publish_elsewhere(broker, queue, b"now")
+    (now,) = broker.fetch([queue], 10, 30, timeout=3.0)  # handed over at the next wait
+    assert now.body == b"now"
     broker.publish(queue, b"later", delay=0.3)
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the BLMOVE times out when it is due
-    assert got.body == b"later" and got.delivery_count == 1
+    (later,) = broker.fetch([queue], 10, 30, timeout=3.0)  # the wait ends when it is due
+    assert later.body == b"later" and later.delivery_count == 1
+    assert broker.ack_many([now, later]) == [True, True]
+    broker.leave()  # as at close
+    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
+    assert broker.redis.client.exists(waiters) == 0
 
 
-def test_several_queues_wake_on_a_token_of_either(broker: RedisBroker, queue: str) -> None:
-    """A fetch of several queues blocks in BLPOP on all their wake lists, then claims."""
+def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
+    broker: RedisBroker, queue: str
+) -> None:
+    """An `interrupt` (a warm shutdown) ends the wait, and the fetcher leaves its queues:
+    what is published next waits in the queue for the next fetch, not in its inbox."""
+    fetcher = threading.Thread(target=broker.fetch, args=([queue], 10, 30, 5.0))
+    fetcher.start()
+    wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
+    broker.interrupt()
+    fetcher.join()
+    broker.publish(queue, b"next")
+    assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)
+    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
+
+
+def test_a_message_handed_to_a_fetcher_killed_while_waiting_comes_back(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A fetcher SIGKILLed while it waits leaves its ticket until its wait would have ended:
+    one message published meanwhile is handed to it, leased, and comes back to another
+    fetch when that lease lapses, counted as delivered once."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WAIT_AND_HANG, broker.url, queue],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None
+    waiters = f"{broker.prefix}q:{queue}:waiters"
+    wait_until(lambda: broker.redis.client.llen(waiters) == 1, 10, "the child waits")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    mid = broker.publish(queue, b"orphan")
+    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # handed to the dead fetcher
+    (again,) = broker.fetch([queue], 1, 30, timeout=5.0)
+    assert (again.id, again.body, again.delivery_count) == (mid, b"orphan", 2)
+
+
+_WAIT_AND_HANG = """
+import sys
+from soloist.brokers.redis import RedisBroker
+RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 60.0)
+"""
+
+
+def test_a_fetch_of_several_queues_is_handed_a_message_of_either(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A fetch of several queues waits on all of them with one ticket."""
     other = queue + "-b"
     assert broker.fetch([queue, other], 10, 30, timeout=0.2) == []
     got = fetched_while(broker, [queue, other], lambda: publish_elsewhere(broker, other, b"b"))
@@ -236,32 +283,42 @@ def test_a_warm_shutdown_ends_an_idle_workers_wait(
     admin = redis.Redis.from_url(redis_server.url)
 
     def blocked() -> list[dict[str, object]]:
-        return [c for c in admin.client_list() if c.get("cmd") == "blmove"]
+        return [c for c in admin.client_list() if c.get("cmd") == "blpop"]
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: blocked(), 20, "the worker blocked in BLMOVE")
+        wait_until(lambda: blocked(), 20, "the worker blocked in BLPOP")
         proc.send_signal(signal.SIGTERM)
-        # Without the interrupt, the BLMOVE would run to its end, seconds later.
+        # Without the interrupt, the BLPOP would run to its end, seconds later.
         wait_until(lambda: not blocked(), 1.5, "the wait ended")
         assert proc.wait(20) == 0
+        prefix = url.split("prefix=")[1]
+        assert admin.keys(f"{prefix}f:*") == []  # it left its queues
     finally:
         if proc.poll() is None:
             proc.kill()
         admin.close()
 
 
-def test_a_lost_token_delays_a_quiet_fetcher_at_most_idle_recheck(
-    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_its_wait(
+    broker: RedisBroker, queue: str
 ) -> None:
-    """A token can be lost (its popper killed before it claimed): a quiet fetcher claims
-    anyway every IDLE_RECHECK seconds."""
-    monkeypatch.setattr(redis_broker, "IDLE_RECHECK", 0.5)
+    """A fetcher's ticket can be lost (a failover to a replica that had not got it): it
+    claims again when its wait ends, which is never more than `max_block` seconds."""
+    broker._wait.max_block = 0.5
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
-    broker.publish(queue, b"orphan")
-    broker.redis.command("DEL", f"{broker.prefix}q:{queue}:wake")  # the token is lost
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
-    assert got.body == b"orphan"
+    waiters = f"{broker.prefix}q:{queue}:waiters"
+    got: list[bytes] = []
+    fetcher = threading.Thread(
+        target=lambda: got.extend(d.body for d in broker.fetch([queue], 10, 30, timeout=5.0))
+    )
+    fetcher.start()
+    wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
+    broker.redis.command("DEL", waiters)  # the ticket is lost
+    publish_elsewhere(broker, queue, b"orphan")
+    assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)  # nobody waits, Redis thinks
+    fetcher.join()
+    assert got == [b"orphan"]
 
 
 def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
@@ -276,17 +333,17 @@ def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
     assert not caplog.records
 
 
-def test_a_script_lost_while_a_fetch_waits_is_loaded_again(broker: RedisBroker, queue: str) -> None:
-    """SCRIPT FLUSH (or a restart) while a fetch is blocked: the claim behind its BLMOVE
-    gets NOSCRIPT, and the fetch loads the script and claims."""
-
-    def flush_then_publish() -> None:
-        admin = redis.Redis.from_url(broker.url.split("?")[0])
-        admin.script_flush()
-        admin.close()
-        publish_elsewhere(broker, queue, b"after the flush")
-
-    assert fetched_while(broker, [queue], flush_then_publish) == [b"after the flush"]
+def test_a_script_lost_before_a_fetch_waits_is_loaded_again(
+    broker: RedisBroker, queue: str
+) -> None:
+    """SCRIPT FLUSH (or a restart) before a fetch waits: the claim in front of its BLPOP
+    gets NOSCRIPT, so the fetch drops that link (ending the BLPOP), loads the script, and
+    waits with its ticket left on the queue: the message published next is handed over."""
+    assert broker.fetch([queue], 10, 30, timeout=0) == []
+    admin = redis.Redis.from_url(broker.url.split("?")[0])
+    admin.script_flush()
+    admin.close()
+    assert fetched_while(broker, [queue], lambda: publish_elsewhere(broker, queue, b"x")) == [b"x"]
 
 
 def test_an_interrupted_exchange_leaves_no_stale_reply(broker: RedisBroker, queue: str) -> None:
@@ -601,7 +658,7 @@ def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
         first.publish(queue, b"kept")
         store.put("t1", SUCCESS, b"r", 60)
         schema = f"{first.prefix}schema"
-        assert first.redis.command("HMGET", schema, "broker", "results") == [b"2", b"1"]
+        assert first.redis.command("HMGET", schema, "broker", "results") == [b"3", b"1"]
         again = RedisBroker(url)
         again.depth(queue)  # the same version again is fine
         again.close()
@@ -611,7 +668,7 @@ def test_keys_of_another_schema_version_are_refused_with_a_clear_error(
             refused = "broker keys of schema version 99 under"
             with pytest.raises(ConfigurationError, match=refused):
                 later.publish(queue, b"refused")
-            with pytest.raises(ConfigurationError, match="this Soloist reads version 2"):
+            with pytest.raises(ConfigurationError, match="this Soloist reads version 3"):
                 later.fetch([queue], 1, 30, 0)  # refused every time, not only the first
             with pytest.raises(ConfigurationError, match="results keys of schema version 98"):
                 later_store.get("t1")

@@ -1,15 +1,16 @@
 -- Keys: the schema opens prelude.lua, which runs before this script.
--- ARGV: prefix, token, force, max_count, lease, receipt, max_deliveries, poison reason
+-- ARGV: prefix, ticket, wait, max_count, lease, receipt, max_deliveries, poison reason
 -- format, queues... Returns {wait_ms, id, queue, body, delivery_count, retries, id, ...};
 -- wait_ms, when nothing was claimed, is how long until a delayed message or lease of these
 -- queues falls due (-1: none).
 --
--- token, when not "", is the list a BLMOVE sent just before in the same write moved a
--- wake-up token to: the claim runs only if the token came or force is "1" (something falls
--- due now), else it returns {-2} at once. So a wake-up is one round trip, and a wait that
--- timed out costs next to nothing.
-local token = ARGV[2]
-if token ~= '' and redis.call('DEL', token) == 0 and ARGV[3] ~= '1' then return {-2} end
+-- ticket, when not "", names the caller's ticket (prelude.lua), and wait the milliseconds
+-- of the BLPOP on its inbox that follows in the same write. If nothing was claimed, the
+-- caller waits for these queues: the ticket is set for that long and put on each queue's
+-- waiters, so a publish hands its message straight to the caller's inbox (and anything
+-- else that makes a message due wakes it). Otherwise "" goes in the inbox, so the BLPOP
+-- returns at once: when something was claimed, or falls due well before the wait ends.
+local ticket, wait = ARGV[2], ARGV[3]
 local want, receipt, max_deliveries, poison = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
 local FIRST_QUEUE = 9
 local out, got = {0}, 0
@@ -103,5 +104,19 @@ for i = FIRST_QUEUE, #ARGV do
 end
 if got == 0 then
   out[1] = next_due and math.max(math.ceil((next_due - now()) * 1000), 1) or -1
+end
+if ticket ~= '' then
+  -- (The caller waits no longer than what it knew falls due: 10 ms of slack for the time
+  -- since, so that only a due time it did not know, and sooner, ends the wait at once.)
+  if got == 0 and (out[1] < 0 or out[1] + 10 >= tonumber(wait)) then
+    redis.call('SET', ticket, receipt .. ' ' .. ARGV[5], 'PX', wait)
+    for i = FIRST_QUEUE, #ARGV do
+      local waiters = qkey(ARGV[i], 'waiters')
+      redis.call('LREM', waiters, '0', ticket)
+      redis.call('LPUSH', waiters, ticket)
+    end
+  else
+    deliver(ticket, '')
+  end
 end
 return out

@@ -12,9 +12,17 @@
 --   q:<queue>:delayed    ZSET    messages not due yet: score = unix time they fall due
 --   q:<queue>:leased     ZSET    messages handed out: score = unix time the lease lapses
 --   q:<queue>:dead       ZSET    dead letters: score = unix time they died
---   q:<queue>:wake       LIST    at most one wake-up token; idle fetchers block on it
---   t:<random>           LIST    a fetching process's token, moved there by its BLMOVE and
---                                deleted by the claim script in the same write
+--   q:<queue>:waiters    LIST    tickets (f:<random>) of fetchers waiting for this queue,
+--                                newest first; a ticket gone or expired is skipped and
+--                                dropped (on one server; a Cluster's fetchers use wake)
+--   f:<random>           STRING  a waiting fetcher's ticket: "<receipt> <lease seconds>"
+--                                for the message handed to it; expires when its wait ends,
+--                                and whoever hands it a message or a wake-up deletes it
+--   f:<random>:in        LIST    that fetcher's inbox, which it blocks on: a message handed
+--                                to it, leased ("<id> <receipt> <len(queue)> <queue><body>"),
+--                                or "" (a wake-up: something may be claimable)
+--   q:<queue>:wake       LIST    at most one wake-up token, for a Cluster's fetchers, which
+--                                block on it (their queues and inbox would lie apart)
 --   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
 --                                only an evicting maxmemory-policy does (workers refuse one)
 --   workers              ZSET    worker id -> unix time its heartbeat expires
@@ -55,9 +63,36 @@ local function now()
 end
 local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
 local function mkey(id) return prefix .. 'm:' .. id end
-local function wake(queue)
+-- An idle fetcher's inbox lives this long after something is put in it: one SIGKILLed
+-- while waiting leaves it behind (a message in it is leased, and comes back when that
+-- lapses).
+local INBOX_TTL = '60000'
+-- The ticket and its value ("<receipt> <lease>") of the fetcher waiting longest for
+-- `queue`, taken (so nothing else is handed to it); nil if none waits. The tickets before
+-- it that are gone (their fetcher woke, or died) are dropped on the way.
+local function waiter(queue)
+  local key = qkey(queue, 'waiters')
+  while true do
+    local ticket = redis.call('RPOP', key)
+    if not ticket then return nil end
+    local lease = redis.call('GETDEL', ticket)
+    if lease then return ticket, lease end
+  end
+end
+local function deliver(ticket, entry)
+  local inbox = ticket .. ':in'
+  redis.call('LPUSH', inbox, entry)
+  redis.call('PEXPIRE', inbox, INBOX_TTL)
+end
+-- The token a Cluster's fetchers of `queue` block on.
+local function wake_list(queue)
   local key = qkey(queue, 'wake')
   if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
+end
+-- Something of `queue` may be claimable: wake one fetcher waiting for it.
+local function wake(queue)
+  local ticket = waiter(queue)
+  if ticket then deliver(ticket, '') else wake_list(queue) end
 end
 local function make_ready(queue, id)
   local score = redis.call('HGET', mkey(id), 's')
