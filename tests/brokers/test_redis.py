@@ -1,5 +1,6 @@
 """What the Redis broker promises beyond the contract suite: no polling, messages handed to
-waiting fetchers, bounded wake tokens, thread-safety, redacted errors, a SIGKILLed consumer, and a redis_server restart."""
+waiting fetchers, bounded wake tokens, thread-safety, redacted errors, a SIGKILLed consumer,
+and a redis_server restart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from soloist.brokers import redis as redis_broker
 from soloist.brokers import redis_script, redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
