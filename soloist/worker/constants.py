@@ -29,8 +29,8 @@ PIPE_DEPTH = 1000
 #: How long one idle fetch blocks; bounds how late an idle worker sees a warm shutdown.
 FETCH_WAIT = 0.5
 #: How long it blocks on a broker whose wait a warm shutdown cuts short
-#: (`Broker.interruptible`): fewer calls while idle (Redis: one BLMOVE per 10 s, with the
-#: claim its broker makes every 10 s anyway in case a wake-up token was lost).
+#: (`Broker.interruptible`): fewer calls while idle (Redis: one claim and one BLPOP per
+#: 10 s).
 IDLE_FETCH_WAIT = 10.0
 #: How long a fetch blocks while tasks run in a pool with free slots: the main thread
 #: settles their outcomes between fetches, so this bounds how late a result is stored.
