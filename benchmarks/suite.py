@@ -4,7 +4,8 @@
 
 For each broker: publish rate from one producer (`task.delay` one by one; `task.map`
 batched), no-op execution rate of one solo worker on a pre-filled queue (results off and
-on; results off also against the same worker on the memory broker, which does no I/O),
+on; results off also against the same worker on the memory broker, which does no I/O;
+on RabbitMQ, results off at `--settle-batch 100` too, where settling each task costs most),
 enqueue-to-start latency of an idle `soloist worker` process, its start-up time to the
 first task, and its peak RSS. Beside each figure, the floor measured in the same run by
 a bare client loop doing the same broker operations (benchmarks/floors.py), unbatched and
@@ -62,6 +63,8 @@ class Setup:
     tasks: int
     rounds: int  # latency samples
     cleanup: Callable[[], None]
+    #: A `--settle-batch` to measure results off at too, beside the default (1).
+    settle_batch: int | None = None
 
 
 @dataclass
@@ -115,14 +118,16 @@ def env_for(setup: Setup, queue: str, stamp_file: Path) -> dict[str, str]:
     return env
 
 
-def execution_rate(setup: Setup, results: bool, broker: str | None = None) -> float:
+def execution_rate(
+    setup: Setup, results: bool, broker: str | None = None, settle_batch: int = 1
+) -> float:
     """No-op tasks/s of one solo worker in this process, burst mode, on a full queue (of
-    `broker`, else the setup's)."""
+    `broker`, else the setup's), settling `settle_batch` tasks at a time."""
     queue = new_queue("exec")
     app = make_app(broker or setup.broker, setup.results, queue)
     app.tasks["suite.noop_result" if results else "suite.noop"].starmap([()] * setup.tasks)
     app.results.get("suite-warm-up")  # import and connect the result store before timing
-    worker = Worker(app, [queue], burst=True)
+    worker = Worker(app, [queue], burst=True, settle_batch=settle_batch)
     try:
         return rate(setup.tasks, worker.run)
     finally:
@@ -193,14 +198,21 @@ def measure(setup: Setup, tmp: Path) -> list[Row]:
     off, on = execution_rate(setup, False), execution_rate(setup, True)
     # The same worker on the memory broker (no I/O): what the worker's own Python allows.
     memory = execution_rate(setup, False, "memory://")
+    batch = setup.settle_batch
+    batched = execution_rate(setup, False, settle_batch=batch) if batch else None
     con_floor, con_batched = floor.consume(n), floor.consume_batched(setup.tasks)
     startup, p50, p99, rss = worker_process(setup, tmp)
     f50, f99 = floor.latency(setup.rounds)
     bare_start, bare_rss = bare_process(setup)
+    at_batch = []
+    if batched is not None:
+        label = f"  --settle-batch {batch} (/s)"
+        at_batch = [Row(name, label, batched, con_floor, con_batched)]
     return [
         Row(name, "publish, task.delay (msg/s)", publish, pub_floor, pub_batched),
         Row(name, "publish, task.map (msg/s)", publish_many, pub_floor, pub_batched),
         Row(name, "no-op tasks, results off (/s)", off, con_floor, con_batched),
+        *at_batch,
         Row(name, "no-op tasks, results on (/s)", on, con_floor, con_batched),
         Row(name, "  results on / results off", on / off, fmt="{:.2f}"),
         Row(name, "  results off / memory broker", off / memory, fmt="{:.2f}"),
@@ -307,6 +319,8 @@ def setups(names: list[str], quick: bool, tmp: Path) -> list[Setup | str]:
                     int(8000 * scale),
                     int(150 * scale),
                     _delete_amqp_queues,
+                    # Each task's ack is a Raft command: what the documented batch buys.
+                    settle_batch=100,
                 )
             )
         else:
