@@ -21,13 +21,17 @@ PROTOCOL = 1
 #: Deepest nesting of lists and maps allowed in arguments.
 DEFAULT_MAX_DEPTH = 32
 _NESTING = (list, tuple, dict)
+#: Types that never nest, looked up before `isinstance`: an `isinstance` that fails reads
+#: the object's `__class__` first, so a scalar tested against _NESTING costs about as much
+#: as the rest of a producer's walk.
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def depth(obj: Any, limit: int) -> int:
     """How deeply lists, tuples and maps nest in `obj` (a scalar is 0), without recursion;
     `limit + 1` as soon as it is deeper than `limit` (so an argument that contains itself
     is measured, not walked forever)."""
-    if not isinstance(obj, _NESTING):
+    if type(obj) in _FLAT or not isinstance(obj, _NESTING):
         return 0
     deepest, stack = 0, [(obj, 1)]
     while stack:
@@ -37,9 +41,24 @@ def depth(obj: Any, limit: int) -> int:
             if level > limit:
                 return level
         for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, _NESTING):  # scalars cannot nest deeper
+            # (scalars cannot nest deeper)
+            if type(child) not in _FLAT and isinstance(child, _NESTING):
                 stack.append((child, level + 1))
     return deepest
+
+
+def _flat(args: Any, kwargs: Any) -> bool:
+    """Whether no argument is a container: the common call, with nothing to walk (the loop
+    over the arguments' types runs in C)."""
+    return _FLAT.issuperset(map(type, args)) and (
+        not kwargs or _FLAT.issuperset(map(type, kwargs.values()))
+    )
+
+
+def nesting(args: Any, kwargs: Any, limit: int) -> int:
+    """How deeply a call's arguments nest (scalar arguments are one level); `limit + 1` as
+    soon as they are deeper than `limit`."""
+    return 1 if _flat(args, kwargs) else depth((args, kwargs), limit + 1) - 1
 
 
 def new_id() -> str:
@@ -65,12 +84,7 @@ class Message:
     ) -> bytes:
         """Serialize; raise `MessageTooLarge` past `max_size` bytes and `LimitExceeded`
         for arguments nested deeper than `max_depth`."""
-        nesting = (
-            max(depth(list(self.args), max_depth), depth(self.kwargs, max_depth))
-            if self.args or self.kwargs
-            else 0
-        )
-        if nesting > max_depth:
+        if (self.args or self.kwargs) and nesting(self.args, self.kwargs, max_depth) > max_depth:
             raise LimitExceeded(
                 f"arguments of {self.task} nest deeper than the limit of {max_depth}"
                 " (or contain themselves)"
@@ -136,12 +150,13 @@ class Message:
             raise DecodeError("kwargs is not a map of names", task, msg_id)
         if not isinstance(sent, (int, float)) or not isinstance(opts, dict):
             raise DecodeError("malformed sent time or options", task, msg_id)
-        # In JSON every level opens with a bracket, so a body with few of them is shallow
-        # enough without walking it (brackets inside strings only make the count larger);
-        # no arguments at all need neither.
-        shallow = not (args or kwargs) or (
-            body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth
+        # Scalar arguments need no walk; nor, in JSON, where every level opens with a
+        # bracket, a body with few of them (brackets inside strings only add to the count).
+        shallow = (
+            not (args or kwargs)
+            or _flat(args, kwargs)
+            or (body[:1] == b"j" and body.count(b"[") + body.count(b"{") <= max_depth)
         )
-        if not shallow and depth([args, kwargs], max_depth + 1) - 1 > max_depth:
+        if not shallow and depth((args, kwargs), max_depth + 1) - 1 > max_depth:
             raise DecodeError(f"arguments nest deeper than the limit of {max_depth}", task, msg_id)
         return cls(task, tuple(args), kwargs, msg_id, float(sent), opts)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soloist.errors import ConfigurationError, DecodeError, MessageTooLarge
+from soloist.errors import ConfigurationError, DecodeError, LimitExceeded, MessageTooLarge
 from soloist.message import Message
 from soloist.serializers import Codec
 
@@ -22,6 +22,36 @@ def test_round_trip(serializer: str) -> None:
     codec = Codec(serializer)
     msg = Message("t", (1, "two", [3]), {"k": {"n": None}}, options={"ignore_result": True})
     assert Message.decode(msg.encode(codec), codec) == msg
+
+
+class Items(list):  # type: ignore[type-arg]
+    """A container whose type is not list's own."""
+
+
+def nested(levels: int, box: type = list) -> object:
+    value: object = 0
+    for _ in range(levels):
+        value = box([value])
+    return value
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize("box", [list, tuple, Items])
+def test_depth_limit_counts_every_container_on_both_sides(serializer: str, box: type) -> None:
+    """Scalar arguments skip the walk: a container of any kind, positional or keyword,
+    among scalars, still counts, on the producer and on the worker."""
+    codec = Codec(serializer)
+    scalars = (1, 2.5, "s", True, None)
+    ok = Message("t", (*scalars, nested(31, box)), {"k": "v"})
+    assert Message.decode(ok.encode(codec, max_depth=32), codec, 32).args[:5] == scalars
+    for args, kwargs in [((*scalars, nested(32, box)), {}), (scalars, {"k": nested(32, box)})]:
+        message = Message("t", args, kwargs)
+        with pytest.raises(LimitExceeded):
+            message.encode(codec, max_depth=32)
+        body = message.encode(codec, max_depth=33)
+        with pytest.raises(DecodeError, match="deeper than the limit of 32"):
+            Message.decode(body, codec, 32)
+        assert Message.decode(body, codec, 33).id == message.id
 
 
 def test_size_limit() -> None:
