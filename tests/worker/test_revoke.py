@@ -4,10 +4,14 @@ runs in every pool, recorded as REVOKED; with real worker processes."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from soloist import App, TaskRevoked
+from soloist.results.base import Revocation
+from soloist.worker.revocation import Revocations
 from tests.conftest import WorkerProcesses
 
 
@@ -58,3 +62,21 @@ def test_revoke_cli(workers: WorkerProcesses, sample_app: App) -> None:
     assert f"{pending.id} revoked" in done.stdout
     assert f"{finished.id} not revoked: it already finished (SUCCESS)" in done.stdout
     assert pending.state == "REVOKED"
+
+
+def test_sync_adds_new_revocations_and_forgets_those_past_the_result_ttl() -> None:
+    log: list[Revocation] = []
+    store = SimpleNamespace(
+        revocation_mark=lambda: None,
+        revoked_since=lambda since: [r for r in log if r.at >= since],
+    )
+    app: Any = SimpleNamespace(results=store, result_ttl=60.0)
+    revoked = Revocations(app)
+    now = time.time()
+    log += [Revocation("stale", now - 61, False), Revocation("fresh", now, False)]
+    revoked.sync()
+    assert "fresh" in revoked and "stale" not in revoked
+    log.append(Revocation("terminated", now, True))
+    revoked.sync()
+    assert sorted(revoked) == ["fresh", "terminated"]
+    assert revoked.get("terminated") == log[-1]
