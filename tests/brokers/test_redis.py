@@ -403,11 +403,15 @@ def test_one_batch_publish_wakes_every_idle_consumer(
         c.close()
 
 
-def test_wake_tokens_stay_bounded(broker: RedisBroker, queue: str) -> None:
+def test_publishes_with_nobody_waiting_leave_no_wake_up_behind(
+    broker: RedisBroker, queue: str
+) -> None:
+    """On one server only a waiting fetcher is woken: no token piles up for nobody."""
     broker.publish_many([(queue, b"x", 0, 0)] * 50)
     for _ in range(50):
         broker.publish(queue, b"y", delay=60)
-    assert broker.redis.client.llen(f"{broker.prefix}q:{queue}:wake") == 1
+    keys = sorted(broker.redis.client.keys(f"{broker.prefix}q:{queue}:*"))
+    assert keys == [f"{broker.prefix}q:{queue}:{kind}".encode() for kind in ("delayed", "ready")]
 
 
 def test_a_lapsed_lease_moved_back_to_ready_can_still_be_acked_by_its_holder(

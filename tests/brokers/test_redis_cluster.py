@@ -19,7 +19,7 @@ from redis.crc import key_slot
 from soloist import App
 from soloist.brokers import from_url
 from soloist.brokers.cluster import queue_tag
-from soloist.brokers.redis import RedisBroker
+from soloist.brokers.redis import RedisBroker, queue_key
 from soloist.brokers.redis_cluster import RedisClusterBroker
 from soloist.errors import ConfigurationError
 from soloist.results.redis import RedisResultStore
@@ -167,6 +167,16 @@ def test_an_idle_fetch_over_several_slots_wakes_for_each(url: str) -> None:
     finally:
         consumer.close()
         producer.close()
+
+
+def test_wake_tokens_stay_bounded(broker: RedisClusterBroker) -> None:
+    """A Cluster's fetchers block on the queue's wake list: one token, however many
+    publishes."""
+    queue = f"t-{uuid.uuid4().hex[:6]}"
+    broker.publish_many([(queue, b"x", 0, 0)] * 50)
+    for _ in range(50):
+        broker.publish(queue, b"y", delay=60)
+    assert broker.redis.command("LLEN", queue_key(broker.redis, queue, "wake")) == 1
 
 
 def test_a_queue_whose_slot_moves_to_another_shard_keeps_working(

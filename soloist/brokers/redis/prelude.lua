@@ -21,8 +21,8 @@
 --   f:<random>:in        LIST    that fetcher's inbox, which it blocks on: a message handed
 --                                to it, leased ("<id> <receipt> <len(queue)> <queue><body>"),
 --                                or "" (a wake-up: something may be claimable)
---   q:<queue>:wake       LIST    at most one wake-up token, for a Cluster's fetchers, which
---                                block on it (their queues and inbox would lie apart)
+--   q:<queue>:wake       LIST    on a Cluster, at most one wake-up token: its fetchers block
+--                                on it (their queues and inbox would lie apart)
 --   q:<queue>:lost       STRING  messages a claim found without their hash: evicted, which
 --                                only an evicting maxmemory-policy does (workers refuse one)
 --   workers              ZSET    worker id -> unix time its heartbeat expires
@@ -84,15 +84,17 @@ local function deliver(ticket, entry)
   redis.call('LPUSH', inbox, entry)
   redis.call('PEXPIRE', inbox, INBOX_TTL)
 end
--- The token a Cluster's fetchers of `queue` block on.
-local function wake_list(queue)
-  local key = qkey(queue, 'wake')
-  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
-end
--- Something of `queue` may be claimable: wake one fetcher waiting for it.
+-- Something of `queue` may be claimable: wake one fetcher waiting for it. On a Cluster
+-- (whose script calls name the prefix as KEYS[1], to route them) fetchers block on the
+-- queue's wake list instead: their inbox and the queue would lie in different slots.
 local function wake(queue)
-  local ticket = waiter(queue)
-  if ticket then deliver(ticket, '') else wake_list(queue) end
+  if KEYS[1] then
+    local key = qkey(queue, 'wake')
+    if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
+  else
+    local ticket = waiter(queue)
+    if ticket then deliver(ticket, '') end
+  end
 end
 local function make_ready(queue, id)
   local score = redis.call('HGET', mkey(id), 's')

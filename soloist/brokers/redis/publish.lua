@@ -25,7 +25,7 @@ for i = 2, #ARGV, 4 do
       wake(queue)
     else
       redis.call('ZADD', qkey(queue, 'ready'), score, id)
-      wake_list(queue)  -- nobody waits but a Cluster's fetchers, if any
+      if KEYS[1] then wake(queue) end  -- on one server, nobody waits (waiter() said so)
     end
   end
   ids[#ids + 1] = id
