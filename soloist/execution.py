@@ -227,11 +227,11 @@ class TaskRunner:
             if limit and self.soft_limit:
                 with self.soft_limit(limit):
                     value = task.run(message.args, message.kwargs)
-                    if isinstance(value, CoroutineType):
+                    if type(value) is CoroutineType:  # (cannot be subclassed)
                         value = self._await(value, limit)
             else:  # no guard to enter and leave
                 value = task.run(message.args, message.kwargs)
-                if isinstance(value, CoroutineType):
+                if type(value) is CoroutineType:  # (cannot be subclassed)
                     value = self._await(value, limit)
         except Retry as exc:
             return self._retry(delivery, message, task, exc, exc.exc, _clock() - start)
@@ -349,7 +349,7 @@ class TaskRunner:
     def run(self, delivery: Delivery) -> Outcome:
         """Run one delivery to its outcome."""
         decoded = self.decode(delivery)
-        if isinstance(decoded, Outcome):
+        if not isinstance(decoded, tuple):  # (one that fails would look __class__ up too)
             return decoded
         message, task = decoded
         if task.limits is not None:
