@@ -189,33 +189,28 @@ class RedisBroker(Broker):
                 due = time.monotonic() >= quiet_until
                 reply = self._claims(args) if woken or due else None
                 continue
-            handed = self._claim_or_wait(queues, max(math.ceil(wait * 1000), 1), args)
-            if isinstance(handed, Delivery):
-                return [handed]
-            reply = handed
-        return [
-            Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
-            for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
-        ]
+            reply, handed = self._claim_or_wait(queues, max(math.ceil(wait * 1000), 1), args)
+            if handed is not None:
+                return [*_deliveries(reply, receipt), handed]
+        return _deliveries(reply, receipt)
 
     def _claim_or_wait(
         self, queues: Sequence[str], block: int, args: tuple[object, ...]
-    ) -> list[Any] | Delivery | None:
+    ) -> tuple[list[Any] | None, Delivery | None]:
         """Claim, and if nothing was claimable, wait up to `block` ms on this process's
-        inbox (redis_wait.py): the claim's reply; or the message a publish handed over;
-        or None when an `interrupt` cut the wait short (then this process waits no more)."""
+        inbox (redis_wait.py): the claim's reply (None when an `interrupt` cut the wait
+        short: then this process waits no more), and the message handed over, if one was
+        (one left in the inbox by a wait whose reply was lost comes out first, beside what
+        the claim got)."""
         replies = self._wait.run(self._claim, block, args)
         self._wait.queues = tuple(queues)
         if replies is None or (replies[1] is None and self._wait.cut()):
             self.leave()
-            return None
+            return None, None
         claimed, popped = replies
-        if len(claimed) > 1 or popped is None or not popped[1]:
-            return list(claimed)  # claimed, timed out, or woken: claims again if it waits on
-        # "<id> <receipt> <len(queue)> <queue><body>" (prelude.lua)
-        rid, held, size, rest = popped[1].split(b" ", 3)
-        n = int(size)
-        return Delivery(rid.decode(), rest[:n].decode(), rest[n:], 1, 0, held.decode())
+        if popped is None or not popped[1]:
+            return list(claimed), None  # claimed, timed out, or woken: claims again if it waits on
+        return list(claimed), _handed(popped[1])
 
     def leave(self, *, once: bool = False) -> None:
         """Stop waiting: take this process's ticket off its queues, and give back what was
@@ -226,14 +221,9 @@ class RedisBroker(Broker):
         args = (self._wait.ticket, *self._wait.queues)
         left = self._leave.once(*args) if once else self._leave(*args)
         self._wait.queues = ()
-        handed = [entry.split(b" ", 3) for entry in left if entry]
+        handed = [_handed(entry) for entry in left if entry]
         if handed:
-            self.release(
-                [
-                    Delivery(rid.decode(), rest[: int(n)].decode(), b"", 1, 0, held.decode())
-                    for rid, held, n, rest in handed
-                ]
-            )
+            self.release(handed)
 
     def _claims(self, args: tuple[object, ...]) -> list[Any]:
         """The claim script's reply for `fetch`'s arguments (the queues last)."""
@@ -366,6 +356,24 @@ class RedisBroker(Broker):
             log.info("could not stop waiting on %s: %s", self.redis.redacted, exc)
         self._wait.close()
         self.redis.close()
+
+
+def _deliveries(reply: list[Any] | None, receipt: str) -> list[Delivery]:
+    """The deliveries in a claim script's reply (after its first item)."""
+    if reply is None:
+        return []
+    return [
+        Delivery(rid.decode(), queue.decode(), body, count, retries, receipt)
+        for rid, queue, body, count, retries in zip(*[iter(reply[1:])] * 5, strict=True)
+    ]
+
+
+def _handed(entry: bytes) -> Delivery:
+    """A message a publish handed to this process's inbox:
+    "<id> <receipt> <len(queue)> <queue><body>" (prelude.lua)."""
+    rid, receipt, size, rest = entry.split(b" ", 3)
+    n = int(size)
+    return Delivery(rid.decode(), rest[:n].decode(), rest[n:], 1, 0, receipt.decode())
 
 
 def _settled(reply: int, resent: bool) -> bool:

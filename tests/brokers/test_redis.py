@@ -207,6 +207,27 @@ def test_an_idle_fetcher_keeps_one_ticket_on_its_queue(broker: RedisBroker, queu
     assert broker.redis.client.exists(waiters) == 0
 
 
+def test_a_message_left_in_the_inbox_comes_out_beside_what_the_next_claim_gets(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A message handed over after the fetcher stopped reading (its wait's reply lost with
+    a dropped link) waits in the inbox: the next wait pops it first, still leased under
+    its own receipt, beside what that wait's claim got."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # waited, and stopped
+    ticket = broker._wait.ticket
+    broker.redis.command("SET", ticket, "0123456789abcdef 9999999999.000", "PX", 10000)
+    broker.redis.command("LPUSH", f"{broker.prefix}q:{queue}:waiters", ticket)
+    publish_elsewhere(broker, queue, b"left")  # handed over to nobody reading
+    publish_elsewhere(broker, queue, b"ready")
+    got = broker.fetch([queue], 10, 30, timeout=1.0)
+    assert sorted((d.body, d.receipt == "0123456789abcdef") for d in got) == [
+        (b"left", True),
+        (b"ready", False),
+    ]
+    assert broker.ack_many(got) == [True, True]
+    assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
+
+
 def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
     broker: RedisBroker, queue: str
 ) -> None:

@@ -79,9 +79,11 @@ local function waiter(queue)
     if lease then return ticket, lease end
   end
 end
+-- (Appended, and the fetcher pops from the front: one left there by a wait whose reply
+-- was lost comes out before a later wake-up.)
 local function deliver(ticket, entry)
   local inbox = ticket .. ':in'
-  redis.call('LPUSH', inbox, entry)
+  redis.call('RPUSH', inbox, entry)
   redis.call('PEXPIRE', inbox, INBOX_TTL)
 end
 -- Something of `queue` may be claimable: wake one fetcher waiting for it. On a Cluster
