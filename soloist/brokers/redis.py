@@ -136,6 +136,7 @@ class RedisBroker(Broker):
         #: is claimable unless a wake-up token comes (a fetch found nothing).
         self._quiet: dict[tuple[str, ...], float] = {}
         self._wait = Wait(self.redis)
+        self._stranded = False
         #: A Cluster's blocking calls go through redis-py's cluster client: not interrupted.
         self.interruptible = not self.on_cluster
 
@@ -161,6 +162,11 @@ class RedisBroker(Broker):
         """Claim; when nothing is claimable, wait for a message handed over or a wake-up
         (on a Cluster: a token), or for a delayed message or lease to fall due (see the
         module doc)."""
+        if self._stranded:
+            # A wait that did not outlast an outage: give back what was handed over
+            # meanwhile, which would otherwise sit leased in the inbox.
+            self._stranded = False
+            self.leave()
         start = time.monotonic()
         deadline = start + timeout
         receipt = secrets.token_hex(8)
@@ -202,8 +208,10 @@ class RedisBroker(Broker):
         short: then this process waits no more), and the message handed over, if one was
         (one left in the inbox by a wait whose reply was lost comes out first, beside what
         the claim got)."""
-        replies = self._wait.run(self._claim, block, args)
         self._wait.queues = tuple(queues)
+        self._stranded = True  # until the wait's replies are read (see `fetch`)
+        replies = self._wait.run(self._claim, block, args)
+        self._stranded = False
         if replies is None or (replies[1] is None and self._wait.cut()):
             self.leave()
             return None, None

@@ -48,8 +48,8 @@ class Wait:
         self.ticket = self.inbox = ""
         self._new_ticket()
         #: The queues whose waiters the ticket may be among (set by the broker, whose
-        #: `leave` takes it off them; none in a forked child).
-        self.queues: tuple[str, ...] = ()
+        #: `leave` takes it off them).
+        self._queues: tuple[str, ...] = ()
         self._blocking = False
         self._interrupted = False
         self._lock = threading.Lock()
@@ -66,6 +66,15 @@ class Wait:
             return self.conn.call(self._run, claim, block, args)
         finally:
             self._blocking = False
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues this process's ticket may wait on (none in a forked child)."""
+        return self._queues if self._pid == os.getpid() else ()
+
+    @queues.setter
+    def queues(self, queues: tuple[str, ...]) -> None:
+        self._queues = queues
 
     def cut(self) -> bool:
         """Whether an `interrupt` is pending (without taking it, as `interrupted` does)."""
@@ -146,7 +155,6 @@ class Wait:
             # A forked child: never its parent's socket, nor its ticket.
             self._link, self._client_id, self._pid = None, None, os.getpid()
             self._new_ticket()
-            self.queues = ()
         if self._link is None:
             self._client_id = None
             link = self.conn.link()

@@ -22,6 +22,7 @@ from soloist.brokers import redis_script, redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
 from soloist.brokers.redis_connection import pack
+from soloist.brokers.redis_script import Script
 from soloist.errors import BrokerUnavailable, ConfigurationError
 from soloist.results.base import SUCCESS
 from soloist.results.redis import RedisResultStore
@@ -226,6 +227,28 @@ def test_a_message_left_in_the_inbox_comes_out_beside_what_the_next_claim_gets(
     ]
     assert broker.ack_many(got) == [True, True]
     assert broker.stats(queue) == QueueStats(0, 0, 0, 0, 0)
+
+
+def test_a_fetch_after_a_wait_lost_to_an_outage_gives_back_what_was_handed_over(
+    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait that raised (an outage longer than the reconnect timeout) never read its
+    inbox: the next fetch, which may be a plain claim, first takes the ticket off the queue
+    and gives back a message handed over meanwhile, uncounted."""
+
+    def lost(wait: redis_wait.Wait, claim: Script, block: int, args: tuple[object, ...]) -> None:
+        broker.redis.execute(claim.command(wait.ticket, 10_000, *args))  # the claim ran
+        publish_elsewhere(broker, queue, b"handed")  # to the ticket it set
+        raise BrokerUnavailable("Redis is away")  # and the BLPOP's reply never came
+
+    monkeypatch.setattr(redis_wait.Wait, "_exchange", lost)
+    with pytest.raises(BrokerUnavailable):
+        broker.fetch([queue], 10, 30, timeout=0.5)
+    monkeypatch.undo()
+    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # leased to the lost wait
+    (got,) = broker.fetch([queue], 10, 30, timeout=0)
+    assert (got.body, got.delivery_count) == (b"handed", 1)
+    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
 
 
 def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
@@ -498,6 +521,7 @@ _CONSUME_AND_HANG = """
 import sys, time
 from soloist.brokers.redis import RedisBroker
 from soloist.brokers.redis_connection import pack
+from soloist.brokers.redis_script import Script
 (d,) = RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 5.0)
 print(d.id, flush=True)
 time.sleep(60)
