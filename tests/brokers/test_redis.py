@@ -266,37 +266,6 @@ def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
     assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
 
 
-def test_a_message_handed_to_a_fetcher_killed_while_waiting_comes_back(
-    broker: RedisBroker, queue: str
-) -> None:
-    """A fetcher SIGKILLed while it waits leaves its ticket until its wait would have ended:
-    one message published meanwhile is handed to it, leased, and comes back to another
-    fetch when that lease lapses, counted as delivered once."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", _WAIT_AND_HANG, broker.url, queue],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert child.stdout is not None
-    waiters = f"{broker.prefix}q:{queue}:waiters"
-    wait_until(lambda: broker.redis.client.llen(waiters) == 1, 10, "the child waits")
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    child.stdout.close()
-    mid = broker.publish(queue, b"orphan")
-    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # handed to the dead fetcher
-    (again,) = broker.fetch([queue], 1, 30, timeout=5.0)
-    assert (again.id, again.body, again.delivery_count) == (mid, b"orphan", 2)
-
-
-_WAIT_AND_HANG = """
-import sys
-from soloist.brokers.redis import RedisBroker
-RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 60.0)
-"""
-
-
 def test_a_fetch_of_several_queues_is_handed_a_message_of_either(
     broker: RedisBroker, queue: str
 ) -> None:
@@ -528,14 +497,19 @@ time.sleep(60)
 """
 
 
-def test_a_sigkilled_consumer_loses_nothing(broker: RedisBroker, queue: str) -> None:
-    mid = broker.publish(queue, b"survivor")
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CONSUME_AND_HANG, broker.url, queue],
+def child_process(source: str, broker: RedisBroker, queue: str) -> subprocess.Popen[str]:
+    """`python -c source url queue`, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", source, broker.url, queue],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
+
+
+def test_a_sigkilled_consumer_loses_nothing(broker: RedisBroker, queue: str) -> None:
+    mid = broker.publish(queue, b"survivor")
+    child = child_process(_CONSUME_AND_HANG, broker, queue)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == mid
     child.send_signal(signal.SIGKILL)
@@ -544,6 +518,31 @@ def test_a_sigkilled_consumer_loses_nothing(broker: RedisBroker, queue: str) -> 
     assert broker.fetch([queue], 1, 30, 0.1) == []  # its lease still runs
     (again,) = broker.fetch([queue], 1, 30, timeout=3.0)
     assert (again.id, again.body, again.delivery_count) == (mid, b"survivor", 2)
+
+
+_WAIT_AND_HANG = """
+import sys
+from soloist.brokers.redis import RedisBroker
+RedisBroker(sys.argv[1]).fetch([sys.argv[2]], 1, 1.0, 60.0)
+"""
+
+
+def test_a_message_handed_to_a_fetcher_killed_while_waiting_comes_back(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A fetcher SIGKILLed while it waits leaves its ticket until its wait would have ended:
+    one message published meanwhile is handed to it, leased, and comes back to another
+    fetch when that lease lapses, counted as delivered once."""
+    child = child_process(_WAIT_AND_HANG, broker, queue)
+    waiters = f"{broker.prefix}q:{queue}:waiters"
+    wait_until(lambda: broker.redis.client.llen(waiters) == 1, 10, "the child waits")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    mid = broker.publish(queue, b"orphan")
+    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # handed to the dead fetcher
+    (again,) = broker.fetch([queue], 1, 30, timeout=5.0)
+    assert (again.id, again.body, again.delivery_count) == (mid, b"orphan", 2)
 
 
 def test_a_server_restart_loses_no_acknowledged_publish(
