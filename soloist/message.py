@@ -48,11 +48,15 @@ def depth(obj: Any, limit: int) -> int:
 
 
 def _flat(args: Any, kwargs: Any) -> bool:
-    """Whether no argument is a container: the common call, with nothing to walk (the loop
-    over the arguments' types runs in C)."""
-    return _FLAT.issuperset(map(type, args)) and (
-        not kwargs or _FLAT.issuperset(map(type, kwargs.values()))
-    )
+    """Whether no argument is a container: the common call, with nothing to walk."""
+    for arg in args:
+        if type(arg) not in _FLAT:
+            return False
+    if kwargs:
+        for arg in kwargs.values():
+            if type(arg) not in _FLAT:
+                return False
+    return True
 
 
 def nesting(args: Any, kwargs: Any, limit: int) -> int:
