@@ -1,7 +1,7 @@
 """The message envelope: what a producer puts on a queue to ask for one task call.
 
 Protocol version 1 is a map with short keys, serialized by a `Codec`:
-`v` version, `id` task id, `task` task name, `args`, `kwargs`, `sent` unix time,
+`v` version, `id` task id, `task` task name, `args`, `kwargs`, `sent` unix time (to 10 µs),
 and `opts` per-call options the worker must honour (e.g. `ignore_result`; `wf`, what
 comes next in a workflow: see soloist.workflow). Empty `args`, `kwargs` and `opts` are
 left out: a missing one reads as empty.
@@ -73,6 +73,13 @@ def new_id() -> str:
     return ((time.time_ns() // 1000).to_bytes(7, "big") + os.urandom(9)).hex()
 
 
+def _sent_now() -> float:
+    """The unix time to 10 µs, for `sent`: at most 15 significant digits, which a worker's
+    float parser reads on its short path (a full-precision `time.time()` has 17, whose
+    parse touches about 70 more lines of code on a cold worker's way to the task)."""
+    return time.time_ns() // 10_000 / 100_000
+
+
 # Not frozen: every task run decodes one, and frozen dataclasses cost 3x as much to make.
 @dataclass(slots=True)
 class Message:
@@ -80,7 +87,7 @@ class Message:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
-    sent: float = field(default_factory=time.time)
+    sent: float = field(default_factory=_sent_now)
     options: dict[str, Any] = field(default_factory=dict)
 
     def encode(

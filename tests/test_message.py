@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,16 @@ def test_depth_limit_counts_every_container_on_both_sides(serializer: str, box: 
         with pytest.raises(DecodeError, match="deeper than the limit of 32"):
             Message.decode(body, codec, 32)
         assert Message.decode(body, codec, 33).id == message.id
+
+
+def test_sent_is_the_time_in_at_most_15_significant_digits() -> None:
+    """A worker's float parser reads such a number on its short path (a full-precision
+    time.time() has 17 digits)."""
+    for _ in range(50):
+        before = time.time()
+        sent = Message("t").sent
+        assert before - 0.00001 <= sent <= time.time()
+        assert len(repr(sent).replace(".", "").lstrip("0")) <= 15
 
 
 def test_size_limit() -> None:
