@@ -14,11 +14,11 @@ among its queues' waiters, and the fetcher blocks (BLPOP) on its own inbox, in t
 write as the claim. A publish to a queue with a waiter hands the message over: leased to
 that fetcher and pushed on its inbox, so the BLPOP returns the message itself, and a
 wake-up costs Redis no claim and the worker no round trip. Anything else that makes a
-message claimable (a retry, a release, a lease or delay falling due) wakes one waiter
-with an empty entry, and it claims. A fetcher's wait ends when something it knew of falls
-due, or after seconds: its warm shutdown ends it with CLIENT UNBLOCK
-(brokers/redis_wait.py), and takes its ticket off the queues, giving back anything handed
-over meanwhile. So an idle worker costs Redis a few calls a second
+message claimable (a retry, a release, a delayed publish) wakes one waiter with an empty
+entry, and it claims. A wait lasts until something the fetcher knew of falls due, at most
+seconds; a warm shutdown ends it at once with CLIENT UNBLOCK (brokers/redis_wait.py) and
+takes the ticket off the queues, giving back anything handed over meanwhile. So an idle
+worker costs Redis a few calls a second
 (benchmarks/idle_bench.py). On a Cluster a fetcher's inbox and its queues would lie in
 different slots: there a publish pushes a token on the queue's wake list, fetchers block
 on those, then claim (redis_cluster.py). A fetcher that claims messages and leaves more
@@ -172,9 +172,9 @@ class RedisBroker(Broker):
         receipt = secrets.token_hex(8)
         args = (max(max_count, 1), lease, receipt, self.max_deliveries, POISON_FORMAT, *queues)
         key = tuple(queues)
-        # A fetch that waits may skip its first claim when the last one found nothing and
-        # nothing has fallen due since: whatever arrived meanwhile woke it. On one server
-        # the wait claims first anyway.
+        # A fetch that waits may skip its first claim when the last one found nothing: on
+        # one server its wait claims first anyway; on a Cluster, until something falls
+        # due (whatever arrived meanwhile pushed a token).
         quiet_until = self._quiet.pop(key, 0.0)
         quiet = timeout > 0 and (start < quiet_until or (quiet_until > 0 and not self.on_cluster))
         reply = None if quiet else self._claims(args)
