@@ -16,7 +16,8 @@ simulated cache misses per task, counted only between the fetch's return and the
 first line (CALLGRIND_TOGGLE_COLLECT from a small C library, called through ctypes),
 with the caches this machine kind has (L1 32 KB code, 48 KB data; 4 MB per core below).
 The last-level misses (ILmr, DLmr, DLmw) are what a cold wake-up pays for; they repeat to
-within about 3%. `--keep DIR` keeps callgrind's outputs, for `callgrind_annotate`.
+within a few percent. `--keep DIR` keeps callgrind's outputs (one per thread, the
+main thread's ending in -01), for `callgrind_annotate`.
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ def one_run(tasks: int, toggle: Callable[[], object] | None) -> float:
 def counted(tree: str, tasks: int, tmp: Path, out: Path) -> dict[str, float]:
     """callgrind's events per task on `tree`'s path (its output written to `out`)."""
     cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", *CACHES, "--collect-atstart=no"]
+    cmd += ["--separate-threads=yes"]  # the main thread's counts alone, not the keeper's
     cmd += [f"--callgrind-out-file={out}", sys.executable, __file__, "--one", "--tasks"]
     cmd += [str(tasks), "--toggle", str(tmp / "toggle.so"), tree]
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), PYTHONHASHSEED="0")
     subprocess.run(cmd, env=env, capture_output=True, check=True)
-    lines = out.read_text().splitlines()
+    lines = Path(f"{out}-01").read_text().splitlines()  # thread 1: the main thread
     events = next(line for line in lines if line.startswith("events:")).split()[1:]
     totals = next(line for line in lines if line.startswith(("summary:", "totals:"))).split()[1:]
     return {e: int(t) / (tasks - 5) for e, t in zip(events, totals, strict=True)}
