@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_support import RedisServer, free_port
+from tests.support.redis_support import RedisServer, quiet_ports
 
 
 class RedisCluster:
@@ -24,18 +24,19 @@ class RedisCluster:
         self.dir = data_dir
         self.replicas = replicas
         self.servers: list[RedisServer] = []
-        for n in range(masters * (1 + replicas)):
+        nodes = masters * (1 + replicas)
+        ports = quiet_ports(2 * nodes)  # each node's, and its cluster bus's
+        for n in range(nodes):
             node_dir = data_dir / f"node{n}"
             node_dir.mkdir(parents=True)
             options = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node_dir / "nodes.conf"),
-                # The bus port defaults to the port + 10000: past 65535 for a high free port.
-                "--cluster-port", str(free_port()),
+                "--cluster-port", str(ports[nodes + n]),
                 "--cluster-node-timeout", "2000",
                 "--appendonly", "no",  # nothing here restarts a node: no fsync per write
             ]  # fmt: skip
-            self.servers.append(RedisServer(node_dir, *options))
+            self.servers.append(RedisServer(node_dir, *options, port=ports[n]))
 
     @property
     def ports(self) -> list[int]:

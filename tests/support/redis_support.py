@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,31 +49,46 @@ class FlushingRedisResultStore(RedisResultStore):
         super().close()
 
 
-#: A cluster node also listens on its port + 10000, so its port must be below this.
-CLUSTER_PORTS = 55536
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def free_port(below: int = 65536) -> int:
-    """A port nothing listens on now, below `below`."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < below:
-            return port
+def quiet_ports(count: int) -> list[int]:
+    """`count` distinct ports nothing listens on now, below the kernel's range for outgoing
+    connections (32768-60999 here): between now and a slow start (a cluster's nodes start
+    one by one), a port from that range can be taken by any process's next connection."""
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(20000, 32768), 12768):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            if len(held) == count:
+                return [int(h.getsockname()[1]) for h in held]
+        raise RuntimeError(f"no {count} free ports below 32768")
+    finally:
+        for h in held:
+            h.close()
 
 
 class RedisServer:
     """A redis-server of a test's own, persisting every write (appendfsync always)."""
 
-    def __init__(self, data_dir: Path, *options: str) -> None:
+    def __init__(self, data_dir: Path, *options: str, port: int = 0) -> None:
         if shutil.which("redis-server") is None:
             message = "redis-server is not installed"
             if os.environ.get("CI"):
                 pytest.fail(message + " (CI must run every broker's tests)")
             pytest.skip(message)
         self.dir = data_dir
-        self.port = free_port(CLUSTER_PORTS if "--cluster-enabled" in options else 65536)
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.options = options  # more redis-server arguments, e.g. "--maxmemory", "2mb"
         self.proc: subprocess.Popen[bytes] | None = None
