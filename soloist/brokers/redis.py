@@ -144,10 +144,9 @@ class RedisBroker(Broker):
         self._quiet: dict[tuple[str, ...], float] = {}
         self._wait = Wait(self.redis)
         self._stranded = False
-        #: After a wait that timed out, the monotonic time until which the next wait on
-        #: the same queues (`Wait.queues`) may keep its ticket, which stands a while after
-        #: the wait; 0 when none stands.
-        self._stay_until = 0.0
+        #: After a wait that timed out: its queues, and the monotonic time until which the
+        #: next wait may keep its ticket (the ticket stands a while after the wait).
+        self._staying: tuple[tuple[str, ...], float] | None = None
         #: A Cluster's blocking calls go through redis-py's cluster client: not interrupted.
         self.interruptible = not self.on_cluster
 
@@ -188,7 +187,7 @@ class RedisBroker(Broker):
         # due (whatever arrived meanwhile pushed a token).
         quiet_until = self._quiet.pop(key, 0.0)
         quiet = timeout > 0 and (start < quiet_until or (quiet_until > 0 and not self.on_cluster))
-        if not quiet and self._stay_until:
+        if not quiet and self._staying is not None:
             self.leave()  # a fetch that claims without waiting: the ticket may still stand
         reply = None if quiet else self._claims(args)
         while reply is None or len(reply) == 1:
@@ -208,25 +207,27 @@ class RedisBroker(Broker):
                 due = time.monotonic() >= quiet_until
                 reply = self._claims(args) if woken or due else None
                 continue
-            stay = self._wait.queues == key and now < min(self._stay_until, quiet_until)
+            staying = self._staying
+            stay = staying is not None and staying[0] == key and now < min(staying[1], quiet_until)
             block = max(math.ceil(wait * 1000), 1)
-            reply, handed = self._claim_or_wait(key, block, args, stay)
+            reply, handed = self._claim_or_wait(queues, block, args, stay)
             if handed is not None:
                 return [*_deliveries(reply, receipt), handed]
         return _deliveries(reply, receipt)
 
     def _claim_or_wait(
-        self, queues: tuple[str, ...], block: int, args: tuple[object, ...], stay: bool
+        self, queues: Sequence[str], block: int, args: tuple[object, ...], stay: bool
     ) -> tuple[list[Any] | None, Delivery | None]:
         """Claim, and if nothing was claimable, wait up to `block` ms on this process's
         inbox (redis_wait.py); or, to `stay`, keep the ticket the last wait left standing
         and wait without claiming (stay.lua). The claim's reply (None if it did not run,
         the wait timed out, or an `interrupt` cut it short: then this process waits no
-        more), and the message handed over, if one was (one left in the inbox by a wait
-        whose reply was lost comes out first, beside what the claim got)."""
-        if self._wait.queues and self._wait.queues != queues:
+        more), and
+        the message handed over, if one was (one left in the inbox by a wait whose reply
+        was lost comes out first, beside what the claim got)."""
+        if self._wait.queues and self._wait.queues != tuple(queues):
             self.leave()  # the ticket still stands among other queues' waiters
-        self._wait.queues = queues
+        self._wait.queues = tuple(queues)
         self._stranded = True  # until the wait's replies are read (see `fetch`)
         replies = self._wait.run(self._stay if stay else self._claim, block, () if stay else args)
         self._stranded = False
@@ -237,9 +238,9 @@ class RedisBroker(Broker):
         if popped is None:
             # Timed out: the ticket stands a while longer. (The claim's due time, from
             # before the wait, is what the caller knew: the wait ended by it.)
-            self._stay_until = time.monotonic() + STAY
+            self._staying = (tuple(queues), time.monotonic() + STAY)
             return None, None
-        self._stay_until = 0.0
+        self._staying = None
         claimed = None if stay else list(first)
         if not popped[1]:
             return claimed, None  # claimed, or woken: claims if it waits on
@@ -249,7 +250,7 @@ class RedisBroker(Broker):
         """Stop waiting: take this process's ticket off its queues, and give back what was
         handed to it meanwhile (after a wait was cut short, or at close: `once`, a single
         try, since Redis may be gone)."""
-        self._stay_until = 0.0
+        self._staying = None
         if not self._wait.queues:
             return
         args = (self._wait.ticket, *self._wait.queues)
