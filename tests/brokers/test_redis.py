@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from soloist.brokers import redis as redis_broker
 from soloist.brokers import redis_script, redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
@@ -215,7 +214,7 @@ def test_a_message_left_in_the_inbox_comes_out_beside_what_the_next_claim_gets(
     """A message handed over after the fetcher stopped reading (its wait's reply lost with
     a dropped link) waits in the inbox: the next wait pops it first, still leased under
     its own receipt, beside what that wait's claim got."""
-    assert broker.fetch([queue], 10, 30, timeout=0) == []  # claimed nothing, no wait
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # waited, and stopped
     ticket = broker._wait.ticket
     broker.redis.command("SET", ticket, "0123456789abcdef 9999999999.000", "PX", 10000)
     broker.redis.command("LPUSH", f"{broker.prefix}q:{queue}:waiters", ticket)
@@ -250,61 +249,6 @@ def test_a_fetch_after_a_wait_lost_to_an_outage_gives_back_what_was_handed_over(
     (got,) = broker.fetch([queue], 10, 30, timeout=0)
     assert (got.body, got.delivery_count) == (b"handed", 1)
     assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
-
-
-def test_a_wait_after_one_that_timed_out_keeps_the_ticket_and_claims_nothing(
-    broker: RedisBroker, queue: str
-) -> None:
-    """Nothing came during a wait that timed out (it would have taken the ticket): the next
-    wait keeps the ticket, which stands a while after its wait, and runs no claim."""
-    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    before = calls(broker)
-    for _ in range(3):
-        assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    after = calls(broker)
-    assert spent(before, after, "blpop") >= 3 and spent(before, after, "pexpire") >= 3
-    assert spent(before, after, "zpopmin") == 0
-    publish_elsewhere(broker, queue, b"now")
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
-    assert (got.body, got.delivery_count) == (b"now", 1)
-
-
-def test_a_message_handed_over_between_two_waits_comes_out_at_the_next(
-    broker: RedisBroker, queue: str
-) -> None:
-    """The ticket stands a while after a wait timed out: a publish then hands its message
-    to the inbox, and the next wait returns it at once."""
-    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    publish_elsewhere(broker, queue, b"between")
-    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # handed over, leased
-    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
-    assert (got.body, got.delivery_count) == (b"between", 1)
-    assert broker.ack(got)
-
-
-def test_a_fetch_that_will_not_wait_first_leaves_its_standing_ticket(
-    broker: RedisBroker, queue: str
-) -> None:
-    """A fetch without a wait (a plain claim) after one that timed out first takes the
-    standing ticket off the queue and gives back what was handed over meanwhile: nothing
-    sits unseen in the inbox while the worker is busy."""
-    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    publish_elsewhere(broker, queue, b"between")
-    (got,) = broker.fetch([queue], 10, 30, timeout=0)
-    assert (got.body, got.delivery_count) == (b"between", 1)
-    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
-    publish_elsewhere(broker, queue, b"later")
-    assert broker.stats(queue) == QueueStats(1, 0, 1, 0, 0)  # not handed to anyone
-
-
-def test_a_fetch_of_other_queues_leaves_the_ones_it_waited_on(
-    broker: RedisBroker, queue: str
-) -> None:
-    other = queue + "-b"
-    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    assert broker.fetch([other], 10, 30, timeout=0.1) == []
-    publish_elsewhere(broker, queue, b"first")
-    assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)  # left in ready, not handed over
 
 
 def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
@@ -369,13 +313,12 @@ def test_a_warm_shutdown_ends_an_idle_workers_wait(
         admin.close()
 
 
-def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_idle_recheck(
-    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_its_wait(
+    broker: RedisBroker, queue: str
 ) -> None:
-    """A fetcher's place among the waiters can be lost (a failover to a replica that had
-    not got it): its waits keep the ticket without claiming, but it claims anyway every
-    IDLE_RECHECK seconds."""
-    monkeypatch.setattr(redis_broker, "IDLE_RECHECK", 0.5)
+    """A fetcher's ticket can be lost (a failover to a replica that had not got it): it
+    claims again when its wait ends, which is never more than `max_block` seconds."""
+    broker._wait.max_block = 0.5
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
     waiters = f"{broker.prefix}q:{queue}:waiters"
     got: list[bytes] = []
@@ -384,7 +327,7 @@ def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_idle_recheck(
     )
     fetcher.start()
     wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
-    broker.redis.command("DEL", waiters)  # its place is lost
+    broker.redis.command("DEL", waiters)  # the ticket is lost
     publish_elsewhere(broker, queue, b"orphan")
     assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)  # nobody waits, Redis thinks
     fetcher.join()

@@ -63,10 +63,6 @@ local function now()
 end
 local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
 local function mkey(id) return prefix .. 'm:' .. id end
--- A ticket outlives its fetcher's wait by this long (ms): the fetcher's next wait, which
--- follows at once, keeps it (stay.lua) rather than claiming again, and what is handed over
--- in between waits in the inbox for that wait.
-local TICKET_GRACE = 1000
 -- An idle fetcher's inbox lives this long after something is put in it: one SIGKILLed
 -- while waiting leaves it behind (a message in it is leased, and comes back when that
 -- lapses).
