@@ -41,6 +41,7 @@ def run(tasks: int, timeout: float) -> Report:
         nodes = [Node(home, name) for name in "abc"]
         a, b, c = nodes
         workers: list[Workers] = []
+        app = None
         try:
             for node in nodes:
                 node.start()
@@ -93,6 +94,8 @@ def run(tasks: int, timeout: float) -> Report:
         finally:
             for group in workers:
                 group.stop()
+            if app is not None:
+                app.close()  # else its link would go on reconnecting to the halted nodes
             for node in nodes:
                 node.halt()
     return report

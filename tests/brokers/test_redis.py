@@ -343,7 +343,8 @@ def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
     caplog.set_level(logging.WARNING, logger="soloist.redis")
     assert short.fetch([queue], 10, 30, timeout=1.0) == []
     short.close()
-    assert not caplog.records
+    # Only Soloist's own: a thread another test left behind may log through the root logger.
+    assert not [r for r in caplog.records if r.name.startswith("soloist")]
 
 
 def test_a_script_lost_before_a_fetch_waits_is_loaded_again(
