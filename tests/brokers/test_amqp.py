@@ -469,6 +469,27 @@ def test_a_fast_stream_holds_at_most_one_batch_ahead(brokers: list[AMQPBroker], 
     assert sorted(got + taken + [d.body for d in rest]) == sent
 
 
+def test_a_growing_stream_holds_its_new_prefetch_not_the_old_buffer_on_top(
+    brokers: list[AMQPBroker], queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch that asks for more than the consumer's prefetch, while the consumer still
+    buffers more than the fetch takes, does not start a larger consumer beside that
+    buffer: the holder would hold both, and another consumer could not take them."""
+    from soloist.brokers.amqp import consumer
+
+    monkeypatch.setattr(consumer, "AHEAD", 60.0)  # every fetch counts as a quick one
+    holder, other = make(brokers), make(brokers)
+    holder.publish_many([(queue, b"%03d" % i, 0, 0) for i in range(200)])
+    first = holder.fetch([queue], 50, 30, 2.0)  # by basic.get; a consumer of 50 starts
+    assert len(first) == 50 and holder.ack_many(first) == [True] * 50
+    wait_until(lambda: other.depth(queue) == 100)  # its buffer is full
+    second = holder.fetch([queue], 30, 30, 2.0)  # asks for a prefetch of 30 + 30 ahead
+    assert len(second) == 30 and holder.ack_many(second) == [True] * 30
+    wait_until(lambda: holder.depth(queue) == 120)  # nothing in flight
+    taken = drain(other, queue, 100)
+    assert len(taken) >= 200 - 80 - 60  # the holder holds at most its 60
+
+
 def test_burst_depth_counts_what_the_stream_holds(brokers: list[AMQPBroker], queue: str) -> None:
     """depth() includes what was pushed to this process and not handed out: a burst
     worker must not stop while the consumer still holds messages."""

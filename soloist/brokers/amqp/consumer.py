@@ -134,12 +134,14 @@ class Consumer:
         Here rather than at the fetch: the acks that follow make room that the server
         fills at once, for the old consumer. Before the acks, the consumer is full when
         the lane is busy (nothing in flight). Growing waits for that (below it, the lane
-        is drained and a larger prefetch would not help); shrinking does not wait."""
+        is drained and a larger prefetch would not help), and for its buffer to be handed
+        out: what the old consumer still buffers would be held on top of the new prefetch
+        (which counts only what the caller holds). Shrinking does not wait."""
         st = s.stream
         if st is None or not st.resize or st.tag is None:
             return
         want, growing = st.resize, st.resize > st.prefetch
-        if growing and not st.full():
+        if growing and (st.buffer or not st.full()):
             return
         self.cancel(s, st)
         excess = [] if growing else [self.kept(st, e) for e in list(st.buffer)[st.keep :]]
