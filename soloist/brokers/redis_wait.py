@@ -57,12 +57,13 @@ class Wait:
     def run(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any] | None:
         """The claim script with this process's ticket and `block` (ms) before `args`, then
         a BLPOP of up to `block` ms on the inbox, in one write: their replies. None, without
-        waiting, after an `interrupt` that no wait has taken yet; a wait cut short by one
-        returns what BLPOP returns on a timeout (None)."""
+        waiting, after an `interrupt` that no wait has taken yet, or that came while a
+        wait's link was dropped (it is not sent again); a wait cut short by one returns
+        what BLPOP returns on a timeout (None)."""
         self._blocking = True
         try:
             if self._interrupted:
-                return None
+                return None  # (without touching Redis, which may be away)
             return self.conn.call(self._run, claim, block, args)
         finally:
             self._blocking = False
@@ -117,7 +118,7 @@ class Wait:
             interrupted, self._interrupted = self._interrupted, False
         return interrupted
 
-    def _run(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any]:
+    def _run(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any] | None:
         if self._link is not None and self._pid == os.getpid():
             try:
                 return self._exchange(claim, block, args)
@@ -127,8 +128,15 @@ class Wait:
                 self.conn.drop_idle()
         return self._exchange(claim, block, args)
 
-    def _exchange(self, claim: Script, block: int, args: tuple[object, ...]) -> tuple[Any, Any]:
+    def _exchange(
+        self, claim: Script, block: int, args: tuple[object, ...]
+    ) -> tuple[Any, Any] | None:
         link = self._open()
+        # Again on each try, once the link and the id that `interrupt` unblocks are this
+        # try's: an interrupt may have unblocked the BLPOP of a link dropped since (behind
+        # NOSCRIPT, or broken) and returned, and nothing would unblock a wait sent now.
+        if self._interrupted:
+            return None
         commands = [claim.command(self.ticket, block, *args), ("BLPOP", self.inbox, block / 1000)]
         try:
             link.send_packed_command(pack(commands))

@@ -360,6 +360,32 @@ def test_a_script_lost_before_a_fetch_waits_is_loaded_again(
     assert fetched_while(broker, [queue], lambda: publish_elsewhere(broker, queue, b"x")) == [b"x"]
 
 
+def test_an_interrupt_that_unblocks_a_wait_dropped_for_noscript_ends_the_fetch(
+    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait whose claim got NOSCRIPT has its BLPOP blocked on the link it then drops. An
+    `interrupt` whose CLIENT UNBLOCK ends that BLPOP is done (it got 1): the wait must not
+    be sent again on a new link, which nothing would unblock."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # the link loads the claim
+    assert broker.fetch([queue], 10, 30, timeout=0) == []  # the next fetch's claim is its wait's
+    admin = redis.Redis.from_url(broker.url.split("?")[0])
+    admin.script_flush()
+    admin.close()
+    drop = broker._wait.close
+
+    def interrupted_first() -> None:
+        wait_until(lambda: blocked_on_server(broker), 4, "the BLPOP blocked behind NOSCRIPT")
+        broker.interrupt()  # as a warm shutdown would, from another thread, just now
+        drop()
+
+    monkeypatch.setattr(broker._wait, "close", interrupted_first)
+    before = calls(broker)
+    t0 = time.monotonic()
+    assert broker.fetch([queue], 10, 30, timeout=5.0) == []
+    assert time.monotonic() - t0 < 2.5
+    assert spent(before, calls(broker), "blpop") == 1  # the dropped link's only
+
+
 def test_an_interrupted_exchange_leaves_no_stale_reply(broker: RedisBroker, queue: str) -> None:
     """An exception between sending a command and reading its reply (a signal handler's,
     say) closes that connection, so the next command cannot take the old reply as its own."""
