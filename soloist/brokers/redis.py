@@ -16,8 +16,9 @@ that fetcher and pushed on its inbox, so the BLPOP returns the message itself, a
 wake-up costs Redis no claim and the worker no round trip. Anything else that makes a
 message claimable (a retry, a release, a delayed publish) wakes one waiter with an empty
 entry, and it claims. A wait lasts until something the fetcher knew of falls due, at most
-seconds; a warm shutdown ends it at once with CLIENT UNBLOCK (brokers/redis_wait.py) and
-takes the ticket off the queues, giving back anything handed over meanwhile. So an idle
+seconds; the ticket stands a second longer, so the next wait keeps it and claims nothing
+(stay.lua). A warm shutdown ends a wait at once with CLIENT UNBLOCK (brokers/redis_wait.py)
+and takes the ticket off the queues, giving back anything handed over meanwhile. So an idle
 worker costs Redis a few calls a second
 (benchmarks/idle_bench.py). On a Cluster a fetcher's inbox and its queues would lie in
 different slots: there a publish pushes a token on the queue's wake list, fetchers block
@@ -59,10 +60,14 @@ log = logging.getLogger("soloist.redis")
 
 #: Messages moved, purged or requeued per script call, so no script blocks Redis for long.
 CHUNK = 1000
-#: An idle fetcher that has seen no wake-up claims anyway this often: on a Cluster a token
-#: can be lost (a fetcher killed between its BLPOP and its claim), and no other event might
-#: come.
+#: An idle fetcher that has seen no wake-up claims anyway this often: a wake-up can be lost
+#: (on a Cluster, a fetcher killed between its BLPOP and its claim; on one server, a place
+#: among the waiters lost in a failover, while its waits keep the ticket), and no other
+#: event might come.
 IDLE_RECHECK = 10.0
+#: How long after a wait timed out the next wait keeps its ticket (stay.lua) instead of
+#: claiming: well inside the ticket's grace (prelude.lua's TICKET_GRACE, 1 s).
+STAY = 0.5
 #: The layout of the broker's keys (prelude.lua), stamped in `<prefix>schema`.
 SCHEMA_VERSION = 3
 
@@ -89,6 +94,7 @@ _HEARTBEAT = _lua("heartbeat")
 _WORKERS = _lua("workers")
 _FORGET_WORKER = _lua("forget_worker")
 _LEAVE = _lua("leave")
+_STAY = _lua("stay")
 
 #: `poison_reason` as a Lua format string, so burying a poison message stays one script
 #: (the claim scripts' argument here and in the Celery bridge's kombu layout).
@@ -132,11 +138,16 @@ class RedisBroker(Broker):
         self._workers = script(_WORKERS, allow_oom=True)
         self._forget_worker = script(_FORGET_WORKER, allow_oom=True)
         self._leave = script(_LEAVE, allow_oom=True)
+        self._stay = script(_STAY, allow_oom=True)
         #: Queues (as fetched together) -> monotonic time before which nothing of theirs
         #: is claimable unless a wake-up token comes (a fetch found nothing).
         self._quiet: dict[tuple[str, ...], float] = {}
         self._wait = Wait(self.redis)
         self._stranded = False
+        #: After a wait that timed out, the monotonic time until which the next wait on
+        #: the same queues (`Wait.queues`) may keep its ticket, which stands a while after
+        #: the wait; 0 when none stands.
+        self._stay_until = 0.0
         #: A Cluster's blocking calls go through redis-py's cluster client: not interrupted.
         self.interruptible = not self.on_cluster
 
@@ -177,12 +188,15 @@ class RedisBroker(Broker):
         # due (whatever arrived meanwhile pushed a token).
         quiet_until = self._quiet.pop(key, 0.0)
         quiet = timeout > 0 and (start < quiet_until or (quiet_until > 0 and not self.on_cluster))
+        if not quiet and self._stay_until:
+            self.leave()  # a fetch that claims without waiting: the ticket may still stand
         reply = None if quiet else self._claims(args)
+        claimed = start  # when the claim that `reply` is from ran: its due time counts from then
         while reply is None or len(reply) == 1:
             now = time.monotonic()
             if reply is not None:
                 due_in = reply[0] / 1000 if reply[0] >= 0 else math.inf
-                quiet_until = now + min(due_in, IDLE_RECHECK)
+                quiet_until = claimed + min(due_in, IDLE_RECHECK)
             if now >= deadline or (reply is None and self._wait.interrupted()):
                 self._quiet[key] = quiet_until
                 return []
@@ -192,38 +206,51 @@ class RedisBroker(Broker):
                 # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
                 block = max(math.ceil(wait * 1000), 1) / 1000
                 woken = self._sleep(queues, block)
-                due = time.monotonic() >= quiet_until
-                reply = self._claims(args) if woken or due else None
+                claimed = time.monotonic()
+                reply = self._claims(args) if woken or claimed >= quiet_until else None
                 continue
-            reply, handed = self._claim_or_wait(queues, max(math.ceil(wait * 1000), 1), args)
+            stay = self._wait.queues == key and now < min(self._stay_until, quiet_until)
+            block = max(math.ceil(wait * 1000), 1)
+            claimed = now
+            reply, handed = self._claim_or_wait(key, block, args, stay)
             if handed is not None:
                 return [*_deliveries(reply, receipt), handed]
         return _deliveries(reply, receipt)
 
     def _claim_or_wait(
-        self, queues: Sequence[str], block: int, args: tuple[object, ...]
+        self, queues: tuple[str, ...], block: int, args: tuple[object, ...], stay: bool
     ) -> tuple[list[Any] | None, Delivery | None]:
         """Claim, and if nothing was claimable, wait up to `block` ms on this process's
-        inbox (redis_wait.py): the claim's reply (None when an `interrupt` cut the wait
-        short: then this process waits no more), and the message handed over, if one was
-        (one left in the inbox by a wait whose reply was lost comes out first, beside what
-        the claim got)."""
-        self._wait.queues = tuple(queues)
+        inbox (redis_wait.py); or, to `stay`, keep the ticket the last wait left standing
+        and wait without claiming (stay.lua). The claim's reply (None if none ran: a stay,
+        or an `interrupt` that cut the wait short, and then this process waits no more),
+        and the message handed over, if one was (one left in the inbox by a wait whose
+        reply was lost comes out first, beside what the claim got)."""
+        if self._wait.queues and self._wait.queues != queues:
+            self.leave()  # the ticket still stands among other queues' waiters
+        self._wait.queues = queues
         self._stranded = True  # until the wait's replies are read (see `fetch`)
-        replies = self._wait.run(self._claim, block, args)
+        replies = self._wait.run(self._stay if stay else self._claim, block, () if stay else args)
         self._stranded = False
         if replies is None or (replies[1] is None and self._wait.cut()):
             self.leave()
             return None, None
-        claimed, popped = replies
+        first, popped = replies
+        # A claim's reply even when its wait timed out: its due time may be news (a delayed
+        # message whose wake-up ended the wait before), which the waits that keep the
+        # ticket, claiming nothing, must not outlast.
+        claimed = None if stay else list(first)
+        # Timed out, so nothing came: the ticket stands a while longer, for the next wait.
+        self._stay_until = time.monotonic() + STAY if popped is None else 0.0
         if popped is None or not popped[1]:
-            return list(claimed), None  # claimed, timed out, or woken: claims again if it waits on
-        return list(claimed), _handed(popped[1])
+            return claimed, None  # timed out; or claimed, or woken: claims if it waits on
+        return claimed, _handed(popped[1])
 
     def leave(self, *, once: bool = False) -> None:
         """Stop waiting: take this process's ticket off its queues, and give back what was
         handed to it meanwhile (after a wait was cut short, or at close: `once`, a single
         try, since Redis may be gone)."""
+        self._stay_until = 0.0
         if not self._wait.queues:
             return
         args = (self._wait.ticket, *self._wait.queues)

@@ -43,6 +43,8 @@ class Wait:
         self.max_block = MAX_BLOCK
         self._link: Any = None  # a redis-py Connection of its own, kept between waits
         self._client_id: int | None = None
+        #: The scripts (SHA1s) loaded through this link since it connected (`_exchange`).
+        self._loaded: set[str] = set()
         self._pid = os.getpid()
         #: This process's ticket and inbox (prelude.lua: f:<random>).
         self.ticket = self.inbox = ""
@@ -138,15 +140,26 @@ class Wait:
         if self._interrupted:
             return None
         commands = [claim.command(self.ticket, block, *args), ("BLPOP", self.inbox, block / 1000)]
+        # A link's first call of a script loads it, in the same write: the server may lack
+        # it (a restart, a failover: both drop the link), and a BLPOP behind NOSCRIPT runs
+        # with no script before it, so it may take what waits in the inbox (handed over
+        # between two waits) on a link that is then dropped.
+        new = claim.sha not in self._loaded
+        if new:
+            commands.insert(0, ("SCRIPT", "LOAD", claim.source))
         try:
             link.send_packed_command(pack(commands))
+            loaded = _response(link) if new else None
             first = _response(link)
             if isinstance(first, NoScriptError):
-                # A restarted server: the command blocks with no claim before it. Drop the
-                # link (which ends the wait) rather than read it out.
+                # The BLPOP blocks with no script before it: drop the link (which ends the
+                # wait) rather than read it out. Flushed since this link loaded it (SCRIPT
+                # FLUSH): a new link loads it again; loaded in this write, the load failed.
                 self.close()
-                self.conn.execute(("SCRIPT", "LOAD", claim.source))
+                if new:
+                    raise loaded if isinstance(loaded, redis.ResponseError) else first
                 return self._exchange(claim, block, args)
+            self._loaded.add(claim.sha)
             second = _response(link)
         except BaseException:
             self.close()  # a reply may be left unread: never reuse the link
@@ -165,6 +178,7 @@ class Wait:
             self._new_ticket()
         if self._link is None:
             self._client_id = None
+            self._loaded.clear()
             link = self.conn.link()
             try:
                 link.send_command("CLIENT", "ID")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from soloist.brokers import redis as redis_broker
 from soloist.brokers import redis_script, redis_wait
 from soloist.brokers.base import Delivery, QueueStats, poison_reason
 from soloist.brokers.redis import RedisBroker
@@ -177,7 +178,7 @@ def test_a_publish_hands_its_message_to_a_waiting_fetcher(
     mid = broker.publish(queue, b"handed")
     fetcher.join()
     after = calls(broker)
-    assert writes == [["EVALSHA", "BLPOP"]]
+    assert writes == [["SCRIPT", "EVALSHA", "BLPOP"]]  # (a new link: it loads the claim)
     assert spent(before, after, "zpopmin") == 0  # no claim ran after the publish
     (handed,) = got
     assert (handed.id, handed.body, handed.delivery_count, handed.retries) == (mid, b"handed", 1, 0)
@@ -214,7 +215,7 @@ def test_a_message_left_in_the_inbox_comes_out_beside_what_the_next_claim_gets(
     """A message handed over after the fetcher stopped reading (its wait's reply lost with
     a dropped link) waits in the inbox: the next wait pops it first, still leased under
     its own receipt, beside what that wait's claim got."""
-    assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # waited, and stopped
+    assert broker.fetch([queue], 10, 30, timeout=0) == []  # claimed nothing, no wait
     ticket = broker._wait.ticket
     broker.redis.command("SET", ticket, "0123456789abcdef 9999999999.000", "PX", 10000)
     broker.redis.command("LPUSH", f"{broker.prefix}q:{queue}:waiters", ticket)
@@ -249,6 +250,100 @@ def test_a_fetch_after_a_wait_lost_to_an_outage_gives_back_what_was_handed_over(
     (got,) = broker.fetch([queue], 10, 30, timeout=0)
     assert (got.body, got.delivery_count) == (b"handed", 1)
     assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
+
+
+def test_a_wait_after_one_that_timed_out_keeps_the_ticket_and_claims_nothing(
+    broker: RedisBroker, queue: str
+) -> None:
+    """Nothing came during a wait that timed out (it would have taken the ticket): the next
+    wait keeps the ticket, which stands a while after its wait, and runs no claim."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    before = calls(broker)
+    for _ in range(3):
+        assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    after = calls(broker)
+    assert spent(before, after, "blpop") >= 3 and spent(before, after, "pexpire") >= 3
+    assert spent(before, after, "zpopmin") == 0
+    publish_elsewhere(broker, queue, b"now")
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert (got.body, got.delivery_count) == (b"now", 1)
+
+
+def test_short_waits_that_keep_the_ticket_fetch_a_delayed_message_when_it_falls_due(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A delayed publish wakes a wait; the claim after it learns the due time, and its
+    own wait times out before then. The waits that follow keep the ticket and claim
+    nothing, but only until that due time, not until the next IDLE_RECHECK (10 s)."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    fetcher = threading.Thread(target=broker.fetch, args=([queue], 10, 30, 1.0))
+    fetcher.start()
+    wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
+    publisher = RedisBroker(broker.url)
+    published = time.monotonic()
+    publisher.publish(queue, b"later", delay=2.0)
+    publisher.close()
+    fetcher.join()
+    got: list[Delivery] = []
+    while not got and time.monotonic() - published < redis_broker.IDLE_RECHECK + 2:
+        got = broker.fetch([queue], 10, 30, timeout=0.1)  # a busy pool's short waits
+    assert [d.body for d in got] == [b"later"]
+    assert time.monotonic() - published < 3.5
+
+
+def test_a_message_handed_over_between_two_waits_comes_out_at_the_next(
+    broker: RedisBroker, queue: str
+) -> None:
+    """The ticket stands a while after a wait timed out: a publish then hands its message
+    to the inbox, and the next wait returns it at once."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    publish_elsewhere(broker, queue, b"between")
+    assert broker.stats(queue) == QueueStats(0, 0, 1, 0, 0)  # handed over, leased
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert (got.body, got.delivery_count) == (b"between", 1)
+    assert broker.ack(got)
+
+
+def test_a_wait_on_a_new_link_to_a_server_without_its_scripts_gets_what_waits_in_the_inbox(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A new link (after a restart or a failover) may reach a server without the wait's
+    scripts. It loads each in the same write as its first use: a BLPOP behind NOSCRIPT
+    would take the message handed over between two waits on a link then dropped, and
+    leave it leased to nobody until the lease lapsed."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    admin = redis.Redis.from_url(broker.url.split("?")[0])
+    admin.script_flush()
+    admin.close()
+    broker._wait.close()  # as a restart would drop it
+    publish_elsewhere(broker, queue, b"between")
+    (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
+    assert (got.body, got.delivery_count) == (b"between", 1)
+
+
+def test_a_fetch_that_will_not_wait_first_leaves_its_standing_ticket(
+    broker: RedisBroker, queue: str
+) -> None:
+    """A fetch without a wait (a plain claim) after one that timed out first takes the
+    standing ticket off the queue and gives back what was handed over meanwhile: nothing
+    sits unseen in the inbox while the worker is busy."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    publish_elsewhere(broker, queue, b"between")
+    (got,) = broker.fetch([queue], 10, 30, timeout=0)
+    assert (got.body, got.delivery_count) == (b"between", 1)
+    assert broker.redis.client.keys(f"{broker.prefix}f:*") == []
+    publish_elsewhere(broker, queue, b"later")
+    assert broker.stats(queue) == QueueStats(1, 0, 1, 0, 0)  # not handed to anyone
+
+
+def test_a_fetch_of_other_queues_leaves_the_ones_it_waited_on(
+    broker: RedisBroker, queue: str
+) -> None:
+    other = queue + "-b"
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []
+    assert broker.fetch([other], 10, 30, timeout=0.1) == []
+    publish_elsewhere(broker, queue, b"first")
+    assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)  # left in ready, not handed over
 
 
 def test_a_fetcher_whose_wait_was_cut_short_is_handed_nothing(
@@ -313,12 +408,13 @@ def test_a_warm_shutdown_ends_an_idle_workers_wait(
         admin.close()
 
 
-def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_its_wait(
-    broker: RedisBroker, queue: str
+def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_idle_recheck(
+    broker: RedisBroker, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fetcher's ticket can be lost (a failover to a replica that had not got it): it
-    claims again when its wait ends, which is never more than `max_block` seconds."""
-    broker._wait.max_block = 0.5
+    """A fetcher's place among the waiters can be lost (a failover to a replica that had
+    not got it): its waits keep the ticket without claiming, but it claims anyway every
+    IDLE_RECHECK seconds."""
+    monkeypatch.setattr(redis_broker, "IDLE_RECHECK", 0.5)
     assert broker.fetch([queue], 10, 30, timeout=0.2) == []
     waiters = f"{broker.prefix}q:{queue}:waiters"
     got: list[bytes] = []
@@ -327,7 +423,7 @@ def test_a_lost_ticket_delays_a_waiting_fetcher_at_most_its_wait(
     )
     fetcher.start()
     wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
-    broker.redis.command("DEL", waiters)  # the ticket is lost
+    broker.redis.command("DEL", waiters)  # its place is lost
     publish_elsewhere(broker, queue, b"orphan")
     assert broker.stats(queue) == QueueStats(1, 0, 0, 0, 0)  # nobody waits, Redis thinks
     fetcher.join()
@@ -350,10 +446,12 @@ def test_a_wait_longer_than_the_socket_timeout_keeps_its_link(
 def test_a_script_lost_before_a_fetch_waits_is_loaded_again(
     broker: RedisBroker, queue: str
 ) -> None:
-    """SCRIPT FLUSH (or a restart) before a fetch waits: the claim in front of its BLPOP
-    gets NOSCRIPT, so the fetch drops that link (ending the BLPOP), loads the script, and
-    waits with its ticket left on the queue: the message published next is handed over."""
-    assert broker.fetch([queue], 10, 30, timeout=0) == []
+    """SCRIPT FLUSH after the wait's link loaded the claim: the claim in front of its
+    BLPOP gets NOSCRIPT, so the fetch drops that link (ending the BLPOP), loads the script
+    on a new one, and waits with its ticket left on the queue: the message published next
+    is handed over."""
+    assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # the link loads the claim
+    assert broker.fetch([queue], 10, 30, timeout=0) == []  # the next fetch's claim is its wait's
     admin = redis.Redis.from_url(broker.url.split("?")[0])
     admin.script_flush()
     admin.close()

@@ -6,10 +6,11 @@
 --
 -- ticket, when not "", names the caller's ticket (prelude.lua), and wait the milliseconds
 -- of the BLPOP on its inbox that follows in the same write. If nothing was claimed, the
--- caller waits for these queues: the ticket is set for that long and put on each queue's
--- waiters, so a publish hands its message straight to the caller's inbox (and anything
--- else that makes a message due wakes it). Otherwise "" goes in the inbox, so the BLPOP
--- returns at once: when something was claimed, or falls due well before the wait ends.
+-- caller waits for these queues: the ticket is set for that long (and TICKET_GRACE more)
+-- and put on each queue's waiters, so a publish hands its message straight to the
+-- caller's inbox (and anything else that makes a message due wakes it). Otherwise the
+-- ticket is deleted and "" goes in the inbox, so the BLPOP returns at once: when
+-- something was claimed, or falls due well before the wait ends.
 local ticket, wait = ARGV[2], ARGV[3]
 local want, receipt, max_deliveries, poison = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
 local FIRST_QUEUE = 9
@@ -109,13 +110,14 @@ if ticket ~= '' then
   -- (The caller waits no longer than what it knew falls due: 10 ms of slack for the time
   -- since, so that only a due time it did not know, and sooner, ends the wait at once.)
   if got == 0 and (out[1] < 0 or out[1] + 10 >= tonumber(wait)) then
-    redis.call('SET', ticket, receipt .. ' ' .. ARGV[5], 'PX', wait)
+    redis.call('SET', ticket, receipt .. ' ' .. ARGV[5], 'PX', tonumber(wait) + TICKET_GRACE)
     for i = FIRST_QUEUE, #ARGV do
       local waiters = qkey(ARGV[i], 'waiters')
       redis.call('LREM', waiters, '0', ticket)
       redis.call('LPUSH', waiters, ticket)
     end
   else
+    redis.call('DEL', ticket)  -- a ticket left standing by the last wait: nothing more for it
     deliver(ticket, '')
   end
 end

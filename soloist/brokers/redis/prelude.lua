@@ -16,8 +16,9 @@
 --                                newest first; a ticket gone or expired is skipped and
 --                                dropped (on one server; a Cluster's fetchers use wake)
 --   f:<random>           STRING  a waiting fetcher's ticket: "<receipt> <lease seconds>"
---                                for the message handed to it; expires when its wait ends,
---                                and whoever hands it a message or a wake-up deletes it
+--                                for the message handed to it; expires TICKET_GRACE after
+--                                its wait ends (the next wait keeps it: stay.lua), and
+--                                whoever hands it a message or a wake-up deletes it
 --   f:<random>:in        LIST    that fetcher's inbox, which it blocks on: a message handed
 --                                to it, leased ("<id> <receipt> <len(queue)> <queue><body>"),
 --                                or "" (a wake-up: something may be claimable)
@@ -63,6 +64,10 @@ local function now()
 end
 local function qkey(queue, kind) return prefix .. 'q:' .. queue .. ':' .. kind end
 local function mkey(id) return prefix .. 'm:' .. id end
+-- A ticket outlives its fetcher's wait by this long (ms): the fetcher's next wait, which
+-- follows at once, keeps it (stay.lua) rather than claiming again, and what is handed over
+-- in between waits in the inbox for that wait.
+local TICKET_GRACE = 1000
 -- An idle fetcher's inbox lives this long after something is put in it: one SIGKILLed
 -- while waiting leaves it behind (a message in it is leased, and comes back when that
 -- lapses).
