@@ -379,6 +379,33 @@ def test_interrupt_ends_a_wait_at_once(broker: RedisBroker, queue: str) -> None:
     assert_interrupt_ends_a_wait(broker, queue, lambda _thread: blocked_on_server(broker))
 
 
+def test_an_interrupt_that_an_acl_refuses_lets_the_wait_run_to_its_end(
+    redis_server: RedisServer, queue: str
+) -> None:
+    """A user whose ACL refuses CLIENT UNBLOCK: `interrupt` (a warm shutdown's, from
+    another thread) raises nothing, and the wait ends when it times out."""
+    admin = redis.Redis.from_url(redis_server.url)
+    user = f"no-unblock-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        categories=["+@all"], commands=["-client|unblock"],
+    )  # fmt: skip
+    url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+    broker = FlushingRedisBroker(prefixed_url(f"t-{uuid.uuid4().hex[:8]}:", url))
+    try:
+        ended: list[list[Delivery]] = []
+        fetcher = threading.Thread(target=lambda: ended.append(broker.fetch([queue], 10, 30, 1.0)))
+        fetcher.start()
+        wait_until(lambda: blocked_on_server(broker), 4, "the fetch blocked in Redis")
+        broker.interrupt()
+        fetcher.join(10)
+        assert ended == [[]]
+    finally:
+        broker.close()
+        admin.acl_deluser(user)
+        admin.close()
+
+
 def test_a_warm_shutdown_ends_an_idle_workers_wait(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
