@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from soloist import App
+from soloist.errors import ResultTimeout
 from tests.conftest import WorkerProcesses
 from tests.support.netfaults import FaultyProxy
 from tests.support.redis_support import FlushingRedisBroker, FlushingRedisResultStore, prefixed_url
@@ -57,7 +58,17 @@ def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: Fau
 
         chaos = threading.Thread(target=faults)
         chaos.start()
-        assert [h.get(timeout=90) for h in handles] == [f"t{i}" for i in range(300)]
+        try:
+            assert [h.get(timeout=90) for h in handles] == [f"t{i}" for i in range(300)]
+        except ResultTimeout as exc:
+            # What the broker holds and what the worker said, to tell where the task is.
+            client = broker.redis.client
+            keys = sorted(k.decode() for k in client.keys(f"{prefix}*"))
+            held = {k: client.hgetall(k) for k in keys[:10] if k.startswith(f"{prefix}m:")}
+            pytest.fail(
+                f"{exc}\n{broker.stats('default')}\nkeys: {keys[:40]}\nmessages: {held}\n"
+                f"worker log:\n{workers.output(worker)[-6000:]}"
+            )
         chaos.join()
         assert proxy.resets > 0
         log = workers.output(worker)
