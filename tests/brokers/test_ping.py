@@ -9,7 +9,7 @@ import pytest
 
 from soloist.brokers import from_url
 from soloist.errors import BrokerUnavailable
-from tests.support.redis_support import free_port
+from tests.support.redis_support import refusing_port
 
 #: An unreachable URL of each broker with a server, and what its error says.
 UNREACHABLE: dict[str, tuple[Callable[[int], str], str]] = {
@@ -39,10 +39,11 @@ def test_ping_fails_clearly_on_an_unreachable_server(kind: str) -> None:
     if kind.startswith("celery"):
         pytest.importorskip("kombu")
     url, says = UNREACHABLE[kind]
-    broker = from_url(url(free_port()))
-    try:
-        with pytest.raises(BrokerUnavailable, match=says) as caught:
-            broker.ping()
-    finally:
-        broker.close()
+    with refusing_port() as port:
+        broker = from_url(url(port))
+        try:
+            with pytest.raises(BrokerUnavailable, match=says) as caught:
+                broker.ping()
+        finally:
+            broker.close()
     assert "s3cret" not in str(caught.value) and "127.0.0.1" in str(caught.value)

@@ -31,8 +31,8 @@ from tests.support.interrupts import assert_interrupt_ends_a_wait
 from tests.support.redis_support import (
     FlushingRedisBroker,
     RedisServer,
-    free_port,
     prefixed_url,
+    refusing_port,
 )
 from tests.support.waiting import wait_until
 
@@ -96,10 +96,11 @@ def publish_elsewhere(broker: RedisBroker, queue: str, body: bytes) -> None:
 
 
 def test_errors_never_show_the_password() -> None:
-    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
-    broker = RedisBroker(url)
-    with pytest.raises(BrokerUnavailable) as caught:
-        broker.depth("q")
+    with refusing_port() as port:
+        url = f"redis://:s3cret@127.0.0.1:{port}/0"
+        broker = RedisBroker(url)
+        with pytest.raises(BrokerUnavailable) as caught:
+            broker.depth("q")
     assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
     with pytest.raises(ConfigurationError) as bad:
         RedisBroker(url + "?socket_timeout=soon")

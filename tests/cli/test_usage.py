@@ -122,11 +122,11 @@ def test_import_errors_name_the_file_and_line(workers: WorkerProcesses, tmp_path
 
 
 def test_amqp_connection_refused_names_host_and_port(workers: WorkerProcesses) -> None:
-    from tests.support.redis_support import free_port
+    from tests.support.redis_support import refusing_port
 
-    port = free_port()
-    workers.use(f"amqp://guest:guest@127.0.0.1:{port}/", workers.url)
-    done = workers.run("worker", *APP, "--burst")
+    with refusing_port() as port:
+        workers.use(f"amqp://guest:guest@127.0.0.1:{port}/", workers.url)
+        done = workers.run("worker", *APP, "--burst")
     assert_one_line_error(done, 1)
     assert "connection refused" in done.stderr.lower() and f"127.0.0.1:{port}" in done.stderr
 

@@ -20,8 +20,8 @@ from soloist.worker.revocation import Revocations
 from tests.support.redis_support import (
     FlushingRedisResultStore,
     RedisServer,
-    free_port,
     prefixed_url,
+    refusing_port,
 )
 from tests.support.waiting import wait_until
 
@@ -68,9 +68,10 @@ def test_the_wake_up_token_expires_with_the_result(store: RedisResultStore) -> N
 
 
 def test_errors_never_show_the_password() -> None:
-    store = RedisResultStore(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
-    with pytest.raises(BrokerUnavailable) as caught:
-        store.get("t")
+    with refusing_port() as port:
+        store = RedisResultStore(f"redis://:s3cret@127.0.0.1:{port}/0")
+        with pytest.raises(BrokerUnavailable) as caught:
+            store.get("t")
     assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
 
 

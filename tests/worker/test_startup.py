@@ -8,7 +8,7 @@ import pytest
 from soloist import App
 from soloist.urls import shown
 from tests.conftest import WorkerProcesses
-from tests.support.redis_support import free_port
+from tests.support.redis_support import refusing_port
 
 
 @pytest.mark.parametrize(
@@ -24,10 +24,10 @@ from tests.support.redis_support import free_port
 def test_an_unusable_result_store_stops_the_worker_before_any_task(
     workers: WorkerProcesses, sample_app: App, results: str, says: str
 ) -> None:
-    results = results.format(port=free_port())
     sample_app.tasks["sleepy"].delay(0, "once")
-    workers.use(workers.url, results)
-    done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
+    with refusing_port() as port:
+        workers.use(workers.url, results.format(port=port))
+        done = workers.run("worker", "-A", "tests.support.sample_app:app", "--burst")
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and says in errors[0], done.stderr
