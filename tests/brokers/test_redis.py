@@ -88,6 +88,13 @@ def fetched_while(
     return got
 
 
+def flush_scripts(broker: RedisBroker) -> None:
+    """SCRIPT FLUSH on the test module's own server, as a restart or failover would."""
+    admin = redis.Redis.from_url(broker.url.split("?")[0])
+    admin.script_flush()
+    admin.close()
+
+
 def publish_elsewhere(broker: RedisBroker, queue: str, body: bytes) -> None:
     """Publish from another broker on the same server (another process's producer)."""
     publisher = RedisBroker(broker.url)
@@ -314,9 +321,7 @@ def test_a_wait_on_a_new_link_to_a_server_without_its_scripts_gets_what_waits_in
     would take the message handed over between two waits on a link then dropped, and
     leave it leased to nobody until the lease lapsed."""
     assert broker.fetch([queue], 10, 30, timeout=0.1) == []
-    admin = redis.Redis.from_url(broker.url.split("?")[0])
-    admin.script_flush()
-    admin.close()
+    flush_scripts(broker)
     broker._wait.close()  # as a restart would drop it
     publish_elsewhere(broker, queue, b"between")
     (got,) = broker.fetch([queue], 10, 30, timeout=3.0)
@@ -481,9 +486,7 @@ def test_a_script_lost_before_a_fetch_waits_is_loaded_again(
     is handed over."""
     assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # the link loads the claim
     assert broker.fetch([queue], 10, 30, timeout=0) == []  # the next fetch's claim is its wait's
-    admin = redis.Redis.from_url(broker.url.split("?")[0])
-    admin.script_flush()
-    admin.close()
+    flush_scripts(broker)
     assert fetched_while(broker, [queue], lambda: publish_elsewhere(broker, queue, b"x")) == [b"x"]
 
 
@@ -495,9 +498,7 @@ def test_an_interrupt_that_unblocks_a_wait_dropped_for_noscript_ends_the_fetch(
     be sent again on a new link, which nothing would unblock."""
     assert broker.fetch([queue], 10, 30, timeout=0.1) == []  # the link loads the claim
     assert broker.fetch([queue], 10, 30, timeout=0) == []  # the next fetch's claim is its wait's
-    admin = redis.Redis.from_url(broker.url.split("?")[0])
-    admin.script_flush()
-    admin.close()
+    flush_scripts(broker)
     drop = broker._wait.close
 
     def interrupted_first() -> None:
