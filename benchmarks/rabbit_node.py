@@ -75,10 +75,10 @@ class Node:
 
     def wait(self) -> None:
         """Until the node runs (await_startup fails while its Erlang node is not up yet)."""
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180  # three nodes booting on a loaded 2-core machine
         while True:
             try:
-                return self.ctl("await_startup", timeout=60)
+                return self.ctl("await_startup", timeout=max(deadline - time.monotonic(), 1))
             except subprocess.CalledProcessError:
                 if time.monotonic() > deadline:
                     raise

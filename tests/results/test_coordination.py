@@ -8,6 +8,7 @@ import time
 import uuid
 
 from soloist.results.base import ResultStore
+from tests.support.waiting import wait_until
 
 
 def key() -> str:
@@ -100,13 +101,21 @@ def test_slots_hold_at_most_the_limit(store: ResultStore) -> None:
 def test_an_unrenewed_slot_lapses_and_a_renewed_one_holds(store: ResultStore) -> None:
     k = key()
     assert store.acquire_slot(k, "dead", 2, ttl=0.5)
-    assert store.acquire_slot(k, "alive", 2, ttl=0.5)
+    # Renewed for 2 s at a time, often: a stall of a loaded machine does not lapse it.
+    assert store.acquire_slot(k, "alive", 2, ttl=2)
+    first_ttl_ends = time.monotonic() + 2
     assert not store.acquire_slot(k, "new", 2, ttl=60)
     deadline = time.monotonic() + 5
     while not store.acquire_slot(k, "new", 2, ttl=60):
-        store.renew_slots([(k, "alive")], ttl=0.5)
+        store.renew_slots([(k, "alive")], ttl=2)
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+    def renewed_past_its_first_ttl() -> bool:
+        store.renew_slots([(k, "alive")], ttl=2)
+        return time.monotonic() > first_ttl_ends + 0.5
+
+    wait_until(renewed_past_its_first_ttl, 10, "renewals past the first ttl")
     store.renew_slots([(k, "alive")], ttl=60)
     assert not store.acquire_slot(k, "other", 2, ttl=60)  # "alive" still holds the other
     store.renew_slots([(k, "never-held")], ttl=60)  # renews nothing, raises nothing
