@@ -48,7 +48,9 @@ def test_resets_and_black_hole_lose_nothing(workers: WorkerProcesses, proxy: Fau
         worker = workers.start("--lease", "5", "--prefetch", "5")
 
         def faults() -> None:
-            time.sleep(1.0)
+            # Once it runs tasks: a worker that cannot reach its store at start exits, by
+            # design, and on a loaded machine starting can take longer than a second.
+            workers.wait_for("start", timeout=60)
             for _ in range(4):
                 proxy.reset_all()
                 time.sleep(0.7)
@@ -113,7 +115,7 @@ def test_amqp_resets_and_a_black_hole_past_two_heartbeats(
         worker = workers.start("-Q", queue, "--lease", "5", "--prefetch", "5")
 
         def faults() -> None:
-            time.sleep(1.0)
+            workers.wait_for("start", timeout=60)  # once it runs tasks, as above
             for _ in range(3):
                 amqp_proxy.reset_all()
                 time.sleep(0.8)
