@@ -202,15 +202,14 @@ class RedisBroker(Broker):
                 return []
             longest = self.redis.max_block if self.on_cluster else self._wait.max_block
             wait = min(deadline - now, longest, quiet_until - now if quiet_until > now else longest)
+            # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
+            block = max(math.ceil(wait * 1000), 1)
             if self.on_cluster:
-                # Whole milliseconds, never 0: a blocking command reads 0 as "wait forever".
-                block = max(math.ceil(wait * 1000), 1) / 1000
-                woken = self._sleep(queues, block)
+                woken = self._sleep(queues, block / 1000)
                 claimed = time.monotonic()
                 reply = self._claims(args) if woken or claimed >= quiet_until else None
                 continue
             stay = self._wait.queues == key and now < min(self._stay_until, quiet_until)
-            block = max(math.ceil(wait * 1000), 1)
             claimed = now
             reply, handed = self._claim_or_wait(key, block, args, stay)
             if handed is not None:
